@@ -1,0 +1,188 @@
+"""`ledgerlm` command line: run a recipe, or one stage of it, and audit, report, compare what came out."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from ledgerlm import __version__, ledger
+from ledgerlm.config import ConfigError, apply_overrides, parse_override
+from ledgerlm.pipeline import (
+    STAGES,
+    NotImplementedStage,
+    build_recipe,
+    load_recipe,
+    plan_lines,
+    run_pipeline,
+    run_stage,
+)
+
+STAGE_HELP = {
+    "curate": "quality gates, near-dedup, segment dedup and decontamination of raw text",
+    "tokenize": "train or load a tokenizer and write token shards",
+    "pretrain": "pretrain the model on the token shards",
+    "sft": "supervised fine-tuning on chat data (packed, assistant-only loss)",
+    "interpolate": "interpolate base and fine-tuned weights over a list of alphas and pick one",
+    "dpo": "direct preference optimisation (sigmoid or length-normalised)",
+    "reward": "train a Bradley-Terry reward model",
+    "rl": "RLVR / GRPO with verifiable rewards",
+    "eval": "zero-shot six-task evaluation and GSM8K, with confidence intervals",
+}
+# Commands that are not pipeline stages: command -> (module, help). Each module has add_args(p) and main(args) -> int.
+TOOLS = {
+    "contamination": (
+        "ledgerlm.data.contamination",
+        "contamination table of any dataset against benchmarks (read-only)",
+    ),
+    "inspect": ("ledgerlm.data.inspect", "print samples of what a curation reason removed"),
+    "compare": ("ledgerlm.eval.compare", "paired tests between two evaluation results"),
+    "sweep": ("ledgerlm.post.sweep", "run a stage over a grid (e.g. LR x batch size) with contour plots"),
+    "export": ("ledgerlm.model.export", "export a checkpoint as a Hugging Face Llama directory, or import one"),
+}
+
+
+def _add_common(p: argparse.ArgumentParser, recipe_positional: bool) -> None:
+    if recipe_positional:
+        p.add_argument("recipe", nargs="?", default="demo", help="built-in recipe name (e.g. demo) or a YAML path")
+    else:
+        p.add_argument("--recipe", default=None, help="recipe name or path (default: the run's recipe, else defaults)")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<recipe name>)")
+    p.add_argument("--force", action="store_true", help="re-run even if the ledger says the stage is up to date")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key.sub=value", help="recipe overrides")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; only the chosen command's module is imported (keeps `--help` and `audit` fast)."""
+    ap = argparse.ArgumentParser(prog="ledgerlm", description=__doc__)
+    ap.add_argument("--version", action="version", version=f"ledgerlm {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", help="run every stage a recipe lists, skipping those already up to date")
+    _add_common(p, recipe_positional=True)
+    p = sub.add_parser("plan", help="validate a recipe and print what each stage needs and costs, without running")
+    _add_common(p, recipe_positional=True)
+    p.add_argument("--gpu", default="h100", help="GPU to estimate hours on (h100, h200, a100, l4, cpu)")
+    p.add_argument(
+        "--mfu", type=float, default=None, help="model FLOPs utilisation to assume (default: measured/stated)"
+    )
+
+    for stage, helptext in STAGE_HELP.items():
+        p = sub.add_parser(stage, help=helptext, description=helptext)
+        _add_common(p, recipe_positional=False)
+        if stage != command:
+            continue
+        try:
+            mod = importlib.import_module(STAGES[stage])
+        except ModuleNotFoundError as e:
+            if e.name != STAGES[stage]:
+                raise
+            continue
+        if hasattr(mod, "add_cli_args"):
+            mod.add_cli_args(p)
+
+    p = sub.add_parser("report", help="build report.md and report.html for a run from its ledger")
+    p.add_argument("run_dir", type=Path)
+    p = sub.add_parser("audit", help="re-hash every artifact of a run and check the ledger chain")
+    p.add_argument("run_dir", type=Path)
+
+    for name, (module, helptext) in TOOLS.items():
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        if name != command:
+            continue
+        try:
+            importlib.import_module(module).add_args(p)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+    return ap
+
+
+def _stage_recipe(args, stage: str):
+    """The recipe a single-stage command runs under: --recipe, else the run directory's, else the defaults."""
+    out = args.out
+    saved = out / "recipe.json" if out else None
+    if args.recipe:
+        from ledgerlm.config import load_raw_recipe
+
+        raw, source = load_raw_recipe(args.recipe)
+    elif saved and saved.is_file():
+        raw, source = json.loads(saved.read_text()), saved
+    else:
+        raw, source = {"name": stage}, None
+    mod = importlib.import_module(STAGES[stage])
+    flags = mod.cli_overrides(args) if hasattr(mod, "cli_overrides") else {}
+    raw = apply_overrides(raw, {f"{stage}.{k}": v for k, v in flags.items() if v is not None})
+    over = []
+    for o in args.overrides:
+        parts, value = parse_override(o)
+        if parts[0] != stage and parts[0] not in STAGES and parts[0] not in ("seed", "device", "name"):
+            parts = [stage, *parts]  # keys may be given relative to the stage's own section
+        over.append((parts, value))
+    raw = apply_overrides(raw, dict((".".join(p), v) for p, v in over))
+    raw["stages"] = [stage]
+    return build_recipe(raw, source, need_all=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except NotImplementedStage as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+
+
+def _dispatch(args) -> int:
+    cmd = args.command
+    if cmd in ("run", "plan"):
+        recipe = load_recipe(args.recipe, args.overrides)
+        out = args.out or Path("runs") / recipe.name
+        if cmd == "plan":
+            from ledgerlm.plan import estimate_lines
+
+            print("\n".join(plan_lines(recipe, out) + estimate_lines(recipe, args.gpu, args.mfu)))
+            return 0
+        return run_pipeline(recipe, out, force=args.force)
+    if cmd in STAGE_HELP:
+        if importlib.util.find_spec(STAGES[cmd]) is None:
+            raise NotImplementedStage(f"`ledgerlm {cmd}` is not implemented yet")
+        recipe = _stage_recipe(args, cmd)
+        out = args.out or Path("runs") / recipe.name
+        out.mkdir(parents=True, exist_ok=True)
+        from ledgerlm.pipeline import preflight
+
+        preflight(recipe, out)
+        run_stage(recipe, cmd, out, force=args.force)
+        return 0
+    if cmd == "audit":
+        problems, checked = ledger.audit(args.run_dir)
+        if problems:
+            print(f"audit FAILED for {args.run_dir}: {len(problems)} problem(s)")
+            for p in problems:
+                print(f"  - {p}")
+            return 1
+        print(f"audit OK for {args.run_dir}: {checked} artifacts re-hashed, chain intact")
+        return 0
+    if cmd == "report":
+        raw = json.loads((args.run_dir / "recipe.json").read_text()) if (args.run_dir / "recipe.json").is_file() else {}
+        raw = {**raw, "stages": ["report"]}
+        recipe = build_recipe(raw, args.run_dir / "recipe.json", need_all=False)
+        run_stage(recipe, "report", args.run_dir, force=True)
+        return 0
+    module, _ = TOOLS[cmd]
+    if importlib.util.find_spec(module) is None:
+        raise NotImplementedStage(f"`ledgerlm {cmd}` is not implemented yet")
+    return int(importlib.import_module(module).main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Recipes: YAML files validated into typed dataclasses before any compute is spent.
+
+A recipe is a mapping with a few top-level keys (name, seed, device, stages, base) and one section per stage, each
+section validated against that stage module's `Config` dataclass. Command-line overrides `key.sub=value` are applied
+to the raw mapping first, so they are validated exactly like the file. Every error names the key and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+RECIPE_DIRS = [Path(__file__).resolve().parent.parent / "recipes", Path.cwd() / "recipes"]
+TOP_LEVEL = {"name", "description", "seed", "device", "stages", "base"}
+
+
+class ConfigError(Exception):
+    """A recipe or flag problem; the CLI prints it and exits with status 2."""
+
+    def __init__(self, key: str, message: str, file: str | Path | None = None):
+        self.key, self.message, self.file = key, message, file
+        where = f"{file}: " if file else ""
+        super().__init__(f"{where}{key}: {message}" if key else f"{where}{message}")
+
+
+# ----------------------------------------------------------------------------- typed validation
+
+_COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMbBtT]?)\s*$")
+_SCALE = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
+
+
+def _parse_count(s: str) -> int | None:
+    """'10B' -> 10_000_000_000, '500M', '3e9' -> int; None if not a count."""
+    m = _COUNT.match(s)
+    if m:
+        value = float(m.group(1)) * _SCALE[m.group(2).lower()]
+        return int(value) if value.is_integer() else None
+    try:
+        value = float(s)
+    except ValueError:
+        return None
+    return int(value) if value.is_integer() else None
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce(value: Any, tp: Any, key: str, file: str | Path | None = None) -> Any:
+    """Check `value` against the annotation `tp` and convert the few lossless cases (YAML strings to numbers/paths)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arm in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arm, key, file)
+            except ConfigError as e:
+                errors.append(e.message)
+        raise ConfigError(key, f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}", file)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(key, f"must be one of {list(args)}, got {value!r}", file)
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, prefix=key, file=file)
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(key, f"expected a list, got {value!r}", file)
+        item = args[0] if args else Any
+        out = [coerce(v, item, f"{key}[{i}]", file) for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple or tp is tuple else out
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping, got {value!r}", file)
+        kt, vt = args if args else (Any, Any)
+        return {coerce(k, kt, f"{key}", file): coerce(v, vt, f"{key}.{k}", file) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected true/false, got {value!r}", file)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and (n := _parse_count(value)) is not None:
+            return n
+        raise ConfigError(key, f"expected an integer, got {value!r}", file)
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads '3e-4' as a string
+            except ValueError:
+                pass
+        raise ConfigError(key, f"expected a number, got {value!r}", file)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, f"expected a string, got {value!r}", file)
+    if tp is Path:
+        if isinstance(value, str | Path):
+            return Path(value)
+        raise ConfigError(key, f"expected a path, got {value!r}", file)
+    raise ConfigError(key, f"unsupported type {tp!r} in config schema", file)
+
+
+def from_dict(cls: type, data: Any, prefix: str = "", file: str | Path | None = None) -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys, wrong types and missing required fields are errors."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(prefix or "<root>", f"expected a mapping, got {data!r}", file)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for k in data:
+        if k not in fields:
+            raise ConfigError(_join(prefix, k), f"unknown key (known: {', '.join(sorted(fields))})", file)
+    kwargs = {}
+    for name, f in fields.items():
+        key = _join(prefix, name)
+        if name in data:
+            kwargs[name] = coerce(data[name], hints[name], key, file)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(key, "required key is missing", file)
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        try:
+            check()
+        except ValueError as e:
+            raise ConfigError(prefix or cls.__name__, str(e), file) from None
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass -> plain JSON-able structure (paths as strings), for the ledger and config hashing."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A path to a YAML file, or the name of a built-in recipe under recipes/."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError("", f"recipe file not found: {p}")
+        return p
+    for d in RECIPE_DIRS:
+        for cand in (d / f"{name_or_path}.yaml", d / f"{name_or_path}.yml"):
+            if cand.is_file():
+                return cand
+    known = sorted({q.stem for d in RECIPE_DIRS if d.is_dir() for q in d.glob("*.y*ml")})
+    raise ConfigError("", f"no recipe named {name_or_path!r} (built-in: {', '.join(known) or 'none'})")
+
+
+def load_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError("", f"invalid YAML{where}: {getattr(e, 'problem', e)}", path) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("<root>", "a recipe must be a mapping of keys", path)
+    return data
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_raw_recipe(name_or_path: str | Path, _seen: tuple = ()) -> tuple[dict, Path]:
+    """Read a recipe file, resolving `base: OTHER` (another recipe it extends) recursively."""
+    path = find_recipe(name_or_path)
+    if path.resolve() in _seen:
+        raise ConfigError("base", "recipes extend each other in a cycle", path)
+    raw = load_yaml(path)
+    if "base" in raw:
+        if not isinstance(raw["base"], str):
+            raise ConfigError("base", "expected the name or path of another recipe", path)
+        parent, _ = load_raw_recipe(raw["base"], _seen + (path.resolve(),))
+        raw = deep_merge(parent, {k: v for k, v in raw.items() if k != "base"})
+    return raw, path
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'pretrain.lr=3e-4' -> (['pretrain', 'lr'], 0.0003). Values are read as YAML (numbers, bools, lists)."""
+    if "=" not in text:
+        raise ConfigError(text, "overrides look like key.sub=value")
+    key, value = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(key, "malformed override key")
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any]) -> dict:
+    raw = deep_merge(raw, {})
+    items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides)
+    for parts, value in items:
+        parts = parts.split(".") if isinstance(parts, str) else parts
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            elif not isinstance(nxt, dict):
+                raise ConfigError(".".join(parts[: i + 1]), f"is {nxt!r}, not a section; cannot set {'.'.join(parts)}")
+            else:
+                nxt = node[part] = dict(nxt)
+            node = nxt
+        node[parts[-1]] = value
+    return raw

@@ -1,0 +1,330 @@
+"""The stage registry, recipe validation, and the runner that skips what is up to date and re-runs what is not.
+
+A stage is a module with `Config` (a dataclass) and `run(cfg, ctx) -> StageResult`; optional `inputs(cfg, ctx)`,
+`add_cli_args(parser)`, `cli_overrides(args)` and `plan(cfg, ctx)`. See docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ledgerlm import ledger
+from ledgerlm.config import TOP_LEVEL, ConfigError, apply_overrides, from_dict, load_raw_recipe, to_dict
+
+# Stage name -> module. Order here is the canonical pipeline order.
+STAGES: dict[str, str] = {
+    "curate": "ledgerlm.data.curate",
+    "tokenize": "ledgerlm.data.tokenize_stage",
+    "pretrain": "ledgerlm.train.pretrain",
+    "sft": "ledgerlm.post.sft",
+    "interpolate": "ledgerlm.post.interpolate",
+    "dpo": "ledgerlm.post.dpo",
+    "reward": "ledgerlm.post.reward",
+    "rl": "ledgerlm.post.grpo",
+    "eval": "ledgerlm.eval.stage",
+    "report": "ledgerlm.report.stage",
+}
+# Steps a recipe may list that are not stages with a record of their own.
+CHECKS = {"audit"}
+
+
+class NotImplementedStage(Exception):
+    pass
+
+
+def stage_module(name: str) -> ModuleType:
+    if name not in STAGES:
+        raise ConfigError("stages", f"unknown stage {name!r} (known: {', '.join(STAGES)}, {', '.join(sorted(CHECKS))})")
+    try:
+        return importlib.import_module(STAGES[name])
+    except ModuleNotFoundError as e:
+        if e.name == STAGES[name]:
+            raise NotImplementedStage(f"stage {name!r} is not implemented yet") from None
+        raise
+
+
+@dataclass
+class Recipe:
+    name: str
+    seed: int = 0
+    device: str = "auto"
+    stages: list[str] = field(default_factory=list)
+    description: str = ""
+    sections: dict[str, Any] = field(default_factory=dict)  # stage -> validated Config
+    source: str | None = None  # the file it came from
+
+    def section(self, stage: str) -> Any:
+        if stage not in self.sections:
+            self.sections[stage] = from_dict(stage_module(stage).Config, {}, prefix=stage)
+        return self.sections[stage]
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "device": self.device,
+            "stages": self.stages,
+            **{k: to_dict(v) for k, v in self.sections.items()},
+        }
+
+
+def build_recipe(raw: dict, file: str | Path | None = None, need_all: bool = True) -> Recipe:
+    """Validate a raw recipe mapping into a Recipe. Every section of a listed stage is validated, even if empty."""
+    for k in raw:
+        if k not in TOP_LEVEL and k not in STAGES:
+            raise ConfigError(
+                k, f"unknown key (top-level keys: {', '.join(sorted(TOP_LEVEL))}; stages: {', '.join(STAGES)})", file
+            )
+    top = {
+        "name": raw.get("name", Path(file).stem if file else "run"),
+        "seed": raw.get("seed", 0),
+        "device": raw.get("device", "auto"),
+        "stages": raw.get("stages", [s for s in STAGES if s in raw]),
+        "description": raw.get("description", ""),
+    }
+    from ledgerlm.config import coerce
+
+    top["name"] = coerce(top["name"], str, "name", file)
+    top["seed"] = coerce(top["seed"], int, "seed", file)
+    top["device"] = coerce(top["device"], str, "device", file)
+    top["stages"] = coerce(top["stages"], list[str], "stages", file)
+    for i, s in enumerate(top["stages"]):
+        if s not in STAGES and s not in CHECKS:
+            raise ConfigError(f"stages[{i}]", f"unknown stage {s!r} (known: {', '.join(STAGES)}, audit)", file)
+    recipe = Recipe(**top, source=str(file) if file else None)
+    for name in STAGES:
+        if name in raw or (need_all and name in top["stages"]):
+            try:
+                mod = stage_module(name)
+            except NotImplementedStage:
+                if name in top["stages"] and need_all:
+                    raise ConfigError(name, f"stage {name!r} is not implemented yet", file) from None
+                continue
+            recipe.sections[name] = from_dict(mod.Config, raw.get(name) or {}, prefix=name, file=file)
+    return recipe
+
+
+def load_recipe(name_or_path: str | Path = "demo", overrides: list[str] | dict | None = None) -> Recipe:
+    raw, path = load_raw_recipe(name_or_path)
+    raw = apply_overrides(raw, overrides or [])
+    return build_recipe(raw, path)
+
+
+def resolve_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+# ----------------------------------------------------------------------------- running one stage
+
+
+def _stage_logger(run_dir: Path, stage: str) -> tuple[logging.Logger, logging.Handler]:
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    log = logging.getLogger(f"ledgerlm.{stage}")
+    log.setLevel(logging.INFO)
+    handler = logging.FileHandler(run_dir / "logs" / f"{stage}.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    return log, handler
+
+
+def stage_inputs(mod: ModuleType, cfg: Any, ctx: ledger.StageContext) -> dict[str, dict]:
+    """Hash what the stage says it reads. Hub datasets are given as strings 'hub:NAME'."""
+    declared = mod.inputs(cfg, ctx) if hasattr(mod, "inputs") else {}
+    out = {}
+    for name, p in declared.items():
+        if isinstance(p, str) and p.startswith("hub:"):
+            out[name] = {"path": p, "kind": "hub"}
+        else:
+            out[name] = ledger.hash_artifact(Path(p), ctx.run_dir)
+    return out
+
+
+def run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool = False, echo=print) -> tuple[str, dict | None]:
+    """Run one stage unless its record already matches config and inputs. Returns ('ran'|'skipped', record)."""
+    run_dir = Path(run_dir)
+    mod = stage_module(stage)
+    cfg = recipe.section(stage)
+    log, handler = _stage_logger(run_dir, stage)
+    ctx = ledger.StageContext(
+        run_dir=run_dir, stage=stage, recipe=recipe, seed=recipe.seed, device=resolve_device(recipe.device), log=log
+    )
+    try:
+        config = to_dict(cfg)
+        config_sha = ledger.canonical_sha256(config)
+        inputs = stage_inputs(mod, cfg, ctx)
+        inputs_sha = ledger.canonical_sha256({k: v.get("sha256", v["path"]) for k, v in inputs.items()})
+        prev = ledger.read_record(run_dir, stage)
+        if (
+            not force
+            and prev
+            and prev.get("status") == "ok"
+            and prev.get("config_sha256") == config_sha
+            and prev.get("inputs_sha256") == inputs_sha
+            and _outputs_present(prev, run_dir)
+        ):
+            echo(f"[{stage}] up to date (config and inputs unchanged) — skipped")
+            return "skipped", prev
+        # A stage killed earlier with the same config and inputs resumes in place; otherwise it starts clean.
+        attempt_path = ledger.ledger_dir(run_dir) / f"{stage}.attempt.json"
+        attempt = {"stage": stage, "config_sha256": config_sha, "inputs_sha256": inputs_sha}
+        prior = _read_json(attempt_path)
+        ctx.resuming = prior is not None and {k: prior.get(k) for k in attempt} == attempt and not force
+        if not ctx.resuming and ctx.out_dir.exists():
+            shutil.rmtree(ctx.out_dir)
+        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        ledger.atomic_write_json(attempt_path, {**attempt, "started": ledger.now()})
+        echo(f"[{stage}] {'resuming' if ctx.resuming else 'running'} → {ctx.out_dir}")
+        log.info("stage %s starting (resuming=%s) config=%s", stage, ctx.resuming, config)
+        started, t0 = ledger.now(), time.time()
+        record = {
+            "schema": ledger.SCHEMA,
+            "stage": stage,
+            "recipe": recipe.name,
+            "recipe_file": recipe.source,
+            "status": "running",
+            "started": started,
+            "config": config,
+            "config_sha256": config_sha,
+            "seed": recipe.seed,
+            "device": ctx.device,
+            "code": ledger.code_version(),
+            "env": ledger.environment(),
+            "inputs": inputs,
+            "inputs_sha256": inputs_sha,
+        }
+        try:
+            result = mod.run(cfg, ctx)
+        except Exception as e:
+            log.error("stage %s failed: %s\n%s", stage, e, traceback.format_exc())
+            raise
+        record.update(
+            status="ok",
+            ended=ledger.now(),
+            seconds=round(time.time() - t0, 3),
+            outputs={k: ledger.hash_artifact(Path(p), run_dir) for k, p in result.outputs.items()},
+            counters=result.counters,
+            metrics=result.metrics,
+            extra=result.extra,
+        )
+        ledger.write_record(run_dir, record)
+        attempt_path.unlink(missing_ok=True)
+        log.info("stage %s done in %.1fs", stage, record["seconds"])
+        echo(f"[{stage}] done in {record['seconds']:.1f}s")
+        return "ran", record
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _outputs_present(record: dict, run_dir: Path) -> bool:
+    """Cheap freshness check for skipping: every recorded output still exists with its recorded size."""
+    for art in record.get("outputs", {}).values():
+        p = ledger.resolve(art["path"], run_dir)
+        if art["kind"] == "file" and (not p.is_file() or p.stat().st_size != art["size"]):
+            return False
+        if art["kind"] == "dir":
+            for f, (size, _) in art.get("files", {}).items():
+                q = p / f
+                if not q.is_file() or q.stat().st_size != size:
+                    return False
+    return True
+
+
+def _read_json(path: Path) -> dict | None:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------- the whole pipeline
+
+
+def preflight(recipe: Recipe, run_dir: Path) -> None:
+    """Fail before any compute if a stage names an external file or directory that does not exist."""
+    run_dir = Path(run_dir).resolve()
+    for stage in recipe.stages:
+        if stage in CHECKS:
+            continue
+        mod = stage_module(stage)
+        if not hasattr(mod, "inputs"):
+            continue
+        ctx = ledger.StageContext(run_dir=run_dir, stage=stage, recipe=recipe, seed=recipe.seed)
+        try:
+            declared = mod.inputs(recipe.section(stage), ctx)
+        except ConfigError:
+            raise
+        except Exception:  # noqa: S112 - inputs that depend on upstream outputs are checked when the stage runs
+            continue
+        for name, p in declared.items():
+            if isinstance(p, str) and p.startswith("hub:"):
+                continue
+            p = Path(p).resolve()
+            if not p.is_relative_to(run_dir) and not p.exists():
+                raise ConfigError(f"{stage}.{name}", f"path does not exist: {p}", recipe.source)
+
+
+def run_pipeline(recipe: Recipe, run_dir: Path, force: bool = False, echo=print) -> int:
+    """Run the recipe's stages in order. Once a stage re-runs, every later stage re-runs too."""
+    run_dir = Path(run_dir)
+    preflight(recipe, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ledger.atomic_write_json(run_dir / "recipe.json", recipe.to_dict())
+    rerun = force
+    for stage in recipe.stages:
+        if stage == "audit":
+            problems, checked = ledger.audit(run_dir)
+            if problems:
+                echo(f"[audit] {len(problems)} problem(s):")
+                for p in problems:
+                    echo(f"  - {p}")
+                return 1
+            echo(f"[audit] intact: {checked} artifacts re-hashed")
+            continue
+        status, _ = run_stage(recipe, stage, run_dir, force=rerun, echo=echo)
+        rerun = rerun or status == "ran"
+    return 0
+
+
+def plan_lines(recipe: Recipe, run_dir: Path) -> list[str]:
+    """What `ledgerlm plan` prints: each stage, what it reads and what it would do."""
+    lines = [
+        f"recipe {recipe.name!r} ({recipe.source}) seed={recipe.seed} device={resolve_device(recipe.device)}",
+        f"run directory: {run_dir}",
+    ]
+    for i, stage in enumerate(recipe.stages, 1):
+        if stage in CHECKS:
+            lines.append(f"{i:2d}. {stage}: re-hash every recorded artifact and check the chain")
+            continue
+        mod = stage_module(stage)
+        cfg = recipe.section(stage)
+        ctx = ledger.StageContext(
+            run_dir=Path(run_dir), stage=stage, recipe=recipe, seed=recipe.seed, device=resolve_device(recipe.device)
+        )
+        lines.append(f"{i:2d}. {stage} ({STAGES[stage]})")
+        if hasattr(mod, "inputs"):
+            try:
+                for name, p in mod.inputs(cfg, ctx).items():
+                    lines.append(f"      reads {name}: {p}")
+            except Exception as e:  # plan reports, it does not stop at the first problem
+                lines.append(f"      inputs: cannot check yet ({e})")
+        if hasattr(mod, "plan"):
+            lines += [f"      {line}" for line in mod.plan(cfg, ctx)]
+    return lines
