@@ -155,6 +155,10 @@ def _dispatch(args) -> int:
     if cmd in STAGE_HELP:
         if importlib.util.find_spec(STAGES[cmd]) is None:
             raise NotImplementedStage(f"`ledgerlm {cmd}` is not implemented yet")
+        # A stage may handle the command itself outside any run (e.g. `ledgerlm eval ... --out FILE.json`).
+        direct = getattr(importlib.import_module(STAGES[cmd]), "direct_main", None)
+        if direct is not None and (rc := direct(args)) is not None:
+            return rc
         recipe = _stage_recipe(args, cmd)
         out = args.out or Path("runs") / recipe.name
         out.mkdir(parents=True, exist_ok=True)

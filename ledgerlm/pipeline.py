@@ -18,6 +18,7 @@ from typing import Any
 
 from ledgerlm import ledger
 from ledgerlm.config import TOP_LEVEL, ConfigError, apply_overrides, from_dict, load_raw_recipe, to_dict
+from ledgerlm.samples import SamplesConfig, sample_model
 
 # Stage name -> module. Order here is the canonical pipeline order.
 STAGES: dict[str, str] = {
@@ -60,6 +61,7 @@ class Recipe:
     description: str = ""
     sections: dict[str, Any] = field(default_factory=dict)  # stage -> validated Config
     source: str | None = None  # the file it came from
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
 
     def section(self, stage: str) -> Any:
         if stage not in self.sections:
@@ -99,7 +101,8 @@ def build_recipe(raw: dict, file: str | Path | None = None, need_all: bool = Tru
     for i, s in enumerate(top["stages"]):
         if s not in STAGES and s not in CHECKS:
             raise ConfigError(f"stages[{i}]", f"unknown stage {s!r} (known: {', '.join(STAGES)}, audit)", file)
-    recipe = Recipe(**top, source=str(file) if file else None)
+    samples = from_dict(SamplesConfig, raw.get("samples") or {}, prefix="samples", file=file)
+    recipe = Recipe(**top, source=str(file) if file else None, samples=samples)
     for name in STAGES:
         if name in raw or (need_all and name in top["stages"]):
             try:
@@ -221,6 +224,12 @@ def run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool = False, ec
             metrics=result.metrics,
             extra=result.extra,
         )
+        if "model" in result.outputs and stage != "reward":
+            try:
+                record["samples"] = sample_model(Path(result.outputs["model"]), stage, recipe.samples, ctx.device)
+            except Exception as e:  # samples are for reading, not for passing: record why they are absent
+                log.warning("could not sample from %s: %s", result.outputs["model"], e)
+                record["samples_error"] = str(e)
         ledger.write_record(run_dir, record)
         attempt_path.unlink(missing_ok=True)
         log.info("stage %s done in %.1fs", stage, record["seconds"])

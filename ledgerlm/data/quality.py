@@ -1,0 +1,282 @@
+"""Heuristic quality gates (Gopher, C4, FineWeb) and optional fastText language id.
+
+Each document is tokenised once into a `DocView` (lines, paragraphs, raw word spans, normalised word hashes as numpy
+arrays); every gate reads that view. The gates run in a fixed order and the first that fails names the reason
+(`quality:<gate>`) together with the measured value and the threshold, so `ledgerlm inspect` can show why.
+
+Thresholds follow the papers / datatrove defaults except where noted for short documents (min words 30, not 50).
+A threshold of None switches that gate off. Repetition n-gram statistics are computed on word hashes with numpy:
+"duplicated n-gram fraction" = share of word characters covered by n-grams that already occurred earlier in the
+document (Gopher counts the same, skipping overlaps).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ledgerlm.data.minhash import codepoints, ngram_hash_family, normalized_codes, word_hashes, word_spans
+
+STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")  # Gopher's list
+TERMINAL_PUNCT = (".", "!", "?", '"', "'", "\u201d", "\u2019", "\u3002", "\uff01", "\uff1f")
+BULLETS = ("\u2022", "\u2023", "\u25b6", "\u25cf", "\u25e6", "\u25aa", "\u25ab", "\u2013", "-", "*", "\u00b7")
+_IS_SPACE = np.array([chr(cp).isspace() for cp in range(0x10000)], dtype=bool)
+_ALPHA = np.array([chr(cp).isalpha() for cp in range(0x10000)], dtype=bool)
+_STOP_HASHES = None
+_PARA_SPLIT = re.compile(r"\n\s*\n")
+
+
+def _stop_hashes() -> np.ndarray:
+    global _STOP_HASHES
+    if _STOP_HASHES is None:
+        text = " ".join(STOP_WORDS)
+        codes = codepoints(text)
+        s, e = word_spans(codes)
+        _STOP_HASHES = np.unique(word_hashes(codes, s, e))
+    return _STOP_HASHES
+
+
+@dataclass
+class QualityConfig:
+    enabled: bool = True
+    # Gopher quality
+    min_words: int | None = 30  # Gopher uses 50; 30 keeps short stories
+    max_words: int | None = 100_000
+    min_mean_word_length: float | None = 3.0
+    max_mean_word_length: float | None = 10.0
+    max_symbol_word_ratio: float | None = 0.1  # ('#' and ellipses) per word
+    max_bullet_lines_ratio: float | None = 0.9
+    max_ellipsis_lines_ratio: float | None = 0.3
+    min_alpha_words_ratio: float | None = 0.8  # words with at least one letter
+    min_stop_words: int | None = 2
+    # Gopher repetition
+    max_dup_line_frac: float | None = 0.3
+    max_dup_para_frac: float | None = 0.3
+    max_dup_line_char_frac: float | None = 0.2
+    max_dup_para_char_frac: float | None = 0.2
+    top_ngram_char_frac: dict[int, float] = field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
+    dup_ngram_char_frac: dict[int, float] = field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+    )
+    # C4
+    c4_lorem_ipsum: bool = True
+    c4_curly_bracket: bool = True
+    c4_max_javascript_lines_ratio: float | None = 0.2  # C4 deletes such lines; a doc made of them is dropped
+    c4_min_terminal_lines: int | None = 1  # C4 keeps only lines ending in terminal punctuation
+    # FineWeb
+    min_line_punct_ratio: float | None = 0.12
+    max_short_lines_ratio: float | None = 0.67
+    short_line_length: int = 30
+    max_dup_line_chars_ratio: float | None = 0.01
+    max_newline_word_ratio: float | None = 0.3
+    # language id (fastText model file, e.g. lid.176.bin); off when no model is given
+    lang_model: str | None = None
+    languages: list[str] = field(default_factory=lambda: ["en"])
+    min_lang_score: float = 0.65
+
+    def validate(self) -> None:
+        for k in (*self.top_ngram_char_frac, *self.dup_ngram_char_frac):
+            if not 1 <= k <= 64:
+                raise ValueError(f"n-gram sizes must be in 1..64, got {k}")
+
+
+class DocView:
+    """One document tokenised once: lines, paragraphs, raw words (spans + lengths), normalised word hashes."""
+
+    __slots__ = ("text", "lines", "paras", "n_words", "word_len", "alpha_words", "norm_hashes", "norm_len")
+
+    def __init__(self, text: str):
+        self.text = text
+        self.lines = [ln for ln in text.split("\n") if ln.strip()]
+        self.paras = [p for p in _PARA_SPLIT.split(text) if p.strip()]
+        codes = codepoints(text)
+        idx = codes if codes.dtype == np.uint8 else np.minimum(codes, 0xFFFF)
+        s, e = word_spans(_IS_SPACE[idx].view(np.uint8), space=1)
+        self.n_words = len(s)
+        self.word_len = e - s
+        if self.n_words:
+            alpha = _ALPHA[idx].astype(np.int32)
+            self.alpha_words = int(np.count_nonzero(np.add.reduceat(alpha, s)))
+        else:
+            self.alpha_words = 0
+        ncodes = normalized_codes(text)
+        ns, ne = word_spans(ncodes)
+        self.norm_hashes = word_hashes(ncodes, ns, ne)
+        self.norm_len = ne - ns
+
+
+def _dup_stats(parts: list[str]) -> tuple[int, int]:
+    """(number of parts that repeat an earlier part, characters in those repeats)."""
+    seen: set[str] = set()
+    n = chars = 0
+    for p in parts:
+        if p in seen:
+            n += 1
+            chars += len(p)
+        else:
+            seen.add(p)
+    return n, chars
+
+
+def ngram_repetition(h: np.ndarray, lens: np.ndarray, top: list[int], dup: list[int]) -> dict[tuple[str, int], float]:
+    """Gopher's n-gram repetition statistics for several n with one sort.
+
+    ("top", n): characters of the most frequent n-gram times its count / all word characters (0 if none repeats);
+    ("dup", n): share of word characters covered by n-grams that already occurred earlier in the document.
+    """
+    sizes = sorted({*top, *dup})
+    grams = ngram_hash_family(h, sizes, mix=False)  # distinct n never collide: the size is part of the value
+    total = int(lens.sum())
+    out = {("top", n): 0.0 for n in top} | {("dup", n): 0.0 for n in dup}
+    parts = [grams[n] for n in sizes]
+    if total == 0 or not sum(len(p) for p in parts):
+        return out
+    lengths = [len(p) for p in parts]
+    offs = np.cumsum([0] + lengths)
+    g = np.concatenate(parts)
+    order = np.argsort(g)
+    gs = g[order]
+    new = np.empty(len(g), dtype=bool)
+    new[0] = True
+    np.not_equal(gs[1:], gs[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    counts = np.diff(np.append(starts, len(g)))
+    first = np.minimum.reduceat(order, starts)  # earliest occurrence of each distinct value
+    size_of = np.repeat(np.arange(len(sizes)), lengths)[first]
+    repeated = counts > 1
+    is_dup = np.ones(len(g), dtype=bool)
+    is_dup[first] = False
+    for j, n in enumerate(sizes):
+        if n in top:
+            sel = np.flatnonzero((size_of == j) & repeated)
+            if len(sel):
+                k = sel[np.argmax(counts[sel])]
+                i = int(first[k] - offs[j])
+                out[("top", n)] = float(lens[i : i + n].sum() * counts[k]) / total
+        if n in dup:
+            pos = np.flatnonzero(is_dup[offs[j] : offs[j + 1]])
+            if len(pos):
+                cover = np.zeros(len(lens) + 1, dtype=np.int32)
+                np.add.at(cover, pos, 1)
+                np.add.at(cover, pos + n, -1)
+                out[("dup", n)] = float(lens[np.cumsum(cover[:-1]) > 0].sum()) / total
+    return out
+
+
+class QualityGates:
+    """`check(text) -> (reason or None, details, score)`; `score` ranks copies in near-dup clusters (higher kept)."""
+
+    def __init__(self, cfg: QualityConfig):
+        self.cfg = cfg
+        self._lid = None
+        if cfg.lang_model:
+            try:
+                import fasttext  # optional dependency
+            except ImportError as e:
+                raise RuntimeError("quality.lang_model is set but the `fasttext` package is not installed") from e
+            self._lid = fasttext.load_model(str(cfg.lang_model))
+
+    def check(self, text: str) -> tuple[str | None, dict, float]:
+        c = self.cfg
+        v = DocView(text)
+        n_lines = max(len(v.lines), 1)
+        punct_lines = sum(1 for ln in v.lines if ln.rstrip().endswith(TERMINAL_PUNCT))
+        line_punct_ratio = punct_lines / n_lines
+        _, dup_line_chars = _dup_stats(v.lines)
+        score = round(line_punct_ratio * (1.0 - dup_line_chars / max(len(text), 1)), 6)
+        if not c.enabled:
+            return None, {}, score
+
+        def fail(name: str, value, threshold):
+            return f"quality:{name}", {"value": round(float(value), 4), "threshold": threshold}, score
+
+        nw = v.n_words
+        if c.min_words is not None and nw < c.min_words:
+            return fail("gopher_word_count", nw, c.min_words)
+        if c.max_words is not None and nw > c.max_words:
+            return fail("gopher_word_count", nw, c.max_words)
+        mean_len = float(v.word_len.mean()) if nw else 0.0
+        if c.min_mean_word_length is not None and mean_len < c.min_mean_word_length:
+            return fail("gopher_mean_word_length", mean_len, c.min_mean_word_length)
+        if c.max_mean_word_length is not None and mean_len > c.max_mean_word_length:
+            return fail("gopher_mean_word_length", mean_len, c.max_mean_word_length)
+        if c.max_symbol_word_ratio is not None:
+            r = (text.count("#") + text.count("...") + text.count("\u2026")) / max(nw, 1)
+            if r > c.max_symbol_word_ratio:
+                return fail("gopher_symbol_ratio", r, c.max_symbol_word_ratio)
+        if c.max_bullet_lines_ratio is not None:
+            r = sum(1 for ln in v.lines if ln.lstrip().startswith(BULLETS)) / n_lines
+            if r > c.max_bullet_lines_ratio:
+                return fail("gopher_bullet_lines", r, c.max_bullet_lines_ratio)
+        if c.max_ellipsis_lines_ratio is not None:
+            r = sum(1 for ln in v.lines if ln.rstrip().endswith(("...", "\u2026"))) / n_lines
+            if r > c.max_ellipsis_lines_ratio:
+                return fail("gopher_ellipsis_lines", r, c.max_ellipsis_lines_ratio)
+        if c.min_alpha_words_ratio is not None and nw:
+            r = v.alpha_words / nw
+            if r < c.min_alpha_words_ratio:
+                return fail("gopher_alpha_words", r, c.min_alpha_words_ratio)
+        if c.min_stop_words is not None:
+            stops = _stop_hashes()
+            idx = np.minimum(np.searchsorted(stops, v.norm_hashes), len(stops) - 1)
+            k = int(np.count_nonzero(stops[idx] == v.norm_hashes))
+            if k < c.min_stop_words:
+                return fail("gopher_stop_words", k, c.min_stop_words)
+        # Gopher repetition
+        if c.max_dup_line_frac is not None or c.max_dup_line_char_frac is not None:
+            k, chars = _dup_stats(v.lines)
+            if c.max_dup_line_frac is not None and k / n_lines > c.max_dup_line_frac:
+                return fail("gopher_dup_lines", k / n_lines, c.max_dup_line_frac)
+            if c.max_dup_line_char_frac is not None and chars / max(len(text), 1) > c.max_dup_line_char_frac:
+                return fail("gopher_dup_line_chars", chars / len(text), c.max_dup_line_char_frac)
+        if c.max_dup_para_frac is not None or c.max_dup_para_char_frac is not None:
+            k, chars = _dup_stats(v.paras)
+            n_paras = max(len(v.paras), 1)
+            if c.max_dup_para_frac is not None and k / n_paras > c.max_dup_para_frac:
+                return fail("gopher_dup_paragraphs", k / n_paras, c.max_dup_para_frac)
+            if c.max_dup_para_char_frac is not None and chars / max(len(text), 1) > c.max_dup_para_char_frac:
+                return fail("gopher_dup_paragraph_chars", chars / len(text), c.max_dup_para_char_frac)
+        rep = ngram_repetition(v.norm_hashes, v.norm_len, list(c.top_ngram_char_frac), list(c.dup_ngram_char_frac))
+        for n, thr in sorted(c.top_ngram_char_frac.items()):
+            r = rep[("top", n)]
+            if r > thr:
+                return fail(f"gopher_top_{n}gram", r, thr)
+        for n, thr in sorted(c.dup_ngram_char_frac.items()):
+            r = rep[("dup", n)]
+            if r > thr:
+                return fail(f"gopher_dup_{n}gram", r, thr)
+        # C4
+        lower = text.lower()
+        if c.c4_lorem_ipsum and "lorem ipsum" in lower:
+            return fail("c4_lorem_ipsum", 1, True)
+        if c.c4_curly_bracket and "{" in text:
+            return fail("c4_curly_bracket", 1, True)
+        if c.c4_max_javascript_lines_ratio is not None and "javascript" in lower:
+            r = sum(1 for ln in v.lines if "javascript" in ln.lower()) / n_lines
+            if r > c.c4_max_javascript_lines_ratio:
+                return fail("c4_javascript", r, c.c4_max_javascript_lines_ratio)
+        if c.c4_min_terminal_lines is not None and punct_lines < c.c4_min_terminal_lines:
+            return fail("c4_terminal_punct", punct_lines, c.c4_min_terminal_lines)
+        # FineWeb
+        if c.min_line_punct_ratio is not None and line_punct_ratio < c.min_line_punct_ratio:
+            return fail("fineweb_line_punct", line_punct_ratio, c.min_line_punct_ratio)
+        if c.max_short_lines_ratio is not None:
+            r = sum(1 for ln in v.lines if len(ln) <= c.short_line_length) / n_lines
+            if r > c.max_short_lines_ratio:
+                return fail("fineweb_short_lines", r, c.max_short_lines_ratio)
+        if c.max_dup_line_chars_ratio is not None:
+            r = dup_line_chars / max(len(text) - text.count("\n"), 1)
+            if r > c.max_dup_line_chars_ratio:
+                return fail("fineweb_dup_line_chars", r, c.max_dup_line_chars_ratio)
+        if c.max_newline_word_ratio is not None:
+            r = text.count("\n") / max(nw, 1)
+            if r > c.max_newline_word_ratio:
+                return fail("fineweb_newline_ratio", r, c.max_newline_word_ratio)
+        if self._lid is not None:
+            labels, probs = self._lid.predict(text.replace("\n", " "), k=1)
+            lang, p = labels[0].removeprefix("__label__"), float(probs[0])
+            if lang not in c.languages or p < c.min_lang_score:
+                return "quality:language", {"value": lang, "score": round(p, 4), "allowed": c.languages}, score
+        return None, {}, score

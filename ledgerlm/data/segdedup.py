@@ -1,0 +1,89 @@
+"""Exact segment (line or paragraph) dedup across the corpus.
+
+A segment is hashed after normalisation (lowercase, whitespace collapsed). Segments shorter than `min_chars` are
+ignored (headings, blank lines). A segment found in at least `min_docs` documents is boilerplate: it stays in the
+first document that has it — "first" meaning the smallest document id, so the choice does not depend on file order or
+sharding — and is cut from every other. A document left with fewer than `min_words` words is dropped
+(`segment_dedup:too_short`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import xxhash
+
+_WS = re.compile(r"\s+")
+_PARA = re.compile(r"(\n\s*\n)")
+
+
+@dataclass
+class SegDedupConfig:
+    enabled: bool = True
+    unit: str = "line"  # line | paragraph
+    min_docs: int = 3  # a segment in this many documents or more is boilerplate
+    min_chars: int = 20  # shorter segments are never removed
+    min_words: int = 20  # documents shorter than this after removal are dropped
+
+    def validate(self) -> None:
+        if self.unit not in ("line", "paragraph"):
+            raise ValueError(f"unit must be line|paragraph, got {self.unit!r}")
+        if self.min_docs < 2:
+            raise ValueError("min_docs must be >= 2")
+
+
+def split_segments(text: str, unit: str) -> list[str]:
+    """Pieces that re-join to exactly `text` (separators are pieces of their own)."""
+    if unit == "line":
+        return text.splitlines(keepends=True)
+    return _PARA.split(text)
+
+
+def segment_hash(seg: str, min_chars: int) -> int | None:
+    norm = _WS.sub(" ", seg).strip().lower()
+    if len(norm) < min_chars:
+        return None
+    return xxhash.xxh3_64_intdigest(norm.encode("utf-8", "surrogatepass"))
+
+
+def doc_segment_hashes(text: str, cfg: SegDedupConfig) -> np.ndarray:
+    """The distinct segment hashes of a document (a document counts once per segment)."""
+    hs = {h for s in split_segments(text, cfg.unit) if (h := segment_hash(s, cfg.min_chars)) is not None}
+    return np.fromiter(hs, dtype=np.uint64, count=len(hs))
+
+
+def plan(hashes: np.ndarray, doc_rank: np.ndarray, min_docs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boilerplate segments and their owner. `hashes[i]` occurs in the document whose id-order rank is doc_rank[i].
+
+    Returns (sorted boilerplate hashes, owner rank of each) — the owner keeps the segment, everybody else loses it.
+    """
+    if len(hashes) == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    order = np.lexsort((doc_rank, hashes))
+    h, r = hashes[order], doc_rank[order]
+    uniq, first, counts = np.unique(h, return_index=True, return_counts=True)
+    keep = counts >= min_docs
+    return uniq[keep], r[first[keep]]
+
+
+def apply(text: str, cfg: SegDedupConfig, boiler: np.ndarray, owner: np.ndarray, my_rank: int) -> tuple[str, int]:
+    """Remove the boilerplate segments this document does not own; returns (new text, segments removed)."""
+    if len(boiler) == 0:
+        return text, 0
+    out, removed = [], 0
+    for s in split_segments(text, cfg.unit):
+        h = segment_hash(s, cfg.min_chars)
+        if h is not None:
+            i = int(np.searchsorted(boiler, np.uint64(h)))
+            if i < len(boiler) and boiler[i] == h and owner[i] != my_rank:
+                removed += 1
+                continue
+        out.append(s)
+    if not removed:
+        return text, 0
+    new = "".join(out)
+    if cfg.unit == "paragraph":
+        new = re.sub(r"(\n\s*\n){2,}", "\n\n", new)
+    return new.strip("\n"), removed

@@ -1,0 +1,247 @@
+"""Run tasks against a model and build the results: per-task metrics with stderr/CI, per-item audit records,
+the six-task mean, and the Markdown tables (ours, then reference rows that were reported, not re-run)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import yaml
+
+from ledgerlm.eval import gsm8k as g8
+from ledgerlm.eval.harness import LM, greedy_generate, loglikelihood
+from ledgerlm.eval.stats import binary_score, mean_of_scores, perplexity_score
+from ledgerlm.eval.tasks import SIX_TASKS, Task, load_task
+
+# The metric each task contributes to the six-task mean: length-normalised accuracy where lm-eval defines it
+# (the choices differ in length), plain accuracy for WinoGrande (one shared continuation) and LAMBADA (greedy match).
+HEADLINE = {
+    "arc_easy": "acc_norm",
+    "arc_challenge": "acc_norm",
+    "hellaswag": "acc_norm",
+    "piqa": "acc_norm",
+    "winogrande": "acc",
+    "lambada_openai": "acc",
+}
+REFERENCES = Path(__file__).with_name("references.yaml")
+RESULTS_SCHEMA = 1
+
+
+def _argmax(xs: Sequence[float]) -> int:
+    return max(range(len(xs)), key=lambda i: (xs[i], -i))  # first maximum on ties, as np.argmax
+
+
+def score_loglikelihood_task(lm: LM, task: Task, batch_size: int = 32, progress: Callable | None = None) -> dict:
+    t0 = time.perf_counter()
+    res = loglikelihood(lm, [it.requests for it in task.items], batch_size=batch_size, progress=progress)
+    seconds = time.perf_counter() - t0
+    records, acc, acc_norm, lls = [], [], [], []
+    for it, r in zip(task.items, res):
+        ll = [x[0] for x in r]
+        rec = {"i": it.index, "src": it.source, "ll": ll, "greedy": [x[1] for x in r], "ntok": [x[2] for x in r]}
+        if task.kind == "multiple_choice":
+            pred = _argmax(ll)
+            rec.update(gold=it.gold, pred=pred, acc=int(pred == it.gold))
+            acc.append(rec["acc"])
+            if "acc_norm" in task.metrics:
+                pred_n = _argmax([x / len(c) for x, c in zip(ll, it.choices)])  # lm-eval: / len(choice) in chars
+                rec.update(pred_norm=pred_n, acc_norm=int(pred_n == it.gold))
+                acc_norm.append(rec["acc_norm"])
+        else:  # lambada: accuracy = the greedy continuation is the target word; perplexity over items
+            rec.update(target=it.target, acc=int(r[0][1]))
+            acc.append(rec["acc"])
+            lls.append(ll[0])
+        records.append(rec)
+    metrics = {"acc": binary_score(acc)}
+    if acc_norm:
+        metrics["acc_norm"] = binary_score(acc_norm)
+    if lls:
+        metrics["perplexity"] = perplexity_score(lls)
+    return _task_result(task, metrics, records, seconds)
+
+
+def score_gsm8k(
+    lm: LM,
+    task: Task,
+    shots: int,
+    train: Task | None,
+    max_new_tokens: int = g8.MAX_NEW_TOKENS,
+    batch_size: int = 16,
+    seed: int = g8.FEWSHOT_SEED,
+) -> dict:
+    if shots and train is None:
+        raise ValueError("gsm8k few-shot needs the train split (few-shot pool)")
+    sampler = (
+        g8.FewshotSampler([{"question": t.question, "answer": t.target} for t in train.items], seed) if shots else None
+    )
+    prompts = [g8.build_prompt(it.question, sampler.sample(shots) if sampler else ()) for it in task.items]
+    t0 = time.perf_counter()
+    outs = greedy_generate(lm, prompts, max_new_tokens, g8.STOP_STRINGS, batch_size=batch_size)
+    seconds = time.perf_counter() - t0
+    records, strict, flexible = [], [], []
+    for it, out in zip(task.items, outs):
+        s, f = g8.is_correct(out, it.target, "strict"), g8.is_correct(out, it.target, "flexible")
+        strict.append(int(s))
+        flexible.append(int(f))
+        records.append(
+            {
+                "i": it.index,
+                "src": it.source,
+                "completion": out,
+                "gold": g8.gold_number(it.target),
+                "strict": g8.extract_strict(out),
+                "flexible": g8.extract_flexible(out),
+                "ok_strict": int(s),
+                "ok_flexible": int(f),
+            }
+        )
+    metrics = {"exact_match_strict": binary_score(strict), "exact_match_flexible": binary_score(flexible)}
+    out = _task_result(task, metrics, records, seconds)
+    out.update(shots=shots, max_new_tokens=max_new_tokens, fewshot_seed=seed if shots else None)
+    return out
+
+
+def _task_result(task: Task, metrics: dict, records: list, seconds: float) -> dict:
+    return {
+        "task": task.name,
+        "split": task.split,
+        "source": task.source,
+        "n": len(task.items),
+        "n_quarantined": len(task.quarantined),
+        "quarantined": task.quarantined,
+        "metrics": metrics,
+        "seconds": round(seconds, 3),
+        "items_per_s": round(len(task.items) / seconds, 2) if seconds > 0 else None,
+        "items": records,
+    }
+
+
+def evaluate(
+    lm: LM,
+    tasks: Sequence[str],
+    data_dir: str | Path | None = None,
+    limit: int | None = None,
+    batch_size: int = 32,
+    gsm8k_shots: Sequence[int] = (0, 5),
+    gsm8k_max_new_tokens: int = g8.MAX_NEW_TOKENS,
+    progress: Callable | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Evaluate `lm` on `tasks`; returns the results document (see docs/eval.md)."""
+    say = log or (lambda _m: None)
+    out = {
+        "schema": RESULTS_SCHEMA,
+        "model": lm.name,
+        "max_length": lm.max_length,
+        "tree_packing": lm.tree,
+        "data_dir": str(data_dir) if data_dir is not None else None,
+        "limit": limit,
+        "tasks": {},
+    }
+    for name in tasks:
+        task = load_task(name, data_dir=data_dir, limit=limit)
+        if task.quarantined:
+            say(f"{name}: {len(task.quarantined)} malformed record(s) quarantined, e.g. {task.quarantined[0]}")
+        if name == "gsm8k":
+            train = load_task("gsm8k", data_dir=data_dir, split="train") if any(gsm8k_shots) else None
+            for k in gsm8k_shots:
+                r = score_gsm8k(lm, task, k, train, gsm8k_max_new_tokens, batch_size=max(1, batch_size // 2))
+                out["tasks"][f"gsm8k_{k}shot"] = r
+                say(f"gsm8k {k}-shot: {_fmt_metrics(r['metrics'])} ({r['items_per_s']} items/s)")
+        else:
+            r = score_loglikelihood_task(lm, task, batch_size, progress)
+            out["tasks"][name] = r
+            say(f"{name}: {_fmt_metrics(r['metrics'])} ({r['items_per_s']} items/s)")
+    six = [out["tasks"][t]["metrics"][HEADLINE[t]] for t in SIX_TASKS if t in out["tasks"]]
+    if len(six) == len(SIX_TASKS):
+        out["six_task_mean"] = {**mean_of_scores(six), "metrics": HEADLINE}
+    return out
+
+
+def _fmt_metrics(m: dict) -> str:
+    return ", ".join(f"{k}={v['value']:.4f}±{v['stderr']:.4f}" for k, v in m.items())
+
+
+def summary_metrics(results: dict) -> dict:
+    """Flat metrics for the ledger: {task.metric: value, task.metric_stderr, ..., six_task_mean}."""
+    flat = {}
+    for t, r in results["tasks"].items():
+        for m, v in r["metrics"].items():
+            flat[f"{t}.{m}"] = v["value"]
+            flat[f"{t}.{m}_stderr"] = v["stderr"]
+            flat[f"{t}.{m}_ci95"] = v["ci95"]
+        flat[f"{t}.n"] = r["n"]
+    if "six_task_mean" in results:
+        flat["six_task_mean"] = results["six_task_mean"]["value"]
+        flat["six_task_mean_stderr"] = results["six_task_mean"]["stderr"]
+    return flat
+
+
+# ----------------------------------------------------------------------------------------------- reports
+
+
+def load_references(path: str | Path | None = None) -> list[dict]:
+    """Reference rows (reported in publications, not re-run here) from a YAML file."""
+    p = Path(path) if path else REFERENCES
+    with open(p, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    rows = data.get("rows")
+    if not isinstance(rows, list):
+        raise ValueError(f"{p}: expected a top-level 'rows:' list")
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict) or not isinstance(r.get("model"), str) or not r.get("source"):
+            raise ValueError(f"{p}: rows[{i}] needs 'model' and 'source'")
+    return rows
+
+
+def _cell(v: dict | None) -> str:
+    if v is None:
+        return "—"
+    lo, hi = v["ci95"]
+    return f"{v['value']:.4f} ± {v['stderr']:.4f} [{lo:.3f}, {hi:.3f}]"
+
+
+def to_markdown(results: dict, references: list[dict] | None = None) -> str:
+    lines = [f"# Evaluation of `{results['model']}`", ""]
+    if results.get("limit"):
+        lines += [
+            f"**Only the first {results['limit']} items of each task (--limit): not comparable to full-split scores.**",
+            "",
+        ]
+    lines += ["value ± stderr [95% CI]; stderr as lm-eval (sample sd / sqrt n), CI Wilson for accuracies.", ""]
+    lines += ["| task | split | n | metric | score |", "|---|---|---:|---|---|"]
+    for t, r in results["tasks"].items():
+        for m, v in r["metrics"].items():
+            head = " (in mean)" if HEADLINE.get(t) == m else ""
+            lines.append(f"| {t} | {r['split']} | {r['n']} | {m}{head} | {_cell(v)} |")
+    if "six_task_mean" in results:
+        s = results["six_task_mean"]
+        lines.append(f"| **six-task mean** | | {s['n']} | headline metrics | **{_cell(s)}** |")
+    q = {t: r["n_quarantined"] for t, r in results["tasks"].items() if r["n_quarantined"]}
+    if q:
+        lines += ["", "Quarantined malformed records: " + ", ".join(f"{t}: {n}" for t, n in q.items())]
+    if references:
+        lines += ["", "## Reference rows — reported, not re-run", ""]
+        lines += ["Copied from the cited sources; their harness, metric choices and splits may differ from ours.", ""]
+        cols = list(SIX_TASKS)
+        lines += [
+            "| model | " + " | ".join(cols) + " | six-task mean | source |",
+            "|---|" + "---:|" * (len(cols) + 1) + "---|",
+        ]
+        ours = [
+            f"{results['tasks'][t]['metrics'][HEADLINE[t]]['value']:.4f}" if t in results["tasks"] else "—"
+            for t in cols
+        ]
+        mean = f"{results['six_task_mean']['value']:.4f}" if "six_task_mean" in results else "—"
+        lines.append(f"| **{results['model']} (this run)** | " + " | ".join(ours) + f" | **{mean}** | measured |")
+        for r in references:
+            cells = [_num(r.get("tasks", {}).get(t)) for t in cols]
+            lines.append(
+                f"| {r['model']} | " + " | ".join(cells) + f" | {_num(r.get('six_task_mean'))} | {r['source']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _num(v) -> str:
+    return f"{v:.4f}" if isinstance(v, (int, float)) else "—"

@@ -1,0 +1,532 @@
+"""Batched log-likelihood scoring and greedy generation, numerically matching lm-eval's HFLM.
+
+Tokenisation is lm-eval's: trailing spaces of the context move to the continuation, context+continuation is
+encoded as one string and split at the length of the encoded context; sequences longer than max_length + 1 are
+truncated on the left; only continuation tokens are scored.
+
+Speed comes from scoring each item once: all of an item's requests (e.g. the 4 HellaSwag endings) are packed into
+one row as a shared token prefix plus one branch per request, with a block attention mask and restarted position
+ids ("tree" packing). Mathematically this equals scoring every (context, continuation) separately, as lm-eval
+does, but the context is computed once. Rows are sorted by length so batches carry little padding. Backends that
+cannot take a custom mask get one row per request instead.
+
+A backend (`LM`) only has to map (input_ids, position_ids, additive mask) to logits; wrappers exist for
+transformers models, ledgerlm's own `Llama`, and ensembles (mean of the members' logits).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------------------------- tokenizers
+
+
+class Tok:
+    """Minimal tokenizer adapter: `encode` behaves like transformers' `tokenizer.encode(s)` (default special tokens)."""
+
+    def __init__(self, tok, eos_id: int | None, bos_id: int | None, vocab_id: str = ""):
+        self.tok = tok
+        self.eos_id = eos_id
+        self.bos_id = bos_id
+        self.vocab_id = vocab_id  # identifies the vocabulary, to refuse ensembles of mismatched tokenizers
+        self._hf = callable(tok) and hasattr(tok, "convert_ids_to_tokens")
+
+    def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[int]]:
+        if not texts:
+            return []
+        if self._hf:
+            return self.tok(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+        return [e.ids for e in self.tok.encode_batch(list(texts), add_special_tokens=add_special_tokens)]
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self.encode_batch([text], add_special_tokens)[0]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=False)
+
+    @property
+    def prefix_id(self) -> int:
+        """lm-eval's prefix_token_id: BOS if the tokenizer has one, else EOS (used for empty contexts)."""
+        return self.bos_id if self.bos_id is not None else self.eos_id
+
+
+def load_tok(path: str | Path) -> Tok:
+    """A model directory's tokenizer: transformers' AutoTokenizer when available (exactly what lm-eval uses)."""
+    try:
+        from transformers import AutoTokenizer
+
+        t = AutoTokenizer.from_pretrained(str(path))
+        return Tok(t, t.eos_token_id, t.bos_token_id, _vocab_id(path))
+    except ImportError:
+        pass
+    from tokenizers import Tokenizer
+
+    p = Path(path) / "tokenizer.json"
+    t = Tokenizer.from_file(str(p))
+    eos = bos = None
+    cfg = Path(path) / "tokenizer_config.json"
+    if cfg.exists():
+        c = json.loads(cfg.read_text())
+        eos = t.token_to_id(c["eos_token"]) if isinstance(c.get("eos_token"), str) else None
+        bos = t.token_to_id(c["bos_token"]) if isinstance(c.get("bos_token"), str) else None
+    if eos is None:
+        eos = t.token_to_id("<|endoftext|>")
+    return Tok(t, eos, bos, _vocab_id(path))
+
+
+def _vocab_id(path) -> str:
+    p = Path(path) / "tokenizer.json"
+    if p.is_file():
+        import hashlib
+
+        return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+    return str(path)
+
+
+# ----------------------------------------------------------------------------------------------- backends
+
+
+class LM:
+    """Backend interface. `logits(ids[B,T], pos[B,T] | None, mask[B,1,T,T] additive | None) -> float logits[B,T,V]`."""
+
+    tok: Tok
+    max_length: int = 2048
+    device: str = "cpu"
+    tree: bool = False  # accepts position ids + a custom additive mask
+    name: str = ""
+
+    def logits(
+        self, ids: torch.Tensor, pos: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def logits_at(self, ids, pos, mask, bidx: torch.Tensor, tidx: torch.Tensor) -> torch.Tensor:
+        """Logits [N, V] at positions (bidx[i], tidx[i]) only. Backends that can apply the output head to the
+        selected hidden states skip the vocabulary projection for context tokens (most of a LAMBADA row)."""
+        return self.logits(ids, pos, mask)[bidx, tidx]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+
+class HFCausalLM(LM):
+    """Any transformers causal LM (a local folder or a Hub name)."""
+
+    def __init__(self, model, tok: Tok, name: str = "", device: str = "cpu"):
+        self.model = model.eval()
+        self.tok = tok
+        self.name = name
+        self.device = device
+        self.tree = True  # transformers accepts a 4D additive mask + position_ids (checked in tests)
+        self.max_length = _max_length(model.config, getattr(tok.tok, "model_max_length", None))
+
+    @property
+    def dtype(self):
+        return next(self.model.parameters()).dtype
+
+    @torch.no_grad()
+    def logits(self, ids, pos=None, mask=None):
+        kw = {}
+        if mask is not None:
+            kw["attention_mask"] = mask.to(self.dtype)
+        if pos is not None:
+            kw["position_ids"] = pos
+        return self.model(input_ids=ids, **kw).logits
+
+    # Architectures whose logits are exactly lm_head(decoder(...)) (no soft-capping or scaling after the head).
+    _PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3"}
+
+    @torch.no_grad()
+    def logits_at(self, ids, pos, mask, bidx, tidx):
+        if self.model.config.model_type not in self._PLAIN_HEAD or not hasattr(self.model, "lm_head"):
+            return super().logits_at(ids, pos, mask, bidx, tidx)
+        kw = {}
+        if mask is not None:
+            kw["attention_mask"] = mask.to(self.dtype)
+        if pos is not None:
+            kw["position_ids"] = pos
+        h = self.model.model(input_ids=ids, **kw).last_hidden_state
+        return self.model.lm_head(h[bidx, tidx])
+
+
+class LedgerLlama(LM):
+    """ledgerlm's own `Llama` (ledgerlm.model.llama); tree packing only if its forward takes a mask."""
+
+    def __init__(self, model, tok: Tok, name: str = "", device: str = "cpu"):
+        self.model = model.eval()
+        self.tok = tok
+        self.name = name
+        self.device = device
+        # Our Llama's `attention_mask` is a 2D padding mask; tree packing needs a model that says it takes a
+        # 4D [B,1,T,S] mask there (attribute `accepts_4d_mask`), else we score one row per request.
+        params = inspect.signature(model.forward).parameters
+        self.tree = bool(getattr(model, "accepts_4d_mask", False)) and "position_ids" in params
+        cfg = getattr(model, "cfg", None) or getattr(model, "config", None)
+        self.max_length = _max_length(cfg, None)
+
+    @property
+    def dtype(self):
+        return next(self.model.parameters()).dtype
+
+    @torch.no_grad()
+    def logits(self, ids, pos=None, mask=None):
+        kw = {}
+        if pos is not None:
+            kw["position_ids"] = pos
+        if mask is not None:
+            kw["attention_mask"] = mask
+        return self.model(ids, **kw).float()
+
+    @torch.no_grad()
+    def logits_at(self, ids, pos, mask, bidx, tidx):
+        kw = {}
+        if pos is not None:
+            kw["position_ids"] = pos
+        if mask is not None:
+            kw["attention_mask"] = mask
+        h = self.model(ids, return_hidden=True, **kw)
+        return self.model.lm_head(h[bidx, tidx]).float()
+
+
+class Ensemble(LM):
+    """K models sharing one tokenizer. mode "prob": log of the mean of the members' probabilities (as
+    ledgerlm.model.ensemble's default); mode "logit": mean of the members' logits."""
+
+    def __init__(self, members: Sequence[LM], mode: str = "prob"):
+        if len({m.tok.vocab_id for m in members}) != 1:
+            raise ValueError("ensemble members must share one tokenizer: " + ", ".join(m.name for m in members))
+        if mode not in ("prob", "logit"):
+            raise ValueError(f"ensemble mode must be 'prob' or 'logit', got {mode!r}")
+        self.members = list(members)
+        self.mode = mode
+        self.tok = members[0].tok
+        self.max_length = min(m.max_length for m in members)
+        self.device = members[0].device
+        self.tree = all(m.tree for m in members)
+        self.name = ",".join(m.name for m in members)
+
+    def _combine(self, outs: list[torch.Tensor]) -> torch.Tensor:
+        if self.mode == "logit":
+            return torch.stack(outs).mean(0)
+        return torch.logsumexp(torch.stack([o.log_softmax(-1) for o in outs]), dim=0) - math.log(len(outs))
+
+    @torch.no_grad()
+    def logits(self, ids, pos=None, mask=None):
+        return self._combine([m.logits(ids, pos, mask).float() for m in self.members])
+
+    @torch.no_grad()
+    def logits_at(self, ids, pos, mask, bidx, tidx):
+        return self._combine([m.logits_at(ids, pos, mask, bidx, tidx).float() for m in self.members])
+
+
+def _max_length(cfg, tok_max) -> int:
+    # lm-eval's HFLM order: model config attributes first, then the tokenizer, then 2048.
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx", "max_seq_len", "seq_len", "block_size"):
+        v = getattr(cfg, attr, None) if cfg is not None and not isinstance(cfg, dict) else (cfg or {}).get(attr)
+        if isinstance(v, int) and v > 0:
+            return v
+    if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
+        return tok_max
+    return 2048
+
+
+def resolve_device(device: str | None) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_lm(
+    spec: str, device: str | None = None, backend: str = "auto", dtype: str | None = None, ensemble_mode: str = "prob"
+) -> LM:
+    """Load `spec`: a model folder (ours or any transformers causal LM), a Hub name, or "A,B,..." (ensemble).
+
+    backend: "hf" (transformers), "ledgerlm" (ledgerlm.model.hf.load_model) or "auto" (transformers if
+    installed: our checkpoints are HF Llama folders, and this is what lm-eval runs).
+    Interpolated models are plain folders (written by the interpolate stage).
+    """
+    device = resolve_device(device)
+    parts = [s.strip() for s in str(spec).split(",") if s.strip()]
+    if len(parts) > 1:
+        return Ensemble([load_lm(p, device, backend, dtype) for p in parts], mode=ensemble_mode)
+    spec = parts[0]
+    if backend == "auto":
+        try:
+            import transformers  # noqa: F401
+
+            backend = "hf"
+        except ImportError:
+            backend = "ledgerlm"
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, None: None}[dtype]
+    if backend == "hf":
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(spec, dtype=torch_dtype or torch.float32).to(device)
+        return HFCausalLM(model, load_tok(spec), name=spec, device=device)
+    if backend == "ledgerlm":
+        from ledgerlm.model.hf import load_model
+
+        model = load_model(spec, device)
+        if torch_dtype is not None:
+            model = model.to(torch_dtype)
+        return LedgerLlama(model, load_tok(spec), name=spec, device=device)
+    raise ValueError(f"unknown backend {backend!r}; expected auto, hf or ledgerlm")
+
+
+# ----------------------------------------------------------------------------------------------- log-likelihood
+
+
+@dataclass
+class _Req:
+    seq: list[int]  # context+continuation tokens after left truncation to max_length + 1
+    n_cont: int  # number of scored (continuation) tokens at the end of seq
+
+
+@dataclass
+class _Row:
+    tokens: list[int]
+    pos: list[int]
+    seg: list[int]  # 0 = shared prefix, i >= 1 = branch of request i-1
+    reqs: list[tuple[int, list[int], list[int]]]  # (request id, row index of each scored position, target ids)
+
+
+def encode_pairs(tok: Tok, pairs: Sequence[tuple[str, str]], max_length: int) -> list[_Req]:
+    """lm-eval's `_encode_pair` + left truncation, batched through the tokenizer."""
+    ctxs, conts = [], []
+    for ctx, cont in pairs:
+        n_sp = len(ctx) - len(ctx.rstrip())
+        if n_sp:
+            ctx, cont = ctx[:-n_sp], ctx[-n_sp:] + cont
+        ctxs.append(ctx)
+        conts.append(cont)
+    nonempty = [i for i, c in enumerate(ctxs) if c]
+    whole = tok.encode_batch([ctxs[i] + conts[i] for i in nonempty])
+    ctx_enc = tok.encode_batch([ctxs[i] for i in nonempty])
+    out: list[_Req | None] = [None] * len(pairs)
+    for i, w, c in zip(nonempty, whole, ctx_enc):
+        out[i] = (c, w[len(c) :])
+    for i, c in enumerate(ctxs):
+        if not c:  # empty context: condition on BOS/EOS as lm-eval does
+            ce = tok.encode(conts[i], add_special_tokens=False)
+            out[i] = ([tok.prefix_id], ce) if tok.prefix_id != ce[0] else (ce[:1], ce[1:])
+    reqs = []
+    for i, (c, k) in enumerate(out):
+        if not k:
+            raise ValueError(f"continuation {conts[i]!r} encodes to no tokens")
+        if len(k) > max_length:
+            raise ValueError(f"continuation of {len(k)} tokens exceeds the model's max_length {max_length}")
+        reqs.append(_Req((c + k)[-(max_length + 1) :], len(k)))
+    return reqs
+
+
+def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    for j in range(n):
+        t = seqs[0][j]
+        if any(s[j] != t for s in seqs[1:]):
+            return j
+    return n
+
+
+def _build_row(reqs: Sequence[tuple[int, _Req]], tree: bool) -> list[_Row]:
+    """One packed row for the group (tree), or one row per request."""
+    if not tree or len(reqs) == 1:
+        rows = []
+        for rid, r in reqs:
+            inp = r.seq[:-1]
+            start = len(inp) - r.n_cont
+            rows.append(
+                _Row(
+                    inp,
+                    list(range(len(inp))),
+                    [0] * len(inp),
+                    [(rid, list(range(start, len(inp))), r.seq[start + 1 :])],
+                )
+            )
+        return rows
+    inps = [r.seq[:-1] for _, r in reqs]
+    p = _common_prefix(inps)
+    tokens, pos, seg = list(inps[0][:p]), list(range(p)), [0] * p
+    row_reqs = []
+    for b, ((rid, r), inp) in enumerate(zip(reqs, inps), 1):
+        off = len(tokens)
+        branch = inp[p:]
+        tokens += branch
+        pos += range(p, len(inp))
+        seg += [b] * len(branch)
+        where = [j if j < p else off + (j - p) for j in range(len(inp))]
+        start = len(inp) - r.n_cont
+        row_reqs.append((rid, where[start:], r.seq[start + 1 :]))
+    return [_Row(tokens, pos, seg, row_reqs)]
+
+
+def _tree_mask(seg: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask [B,1,T,T]: causal, and a branch token sees the shared prefix and its own branch only."""
+    T = seg.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=seg.device).tril()
+    sq, sk = seg[:, :, None], seg[:, None, :]
+    allowed = causal[None] & ((sk == 0) | (sk == sq))
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=seg.device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
+def loglikelihood(
+    lm: LM,
+    groups: Sequence[Sequence[tuple[str, str]]],
+    batch_size: int = 32,
+    max_batch_tokens: int = 65536,
+    progress: Callable | None = None,
+) -> list[list[tuple[float, bool, int]]]:
+    """Score every (context, continuation) of every group; returns per group a list of
+    (sum log-prob of the continuation, whether greedy decoding reproduces it, number of continuation tokens).
+    Requests in one group (one item's choices) share their common token prefix when the backend allows it."""
+    flat = [pair for g in groups for pair in g]
+    reqs = encode_pairs(lm.tok, flat, lm.max_length)
+    rows: list[_Row] = []
+    rid = 0
+    for g in groups:
+        rows += _build_row([(rid + i, reqs[rid + i]) for i in range(len(g))], lm.tree)
+        rid += len(g)
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].tokens))
+    batches, cur = [], []
+    for i in order:  # longest first: the first batch shows the peak memory
+        if cur:
+            first, n = len(rows[cur[0]].tokens), len(rows[i].tokens)
+            # a new batch when full, over the token budget, or when this row would be padded by > 25%
+            if len(cur) >= batch_size or (len(cur) + 1) * first > max_batch_tokens or n < 0.75 * first:
+                batches.append(cur)
+                cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    results: list[tuple[float, bool, int] | None] = [None] * len(flat)
+    it = progress(batches, total=len(batches), desc="loglikelihood") if progress else batches
+    for batch in it:
+        T = len(rows[batch[0]].tokens)
+        B = len(batch)
+        ids = torch.zeros(B, T, dtype=torch.long)
+        pos = torch.zeros(B, T, dtype=torch.long)
+        seg = torch.full((B, T), -1, dtype=torch.long)
+        for b, i in enumerate(batch):
+            r = rows[i]
+            n = len(r.tokens)
+            ids[b, :n] = torch.tensor(r.tokens)
+            pos[b, :n] = torch.tensor(r.pos)
+            seg[b, :n] = torch.tensor(r.seg)
+        # The scored positions of all requests in the batch: only there are logits computed and log-softmaxed.
+        bidx, tidx, tgt, owner = [], [], [], []
+        for b, i in enumerate(batch):
+            for rq, where, targets in rows[i].reqs:
+                bidx += [b] * len(where)
+                tidx += where
+                tgt += targets
+                owner.append((rq, len(where)))
+        dev = lm.device
+        bt, tt = torch.tensor(bidx, device=dev), torch.tensor(tidx, device=dev)
+        if bool((seg > 0).any()):
+            sel = lm.logits_at(ids.to(dev), pos.to(dev), _tree_mask(seg.to(dev), lm.dtype), bt, tt)
+        else:  # right padding under a causal mask never affects real positions: no mask needed (as lm-eval)
+            sel = lm.logits_at(ids.to(dev), None, None, bt, tt)
+        logp = F.log_softmax(sel.float(), dim=-1)
+        tgt_t = torch.tensor(tgt, device=logp.device)
+        tok_ll = logp.gather(1, tgt_t[:, None])[:, 0].double().cpu()
+        greedy = (logp.argmax(-1) == tgt_t).cpu()
+        k = 0
+        for rq, n in owner:
+            results[rq] = (float(tok_ll[k : k + n].sum()), bool(greedy[k : k + n].all()), n)
+            k += n
+    out, k = [], 0
+    for g in groups:
+        out.append(results[k : k + len(g)])
+        k += len(g)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- generation
+
+
+@torch.no_grad()
+def greedy_generate(
+    lm: LM, prompts: Sequence[str], max_new_tokens: int, stop_strings: Sequence[str], batch_size: int = 16
+) -> list[str]:
+    """Greedy continuation of each prompt, cut at the first stop string (lm-eval's `until`, plus the EOS text).
+
+    Contexts are left-truncated to max_length - max_new_tokens as lm-eval does.
+    """
+    tok = lm.tok
+    eos_text = tok.decode([tok.eos_id]) if tok.eos_id is not None else None
+    stops = list(stop_strings) + ([eos_text] if eos_text and eos_text not in stop_strings else [])
+    max_ctx = lm.max_length - max_new_tokens
+    enc = [e[-max_ctx:] for e in tok.encode_batch(list(prompts))]
+    order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
+    texts: list[str | None] = [None] * len(enc)
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        outs = _generate_batch(lm, [enc[i] for i in idx], max_new_tokens, stops)
+        for i, o in zip(idx, outs):
+            text = tok.decode(o)
+            for st in stops:
+                text = text.split(st)[0]
+            texts[i] = text
+    return texts
+
+
+def _generate_batch(lm: LM, prompts: list[list[int]], max_new: int, stops: list[str]) -> list[list[int]]:
+    if isinstance(lm, HFCausalLM):
+        return _hf_generate(lm, prompts, max_new, stops)
+    if isinstance(lm, LedgerLlama):
+        try:
+            from ledgerlm.model.generate import generate
+        except ImportError:
+            generate = None
+        if generate is not None:
+            stop_ids = (lm.tok.eos_id,) if lm.tok.eos_id is not None else ()
+            return generate(
+                lm.model,
+                prompts,
+                max_new,
+                temperature=0.0,
+                stop_ids=stop_ids,
+                stop_strings=tuple(stops),
+                tokenizer=lm.tok.tok,
+            )
+    return [_naive_generate(lm, p, max_new, stops) for p in prompts]
+
+
+def _hf_generate(lm: HFCausalLM, prompts, max_new, stops):
+    # Left padding + attention mask, greedy; the stop strings are applied afterwards on the decoded text.
+    T = max(len(p) for p in prompts)
+    pad = lm.tok.eos_id if lm.tok.eos_id is not None else 0
+    ids = torch.tensor([[pad] * (T - len(p)) + p for p in prompts], device=lm.device)
+    att = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=lm.device)
+    kw = {}
+    if stops and hasattr(lm.tok.tok, "convert_ids_to_tokens"):
+        kw = {"stop_strings": list(stops), "tokenizer": lm.tok.tok}
+    out = lm.model.generate(
+        input_ids=ids, attention_mask=att, max_new_tokens=max_new, do_sample=False, pad_token_id=pad, **kw
+    )
+    return [o[T:].tolist() for o in out]
+
+
+def _naive_generate(lm: LM, prompt: list[int], max_new: int, stops: list[str]) -> list[int]:
+    """Greedy decoding by full re-computation: the fallback for ensembles and mask-less backends."""
+    out: list[int] = []
+    for _ in range(max_new):
+        ids = torch.tensor([prompt + out], device=lm.device)
+        nxt = int(lm.logits(ids)[0, -1].argmax())
+        out.append(nxt)
+        if nxt == lm.tok.eos_id:
+            break
+        if stops and any(s in lm.tok.decode(out) for s in stops):
+            break
+    return out

@@ -1,0 +1,224 @@
+"""The `eval` stage: score a model on the six zero-shot tasks (+ GSM8K) and write RUN/eval/results.json + results.md.
+
+As a pipeline stage it evaluates the last model this run produced (rl > dpo > interpolate > sft > pretrain) unless
+`model` names a stage or a path. As a command it also works outside any run:
+
+    ledgerlm eval --model DIR[,DIR2,...] --tasks piqa,winogrande [--data-dir D] [--limit N] --out FILE.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ledgerlm.eval import gsm8k as g8
+from ledgerlm.eval.evaluate import evaluate, load_references, summary_metrics, to_markdown
+from ledgerlm.eval.tasks import ALL_TASKS, SIX_TASKS, SPECS, TaskDataError, local_source
+
+# Later stages first: "auto" picks the most post-trained model present in the run.
+MODEL_STAGES = ("rl", "dpo", "interpolate", "sft", "pretrain")
+
+
+@dataclass
+class Config:
+    model: str = "auto"  # "auto", a stage name (sft, ...), a model folder / Hub name, or "A,B,..." (ensemble)
+    tasks: list[str] = field(default_factory=lambda: list(SIX_TASKS))
+    data_dir: Path | None = None  # local task files (D/<task>/<split>.jsonl or ../shared/data layout); None = Hub
+    limit: int | None = None  # first N items of each task (quick checks; not comparable to full-split scores)
+    batch_size: int = 32
+    backend: str = "auto"  # auto | hf (transformers) | ledgerlm (our Llama)
+    dtype: str | None = None  # float32 | bfloat16 | float16; None = float32
+    device: str | None = None  # None = the recipe's device
+    ensemble_mode: str = "prob"  # prob (mean of probabilities) | logit (mean of logits)
+    gsm8k_shots: list[int] = field(default_factory=lambda: [0, 5])
+    gsm8k_max_new_tokens: int = g8.MAX_NEW_TOKENS
+    references: Path | None = None  # YAML of reported rows; None = ledgerlm/eval/references.yaml
+
+    def validate(self) -> None:
+        bad = [t for t in self.tasks if t not in ALL_TASKS]
+        if bad:
+            raise ValueError(f"tasks: unknown {bad}; known: {', '.join(ALL_TASKS)}")
+        if not self.tasks:
+            raise ValueError("tasks: give at least one task")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.backend not in ("auto", "hf", "ledgerlm"):
+            raise ValueError(f"backend must be auto, hf or ledgerlm, got {self.backend!r}")
+        if self.dtype not in (None, "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.ensemble_mode not in ("prob", "logit"):
+            raise ValueError(f"ensemble_mode must be prob or logit, got {self.ensemble_mode!r}")
+        if any(k < 0 for k in self.gsm8k_shots) or not self.gsm8k_shots:
+            raise ValueError(f"gsm8k_shots must be a non-empty list of counts >= 0, got {self.gsm8k_shots}")
+        if self.gsm8k_max_new_tokens < 1:
+            raise ValueError("gsm8k_max_new_tokens must be >= 1")
+
+
+def resolve_model(cfg: Config, ctx) -> list[Path | str]:
+    """The model folder(s) to score: a stage's output, the latest one present, or explicit paths / Hub names."""
+    if cfg.model == "auto":
+        for s in MODEL_STAGES:
+            d = ctx.stage_dir(s) / "model"
+            if (d / "config.json").is_file():
+                return [d]
+        raise FileNotFoundError(
+            f"eval.model=auto: no model in {ctx.run_dir} (looked for {', '.join(s + '/model' for s in MODEL_STAGES)}); "
+            "set eval.model to a stage name or a model folder"
+        )
+    if cfg.model in MODEL_STAGES:
+        return [ctx.stage_dir(cfg.model) / "model"]
+    return [Path(p) if Path(p).exists() else p for p in (s.strip() for s in cfg.model.split(",")) if p]
+
+
+def inputs(cfg: Config, ctx) -> dict:
+    out = {}
+    for i, m in enumerate(resolve_model(cfg, ctx)):
+        out[f"model_{i}" if "," in cfg.model else "model"] = m if isinstance(m, Path) else f"hub:{m}"
+    for t in cfg.tasks:
+        splits = [SPECS[t].split] + (["train"] if t == "gsm8k" and any(cfg.gsm8k_shots) else [])
+        for split in splits:
+            key = f"data_{t}_{split}"
+            if cfg.data_dir is None:
+                out[key] = f"hub:{SPECS[t].hub_path}[{split}]"
+                continue
+            path, labels = local_source(t, split, cfg.data_dir)
+            out[key] = path
+            if labels is not None:
+                out[key + "_labels"] = labels
+    if cfg.references is not None:
+        out["references"] = cfg.references
+    return out
+
+
+def _evaluate(cfg: Config, models: list, device: str, log=print, progress=None) -> tuple[dict, str]:
+    from ledgerlm.eval.harness import load_lm
+
+    spec = ",".join(str(m) for m in models)
+    lm = load_lm(
+        spec, device=cfg.device or device, backend=cfg.backend, dtype=cfg.dtype, ensemble_mode=cfg.ensemble_mode
+    )
+    results = evaluate(
+        lm,
+        cfg.tasks,
+        data_dir=cfg.data_dir,
+        limit=cfg.limit,
+        batch_size=cfg.batch_size,
+        gsm8k_shots=cfg.gsm8k_shots,
+        gsm8k_max_new_tokens=cfg.gsm8k_max_new_tokens,
+        progress=progress,
+        log=log,
+    )
+    results["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()}
+    results["device"] = lm.device
+    return results, to_markdown(results, load_references(cfg.references))
+
+
+def run(cfg: Config, ctx):
+    from ledgerlm.io import atomic_write_json, atomic_write_text
+    from ledgerlm.ledger import StageResult
+
+    models = resolve_model(cfg, ctx)
+    results, md = _evaluate(cfg, models, ctx.device, log=ctx.log.info, progress=ctx.progress)
+    atomic_write_json(ctx.out_dir / "results.json", results)
+    atomic_write_text(ctx.out_dir / "results.md", md)
+    counters = {f"{t}.n": r["n"] for t, r in results["tasks"].items()}
+    counters.update({f"{t}.quarantined": r["n_quarantined"] for t, r in results["tasks"].items()})
+    return StageResult(
+        outputs={"results": ctx.out_dir / "results.json", "report": ctx.out_dir / "results.md"},
+        counters=counters,
+        metrics=summary_metrics(results),
+        extra={
+            "model": results["model"],
+            "limit": cfg.limit,
+            "items_per_s": {t: r["items_per_s"] for t, r in results["tasks"].items()},
+        },
+    )
+
+
+def plan(cfg: Config, ctx) -> list[str]:
+    lines = [
+        f"tasks: {', '.join(cfg.tasks)} ({'first ' + str(cfg.limit) + ' items each' if cfg.limit else 'full splits'})"
+    ]
+    if "gsm8k" in cfg.tasks:
+        lines.append(f"gsm8k: {cfg.gsm8k_shots} shots, up to {cfg.gsm8k_max_new_tokens} generated tokens per item")
+    lines.append(f"data: {cfg.data_dir or 'Hugging Face Hub'}")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------- command line
+
+
+def add_cli_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model folder, stage name, Hub name, or A,B,... for an ensemble")
+    p.add_argument("--tasks", default=None, help=f"comma-separated, from {','.join(ALL_TASKS)} (default: the six)")
+    p.add_argument("--data-dir", type=Path, default=None, help="local task files instead of the Hub")
+    p.add_argument("--limit", type=int, default=None, help="first N items of each task")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--backend", choices=["auto", "hf", "ledgerlm"], default=None)
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
+    p.add_argument("--device", default=None, help="cuda / cpu (default: the recipe's device)")
+    p.add_argument("--gsm8k-shots", default=None, help="comma-separated shot counts, e.g. 0,5")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="GSM8K generation budget")
+    p.add_argument("--references", type=Path, default=None, help="YAML of reported reference rows")
+
+
+def cli_overrides(args) -> dict:
+    tasks = args.tasks.split(",") if getattr(args, "tasks", None) else None
+    shots = [int(x) for x in args.gsm8k_shots.split(",")] if getattr(args, "gsm8k_shots", None) else None
+    return {
+        "model": args.model,
+        "tasks": [t.strip() for t in tasks if t.strip()] if tasks else None,
+        "data_dir": str(args.data_dir) if args.data_dir else None,
+        "limit": args.limit,
+        "batch_size": args.batch_size,
+        "backend": args.backend,
+        "dtype": args.dtype,
+        "device": args.device,
+        "gsm8k_shots": shots,
+        "gsm8k_max_new_tokens": args.max_new_tokens,
+        "references": str(args.references) if args.references else None,
+    }
+
+
+def direct_main(args) -> int | None:
+    """`ledgerlm eval ... --out FILE.json`: evaluate without a run directory. Returns None for the normal path."""
+    out = getattr(args, "out", None)
+    if out is None or Path(out).suffix != ".json":
+        return None
+    from ledgerlm.config import ConfigError, apply_overrides, from_dict, parse_override
+    from ledgerlm.io import atomic_write_json, atomic_write_text
+
+    raw = apply_overrides({}, {k: v for k, v in cli_overrides(args).items() if v is not None})
+    for o in args.overrides:
+        parts, value = parse_override(o)
+        raw = apply_overrides(raw, {".".join(parts[1:] if parts[0] == "eval" else parts): value})
+    cfg = from_dict(Config, raw, prefix="eval")
+    if cfg.model in ("auto", *MODEL_STAGES):
+        raise ConfigError("eval.model", "with --out FILE.json give --model a model folder (or A,B for an ensemble)")
+    try:
+        results, md = _evaluate(cfg, [m.strip() for m in cfg.model.split(",") if m.strip()], "auto")
+    except TaskDataError as e:
+        raise ConfigError("eval.data_dir", str(e)) from None
+    out = Path(out)
+    atomic_write_json(out, results)
+    atomic_write_text(out.with_suffix(".md"), md)
+    print(md)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+def load_results(path: str | Path) -> dict:
+    """A results document from a file, or from a run directory (RUN/eval/results.json)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "eval" / "results.json"
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path}: no evaluation results (expected a results .json or a run directory)"
+        ) from None

@@ -1,0 +1,73 @@
+"""Cost estimates for `ledgerlm plan`: tokens, FLOPs, GPU memory and hours per training stage on a named GPU.
+
+FLOPs per token are 6N + attention (the model's `flops_per_token`); hours = FLOPs / (peak x MFU). The MFU is the
+one given with --mfu, else a stated default per GPU (the numbers we measured are in BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GPU:
+    name: str
+    peak_bf16: float  # dense bf16 FLOP/s
+    memory_gib: float
+    default_mfu: float  # stated, not measured: what a tuned 135M-class run reaches on it
+
+
+GPUS = {
+    "h100": GPU("H100 SXM", 989e12, 80, 0.40),
+    "h200": GPU("H200", 989e12, 141, 0.40),
+    "a100": GPU("A100 80GB", 312e12, 80, 0.40),
+    "l40s": GPU("L40S", 362e12, 48, 0.35),
+    "l4": GPU("L4", 121e12, 24, 0.35),
+    "rtx4090": GPU("RTX 4090", 165e12, 24, 0.35),
+    "cpu": GPU("CPU (2 cores)", 0.1e12, 24, 0.5),
+}
+
+
+def train_memory_gib(n_params: int, n_layer: int, d_model: int, vocab: int, seq_len: int, micro_batch: int) -> float:
+    """AdamW with fp32 master weights (16 B/param) + bf16 activations (~34·s·b·d per layer, flash attention)
+    + logits in bf16 and fp32 for the loss."""
+    states = 16 * n_params
+    acts = 34 * seq_len * micro_batch * d_model * n_layer
+    logits = micro_batch * seq_len * vocab * (2 + 4)
+    return (states + acts + logits) / 2**30
+
+
+def estimate_lines(recipe, gpu: str = "h100", mfu: float | None = None) -> list[str]:
+    from ledgerlm.model.llama import model_config
+
+    key = gpu.lower().replace("-", "").replace(" ", "")
+    if key not in GPUS:
+        return [f"estimates: unknown GPU {gpu!r} (known: {', '.join(GPUS)})"]
+    g = GPUS[key]
+    used_mfu = mfu if mfu is not None else g.default_mfu
+    lines = [f"estimates on {g.name} at MFU {used_mfu:.0%} ({'given' if mfu is not None else 'stated default'}):"]
+    total_h = 0.0
+    if "pretrain" in recipe.stages:
+        from ledgerlm.train.pretrain import resolve_lengths
+
+        cfg = recipe.section("pretrain")
+        m = model_config(cfg.model)
+        phase_tokens = sum(int(p.get("tokens", 0)) for p in cfg.phases)
+        try:
+            L = resolve_lengths(cfg, 1, cfg.data_tokens or phase_tokens or 1, phase_tokens)
+        except Exception as e:  # noqa: BLE001 - a plan reports what it cannot estimate
+            lines.append(f"  pretrain: cannot estimate length ({e})")
+        else:
+            flops = m.flops_per_token(cfg.seq_len) * L["tokens"]
+            hours = flops / (g.peak_bf16 * used_mfu) / 3600
+            total_h += hours
+            mem = train_memory_gib(m.num_params(), m.n_layer, m.d_model, m.vocab_size, cfg.seq_len, cfg.micro_batch)
+            fit = "fits" if mem < g.memory_gib * 0.9 else "DOES NOT FIT: lower micro_batch (grad accumulation keeps the batch)"
+            lines += [
+                f"  pretrain: {m.num_params():,} params, {L['tokens']:,} tokens in {L['steps']:,} steps, "
+                f"{flops:.3g} FLOPs -> {hours:.1f} h",
+                f"  pretrain memory: ~{mem:.1f} GiB of {g.memory_gib:.0f} GiB at micro_batch={cfg.micro_batch}, "
+                f"seq_len={cfg.seq_len} ({fit})",
+            ]
+    lines.append(f"  total training compute: ~{total_h:.1f} GPU-hours (post-training and eval are small next to it)")
+    return lines

@@ -1,0 +1,224 @@
+"""Built-in verifiable task: GSM8K-format arithmetic word problems with worked solutions.
+
+Every problem is a function of its *key* (template name + operands): the wording (names, items) is derived from a hash
+of the key, and so is the split. Train and held-out sets are therefore disjoint by construction -- the same operands
+under the same template can never appear in both -- and generation is deterministic from (seed, split, n).
+
+Records follow GSM8K: {"question": ..., "answer": "<worked solution>\n#### N"}, so the same extractor that scores
+GSM8K scores these (`ledgerlm.eval.gsm8k`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+NAMES = ["Tom", "Ana", "Ben", "Mia", "Sam", "Lea", "Raj", "Zoe", "Ivan", "Nora", "Omar", "Kim"]
+ITEMS = ["apples", "pens", "books", "cards", "stamps", "shells", "coins", "marbles", "eggs", "stickers"]
+SPLITS = ("train", "heldout")
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str  # template|operands: identity of the problem (decides split and wording)
+    question: str
+    solution: str  # worked solution, last line "#### N"
+    answer: int
+    steps: tuple[tuple[int, str, int, int], ...]  # (a, op, b, result) per operation, for corruption / analysis
+
+    def record(self) -> dict:
+        return {"question": self.question, "answer": self.solution}
+
+
+def _h(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def split_of(key: str, heldout_fraction: float = 0.2) -> str:
+    """Deterministic split from the key alone (salted so it is independent of the wording choice)."""
+    return "heldout" if (_h("split|" + key) % 10_000) < heldout_fraction * 10_000 else "train"
+
+
+def _calc(a: int, op: str, b: int) -> int:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        return a // b
+    raise ValueError(f"unknown op {op!r}")
+
+
+def _eq(a: int, op: str, b: int, r: int, calc: bool) -> str:
+    # GSM8K writes "3 + 5 = <<3+5=8>>8"; the calculator annotation is optional to keep demo sequences short.
+    return f"{a} {op} {b} = <<{a}{op}{b}={r}>>{r}" if calc else f"{a} {op} {b} = {r}"
+
+
+# Each template: (name, n_ops, operand sampler, question format, solution lines). Operands keep every intermediate
+# result a non-negative integer.
+def _operands(name: str, rng: random.Random, hi: int) -> tuple[int, ...]:
+    r = rng.randint
+    if name == "add":
+        return (r(1, hi), r(1, hi))
+    if name == "sub":
+        a = r(2, hi)
+        return (a, r(1, a - 1))
+    if name == "mul":
+        return (r(2, max(2, hi // 2)), r(2, 9))
+    if name == "div":
+        return (r(2, 9) * (b := r(2, 6)), b)
+    if name == "add_sub":
+        a, b = r(1, hi), r(1, hi)
+        return (a, b, r(1, a + b - 1))
+    if name == "mul_add":
+        return (r(2, 6), r(2, 9), r(1, hi))
+    if name == "mul_sub_add":
+        a, b = r(2, 6), r(2, 9)
+        return (a, b, r(1, a * b - 1), r(1, hi))
+    raise ValueError(name)
+
+
+TEMPLATES = {"add": 1, "sub": 1, "mul": 1, "div": 1, "add_sub": 2, "mul_add": 2, "mul_sub_add": 3}
+
+
+def _build(name: str, ops: tuple[int, ...], calc: bool) -> Problem:
+    key = f"{name}|{','.join(map(str, ops))}"
+    hv = _h("words|" + key)
+    who, item = NAMES[hv % len(NAMES)], ITEMS[(hv // 97) % len(ITEMS)]
+    steps: list[tuple[int, str, int, int]] = []
+
+    def step(a: int, op: str, b: int) -> int:
+        res = _calc(a, op, b)
+        steps.append((a, op, b, res))
+        return res
+
+    if name == "add":
+        a, b = ops
+        q = f"{who} has {a} {item}. {who} gets {b} more. How many {item} does {who} have now?"
+        t = step(a, "+", b)
+        lines = [f"{who} has {_eq(a, '+', b, t, calc)} {item}."]
+    elif name == "sub":
+        a, b = ops
+        q = f"{who} has {a} {item}. {who} gives away {b}. How many {item} does {who} have left?"
+        t = step(a, "-", b)
+        lines = [f"{who} has {_eq(a, '-', b, t, calc)} {item} left."]
+    elif name == "mul":
+        a, b = ops
+        q = f"{who} buys {a} bags of {item}. Each bag has {b} {item}. How many {item} does {who} buy?"
+        t = step(a, "*", b)
+        lines = [f"{who} buys {_eq(a, '*', b, t, calc)} {item}."]
+    elif name == "div":
+        a, b = ops
+        q = f"{who} shares {a} {item} equally among {b} friends. How many {item} does each friend get?"
+        t = step(a, "/", b)
+        lines = [f"Each friend gets {_eq(a, '/', b, t, calc)} {item}."]
+    elif name == "add_sub":
+        a, b, c = ops
+        q = f"{who} has {a} {item} and gets {b} more. Then {who} gives away {c}. How many {item} are left?"
+        s = step(a, "+", b)
+        t = step(s, "-", c)
+        lines = [f"{who} has {_eq(a, '+', b, s, calc)} {item}.", f"{who} has {_eq(s, '-', c, t, calc)} {item} left."]
+    elif name == "mul_add":
+        a, b, c = ops
+        q = f"{who} has {a} boxes of {b} {item} and {c} loose {item}. How many {item} does {who} have?"
+        s = step(a, "*", b)
+        t = step(s, "+", c)
+        lines = [f"The boxes hold {_eq(a, '*', b, s, calc)} {item}.", f"{who} has {_eq(s, '+', c, t, calc)} {item}."]
+    elif name == "mul_sub_add":
+        a, b, c, d = ops
+        q = (
+            f"{who} has {a} boxes of {b} {item}. {who} gives away {c} {item} and then finds {d} more. "
+            f"How many {item} does {who} have?"
+        )
+        s = step(a, "*", b)
+        u = step(s, "-", c)
+        t = step(u, "+", d)
+        lines = [
+            f"The boxes hold {_eq(a, '*', b, s, calc)} {item}.",
+            f"After giving some away {who} has {_eq(s, '-', c, u, calc)} {item}.",
+            f"{who} has {_eq(u, '+', d, t, calc)} {item}.",
+        ]
+    else:
+        raise ValueError(f"unknown template {name!r}")
+    return Problem(key, q, "\n".join(lines) + f"\n#### {t}", t, tuple(steps))
+
+
+def generate(
+    n: int,
+    split: str = "train",
+    seed: int = 0,
+    *,
+    max_ops: int = 3,
+    max_value: int = 20,
+    templates: tuple[str, ...] | None = None,
+    heldout_fraction: float = 0.2,
+    calc_annotations: bool = False,
+) -> list[Problem]:
+    """`n` distinct problems of `split`, deterministic from the arguments. Raises if the space is too small."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    names = [t for t in (templates or tuple(TEMPLATES)) if TEMPLATES[t] <= max_ops]
+    unknown = set(templates or ()) - set(TEMPLATES)
+    if unknown or not names:
+        raise ValueError(f"no usable templates (unknown: {sorted(unknown)}, max_ops={max_ops})")
+    rng = random.Random(f"arith|{seed}|{split}")
+    out: list[Problem] = []
+    seen: set[str] = set()
+    attempts = 0
+    while len(out) < n:
+        attempts += 1
+        if attempts > 200 * n + 10_000:
+            raise ValueError(f"only {len(out)} distinct {split} problems found (asked {n}); raise max_value")
+        name = names[rng.randrange(len(names))]
+        ops = _operands(name, rng, max_value)
+        key = f"{name}|{','.join(map(str, ops))}"
+        if key in seen or split_of(key, heldout_fraction) != split:
+            continue
+        seen.add(key)
+        out.append(_build(name, ops, calc_annotations))
+    return out
+
+
+def corrupt(p: Problem, rng: random.Random, calc_annotations: bool = False) -> tuple[str, str]:
+    """A plausible wrong worked solution for `p` -> (text, kind). Used as the rejected side of preference pairs."""
+    kind = rng.choice(["arith", "final", "arith"])
+    steps = list(p.steps)
+    i = rng.randrange(len(steps))
+    a, op, b, r = steps[i]
+    delta = rng.choice([-3, -2, -1, 1, 2, 3])
+    if kind == "final" or r + delta < 0:
+        # correct reasoning, wrong final answer line
+        wrong = p.answer + (delta if p.answer + delta >= 0 else abs(delta))
+        body = p.solution.rsplit("\n#### ", 1)[0]
+        return f"{body}\n#### {wrong}", "final"
+    # arithmetic slip in step i, propagated consistently through the later steps
+    old = _eq(a, op, b, r, calc_annotations)
+    steps[i] = (a, op, b, r + delta)
+    lines = p.solution.split("\n")[:-1]
+    lines[i] = lines[i].replace(old, _eq(a, op, b, r + delta, calc_annotations))
+    prev = r + delta
+    for j in range(i + 1, len(steps)):
+        _, opj, bj, rj = steps[j]
+        newr = _calc(prev, opj, bj)
+        lines[j] = lines[j].replace(
+            _eq(steps[j][0], opj, bj, rj, calc_annotations), _eq(prev, opj, bj, newr, calc_annotations)
+        )
+        steps[j] = (prev, opj, bj, newr)
+        prev = newr
+    return "\n".join(lines) + f"\n#### {prev}", "arith"
+
+
+def preference_pairs(n: int, split: str = "train", seed: int = 0, **kw) -> list[dict]:
+    """{"prompt", "chosen", "rejected", "kind"} with prompt = question, chosen = correct worked solution."""
+    calc = kw.get("calc_annotations", False)
+    rng = random.Random(f"pairs|{seed}|{split}")
+    out = []
+    for p in generate(n, split, seed, **kw):
+        rej, kind = corrupt(p, rng, calc)
+        if rej == p.solution:  # cannot happen with delta != 0, but never emit a tie as a preference
+            continue
+        out.append({"prompt": p.question, "chosen": p.solution, "rejected": rej, "kind": kind, "key": p.key})
+    return out

@@ -1,0 +1,290 @@
+"""Chat format: a ChatML-style template rendered by our code, with a loss mask on assistant tokens only.
+
+    <|im_start|>system\\n{content}<|im_end|>\\n
+    <|im_start|>user\\n{content}<|im_end|>\\n
+    <|im_start|>assistant\\n{content}<|im_end|>\\n
+
+Each piece is tokenized on its own and the ids concatenated, so the boundaries of the loss mask are exact and a prompt
+rendered for generation is always a token prefix of the full conversation. The mask covers the assistant's content and
+its closing `<|im_end|>` (the model must learn to stop); role headers and the trailing newline are not trained.
+
+`load_conversations` turns JSONL rows (or a Hugging Face dataset) into message lists; bad rows are counted and kept
+aside with a reason naming file, line and field instead of being dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ledgerlm.io import open_text
+
+IM_START, IM_END, EOT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
+ROLES = ("system", "user", "assistant")
+# ShareGPT-style speaker names -> our roles.
+_ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}
+
+
+class ChatFormatError(ValueError):
+    """A conversation that cannot be rendered: names the field at fault."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"field '{field}': {message}")
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    # Accept a `tokenizers.Tokenizer` or a transformers tokenizer; never add BOS/EOS here, the template owns structure.
+    if not text:
+        return []
+    enc = tokenizer.encode(text, add_special_tokens=False)
+    return list(enc.ids) if hasattr(enc, "ids") else list(enc)
+
+
+def special_ids(tokenizer) -> tuple[int, int]:
+    """(im_start, im_end) ids; a clear error if the tokenizer was trained without them."""
+    ids = []
+    for tok in (IM_START, IM_END):
+        i = tokenizer.token_to_id(tok) if hasattr(tokenizer, "token_to_id") else tokenizer.convert_tokens_to_ids(tok)
+        if i is None or (isinstance(i, int) and i < 0):
+            raise ChatFormatError("tokenizer", f"special token {tok} missing from the vocabulary")
+        ids.append(int(i))
+    return ids[0], ids[1]
+
+
+def validate(messages, *, need_assistant: bool = True) -> list[dict]:
+    """Check and normalise a message list: [{'role': ..., 'content': str}, ...]."""
+    if not isinstance(messages, list) or not messages:
+        raise ChatFormatError("messages", "must be a non-empty list")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise ChatFormatError(f"messages[{i}]", f"must be an object, got {type(m).__name__}")
+        role = m.get("role", m.get("from"))
+        content = m.get("content", m.get("value"))
+        if not isinstance(role, str):
+            raise ChatFormatError(f"messages[{i}].role", "missing or not a string")
+        role = _ROLE_ALIASES.get(role.lower(), role.lower())
+        if role not in ROLES:
+            raise ChatFormatError(f"messages[{i}].role", f"unknown role {role!r} (expected one of {ROLES})")
+        if not isinstance(content, str):
+            raise ChatFormatError(f"messages[{i}].content", "missing or not a string")
+        if IM_START in content or IM_END in content:
+            # Template tokens inside content would let data forge turn boundaries.
+            raise ChatFormatError(f"messages[{i}].content", "contains a chat template token")
+        if role == "system" and i != 0:
+            raise ChatFormatError(f"messages[{i}].role", "a system message may only come first")
+        out.append({"role": role, "content": content})
+    if need_assistant and not any(m["role"] == "assistant" and m["content"].strip() for m in out):
+        raise ChatFormatError("messages", "no non-empty assistant message")
+    return out
+
+
+def render(messages, tokenizer) -> tuple[list[int], list[int]]:
+    """Token ids of the whole conversation and a 0/1 mask that is 1 on tokens the model is trained to produce."""
+    messages = validate(messages)
+    start, end = special_ids(tokenizer)
+    newline = _encode(tokenizer, "\n")
+    ids: list[int] = []
+    mask: list[int] = []
+    for m in messages:
+        head = [start, *_encode(tokenizer, m["role"] + "\n")]
+        body = [*_encode(tokenizer, m["content"]), end]
+        train = 1 if m["role"] == "assistant" else 0
+        ids += head + body + newline
+        mask += [0] * len(head) + [train] * len(body) + [0] * len(newline)
+    return ids, mask
+
+
+def render_prompt(messages, tokenizer) -> list[int]:
+    """Ids for generation: the conversation so far followed by `<|im_start|>assistant\\n`."""
+    messages = validate(messages, need_assistant=False)
+    if messages[-1]["role"] == "assistant":
+        raise ChatFormatError("messages", "a prompt must not end with an assistant message")
+    start, end = special_ids(tokenizer)
+    newline = _encode(tokenizer, "\n")
+    ids: list[int] = []
+    for m in messages:
+        ids += [start, *_encode(tokenizer, m["role"] + "\n"), *_encode(tokenizer, m["content"]), end, *newline]
+    return ids + [start, *_encode(tokenizer, "assistant\n")]
+
+
+def render_text(messages, *, add_generation_prompt: bool = False) -> str:
+    """The same template as a string (for humans, logs and HF `chat_template` parity checks)."""
+    text = "".join(f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n" for m in messages)
+    return text + (f"{IM_START}assistant\n" if add_generation_prompt else "")
+
+
+# A Jinja template equivalent to `render_text`, stored next to exported models so transformers users get the same format.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + "
+    "'\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Row formats -> messages
+
+_ALPACA = re.compile(
+    r"^(?:(?P<preamble>.*?)\n\n)?### Instruction:\n(?P<instruction>.*?)(?:\n\n### Input:\n(?P<input>.*?))?\n\n### Response:\n?$",
+    re.S,
+)
+_TRANSCRIPT = re.compile(r"\n\n(Human|Assistant): ")
+
+
+def _parse_prompt(prompt: str) -> list[dict]:
+    """A `prompt` string -> messages before the response.
+
+    Understands the Alpaca template used by dolly_hhrlhf ("Below is an instruction ... ### Instruction: ... ### Response:")
+    -- the instruction becomes the user turn, so the model learns our template and not Alpaca's headers -- and
+    Anthropic HH transcripts ("\\n\\nHuman: ... \\n\\nAssistant:"); anything else is one user message.
+    """
+    m = _ALPACA.match(prompt)
+    if m:
+        user = m.group("instruction").strip()
+        if m.group("input") and m.group("input").strip():
+            user += "\n\n" + m.group("input").strip()
+        return [{"role": "user", "content": user}]
+    if "Human: " in prompt and "Assistant:" in prompt:
+        text = "\n\n" + prompt.lstrip("\n")
+        parts = _TRANSCRIPT.split(text.rstrip().removesuffix("Assistant:").rstrip() + "\n\n")
+        msgs = []
+        for speaker, content in zip(parts[1::2], parts[2::2]):
+            msgs.append({"role": "user" if speaker == "Human" else "assistant", "content": content.strip()})
+        if msgs and msgs[-1]["role"] == "user":
+            return msgs
+    return [{"role": "user", "content": prompt.strip()}]
+
+
+def row_to_messages(row) -> list[dict]:
+    """One record -> validated messages. Formats: `messages` (or ShareGPT `conversations`), `prompt`/`response`
+    (also `completion`, `chosen`), `instruction`[/`context`|`input`]/`response`|`output` (Dolly, Alpaca)."""
+    if not isinstance(row, dict):
+        raise ChatFormatError("<row>", f"must be a JSON object, got {type(row).__name__}")
+    for key in ("messages", "conversations"):
+        if key in row:
+            try:
+                return validate(row[key])
+            except ChatFormatError as e:
+                raise ChatFormatError(e.field.replace("messages", key, 1), str(e).split(": ", 1)[1]) from None
+    if "prompt" in row:
+        response = next((row[k] for k in ("response", "completion", "chosen") if k in row), None)
+        if not isinstance(row["prompt"], str):
+            raise ChatFormatError("prompt", "not a string")
+        if not isinstance(response, str) or not response.strip():
+            raise ChatFormatError("response", "missing, empty or not a string")
+        return validate([*_parse_prompt(row["prompt"]), {"role": "assistant", "content": response.strip()}])
+    if "instruction" in row:
+        response = row.get("response", row.get("output"))
+        if not isinstance(row["instruction"], str) or not row["instruction"].strip():
+            raise ChatFormatError("instruction", "missing, empty or not a string")
+        if not isinstance(response, str) or not response.strip():
+            raise ChatFormatError("response", "missing, empty or not a string")
+        user = row["instruction"].strip()
+        extra = row.get("context", row.get("input")) or ""
+        if isinstance(extra, str) and extra.strip():
+            user += "\n\n" + extra.strip()
+        return validate([{"role": "user", "content": user}, {"role": "assistant", "content": response.strip()}])
+    raise ChatFormatError("<row>", f"no 'messages', 'prompt' or 'instruction' field (keys: {sorted(row)[:8]})")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass
+class Conversations:
+    """What `load_conversations` returns: the good conversations plus an account of the rest."""
+
+    source: str
+    messages: list[list[dict]] = field(default_factory=list)
+    counters: Counter = field(default_factory=Counter)
+    quarantined: list[dict] = field(default_factory=list)  # {"where": "file:line", "reason": ..., "row": ...}
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, object, str | None]]:
+    """(where, row or raw line, json error or None) for each non-blank line."""
+    with open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                yield where, json.loads(line), None
+            except json.JSONDecodeError as e:
+                yield where, line[:200], f"invalid JSON ({e.msg} at column {e.colno})"
+
+
+def _hf_rows(name: str, split: str, subset: str | None) -> Iterator[tuple[str, object, None]]:
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover - depends on the optional extra
+        raise ImportError("loading a Hugging Face dataset by name needs `pip install ledgerlm[hf]`") from e
+    ds = datasets.load_dataset(name, subset, split=split)
+    for i, row in enumerate(ds):
+        yield f"hf:{name}[{split}]#{i}", dict(row), None
+
+
+def is_local(source: str) -> bool:
+    return (
+        source.startswith(("/", ".", "~"))
+        or Path(source).expanduser().exists()
+        or source.endswith((".jsonl", ".json", ".gz", ".zst"))
+    )
+
+
+def load_conversations(
+    source: str | Path,
+    *,
+    split: str = "train",
+    subset: str | None = None,
+    limit: int = 0,
+    strict: bool = False,
+    max_quarantined: int = 10_000,
+) -> Conversations:
+    """Conversations from a JSONL file (plain, .gz, .zst) or a Hugging Face dataset name (`hf:org/name` or `org/name`).
+
+    Malformed rows are counted by reason and kept (up to `max_quarantined`) with their location; `strict=True` raises
+    on the first one instead. Raises if nothing usable is left, quoting the first problems.
+    """
+    source = str(source)
+    hf_name = source[3:] if source.startswith("hf:") else None
+    if hf_name is None and not is_local(source) and re.fullmatch(r"[\w.-]+/[\w.-]+", source):
+        hf_name = source
+    if hf_name is None:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"conversation data not found: {path}")
+        rows = _jsonl_rows(path)
+    else:
+        rows = _hf_rows(hf_name, split, subset)
+    out = Conversations(source=source)
+    for where, row, err in rows:
+        out.counters["rows"] += 1
+        try:
+            if err:
+                raise ChatFormatError("<line>", err)
+            msgs = row_to_messages(row)
+        except ChatFormatError as e:
+            if strict:
+                raise ChatFormatError(e.field, f"{where}: {str(e).split(': ', 1)[1]}") from None
+            out.counters[f"quarantined:{e.field.split('[')[0].split('.')[0]}"] += 1
+            out.counters["quarantined"] += 1
+            if len(out.quarantined) < max_quarantined:
+                out.quarantined.append({"where": where, "reason": str(e), "row": row})
+            continue
+        out.messages.append(msgs)
+        out.counters["kept"] += 1
+        if limit and len(out.messages) >= limit:
+            break
+    if not out.messages:
+        first = "; ".join(f"{q['where']}: {q['reason']}" for q in out.quarantined[:3]) or "no rows"
+        raise ValueError(f"no usable conversations in {source} ({out.counters['rows']} rows; {first})")
+    return out

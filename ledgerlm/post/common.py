@@ -1,0 +1,144 @@
+"""Small helpers shared by the post-training loops (sft, dpo, reward, rl, interpolate): where the upstream model is,
+loading it with its tokenizer, one optimizer step on a schedule, per-token log-probs, and saving the result.
+
+Kept deliberately thin: each loop stays readable in its own file and only the boring parts live here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ledgerlm.config import ConfigError
+
+IGNORE = -100  # target id that contributes no loss
+
+
+def resolve_model_dir(ref: str | Path, ctx, key: str = "base") -> Path:
+    """A stage name (`pretrain`, `sft`, ...) -> that stage's `model/` in this run; otherwise a path to a model dir
+    (or to a stage dir that holds `model/`). Raises ConfigError naming `key` when nothing is there -- except for a
+    stage this recipe runs itself, whose output will exist by the time it is read (so `plan`/preflight pass)."""
+    from ledgerlm.pipeline import STAGES
+
+    ref = str(ref)
+    candidates = []
+    if ref in STAGES:
+        own = Path(ctx.stage_dir(ref)) / "model"
+        if (own / "config.json").is_file() or ref in (getattr(ctx.recipe, "stages", None) or []):
+            return own
+        candidates.append(own)
+    p = Path(ref).expanduser()
+    candidates += [p, p / "model"]
+    for c in candidates:
+        if (c / "config.json").is_file():
+            return c
+    raise ConfigError(key, f"no model found for {ref!r} (looked in {', '.join(str(c) for c in candidates)})")
+
+
+def load_model_and_tokenizer(model_dir: Path, device: str | torch.device = "cpu"):
+    """(Llama, tokenizers.Tokenizer) from an HF-format directory written by `save_model`."""
+    from ledgerlm.model.hf import load_model, load_tokenizer_for
+
+    model = load_model(model_dir, device)
+    tokenizer = load_tokenizer_for(model_dir)
+    if tokenizer is None:
+        raise FileNotFoundError(f"{model_dir}: no tokenizer saved next to the model (tokenizer.json)")
+    return model, tokenizer
+
+
+def save_model_dir(model, tokenizer, out_dir: Path, max_length: int | None = None) -> Path:
+    """Write `out_dir` as an HF Llama directory (weights, config, tokenizer with our chat template) and return it."""
+    from ledgerlm.data.tokenizer import save_hf_tokenizer_files
+    from ledgerlm.model.hf import save_model
+    from ledgerlm.post.chat import CHAT_TEMPLATE
+
+    out_dir = Path(out_dir)
+    save_model(model, out_dir, tokenizer=tokenizer)
+    # transformers users get the same template as our `render` (apply_chat_template parity).
+    save_hf_tokenizer_files(tokenizer, out_dir, max_length or model.cfg.max_seq_len, chat_template=CHAT_TEMPLATE)
+    return out_dir
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def autocast(device: str | torch.device):
+    """bf16 autocast on CUDA, nothing on CPU (so CPU loss curves are exact fp32 and reproducible)."""
+    if torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build_optimizer(model, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.95), eps: float = 1e-8):
+    """AdamW; weight decay only on matrices (norm gains and other vectors are not decayed)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    rest = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    fused = all(p.is_cuda for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused or None)
+
+
+def lr_at(step: int, total: int, lr: float, warmup: int = 0, schedule: str = "linear", min_ratio: float = 0.0) -> float:
+    """Learning rate for optimizer step `step` (0-based) of `total`: linear warmup, then constant, cosine (the
+    pretraining schedule code) or linear decay towards `min_ratio * lr` (HF-style: the last step is not wasted at 0)."""
+    from ledgerlm.train.schedule import lr_mult
+
+    if schedule not in ("constant", "linear", "cosine"):
+        raise ValueError(f"unknown schedule {schedule!r} (constant, linear, cosine)")
+    if schedule != "linear" or step < warmup:
+        return lr * lr_mult(
+            step, total, warmup, "constant" if schedule == "linear" else schedule, min_lr_ratio=min_ratio
+        )
+    frac = 1.0 - (step - warmup) / max(1, total - warmup)
+    return lr * (min_ratio + (1.0 - min_ratio) * frac)
+
+
+def optimizer_step(model, optimizer, lr: float, grad_clip: float = 1.0) -> float:
+    """Set the lr, clip gradients (if grad_clip > 0), step, zero grads; returns the pre-clip gradient norm."""
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+    params = [p for p in model.parameters() if p.grad is not None]
+    if grad_clip > 0:
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    else:
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params]))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) per position [B, T] (0 where target == IGNORE); logits [B, T, V] already aligned to targets."""
+    safe = targets.clamp(min=0)
+    lp = -F.cross_entropy(logits.float().transpose(1, 2), safe, reduction="none")
+    return lp.masked_fill(targets == IGNORE, 0.0)
+
+
+class MetricsLog:
+    """JSONL metrics file, started afresh and flushed per line so a crashed run keeps its curve up to the crash."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "w", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self._f.write(json.dumps(record, sort_keys=True) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,387 @@
+"""Direct Preference Optimisation (the `dpo` stage): sigmoid DPO and the length-normalised variant of Tulu 3.
+
+    implicit reward   r(x, y) = beta * log pi(y|x) / pi_ref(y|x)          ("sigmoid")
+                      r(x, y) = beta * log pi(y|x) / pi_ref(y|x) / |y|    ("length_normalized": no bonus for length)
+    loss              -log sigmoid(r(x, y_chosen) - r(x, y_rejected))
+
+The reference model is the starting model, frozen. Its log-probabilities never change, so they are computed once,
+stored in `RUN/dpo/ref_logps.safetensors` together with the hash of the tokenised data and of the reference weights,
+and reused whenever both hashes match (a resumed stage, or `ref_cache:` pointing at an earlier run's file). Chosen
+and rejected responses go through the model in separate forward passes (half the peak activation memory of one
+concatenated batch). Held-out preference accuracy (fraction of unseen pairs whose implicit reward ranks chosen first)
+is reported with an exact binomial test against chance.
+
+Reads `RUN/<init>/model/` (default: `interpolate` if present, else `sft`); writes `RUN/dpo/model/`, `metrics.jsonl`
+(per step: loss, reward accuracy, margin, chosen/rejected rewards, lr), `heldout.json` and `quarantine.jsonl`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ledgerlm.io import atomic_path, atomic_write_json, write_jsonl
+from ledgerlm.post.common import (
+    MetricsLog,
+    autocast,
+    build_optimizer,
+    load_model_and_tokenizer,
+    lr_at,
+    optimizer_step,
+    resolve_model_dir,
+    save_model_dir,
+    seed_everything,
+)
+from ledgerlm.post.preference import (
+    binomial_p_greater,
+    data_hash,
+    encode_pair,
+    load_split,
+    pad_batch,
+    sequence_logps,
+    wilson_ci,
+)
+
+LOSSES = ("sigmoid", "length_normalized")
+
+
+@dataclass
+class Config:
+    init: str = "auto"  # stage name or model dir; "auto" = interpolate if it has a model, else sft
+    data: str = "arith"  # "arith" (built-in), a JSONL path, or a HF dataset name (e.g. hf:Anthropic/hh-rlhf)
+    split: str = "train"  # HF split
+    subset: str = ""  # HF config name
+    n_train: int = 512  # training pairs (0 = all the source has, minus held-out)
+    n_heldout: int = 200  # held-out pairs for preference accuracy
+    loss: str = "sigmoid"  # sigmoid | length_normalized
+    beta: float = 0.1  # Tulu 3 uses 5 with length_normalized (the /|y| makes ratios ~100x smaller)
+    epochs: float = 1.0
+    max_steps: int = 0  # > 0 overrides epochs
+    batch_size: int = 16  # pairs per optimizer step
+    micro_batch_size: int = 0  # pairs per forward pass (0 = batch_size)
+    lr: float = 5e-6
+    schedule: str = "linear"
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    max_len: int = 256  # prompt + response tokens
+    max_prompt_len: int = 128  # prompts longer than this keep their last tokens (only when the pair is too long)
+    eval_every: int = 0  # steps between held-out evaluations (0 = about 5 per run)
+    eval_batch_size: int = 32
+    ref_cache: str = ""  # an earlier ref_logps.safetensors to reuse if its hashes match
+
+    def validate(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.beta <= 0 or self.lr <= 0:
+            raise ValueError("beta and lr must be > 0")
+        if (
+            self.batch_size < 1
+            or self.micro_batch_size < 0
+            or (self.micro_batch_size and self.batch_size % self.micro_batch_size)
+        ):
+            raise ValueError("batch_size must be >= 1 and a multiple of micro_batch_size")
+        if self.n_heldout < 1:
+            raise ValueError("n_heldout must be >= 1 (held-out accuracy is the point of the stage)")
+        if self.max_prompt_len >= self.max_len:
+            raise ValueError(f"max_prompt_len={self.max_prompt_len} must be < max_len={self.max_len}")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ValueError("set epochs > 0 or max_steps > 0")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the loss (pure tensors)
+
+
+def dpo_loss(
+    pol_chosen: torch.Tensor,
+    pol_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+    *,
+    len_chosen: torch.Tensor | None = None,
+    len_rejected: torch.Tensor | None = None,
+    length_normalize: bool = False,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean DPO loss over pairs of summed response log-probs [B]; stats hold per-pair implicit rewards (detached)."""
+    lr_c = pol_chosen - ref_chosen
+    lr_r = pol_rejected - ref_rejected
+    if length_normalize:
+        if len_chosen is None or len_rejected is None:
+            raise ValueError("length_normalize needs len_chosen and len_rejected")
+        lr_c = lr_c / len_chosen.clamp(min=1).to(lr_c.dtype)
+        lr_r = lr_r / len_rejected.clamp(min=1).to(lr_r.dtype)
+    loss = -F.logsigmoid(beta * (lr_c - lr_r)).mean()
+    r_c, r_r = (beta * lr_c).detach(), (beta * lr_r).detach()
+    return loss, {"reward_chosen": r_c, "reward_rejected": r_r, "margin": r_c - r_r, "correct": (r_c > r_r).float()}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# scoring
+
+
+@torch.no_grad()
+def score_pairs(model, encoded, batch_size: int, device) -> dict[str, torch.Tensor]:
+    """Summed log-probs and lengths of every pair's chosen and rejected response -> tensors [N] on CPU."""
+    was_training = model.training
+    model.eval()
+    out = {k: [] for k in ("chosen", "rejected", "chosen_len", "rejected_len")}
+    for i in range(0, len(encoded), batch_size):
+        chunk = encoded[i : i + batch_size]
+        for side in ("chosen", "rejected"):
+            ids, mask = pad_batch([e.prompt for e in chunk], [getattr(e, side) for e in chunk])
+            with autocast(device):
+                lp, n = sequence_logps(model, ids.to(device), mask.to(device))
+            out[side].append(lp.float().cpu())
+            out[f"{side}_len"].append(n.float().cpu())
+    model.train(was_training)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def reference_logps(
+    ref_model, encoded, batch_size: int, device, cache: Path, model_sha: str, extra: Path | None = None, log=None
+):
+    """Reference log-probs for `encoded`, from `cache` (or `extra`) when its data and model hashes match, else
+    computed once and written to `cache`. Returns (tensors, 'hit'|'miss')."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    want = {"data_sha256": data_hash(encoded), "model_sha256": model_sha}
+    for cand in (cache, extra):
+        if cand and Path(cand).is_file():
+            with safe_open(str(cand), "pt") as f:
+                meta = f.metadata() or {}
+                if all(meta.get(k) == v for k, v in want.items()):
+                    if log:
+                        log.info("reference log-probs reused from %s", cand)
+                    return {k: f.get_tensor(k) for k in f.keys()}, "hit"  # noqa: SIM118 - safe_open has no items()
+    ref = score_pairs(ref_model, encoded, batch_size, device)
+    with atomic_path(cache) as tmp:
+        save_file({k: v.contiguous() for k, v in ref.items()}, str(tmp), metadata=want)
+    return ref, "miss"
+
+
+def implicit_rewards(pol: dict, ref: dict, beta: float, length_normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    lc, lr = pol["chosen"] - ref["chosen"], pol["rejected"] - ref["rejected"]
+    if length_normalize:
+        lc, lr = lc / ref["chosen_len"].clamp(min=1), lr / ref["rejected_len"].clamp(min=1)
+    return beta * lc, beta * lr
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# stage protocol
+
+
+def _init_dir(cfg: Config, ctx) -> Path:
+    if cfg.init != "auto":
+        return resolve_model_dir(cfg.init, ctx, "dpo.init")
+    for name in ("interpolate", "sft"):
+        if (Path(ctx.stage_dir(name)) / "model" / "config.json").is_file():
+            return Path(ctx.stage_dir(name)) / "model"
+    return resolve_model_dir("sft", ctx, "dpo.init")  # raises a ConfigError naming what was looked for
+
+
+def inputs(cfg: Config, ctx) -> dict[str, Path]:
+    out: dict = {"init_model": _init_dir(cfg, ctx)}
+    if cfg.data != "arith":
+        p = Path(cfg.data).expanduser()
+        out["data"] = p if p.exists() else f"hub:{cfg.data.removeprefix('hf:')}"
+    return out
+
+
+def plan(cfg: Config, ctx) -> list[str]:
+    what = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs:g} epochs"
+    return [f"DPO ({cfg.loss}, beta {cfg.beta:g}) on {cfg.data}: {cfg.n_train} pairs, {what}, {cfg.n_heldout} held out"]
+
+
+def add_cli_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="arith | preference JSONL | HF dataset name")
+    p.add_argument("--init", help="stage name or model dir to start from (default: interpolate, else sft)")
+    p.add_argument("--loss", choices=LOSSES)
+    p.add_argument("--beta", type=float)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--max-steps", type=int)
+
+
+def cli_overrides(args) -> dict[str, object]:
+    return {
+        k: getattr(args, k)
+        for k in ("data", "init", "loss", "beta", "lr", "max_steps")
+        if getattr(args, k, None) is not None
+    }
+
+
+def run(cfg: Config, ctx):
+    from ledgerlm.ledger import StageResult, sha256_file
+
+    device = ctx.device
+    seed_everything(ctx.seed)
+    out = Path(ctx.out_dir)
+    init_dir = _init_dir(cfg, ctx)
+    policy, tok = load_model_and_tokenizer(init_dir, device)
+    ref_model, _ = load_model_and_tokenizer(init_dir, device)
+    ref_model.requires_grad_(False)
+
+    train_pairs, held_pairs, counters, quarantined = load_split(
+        cfg.data, cfg.n_train, cfg.n_heldout, ctx.seed, cfg.split, cfg.subset or None
+    )
+    write_jsonl(out / "quarantine.jsonl", quarantined)
+    enc, truncated = [], 0
+    for p in train_pairs + held_pairs:
+        e, t = encode_pair(p, tok, min(cfg.max_len, policy.cfg.max_seq_len), cfg.max_prompt_len)
+        enc.append(e)
+        truncated += t
+    n_tr = len(train_pairs)
+
+    weights = init_dir / "model.safetensors"
+    model_sha = sha256_file(weights) if weights.is_file() else "unknown"
+    t0 = time.time()
+    ref, cache_state = reference_logps(
+        ref_model,
+        enc,
+        cfg.eval_batch_size,
+        device,
+        out / "ref_logps.safetensors",
+        model_sha,
+        Path(cfg.ref_cache) if cfg.ref_cache else None,
+        ctx.log,
+    )
+    ref_seconds = time.time() - t0
+    del ref_model
+    ref_tr = {k: v[:n_tr] for k, v in ref.items()}
+    ref_ho = {k: v[n_tr:] for k, v in ref.items()}
+    norm = cfg.loss == "length_normalized"
+    # how often the starting model already gives the chosen response the higher (per-token, if normalised) log-prob
+    base_c = ref_ho["chosen"] / (ref_ho["chosen_len"] if norm else 1)
+    base_r = ref_ho["rejected"] / (ref_ho["rejected_len"] if norm else 1)
+    init_logp_acc = float((base_c > base_r).float().mean())
+
+    micro = cfg.micro_batch_size or cfg.batch_size
+    steps_per_epoch = max(1, math.ceil(n_tr / cfg.batch_size))
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    warmup = int(cfg.warmup_ratio * total)
+    eval_every = cfg.eval_every or max(1, total // 5)
+    opt = build_optimizer(policy, cfg.lr, cfg.weight_decay)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    held = enc[n_tr:]
+
+    def evaluate() -> dict:
+        pol = score_pairs(policy, held, cfg.eval_batch_size, device)
+        rc, rr = implicit_rewards(pol, ref_ho, cfg.beta, norm)
+        correct = rc > rr
+        return {"acc": float(correct.float().mean()), "margin": float((rc - rr).mean()), "correct": correct.tolist()}
+
+    policy.train()
+    queue: list[int] = []
+    t0 = time.time()
+    first = last = {}
+    with MetricsLog(out / "metrics.jsonl") as mlog:
+        for step in range(total):
+            idx = []
+            while len(idx) < cfg.batch_size:
+                if not queue:
+                    queue = torch.randperm(n_tr, generator=gen).tolist()
+                idx.append(queue.pop())
+            stats = {k: [] for k in ("correct", "margin", "reward_chosen", "reward_rejected")}
+            loss_sum = 0.0
+            for k in range(0, len(idx), micro):
+                chunk = idx[k : k + micro]
+                pol = {}
+                for side in ("chosen", "rejected"):  # separate forward passes
+                    ids, mask = pad_batch([enc[i].prompt for i in chunk], [getattr(enc[i], side) for i in chunk])
+                    with autocast(device):
+                        pol[side], _ = sequence_logps(policy, ids.to(device), mask.to(device))
+                r = {key: v[chunk].to(device) for key, v in ref_tr.items()}
+                loss, st = dpo_loss(
+                    pol["chosen"].float(),
+                    pol["rejected"].float(),
+                    r["chosen"],
+                    r["rejected"],
+                    cfg.beta,
+                    len_chosen=r["chosen_len"],
+                    len_rejected=r["rejected_len"],
+                    length_normalize=norm,
+                )
+                (loss * len(chunk) / len(idx)).backward()
+                loss_sum += float(loss.detach()) * len(chunk) / len(idx)
+                for key in stats:
+                    stats[key].append(st[key].cpu())
+            lr = lr_at(step, total, cfg.lr, warmup, cfg.schedule)
+            gnorm = optimizer_step(policy, opt, lr, cfg.grad_clip)
+            if not math.isfinite(loss_sum):
+                raise FloatingPointError(f"dpo: loss is {loss_sum} at step {step + 1}")
+            st = {k: float(torch.cat(v).mean()) for k, v in stats.items()}
+            rec = {"step": step + 1, "loss": loss_sum, "reward_acc": st["correct"], "margin": st["margin"]}
+            rec.update(reward_chosen=st["reward_chosen"], reward_rejected=st["reward_rejected"], lr=lr, grad_norm=gnorm)
+            rec["elapsed_s"] = round(time.time() - t0, 3)
+            if (step + 1) % eval_every == 0 or step + 1 == total:
+                ev = evaluate()
+                rec.update(heldout_acc=ev["acc"], heldout_margin=ev["margin"])
+                ctx.log.info(
+                    "dpo step %d/%d loss %.4f acc %.3f held-out acc %.3f",
+                    step + 1,
+                    total,
+                    loss_sum,
+                    st["correct"],
+                    ev["acc"],
+                )
+            first = first or rec
+            last = rec
+            mlog.write(rec)
+
+    final = evaluate()
+    n_ho = len(held)
+    k = sum(final["correct"])
+    p = binomial_p_greater(k, n_ho)
+    lo, hi = wilson_ci(k, n_ho)
+    atomic_write_json(
+        out / "heldout.json",
+        {
+            "n": n_ho,
+            "correct": k,
+            "accuracy": k / n_ho,
+            "p_binomial_vs_0.5": p,
+            "wilson95": [lo, hi],
+            "init_logp_accuracy": init_logp_acc,
+            "per_pair_correct": final["correct"],
+        },
+    )
+    policy.eval()
+    save_model_dir(policy, tok, out / "model")
+    ctx.log.info("dpo held-out accuracy %.3f (%d/%d, p=%.3g)", k / n_ho, k, n_ho, p)
+    return StageResult(
+        outputs={
+            "model": out / "model",
+            "metrics": out / "metrics.jsonl",
+            "heldout": out / "heldout.json",
+            "ref_logps": out / "ref_logps.safetensors",
+            "quarantine": out / "quarantine.jsonl",
+        },
+        counters={
+            "pairs_train": n_tr,
+            "pairs_heldout": n_ho,
+            "truncated_pairs": truncated,
+            "steps": total,
+            "ref_cache": cache_state,
+            **{f"data:{k}": v for k, v in dict(counters).items()},
+        },
+        metrics={
+            "heldout_accuracy": k / n_ho,
+            "heldout_p_binomial": p,
+            "heldout_wilson95": [lo, hi],
+            "heldout_margin": final["margin"],
+            "init_logp_accuracy": init_logp_acc,
+            "first_loss": first.get("loss"),
+            "final_loss": last.get("loss"),
+            "final_train_reward_acc": last.get("reward_acc"),
+            "ref_seconds": round(ref_seconds, 3),
+        },
+        extra={"init_model": str(init_dir), "loss": cfg.loss, "beta": cfg.beta},
+    )

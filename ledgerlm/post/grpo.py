@@ -1,0 +1,628 @@
+"""RL with verifiable rewards (the `rl` stage): GRPO and its DAPO / Dr. GRPO variants on GSM8K-format problems.
+
+One step:
+  1. take P prompts, sample G completions each with the KV-cache generator (`ledgerlm.model.generate`);
+  2. reward = 1 if the number after `####` equals the reference (the same extractor evaluation uses,
+     `ledgerlm.eval.gsm8k`), plus an optional small bonus for a well-formed `#### N` line;
+  3. advantages within each group: r - mean ("mean", Dr. GRPO) or (r - mean) / std ("mean_std", GRPO);
+     groups whose G rewards are all equal carry no signal and can be filtered out of the loss;
+  4. completions cut off by max_new_tokens can be masked out (their reward says nothing about the answer);
+  5. clipped surrogate on completion tokens (clip_low / clip_high, DAPO's "clip higher"), optional k3 KL to the
+     frozen reference with weight beta, aggregated per sequence ("grpo"), per token ("dapo") or with a constant
+     normaliser ("drgrpo"); `ppo_epochs` x `minibatches` optimiser steps per batch of samples.
+
+Why a small model can lose accuracy under RLVR, and what the logs show: if pass@G at the start is ~0 every group is
+zero-variance and there is no gradient; if most completions are truncated, the reward mostly punishes length and the
+mean-per-sequence loss biases towards long wrong answers. Each step logs reward mean, zero-std fraction, clipped
+fraction, mean length, truncation rate, pass@1 / pass@G and KL; the stage reports held-out greedy exact match before
+and after, with a paired (McNemar) test and a CI for the difference.
+
+Reads `RUN/<init>/model/` (default: the latest of dpo / interpolate / sft); writes `RUN/rl/model/`,
+`RUN/rl/metrics.jsonl` (per step), `RUN/rl/heldout.json` (per-problem before/after) and `RUN/rl/samples.jsonl`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ledgerlm.io import atomic_write_json, open_text, write_jsonl
+from ledgerlm.post.common import (
+    MetricsLog,
+    autocast,
+    build_optimizer,
+    load_model_and_tokenizer,
+    lr_at,
+    optimizer_step,
+    resolve_model_dir,
+    save_model_dir,
+    seed_everything,
+)
+
+ADV_MODES = ("mean", "mean_std")
+AGG_MODES = ("grpo", "dapo", "drgrpo")
+
+
+@dataclass
+class Config:
+    init: str = "auto"  # stage name or model dir; "auto" = the latest of dpo, interpolate, sft that has a model
+    task: str = "arith"  # arith (built-in) | GSM8K-format JSONL (question/answer) | HF dataset name (openai/gsm8k)
+    split: str = "train"  # HF split for the training prompts
+    subset: str = "main"  # HF config (openai/gsm8k needs "main")
+    n_train: int = 2000  # size of the prompt pool (0 = whole source)
+    n_eval: int = 200  # held-out problems for greedy exact match before/after
+    system_prompt: str = ""
+    steps: int = 20
+    prompts_per_step: int = 8  # P
+    group_size: int = 8  # G
+    max_new_tokens: int = 96
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    lr: float = 1e-5
+    schedule: str = "constant"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    advantage: str = "mean_std"  # mean | mean_std
+    loss_agg: str = "dapo"  # grpo | dapo | drgrpo
+    clip_low: float = 0.2
+    clip_high: float = 0.28  # DAPO "clip higher": room for low-probability tokens to grow
+    kl_beta: float = 0.0  # weight of the k3 KL to the reference (0 = no KL term)
+    log_kl: bool = True  # keep the reference to log KL even when kl_beta == 0 (one extra forward per step)
+    ppo_epochs: int = 1
+    minibatches: int = 1
+    filter_zero_std: bool = True
+    mask_truncated: bool = True
+    extract: str = "strict"  # strict (#### N) | flexible (last number)
+    format_reward: float = 0.0  # bonus for a well-formed "#### N" line (added to correctness)
+    eval_max_new_tokens: int = 0  # 0 = max_new_tokens
+    eval_batch_size: int = 64
+    passk_problems: int = 64  # held-out problems sampled G times at the start to estimate pass@1 / pass@G
+    log_samples: int = 2  # completions per step written to samples.jsonl
+
+    def validate(self) -> None:
+        if self.advantage not in ADV_MODES:
+            raise ValueError(f"advantage must be one of {ADV_MODES}, got {self.advantage!r}")
+        if self.loss_agg not in AGG_MODES:
+            raise ValueError(f"loss_agg must be one of {AGG_MODES}, got {self.loss_agg!r}")
+        if self.extract not in ("strict", "flexible"):
+            raise ValueError(f"extract must be strict or flexible, got {self.extract!r}")
+        if self.group_size < 2:
+            raise ValueError("group_size must be >= 2 (advantages are relative within a group)")
+        if self.steps < 0 or self.prompts_per_step < 1 or self.ppo_epochs < 1 or self.minibatches < 1:
+            raise ValueError("steps >= 0, prompts_per_step, ppo_epochs and minibatches >= 1")
+        if (self.prompts_per_step * self.group_size) % self.minibatches:
+            raise ValueError("prompts_per_step * group_size must be divisible by minibatches")
+        if not (0 <= self.clip_low < 1 and self.clip_high >= 0):
+            raise ValueError("need 0 <= clip_low < 1 and clip_high >= 0")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0 for sampling G different completions")
+        if self.lr <= 0 or self.kl_beta < 0:
+            raise ValueError("lr must be > 0 and kl_beta >= 0")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the math (pure tensors)
+
+
+def group_advantages(
+    rewards: torch.Tensor, mode: str = "mean_std", eps: float = 1e-4
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """rewards [P, G] -> (advantages [P, G], zero_std [P] bool).
+
+    "mean": r - mean(group) (Dr. GRPO: dividing by std up-weights groups that are nearly all right or all wrong);
+    "mean_std": (r - mean) / (std + eps) (GRPO). Population std, as a group is the whole sample."""
+    if mode not in ADV_MODES:
+        raise ValueError(f"advantage mode must be one of {ADV_MODES}, got {mode!r}")
+    mean = rewards.mean(dim=1, keepdim=True)
+    adv = rewards - mean
+    if mode == "mean_std":
+        adv = adv / (rewards.std(dim=1, keepdim=True, unbiased=False) + eps)
+    zero_std = (rewards.max(dim=1).values - rewards.min(dim=1).values) == 0
+    return adv, zero_std
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(pi || pi_ref) on samples from pi: exp(d) - d - 1, d = ref - logp (always >= 0)."""
+    d = ref_logp - logp
+    return torch.exp(d) - d - 1
+
+
+def aggregate(per_tok: torch.Tensor, mask: torch.Tensor, agg: str, max_len: int | None = None) -> torch.Tensor:
+    """Reduce per-token losses [N, T] over the tokens where mask == 1.
+
+    grpo:   mean over each sequence's tokens, then over sequences with any token (long answers get less weight
+            per token: the length bias Dr. GRPO points out);
+    dapo:   sum / number of tokens in the batch (every token weighs the same);
+    drgrpo: sum / (N * max_len), a constant, so neither length nor the number of masked tokens rescales the loss."""
+    mask = mask.to(per_tok.dtype)
+    if agg == "grpo":
+        lens = mask.sum(dim=1)
+        keep = lens > 0
+        if not keep.any():
+            return (per_tok * mask).sum()  # 0 with a graph attached
+        return ((per_tok * mask).sum(dim=1)[keep] / lens[keep]).mean()
+    if agg == "dapo":
+        return (per_tok * mask).sum() / mask.sum().clamp(min=1)
+    if agg == "drgrpo":
+        return (per_tok * mask).sum() / (per_tok.shape[0] * (max_len or per_tok.shape[1]))
+    raise ValueError(f"aggregation must be one of {AGG_MODES}, got {agg!r}")
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    agg: str = "dapo",
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    ref_logp: torch.Tensor | None = None,
+    kl_beta: float = 0.0,
+    max_len: int | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped surrogate (+ beta * k3 KL). logp, old_logp, ref_logp, mask: [N, T] completion-token aligned;
+    advantages [N]. Returns (loss, {"clipped_frac", "kl"?})."""
+    ratio = torch.exp(logp - old_logp)
+    adv = advantages.to(logp.dtype).unsqueeze(1)
+    per_tok = -torch.min(ratio * adv, torch.clamp(ratio, 1 - clip_low, 1 + clip_high) * adv)
+    kl = kl_k3(logp, ref_logp) if ref_logp is not None else None
+    if kl is not None and kl_beta:
+        per_tok = per_tok + kl_beta * kl
+    loss = aggregate(per_tok, mask, agg, max_len)
+    m = mask.to(logp.dtype)
+    n = m.sum().clamp(min=1)
+    # clipped = the clamp, not the ratio, decided the token's term (its gradient is zero)
+    clipped = ((ratio < 1 - clip_low) & (adv < 0)) | ((ratio > 1 + clip_high) & (adv > 0))
+    stats = {"clipped_frac": float((clipped.to(m.dtype) * m).sum() / n)}
+    if kl is not None:
+        stats["kl"] = float((kl.detach() * m).sum() / n)
+    return loss, stats
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
+    if not (0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n (n={n}, c={c}, k={k})")
+    return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def paired_exact_match(before: list[bool], after: list[bool]) -> dict[str, float]:
+    """Same problems scored before and after: exact McNemar test (two-sided binomial on the discordant pairs) and a
+    95% CI (normal approximation) of the mean paired difference."""
+    from scipy.stats import binomtest
+
+    if len(before) != len(after) or not before:
+        raise ValueError("paired test needs two equally long, non-empty lists")
+    n = len(before)
+    gained = sum(1 for b, a in zip(before, after) if a and not b)
+    lost = sum(1 for b, a in zip(before, after) if b and not a)
+    d = [int(a) - int(b) for b, a in zip(before, after)]
+    mean = sum(d) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / max(1, n - 1))
+    half = 1.96 * sd / math.sqrt(n)
+    p = float(binomtest(gained, gained + lost, 0.5).pvalue) if gained + lost else 1.0
+    return {
+        "n": n,
+        "before": sum(before) / n,
+        "after": sum(after) / n,
+        "diff": mean,
+        "ci95": [mean - half, mean + half],
+        "gained": gained,
+        "lost": lost,
+        "p_mcnemar": p,
+    }
+
+
+def verifiable_reward(text: str, gold: str, extract: str = "strict", format_bonus: float = 0.0) -> tuple[float, bool]:
+    """(reward, correct) for one completion: correctness by the evaluation's GSM8K extractor (+ a format bonus)."""
+    from ledgerlm.eval.gsm8k import extract_strict, is_correct
+
+    correct = is_correct(text, gold, extract)
+    return float(correct) + (format_bonus if extract_strict(text) is not None else 0.0), correct
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# data
+
+
+def load_problems(cfg: Config, seed: int) -> tuple[list[dict], list[dict], dict]:
+    """(train pool, held-out problems, counters); each problem {"question", "answer"} in GSM8K format."""
+    if cfg.task == "arith":
+        from ledgerlm.post import arith
+
+        tr = [p.record() for p in arith.generate(cfg.n_train or 2000, "train", seed)]
+        ho = [p.record() for p in arith.generate(cfg.n_eval, "heldout", seed)]
+        return tr, ho, {"train": len(tr), "heldout": len(ho)}
+    rows, counters, bad = [], {"rows": 0, "quarantined": 0}, []
+    p = Path(cfg.task).expanduser()
+    if p.is_file():
+        with open_text(p) as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    counters["rows"] += 1
+                    try:
+                        rows.append((f"{p}:{lineno}", json.loads(line)))
+                    except json.JSONDecodeError as e:
+                        bad.append({"where": f"{p}:{lineno}", "reason": f"invalid JSON ({e.msg})"})
+    else:
+        import datasets
+
+        name = cfg.task.removeprefix("hf:")
+        for i, row in enumerate(datasets.load_dataset(name, cfg.subset or None, split=cfg.split)):
+            counters["rows"] += 1
+            rows.append((f"hf:{name}#{i}", dict(row)))
+    from ledgerlm.eval.gsm8k import extract_strict
+
+    good = []
+    for where, row in rows:
+        q, a = (
+            row.get("question") if isinstance(row, dict) else None,
+            row.get("answer") if isinstance(row, dict) else None,
+        )
+        if not isinstance(q, str) or not q.strip():
+            bad.append({"where": where, "reason": "field 'question': missing or empty"})
+        elif not isinstance(a, str) or extract_strict(a) is None:
+            bad.append({"where": where, "reason": "field 'answer': missing or has no '#### N' line"})
+        else:
+            good.append({"question": q, "answer": a})
+    counters["quarantined"] = len(bad)
+    # seeded held-out slice of the same file (GSM8K test is the evaluation stage's business)
+    random.Random(f"rl-split|{seed}").shuffle(good)
+    if len(good) <= cfg.n_eval:
+        raise ValueError(f"{cfg.task}: {len(good)} usable problems, need more than n_eval={cfg.n_eval}")
+    ho, tr = good[: cfg.n_eval], good[cfg.n_eval :]
+    tr = tr[: cfg.n_train] if cfg.n_train else tr
+    counters.update(train=len(tr), heldout=len(ho))
+    counters["quarantine"] = bad
+    return tr, ho, counters
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# sampling and scoring
+
+
+class Sampler:
+    def __init__(self, tok, system_prompt: str, max_new_tokens: int):
+        from ledgerlm.post.chat import special_ids
+
+        self.tok = tok
+        self.system = system_prompt
+        self.max_new = max_new_tokens
+        self.im_end = special_ids(tok)[1]
+
+    def prompt(self, question: str) -> list[int]:
+        from ledgerlm.post.chat import render_prompt
+
+        msgs = ([{"role": "system", "content": self.system}] if self.system else []) + [
+            {"role": "user", "content": question}
+        ]
+        return render_prompt(msgs, self.tok)
+
+    def sample(self, model, prompts, temperature, top_k, top_p, generator, max_new=None):
+        """-> (completion ids incl. a final <|im_end|> when it stopped, texts, truncated flags)."""
+        from ledgerlm.model.generate import generate
+
+        outs = generate(
+            model,
+            prompts,
+            max_new or self.max_new,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            stop_ids=(self.im_end,),
+            generator=generator,
+        )
+        texts, trunc = [], []
+        for o in outs:
+            stopped = bool(o) and o[-1] == self.im_end
+            texts.append(self.tok.decode(o[:-1] if stopped else o))
+            trunc.append(not stopped)
+        return outs, texts, trunc
+
+
+def seq_token_logps(model, prompts: list[list[int]], completions: list[list[int]], device):
+    """Per-completion-token log-probs [N, L] (row i aligned at its first completion token; L = longest completion)
+    and the completion mask [N, L]."""
+    from ledgerlm.post.preference import pad_batch, token_logps
+
+    ids, _ = pad_batch(prompts, completions)
+    ids = ids.to(device)
+    with autocast(device):
+        lp = token_logps(model(ids), ids).float()
+    L = max(1, max(len(c) for c in completions))
+    lens = torch.tensor([len(c) for c in completions], device=device)
+    # completion token j of row i is predicted at position len(prompt_i) - 1 + j
+    starts = torch.tensor([len(p) - 1 for p in prompts], device=device)
+    idx = (starts[:, None] + torch.arange(L, device=device)[None]).clamp(max=lp.shape[1] - 1)
+    mask = (torch.arange(L, device=device)[None] < lens[:, None]).float()
+    return lp.gather(1, idx) * mask, mask
+
+
+@torch.no_grad()
+def greedy_exact_match(model, sampler: Sampler, problems, cfg: Config, device) -> tuple[list[bool], float, list[str]]:
+    """Greedy completions for `problems` -> (correct per problem, truncation rate, texts)."""
+    correct, trunc, texts = [], 0, []
+    max_new = cfg.eval_max_new_tokens or cfg.max_new_tokens
+    for i in range(0, len(problems), cfg.eval_batch_size):
+        chunk = problems[i : i + cfg.eval_batch_size]
+        _, tx, tr = sampler.sample(model, [sampler.prompt(p["question"]) for p in chunk], 0.0, 0, 1.0, None, max_new)
+        for p, t in zip(chunk, tx):
+            correct.append(verifiable_reward(t, p["answer"], cfg.extract)[1])
+        trunc += sum(tr)
+        texts += tx
+    return correct, trunc / max(1, len(problems)), texts
+
+
+@torch.no_grad()
+def sampled_pass_at_k(model, sampler: Sampler, problems, cfg: Config, gen) -> dict[str, float]:
+    """pass@1 and pass@G on `problems` from G samples each at the training temperature (the RL starting signal)."""
+    g = cfg.group_size
+    p1, pg, zero, trunc, n = 0.0, 0.0, 0, 0, 0
+    per = max(1, cfg.eval_batch_size // g)
+    for i in range(0, len(problems), per):
+        chunk = problems[i : i + per]
+        prompts = [sampler.prompt(p["question"]) for p in chunk for _ in range(g)]
+        _, texts, tr = sampler.sample(model, prompts, cfg.temperature, cfg.top_k, cfg.top_p, gen)
+        for j, p in enumerate(chunk):
+            c = sum(verifiable_reward(t, p["answer"], cfg.extract)[1] for t in texts[j * g : (j + 1) * g])
+            p1 += pass_at_k(g, c, 1)
+            pg += pass_at_k(g, c, g)
+            zero += c in (0, g)
+            n += 1
+        trunc += sum(tr)
+    return {"pass@1": p1 / n, f"pass@{g}": pg / n, "zero_std_frac": zero / n, "truncation_rate": trunc / (n * g)}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# stage protocol
+
+
+def _init_dir(cfg: Config, ctx) -> Path:
+    if cfg.init != "auto":
+        return resolve_model_dir(cfg.init, ctx, "rl.init")
+    for name in ("dpo", "interpolate", "sft"):
+        if (Path(ctx.stage_dir(name)) / "model" / "config.json").is_file():
+            return Path(ctx.stage_dir(name)) / "model"
+    return resolve_model_dir("sft", ctx, "rl.init")
+
+
+def inputs(cfg: Config, ctx) -> dict[str, Path]:
+    out: dict = {"init_model": _init_dir(cfg, ctx)}
+    if cfg.task != "arith":
+        p = Path(cfg.task).expanduser()
+        out["task"] = p if p.exists() else f"hub:{cfg.task.removeprefix('hf:')}"
+    return out
+
+
+def plan(cfg: Config, ctx) -> list[str]:
+    return [
+        f"RLVR ({cfg.loss_agg}, adv {cfg.advantage}, kl {cfg.kl_beta:g}) on {cfg.task}: {cfg.steps} steps x "
+        f"{cfg.prompts_per_step} prompts x {cfg.group_size} samples, eval on {cfg.n_eval} held-out problems"
+    ]
+
+
+def add_cli_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", help="arith | GSM8K-format JSONL | HF dataset name")
+    p.add_argument("--init", help="stage name or model dir (default: latest of dpo, interpolate, sft)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--group-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--loss-agg", choices=AGG_MODES)
+    p.add_argument("--advantage", choices=ADV_MODES)
+    p.add_argument("--kl-beta", type=float)
+
+
+def cli_overrides(args) -> dict[str, object]:
+    keys = ("task", "init", "steps", "group_size", "lr", "loss_agg", "advantage", "kl_beta")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def run(cfg: Config, ctx):
+    from ledgerlm.ledger import StageResult
+
+    device = ctx.device
+    seed_everything(ctx.seed)
+    out = Path(ctx.out_dir)
+    init_dir = _init_dir(cfg, ctx)
+    policy, tok = load_model_and_tokenizer(init_dir, device)
+    ref = None
+    if cfg.kl_beta > 0 or cfg.log_kl:
+        ref, _ = load_model_and_tokenizer(init_dir, device)
+        ref.requires_grad_(False)
+    train, held, counters = load_problems(cfg, ctx.seed)
+    write_jsonl(out / "quarantine.jsonl", counters.pop("quarantine", []))
+    sampler = Sampler(tok, cfg.system_prompt, cfg.max_new_tokens)
+    gen = torch.Generator(device=device).manual_seed(ctx.seed)
+    rng = random.Random(f"rl|{ctx.seed}")
+
+    t0 = time.time()
+    before, before_trunc, _ = greedy_exact_match(policy, sampler, held, cfg, device)
+    start = sampled_pass_at_k(policy, sampler, held[: cfg.passk_problems], cfg, gen) if cfg.passk_problems else {}
+    ctx.log.info(
+        "rl start: held-out EM %.3f (greedy truncation %.2f), sampled %s", sum(before) / len(held), before_trunc, start
+    )
+
+    opt = build_optimizer(policy, cfg.lr, cfg.weight_decay)
+    warmup = int(cfg.warmup_ratio * cfg.steps)
+    G, P = cfg.group_size, cfg.prompts_per_step
+    queue: list[int] = []
+    skipped = 0
+    totals = {"completions": 0, "truncated": 0, "zero_std_groups": 0, "groups": 0}
+    samples = []
+    with MetricsLog(out / "metrics.jsonl") as mlog:
+        mlog.write(
+            {
+                "step": 0,
+                "heldout_em": sum(before) / len(held),
+                "heldout_truncation": before_trunc,
+                **{f"start_{k}": v for k, v in start.items()},
+            }
+        )
+        for step in range(cfg.steps):
+            ts = time.time()
+            items = []
+            while len(items) < P:
+                if not queue:
+                    queue = list(range(len(train)))
+                    rng.shuffle(queue)
+                items.append(train[queue.pop()])
+            prompts = [sampler.prompt(it["question"]) for it in items for _ in range(G)]
+            comps, texts, trunc = sampler.sample(policy, prompts, cfg.temperature, cfg.top_k, cfg.top_p, gen)
+            scored = [
+                verifiable_reward(t, items[i // G]["answer"], cfg.extract, cfg.format_reward)
+                for i, t in enumerate(texts)
+            ]
+            rewards = torch.tensor([r for r, _ in scored], dtype=torch.float32).view(P, G)
+            correct = torch.tensor([c for _, c in scored], dtype=torch.float32).view(P, G)
+            adv, zero_std = group_advantages(rewards, cfg.advantage)
+            keep = torch.ones(P * G)
+            if cfg.filter_zero_std:
+                keep *= (~zero_std).repeat_interleave(G).float()
+            if cfg.mask_truncated:
+                keep *= 1.0 - torch.tensor(trunc, dtype=torch.float32)
+            comps_nz = [c if c else [sampler.im_end] for c in comps]  # an empty completion cannot be scored
+            rec = {
+                "step": step + 1,
+                "reward_mean": float(rewards.mean()),
+                "accuracy": float(correct.mean()),
+                "zero_std_frac": float(zero_std.float().mean()),
+                "truncation_rate": sum(trunc) / len(trunc),
+                "mean_length": sum(len(c) for c in comps) / len(comps),
+                "pass@1": sum(pass_at_k(G, int(c), 1) for c in correct.sum(1)) / P,
+                f"pass@{G}": sum(pass_at_k(G, int(c), G) for c in correct.sum(1)) / P,
+                "kept_frac": float(keep.mean()),
+            }
+            totals["completions"] += len(comps)
+            totals["truncated"] += sum(trunc)
+            totals["zero_std_groups"] += int(zero_std.sum())
+            totals["groups"] += P
+            lr = lr_at(step, cfg.steps, cfg.lr, warmup, cfg.schedule)
+            if keep.sum() == 0:
+                skipped += 1  # every group uniform or truncated: nothing to learn from this batch
+                rec.update(loss=0.0, clipped_frac=0.0, lr=lr, skipped=True)
+            else:
+                policy.train()
+                flat_adv = adv.view(-1).to(device)
+                single = cfg.ppo_epochs * cfg.minibatches == 1  # then old = current policy: reuse its forward
+                with torch.no_grad():
+                    old_lp = None if single else seq_token_logps(policy, prompts, comps_nz, device)[0]
+                    ref_lp = seq_token_logps(ref, prompts, comps_nz, device)[0] if ref is not None else None
+                lens = torch.tensor([len(c) for c in comps_nz])
+                mask = (torch.arange(int(lens.max()))[None] < lens[:, None]).float().to(device)
+                mask = mask * keep.to(device)[:, None]
+                max_len = cfg.max_new_tokens
+                n_mb = cfg.minibatches
+                size = P * G // n_mb
+                losses, clipped, kls = [], [], []
+                for _ in range(cfg.ppo_epochs):
+                    order = torch.randperm(
+                        P * G, generator=torch.Generator().manual_seed(rng.randrange(2**31))
+                    ).tolist()
+                    for k in range(n_mb):
+                        mb = order[k * size : (k + 1) * size]
+                        lp, _ = seq_token_logps(policy, [prompts[i] for i in mb], [comps_nz[i] for i in mb], device)
+                        L = lp.shape[1]
+                        loss, st = policy_loss(
+                            lp,
+                            lp.detach() if old_lp is None else old_lp[mb, :L],
+                            flat_adv[mb],
+                            mask[mb, :L],
+                            agg=cfg.loss_agg,
+                            clip_low=cfg.clip_low,
+                            clip_high=cfg.clip_high,
+                            ref_logp=None if ref_lp is None else ref_lp[mb, :L],
+                            kl_beta=cfg.kl_beta,
+                            max_len=max_len,
+                        )
+                        loss.backward()
+                        optimizer_step(policy, opt, lr, cfg.grad_clip)
+                        losses.append(float(loss.detach()))
+                        clipped.append(st["clipped_frac"])
+                        if "kl" in st:
+                            kls.append(st["kl"])
+                if not all(math.isfinite(x) for x in losses):
+                    raise FloatingPointError(f"rl: non-finite loss at step {step + 1}")
+                rec.update(loss=sum(losses) / len(losses), clipped_frac=sum(clipped) / len(clipped), lr=lr)
+                if kls:
+                    rec["kl"] = sum(kls) / len(kls)
+            rec["step_s"] = round(time.time() - ts, 3)
+            mlog.write(rec)
+            for i in range(min(cfg.log_samples, len(texts))):
+                samples.append(
+                    {
+                        "step": step + 1,
+                        "question": items[i // G]["question"],
+                        "completion": texts[i],
+                        "reward": scored[i][0],
+                        "truncated": trunc[i],
+                    }
+                )
+            ctx.log.info(
+                "rl step %d/%d reward %.3f zero-std %.2f trunc %.2f len %.1f",
+                step + 1,
+                cfg.steps,
+                rec["reward_mean"],
+                rec["zero_std_frac"],
+                rec["truncation_rate"],
+                rec["mean_length"],
+            )
+
+    policy.eval()
+    after, after_trunc, after_texts = greedy_exact_match(policy, sampler, held, cfg, device)
+    test = paired_exact_match(before, after)
+    write_jsonl(out / "samples.jsonl", samples)
+    atomic_write_json(
+        out / "heldout.json",
+        {
+            **test,
+            "truncation_before": before_trunc,
+            "truncation_after": after_trunc,
+            "start_sampled": start,
+            "per_problem": [
+                {"question": p["question"], "before": b, "after": a, "completion_after": t}
+                for p, b, a, t in zip(held, before, after, after_texts)
+            ],
+        },
+    )
+    save_model_dir(policy, tok, out / "model")
+    ctx.log.info(
+        "rl held-out EM %.3f -> %.3f (diff %.3f, CI %s, McNemar p=%.3g)",
+        test["before"],
+        test["after"],
+        test["diff"],
+        test["ci95"],
+        test["p_mcnemar"],
+    )
+    return StageResult(
+        outputs={
+            "model": out / "model",
+            "metrics": out / "metrics.jsonl",
+            "heldout": out / "heldout.json",
+            "samples": out / "samples.jsonl",
+            "quarantine": out / "quarantine.jsonl",
+        },
+        counters={**counters, **totals, "steps": cfg.steps, "skipped_steps": skipped},
+        metrics={
+            "heldout_em_before": test["before"],
+            "heldout_em_after": test["after"],
+            "heldout_em_diff": test["diff"],
+            "heldout_em_diff_ci95": test["ci95"],
+            "heldout_p_mcnemar": test["p_mcnemar"],
+            "heldout_n": test["n"],
+            **{f"start_{k}": v for k, v in start.items()},
+            "zero_std_frac": totals["zero_std_groups"] / max(1, totals["groups"]),
+            "truncation_rate": totals["truncated"] / max(1, totals["completions"]),
+            "seconds": round(time.time() - t0, 3),
+        },
+        extra={"init_model": str(init_dir)},
+    )

@@ -1,0 +1,281 @@
+"""Preference pairs (prompt, chosen, rejected) for the dpo and reward stages, plus the little machinery both share.
+
+Sources:
+- "arith": built from the built-in task (`ledgerlm.post.arith`): chosen = the correct worked solution, rejected = the
+  same solution with an arithmetic slip or a wrong final line. Works offline, on CPU, with a verifiable ground truth.
+- a JSONL file (plain/.gz/.zst): rows {"prompt", "chosen", "rejected"} (strings or message lists), or Anthropic HH
+  rows {"chosen", "rejected"} that are whole "\\n\\nHuman: ...\\n\\nAssistant: ..." transcripts: the shared prefix up to
+  the last "Assistant:" both share becomes the prompt, the rest the two responses.
+- a Hugging Face dataset name (`hf:Anthropic/hh-rlhf` or `org/name`), same row formats.
+
+Rows that cannot be used are counted by reason and quarantined with file:line, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ledgerlm.io import open_text
+from ledgerlm.post import arith
+from ledgerlm.post.chat import ChatFormatError, _encode, _parse_prompt, render_prompt, special_ids, validate
+
+_TURN = re.compile(r"\n\n(Human|Assistant):")
+
+
+@dataclass
+class Pair:
+    prompt: list[dict]  # messages before the compared responses (ends with a user turn)
+    chosen: str
+    rejected: str
+    where: str = ""
+
+
+@dataclass
+class Preferences:
+    source: str
+    pairs: list[Pair] = field(default_factory=list)
+    counters: Counter = field(default_factory=Counter)
+    quarantined: list[dict] = field(default_factory=list)
+
+
+class PreferenceFormatError(ValueError):
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"field '{field}': {message}")
+
+
+def split_transcripts(chosen: str, rejected: str) -> tuple[list[dict], str, str]:
+    """HH-RLHF: two full transcripts that differ only in the last assistant turn -> (prompt messages, chosen, rejected)."""
+    n = 0
+    for a, b in zip(chosen, rejected):
+        if a != b:
+            break
+        n += 1
+    common = chosen[:n]
+    # cut back to the end of the last "\n\nAssistant:" marker inside the common prefix
+    cut = common.rfind("\n\nAssistant:")
+    if cut < 0:
+        raise PreferenceFormatError("chosen", "transcripts share no '\\n\\nAssistant:' turn to split the prompt at")
+    cut += len("\n\nAssistant:")
+    prompt_text, c, r = chosen[:cut], chosen[cut:].strip(), rejected[cut:].strip()
+    if _TURN.search(c) or _TURN.search(r):
+        # the responses themselves contain further turns: not a single-response comparison
+        raise PreferenceFormatError("chosen", "responses continue with further Human/Assistant turns after the split")
+    msgs = _parse_prompt(prompt_text)
+    if not msgs or msgs[-1]["role"] != "user":
+        raise PreferenceFormatError("chosen", "prompt does not end with a Human turn")
+    return msgs, c, r
+
+
+def _response_text(value, field: str) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, list) and value and isinstance(value[-1], dict):  # message list: the final assistant turn
+        last = value[-1]
+        if last.get("role", last.get("from")) in ("assistant", "gpt"):
+            return str(last.get("content", last.get("value", ""))).strip()
+    raise PreferenceFormatError(field, "must be a string or a message list ending with an assistant turn")
+
+
+def row_to_pair(row) -> tuple[list[dict], str, str]:
+    if not isinstance(row, dict):
+        raise PreferenceFormatError("<row>", f"must be a JSON object, got {type(row).__name__}")
+    for k in ("chosen", "rejected"):
+        if k not in row:
+            raise PreferenceFormatError(k, "missing")
+    if "prompt" in row:
+        p = row["prompt"]
+        if isinstance(p, str):
+            msgs = _parse_prompt(p)
+        elif isinstance(p, list):
+            try:
+                msgs = validate(p, need_assistant=False)
+            except ChatFormatError as e:
+                raise PreferenceFormatError("prompt", str(e)) from None
+        else:
+            raise PreferenceFormatError("prompt", "must be a string or a message list")
+        c, r = _response_text(row["chosen"], "chosen"), _response_text(row["rejected"], "rejected")
+    elif isinstance(row["chosen"], str) and isinstance(row["rejected"], str):
+        msgs, c, r = split_transcripts(row["chosen"], row["rejected"])
+    else:
+        raise PreferenceFormatError("prompt", "missing (and chosen/rejected are not HH transcripts)")
+    if not c or not r:
+        raise PreferenceFormatError("chosen" if not c else "rejected", "empty response")
+    if c == r:
+        raise PreferenceFormatError("rejected", "identical to chosen")
+    for text, f in ((c, "chosen"), (r, "rejected")):
+        if "<|im_start|>" in text or "<|im_end|>" in text:
+            raise PreferenceFormatError(f, "contains a chat template token")
+    return msgs, c, r
+
+
+def _rows(source: str, split: str, subset: str | None):
+    hf_name = source[3:] if source.startswith("hf:") else None
+    local = Path(source).expanduser()
+    if hf_name is None and not local.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", source):
+        hf_name = source
+    if hf_name is not None:
+        try:
+            import datasets
+        except ImportError as e:  # pragma: no cover - optional extra
+            raise ImportError("a Hugging Face preference dataset needs `pip install ledgerlm[hf]`") from e
+        for i, row in enumerate(datasets.load_dataset(hf_name, subset, split=split)):
+            yield f"hf:{hf_name}[{split}]#{i}", dict(row), None
+        return
+    if not local.is_file():
+        raise FileNotFoundError(f"preference data not found: {local}")
+    with open_text(local) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{local}:{lineno}"
+            try:
+                yield where, json.loads(line), None
+            except json.JSONDecodeError as e:
+                yield where, line[:200], f"invalid JSON ({e.msg} at column {e.colno})"
+
+
+def load_preferences(
+    source: str, *, split: str = "train", subset: str | None = None, limit: int = 0, seed: int = 0
+) -> Preferences:
+    """Pairs from `source` (see module doc). For "arith", `split` is the task split ("train"/"heldout")."""
+    out = Preferences(source=source)
+    if source == "arith":
+        for p in arith.preference_pairs(limit or 512, "heldout" if split in ("heldout", "test") else "train", seed):
+            out.pairs.append(Pair([{"role": "user", "content": p["prompt"]}], p["chosen"], p["rejected"], p["key"]))
+            out.counters["rows"] += 1
+            out.counters["kept"] += 1
+            out.counters[f"kind:{p['kind']}"] += 1
+        return out
+    for where, row, err in _rows(source, split, subset):
+        out.counters["rows"] += 1
+        try:
+            if err:
+                raise PreferenceFormatError("<line>", err)
+            msgs, c, r = row_to_pair(row)
+        except PreferenceFormatError as e:
+            out.counters["quarantined"] += 1
+            out.counters[f"quarantined:{e.field}"] += 1
+            if len(out.quarantined) < 10_000:
+                out.quarantined.append({"where": where, "reason": str(e)})
+            continue
+        out.pairs.append(Pair(msgs, c, r, where))
+        out.counters["kept"] += 1
+        if limit and len(out.pairs) >= limit:
+            break
+    if not out.pairs:
+        first = "; ".join(f"{q['where']}: {q['reason']}" for q in out.quarantined[:3]) or "no rows"
+        raise ValueError(f"no usable preference pairs in {source} ({out.counters['rows']} rows; {first})")
+    return out
+
+
+def train_heldout(prefs: Preferences, heldout: int, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """Seeded shuffle, last `heldout` pairs held out (for sources without their own held-out split)."""
+    pairs = list(prefs.pairs)
+    random.Random(f"prefsplit|{seed}").shuffle(pairs)
+    if heldout >= len(pairs):
+        raise ValueError(f"{prefs.source}: heldout={heldout} leaves no training pairs (have {len(pairs)})")
+    return pairs[: len(pairs) - heldout], pairs[len(pairs) - heldout :]
+
+
+def load_split(source: str, n_train: int, n_heldout: int, seed: int, split: str = "train", subset: str | None = None):
+    """(train pairs, held-out pairs, counters, quarantined). arith uses its disjoint held-out split; other sources hold
+    out a seeded random subset."""
+    if source == "arith":
+        tr = load_preferences("arith", split="train", limit=n_train, seed=seed)
+        ho = load_preferences("arith", split="heldout", limit=n_heldout, seed=seed)
+        return tr.pairs, ho.pairs, tr.counters + ho.counters, []
+    prefs = load_preferences(source, split=split, subset=subset, limit=(n_train + n_heldout) or 0, seed=seed)
+    tr, ho = train_heldout(prefs, n_heldout, seed)
+    return tr, ho, prefs.counters, prefs.quarantined
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# tokenisation and batching
+
+
+@dataclass
+class EncodedPair:
+    prompt: list[int]
+    chosen: list[int]  # response tokens incl. the closing <|im_end|> (unless truncated)
+    rejected: list[int]
+
+
+def encode_pair(pair: Pair, tokenizer, max_len: int, max_prompt_len: int) -> tuple[EncodedPair, bool]:
+    """Template-render the prompt and both responses; keep the prompt's last `max_prompt_len` tokens and cut responses
+    to fit `max_len`. Returns (encoded, truncated?)."""
+    _, end = special_ids(tokenizer)
+    prompt = render_prompt(pair.prompt, tokenizer)
+    c = _encode(tokenizer, pair.chosen) + [end]
+    r = _encode(tokenizer, pair.rejected) + [end]
+    truncated = False
+    if len(prompt) + max(len(c), len(r)) > max_len:
+        truncated = True
+        if len(prompt) > max_prompt_len:
+            prompt = prompt[-max_prompt_len:]
+        room = max(1, max_len - len(prompt))
+        c, r = c[:room], r[:room]
+    return EncodedPair(prompt, c, r), truncated
+
+
+def pad_batch(prompts: list[list[int]], responses: list[list[int]], pad_id: int = 0):
+    """Right-padded prompt+response ids [B, T] and a response mask [B, T] (1 on response tokens)."""
+    seqs = [p + r for p, r in zip(prompts, responses)]
+    t = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), t), dtype=torch.float32)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        ids[i, : len(p) + len(r)] = torch.tensor(p + r, dtype=torch.long)
+        mask[i, len(p) : len(p) + len(r)] = 1.0
+    return ids, mask
+
+
+def token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """log p(x_t | x_<t) for t = 1..T-1 -> [B, T-1]. logits [B, T, V] (fp32), input_ids [B, T]."""
+    logits = logits[:, :-1].float()
+    picked = logits.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def sequence_logps(model, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of response-token log-probs [B], response lengths [B]) under `model`."""
+    lp = token_logps(model(ids), ids)
+    m = mask[:, 1:].to(lp.dtype)
+    return (lp * m).sum(-1), m.sum(-1)
+
+
+def data_hash(encoded: list[EncodedPair]) -> str:
+    h = hashlib.sha256()
+    for e in encoded:
+        h.update(json.dumps([e.prompt, e.chosen, e.rejected], separators=(",", ":")).encode())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# significance (shared by dpo / reward)
+
+
+def binomial_p_greater(successes: int, n: int, p0: float = 0.5) -> float:
+    """One-sided exact binomial test P(X >= successes | n, p0): is an accuracy above chance?"""
+    from scipy.stats import binomtest
+
+    return float(binomtest(successes, n, p0, alternative="greater").pvalue) if n else 1.0
+
+
+def wilson_ci(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return mid - half, mid + half

@@ -1,0 +1,406 @@
+"""Supervised fine-tuning (the `sft` stage): chat-formatted conversations, loss on assistant tokens only, several
+conversations packed into one window with document masking so no token attends across a conversation boundary.
+
+Data flow:  conversations -> render (ids, assistant mask) -> Example (inputs, shifted targets; IGNORE off-assistant)
+            -> best-fit packing into rows of `seq_len` -> batches [B, T] with doc_ids (block-diagonal attention,
+            positions restarting per conversation) -> sum of NLL / number of assistant tokens in the optimizer batch.
+
+Because each conversation keeps its own positions and sees only itself, a packed batch gives exactly the per-token
+losses of the same conversations run one per row (tested); the loss is a mean over assistant *tokens* of the whole
+optimizer batch, so packing and gradient accumulation do not change how conversations are weighted.
+
+Reads `RUN/<base>/model/` (default `pretrain`), writes `RUN/sft/model/` (HF format), `metrics.jsonl` (step, loss, lr,
+held-out assistant loss), `data.json` (counts, split, packing efficiency) and `quarantine.jsonl` (rows not used, why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import xxhash
+
+from ledgerlm.io import atomic_write_json, write_jsonl
+from ledgerlm.post import chat
+from ledgerlm.post.common import (
+    IGNORE,
+    MetricsLog,
+    autocast,
+    build_optimizer,
+    load_model_and_tokenizer,
+    lr_at,
+    optimizer_step,
+    resolve_model_dir,
+    save_model_dir,
+    seed_everything,
+)
+
+
+@dataclass
+class Config:
+    base: str = "pretrain"  # stage name or path of the model to fine-tune
+    data: str = ""  # JSONL file (messages | prompt/response | instruction/response) or HF dataset name
+    split: str = "train"  # HF split (ignored for files)
+    subset: str = ""  # HF config name, if any
+    limit: int = 0  # use at most this many conversations (0 = all)
+    val_data: str = ""  # separate held-out conversations; empty = carve them out of `data`
+    val_fraction: float = 0.05
+    val_max: int = 200
+    system_prompt: str = ""  # prepended as a system message when a conversation has none
+    seq_len: int = 0  # packing window (0 = the model's max_seq_len)
+    pack: bool = True
+    epochs: float = 2.0
+    max_steps: int = 0  # > 0 overrides epochs
+    batch_size: int = 8  # sequences (packed rows) per optimizer step
+    micro_batch_size: int = 0  # rows per forward pass (0 = batch_size); the rest is gradient accumulation
+    lr: float = 1e-4
+    schedule: str = "linear"  # constant | linear | cosine (after warmup)
+    warmup_ratio: float = 0.03
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    grad_clip: float = 1.0
+    eval_every: int = 0  # steps between held-out evaluations (0 = about 10 per run)
+    eval_batch_size: int = 8
+
+    def validate(self) -> None:
+        if self.schedule not in ("constant", "linear", "cosine"):
+            raise ValueError(f"schedule must be constant, linear or cosine, got {self.schedule!r}")
+        if self.batch_size < 1 or self.micro_batch_size < 0 or self.eval_batch_size < 1:
+            raise ValueError("batch_size and eval_batch_size must be >= 1, micro_batch_size >= 0")
+        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
+            raise ValueError(f"batch_size={self.batch_size} is not a multiple of micro_batch_size")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ValueError("set epochs > 0 or max_steps > 0")
+        if self.lr <= 0 or len(self.betas) != 2:
+            raise ValueError("lr must be > 0 and betas a pair")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Examples, packing, batches (pure functions on token ids)
+
+
+@dataclass
+class Example:
+    """One conversation ready for next-token training: inputs = ids[:-1], targets = ids[1:] (IGNORE if not trained)."""
+
+    inputs: list[int]
+    targets: list[int]
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def n_trained(self) -> int:
+        return sum(t != IGNORE for t in self.targets)
+
+
+def make_example(ids: list[int], mask: list[int], max_len: int) -> Example | None:
+    """Shift by one and truncate to `max_len` positions; None when no assistant token survives truncation."""
+    ids, mask = ids[: max_len + 1], mask[: max_len + 1]
+    targets = [t if m else IGNORE for t, m in zip(ids[1:], mask[1:])]
+    ex = Example(ids[:-1], targets)
+    return ex if ex.n_trained else None
+
+
+def pack(examples: list[Example], seq_len: int) -> list[list[int]]:
+    """Best-fit-decreasing bin packing: rows of example indices whose lengths sum to <= seq_len (order deterministic).
+
+    Conversations are never split across rows (a split conversation would train on an answer without its question).
+    """
+    import bisect
+
+    order = sorted(range(len(examples)), key=lambda i: (-len(examples[i]), i))
+    rows: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # sorted (space left, row index)
+    for i in order:
+        n = len(examples[i])
+        if n > seq_len:
+            raise ValueError(f"example {i} has {n} tokens > seq_len={seq_len}; truncate first")
+        j = bisect.bisect_left(free, (n, -1))
+        if j < len(free):
+            space, r = free.pop(j)
+        else:
+            space, r = seq_len, len(rows)
+            rows.append([])
+        rows[r].append(i)
+        if space - n > 0:
+            bisect.insort(free, (space - n, r))
+    return rows
+
+
+def collate(examples: list[Example], rows: list[list[int]], pad_id: int = 0, doc_mask: bool = True) -> dict:
+    """Rows of example indices -> tensors input_ids, targets, doc_ids, position_ids [B, T] (T = longest row).
+
+    Padding gets its own doc id (attends only to itself) and IGNORE targets. With doc_mask=False (one example per row)
+    doc_ids is None, i.e. a plain causal batch.
+    """
+    width = max(sum(len(examples[i]) for i in row) for row in rows)
+    b = len(rows)
+    inp = torch.full((b, width), pad_id, dtype=torch.long)
+    tgt = torch.full((b, width), IGNORE, dtype=torch.long)
+    doc = torch.zeros((b, width), dtype=torch.long)
+    pos = torch.zeros((b, width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for d, i in enumerate(row):
+            ex = examples[i]
+            n = len(ex)
+            inp[r, at : at + n] = torch.tensor(ex.inputs)
+            tgt[r, at : at + n] = torch.tensor(ex.targets)
+            doc[r, at : at + n] = d
+            pos[r, at : at + n] = torch.arange(n)
+            at += n
+        doc[r, at:] = len(row)
+        pos[r, at:] = torch.arange(width - at)
+    if not doc_mask:
+        if any(len(row) > 1 for row in rows):
+            raise ValueError("doc_mask=False needs one example per row")
+        return {"input_ids": inp, "targets": tgt, "doc_ids": None, "position_ids": None}
+    return {"input_ids": inp, "targets": tgt, "doc_ids": doc, "position_ids": pos}
+
+
+def nll_sum(model, batch: dict, device) -> tuple[torch.Tensor, int]:
+    """(sum of NLL over trained targets, number of trained targets) for one batch."""
+    tgt = batch["targets"].to(device)
+    kw = {k: batch[k].to(device) for k in ("doc_ids", "position_ids") if batch.get(k) is not None}
+    with autocast(device):
+        logits = model(batch["input_ids"].to(device), **kw)
+    loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), tgt.view(-1), ignore_index=IGNORE, reduction="sum")
+    return loss, int((tgt != IGNORE).sum())
+
+
+@torch.no_grad()
+def assistant_loss(model, examples: list[Example], seq_len: int, batch_size: int, device, packed: bool = True) -> float:
+    """Mean NLL per assistant token over `examples` (packed with document masking, or one example per row)."""
+    if not examples:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    rows = pack(examples, seq_len) if packed else [[i] for i in range(len(examples))]
+    total, count = 0.0, 0
+    for k in range(0, len(rows), batch_size):
+        s, n = nll_sum(model, collate(examples, rows[k : k + batch_size], doc_mask=packed), device)
+        total, count = total + float(s), count + n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Data: conversations -> train / held-out examples
+
+
+def conversation_key(messages: list[dict]) -> int:
+    return xxhash.xxh64_intdigest(chat.render_text(messages).encode("utf-8"))
+
+
+def split_conversations(convs: list[list[dict]], val_fraction: float, val_max: int):
+    """Deterministic held-out split by content hash: independent of seed, order and `limit` of the rest, so `sft`,
+    `interpolate` and `sweep` cells all score the same held-out conversations."""
+    keyed = sorted(convs, key=conversation_key)
+    n_val = min(val_max, math.ceil(val_fraction * len(keyed))) if val_fraction > 0 else 0
+    val = {conversation_key(c) for c in keyed[:n_val]}
+    return [c for c in convs if conversation_key(c) not in val], keyed[:n_val]
+
+
+def _with_system(msgs: list[dict], system_prompt: str) -> list[dict]:
+    if system_prompt and msgs[0]["role"] != "system":
+        return [{"role": "system", "content": system_prompt}, *msgs]
+    return msgs
+
+
+def to_examples(convs, tokenizer, seq_len: int, system_prompt: str = "") -> tuple[list[Example], dict]:
+    examples, truncated, dropped = [], 0, 0
+    for msgs in convs:
+        ids, mask = chat.render(_with_system(msgs, system_prompt), tokenizer)
+        if len(ids) > seq_len + 1:
+            truncated += 1
+        ex = make_example(ids, mask, seq_len)
+        if ex is None:
+            dropped += 1
+        else:
+            examples.append(ex)
+    return examples, {"truncated": truncated, "dropped_no_assistant_after_truncation": dropped}
+
+
+def load_data(cfg: Config, tokenizer, seq_len: int, log=None):
+    """(train examples, held-out examples, summary dict, quarantined rows) for this config."""
+    src = chat.load_conversations(cfg.data, split=cfg.split, subset=cfg.subset or None, limit=cfg.limit)
+    quarantined = list(src.quarantined)
+    counters = {"source": dict(src.counters)}
+    if cfg.val_data:
+        vsrc = chat.load_conversations(cfg.val_data, split="validation" if cfg.split == "train" else cfg.split)
+        quarantined += vsrc.quarantined
+        counters["val_source"] = dict(vsrc.counters)
+        train_c, val_c = src.messages, vsrc.messages
+    else:
+        train_c, val_c = split_conversations(src.messages, cfg.val_fraction, cfg.val_max)
+    train, tstats = to_examples(train_c, tokenizer, seq_len, cfg.system_prompt)
+    val, vstats = to_examples(val_c, tokenizer, seq_len, cfg.system_prompt)
+    if not train:
+        raise ValueError(f"sft: no training examples left from {cfg.data} after the held-out split and truncation")
+    summary = {
+        **counters,
+        "train_conversations": len(train),
+        "val_conversations": len(val),
+        "train_tokens": sum(len(e) for e in train),
+        "train_assistant_tokens": sum(e.n_trained for e in train),
+        "val_assistant_tokens": sum(e.n_trained for e in val),
+        "train": tstats,
+        "val": vstats,
+    }
+    if log:
+        log.info("sft data: %s", summary)
+    return train, val, summary, quarantined
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Stage protocol
+
+
+def inputs(cfg: Config, ctx) -> dict[str, Path]:
+    out = {"base_model": resolve_model_dir(cfg.base, ctx, "sft.base")}
+    for key, src in (("data", cfg.data), ("val_data", cfg.val_data)):
+        if src and chat.is_local(src):
+            out[key] = Path(src).expanduser()
+    return out
+
+
+def plan(cfg: Config, ctx) -> list[str]:
+    steps = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs:g} epochs"
+    return [f"fine-tune {cfg.base} on {cfg.data or '<sft.data unset>'}: {steps}, batch {cfg.batch_size}, lr {cfg.lr:g}"]
+
+
+def add_cli_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="conversations: JSONL path or HF dataset name")
+    p.add_argument("--base", help="stage name or model dir to fine-tune (default: pretrain)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--no-pack", action="store_true", help="one conversation per row instead of packing")
+
+
+def cli_overrides(args) -> dict[str, object]:
+    out = {}
+    for name in ("data", "base", "lr", "epochs", "max_steps", "batch_size"):
+        v = getattr(args, name, None)
+        if v is not None:
+            out[name] = v
+    if getattr(args, "no_pack", False):
+        out["pack"] = False
+    return out
+
+
+def _cfg_error(key: str, msg: str):
+    from ledgerlm.config import ConfigError
+
+    return ConfigError(key, msg)
+
+
+def run(cfg: Config, ctx):
+    from ledgerlm.ledger import StageResult
+
+    if not cfg.data:
+        raise _cfg_error("sft.data", "set the conversations to train on (JSONL path or HF dataset name)")
+    device = ctx.device
+    seed_everything(ctx.seed)
+    base_dir = resolve_model_dir(cfg.base, ctx, "sft.base")
+    model, tokenizer = load_model_and_tokenizer(base_dir, device)
+    seq_len = cfg.seq_len or model.cfg.max_seq_len
+    if seq_len > model.cfg.max_seq_len:
+        raise _cfg_error("sft.seq_len", f"{seq_len} > the model's max_seq_len {model.cfg.max_seq_len}")
+    train, val, summary, quarantined = load_data(cfg, tokenizer, seq_len, ctx.log)
+    out = Path(ctx.out_dir)
+    write_jsonl(out / "quarantine.jsonl", quarantined)
+
+    rows = pack(train, seq_len) if cfg.pack else [[i] for i in range(len(train))]
+    summary["rows"] = len(rows)
+    summary["packing_efficiency"] = summary["train_tokens"] / (len(rows) * seq_len) if cfg.pack else None
+    steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    warmup = int(cfg.warmup_ratio * total)
+    micro = cfg.micro_batch_size or cfg.batch_size
+    eval_every = cfg.eval_every or max(1, total // 10)
+    summary.update(steps=total, steps_per_epoch=steps_per_epoch, seq_len=seq_len, base_model=str(base_dir))
+    atomic_write_json(out / "data.json", summary)
+    ctx.log.info("sft: %d rows, %d steps (%d per epoch), warmup %d", len(rows), total, steps_per_epoch, warmup)
+
+    def val_loss() -> float:
+        return assistant_loss(model, val, seq_len, cfg.eval_batch_size, device)
+
+    opt = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    model.train()
+    initial = val_loss()
+    first_loss = last_loss = float("nan")
+    seen_tokens = 0
+    t0 = time.time()
+    queue: list[int] = []
+    epoch = 0
+    with MetricsLog(out / "metrics.jsonl") as mlog:
+        mlog.write({"step": 0, "val_loss": initial, "elapsed_s": 0.0})
+        for step in range(total):
+            batch_rows = []
+            while len(batch_rows) < cfg.batch_size:
+                if not queue:  # a fresh permutation of the rows each epoch
+                    queue = torch.randperm(len(rows), generator=gen).tolist()
+                    epoch += 1
+                batch_rows.append(rows[queue.pop()])
+            parts = [batch_rows[k : k + micro] for k in range(0, len(batch_rows), micro)]
+            batches = [collate(train, p, doc_mask=cfg.pack) for p in parts]
+            n_tok = sum(int((b["targets"] != IGNORE).sum()) for b in batches)
+            loss_sum = 0.0
+            for b in batches:
+                s, _ = nll_sum(model, b, device)
+                (s / n_tok).backward()  # normalise by the whole step's assistant tokens
+                loss_sum += float(s.detach())
+            lr = lr_at(step, total, cfg.lr, warmup, cfg.schedule, cfg.min_lr_ratio)
+            gnorm = optimizer_step(model, opt, lr, cfg.grad_clip)
+            last_loss = loss_sum / n_tok
+            first_loss = last_loss if step == 0 else first_loss
+            seen_tokens += sum(int(b["input_ids"].numel()) for b in batches)
+            rec = {"step": step + 1, "epoch": epoch, "loss": last_loss, "lr": lr, "grad_norm": gnorm}
+            rec.update(assistant_tokens=n_tok, tokens=seen_tokens, elapsed_s=round(time.time() - t0, 3))
+            if (step + 1) % eval_every == 0 or step + 1 == total:
+                rec["val_loss"] = val_loss()
+                ctx.log.info("sft step %d/%d loss %.4f val %.4f", step + 1, total, last_loss, rec["val_loss"])
+            if not math.isfinite(last_loss):
+                raise FloatingPointError(f"sft: loss is {last_loss} at step {step + 1}")
+            mlog.write(rec)
+    final = rec["val_loss"]
+    model.eval()
+    save_model_dir(model, tokenizer, out / "model")
+    return StageResult(
+        outputs={
+            "model": out / "model",
+            "metrics": out / "metrics.jsonl",
+            "data": out / "data.json",
+            "quarantine": out / "quarantine.jsonl",
+        },
+        counters={
+            "conversations_train": summary["train_conversations"],
+            "conversations_val": summary["val_conversations"],
+            "quarantined": summary["source"].get("quarantined", 0),
+            "truncated": summary["train"]["truncated"],
+            "rows": len(rows),
+            "steps": total,
+            "tokens": seen_tokens,
+        },
+        metrics={
+            "initial_val_loss": initial,
+            "final_val_loss": final,
+            "first_train_loss": first_loss,
+            "final_train_loss": last_loss,
+            "packing_efficiency": summary["packing_efficiency"],
+            "train_seconds": round(time.time() - t0, 2),
+        },
+        extra={"base_model": str(base_dir)},
+    )

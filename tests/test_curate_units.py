@@ -1,0 +1,176 @@
+"""Quality gates, sources, segment dedup, decontamination spans, and the curate/contamination/inspect commands."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ledgerlm.data import segdedup
+from ledgerlm.data.decontam import DecontamConfig, Matcher, build_benchmark, cut_spans
+from ledgerlm.data.quality import QualityConfig, QualityGates
+from ledgerlm.data.sources import SourceSpec, doc_id, iter_records
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+GOOD = (
+    "The old lighthouse keeper climbed the stairs every evening to light the lamp. He had done this for forty years, "
+    "and the ships that passed in the night never knew his name. One winter a storm broke the great window, and he "
+    "sat with the flame until morning so that no boat would be lost on the rocks below the cliff."
+)
+
+
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        (GOOD, None),
+        ("Too few words here.", "quality:gopher_word_count"),
+        (GOOD + " " + "supercalifragilisticexpialidocious " * 80, "quality:gopher_mean_word_length"),
+        (GOOD + " # # # # # # # # # # # # # # # # # # #", "quality:gopher_symbol_ratio"),
+        (
+            "\n".join(["- item with the thing and more stuff"] * 4 + ["- another one of the list of them"] * 1) * 1
+            + "\n- and the last of all the items.",
+            "quality:gopher_bullet_lines",
+        ),
+        (
+            "Red apples grow fast in warm valleys. Blue rivers run deep near quiet towns. Tall trees bend slowly "
+            "under heavy snow. Young foxes play outside old barns. Bright lamps glow inside small houses every night. "
+            "Cold winds blow over grey hills.",
+            "quality:gopher_stop_words",
+        ),
+        ((GOOD + "\n") * 3, "quality:gopher_dup_lines"),
+        (GOOD + " Lorem ipsum dolor sit amet.", "quality:c4_lorem_ipsum"),
+        (GOOD + " {x}", "quality:c4_curly_bracket"),
+        (GOOD.replace(".", ",") + " and so", "quality:c4_terminal_punct"),
+        (
+            "\n".join(" ".join(GOOD.replace(".", "").replace(",", "").split()[i : i + 6]) for i in range(0, 60, 6))
+            + ".",
+            "quality:fineweb_line_punct",
+        ),
+    ],
+)
+def test_quality_gates(text, reason):
+    got, details, score = QualityGates(QualityConfig()).check(text)
+    assert got == reason, (got, details)
+    assert 0.0 <= score <= 1.0
+    if reason:
+        assert "value" in details and "threshold" in details
+
+
+def test_quality_gates_can_be_switched_off():
+    cfg = QualityConfig(min_words=None, c4_min_terminal_lines=None, min_line_punct_ratio=None, min_stop_words=None)
+    assert QualityGates(cfg).check("A few words without an end")[0] == "quality:fineweb_short_lines"
+    cfg.max_short_lines_ratio = None
+    assert QualityGates(cfg).check("A few words without an end")[0] is None
+    assert QualityGates(QualityConfig(enabled=False)).check("x")[0] is None
+
+
+def test_sources_formats_sharding_and_bad_input(tmp_path):
+    import zstandard
+
+    lines = [json.dumps({"text": f"doc {i}", "id": i}) for i in range(10)] + ["{oops", json.dumps({"text": None})]
+    (tmp_path / "a.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(("\n".join(lines) + "\n").encode()))
+    spec = SourceSpec(name="z", path=str(tmp_path / "a.jsonl.zst"), id_field="id")
+    recs = list(iter_records(spec))
+    assert [r.text for r in recs[:10]] == [f"doc {i}" for i in range(10)] and recs[3].orig_id == "3"
+    assert [(r.reason, r.line) for r in recs[10:]] == [("malformed:json", 11), ("malformed:type", 12)]
+    # two tasks split the records without overlap or loss; ids do not depend on the split
+    shards = [list(iter_records(spec, r, 2)) for r in range(2)]
+    assert sorted(r.id for s in shards for r in s) == sorted(r.id for r in recs)
+    assert recs[0].id == doc_id("z", "doc 0") != doc_id("other", "doc 0")
+    assert len(list(iter_records(SourceSpec(name="z", path=str(tmp_path / "a.jsonl.zst"), limit=4)))) == 4
+    (tmp_path / "t.txt").write_text("first block line\nstill first\n\n\nsecond block\n")
+    blocks = list(iter_records(SourceSpec(name="t", path=str(tmp_path / "t.txt"), text_split="blank_line")))
+    assert [(b.text, b.line) for b in blocks] == [("first block line\nstill first", 1), ("second block", 5)]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "manifest.json").write_text('{\n  "not": "data"\n}\n')
+    (tmp_path / "d" / ".tmp.jsonl").write_text("partial")
+    (tmp_path / "d" / "a.jsonl").write_text(json.dumps({"text": "only this"}) + "\n")
+    assert [r.text for r in iter_records(SourceSpec(name="d", path=str(tmp_path / "d")))] == ["only this"]
+    (tmp_path / "x.jsonl").write_text(json.dumps({"prompt": "p", "response": {"a": "r"}}) + "\n")
+    assert next(iter_records(SourceSpec(name="x", path=str(tmp_path / "x.jsonl"), text_field="*"))).text == "p\nr"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        list(iter_records(SourceSpec(name="m", path=str(tmp_path / "missing.jsonl"))))
+
+
+def test_segment_plan_and_apply():
+    cfg = segdedup.SegDedupConfig(min_docs=2, min_chars=10)
+    docs = ["intro one\nThis is the shared footer line.\nend one", "This is the shared footer line.\nother text"]
+    hs = [segdedup.doc_segment_hashes(d, cfg) for d in docs]
+    h = np.concatenate(hs)
+    r = np.concatenate([np.full(len(x), i) for i, x in enumerate(hs)])
+    boiler, owner = segdedup.plan(h, r, cfg.min_docs)
+    assert len(boiler) == 1 and owner[0] == 0
+    assert segdedup.apply(docs[0], cfg, boiler, owner, 0) == (docs[0], 0)
+    assert segdedup.apply(docs[1], cfg, boiler, owner, 1) == ("other text", 1)
+
+
+def test_decontam_n_choice_and_cut_margin():
+    cfg = DecontamConfig(margin=20, min_piece_chars=10)
+    items = ["one two three four five six seven eight nine ten eleven twelve thirteen fourteen"] * 3 + ["tiny item"]
+    b = build_benchmark("toy", items, cfg)
+    assert b.n == 8 and b.short_items == 1  # 5th percentile of lengths clamped to min_n
+    prefix, suffix = "A" * 100 + " ", " " + "B" * 100
+    text = prefix + "One, two THREE four five six seven eight nine ten." + suffix
+    found, pos, s, e = Matcher([b]).match(text, with_positions=True)
+    assert list(found) == ["toy"]
+    new, spans = cut_spans(text, pos["toy"], b.n, s, e, cfg)
+    start, end = text.index("One"), text.index("ten.") + 3
+    assert spans == 1 and new == text[: start - 20].strip() + "\n\n" + text[end + 20 :].strip()  # 20-char margins
+    assert cut_spans(text, pos["toy"], b.n, s, e, DecontamConfig(margin=200))[0] is None  # nothing left
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_cli_curate_through_the_ledger_and_contamination_readonly(tmp_path, capsys):
+    if not (DATA / "piqa" / "valid.jsonl").is_file():
+        pytest.skip("shared data not available")
+    from ledgerlm.cli import main
+
+    piqa = [json.loads(x) for x in (DATA / "piqa" / "valid.jsonl").read_text().splitlines()[:40]]
+    leak = piqa[0]["goal"] + " " + piqa[0]["sol1"]
+    docs = [GOOD, GOOD.replace("lighthouse", "watchtower"), GOOD + " " + leak, "bad", "{nope"]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps({"text": d}) if d != "{nope" else d for d in docs) + "\n")
+    run = tmp_path / "run"
+    rc = main(
+        ["curate", "--input", f"demo={src}", "--decontaminate", str(DATA / "piqa" / "valid.jsonl"), "--out", str(run)]
+    )
+    assert rc == 0
+    rec = json.loads((run / "ledger" / "curate.json").read_text())
+    c = rec["counters"]
+    assert c["read"] == 5 and c["kept"] == 1
+    assert c["dropped"] == {"near_dup": 1, "contaminated:valid": 1, "malformed:json": 1, "quality:gopher_word_count": 1}
+    assert rec["metrics"]["contamination"][0]["docs_touched"] == 1
+    assert {"kept", "excluded", "contamination_md", "contamination_csv"} <= set(rec["outputs"])
+    capsys.readouterr()
+    assert main(["inspect", str(run), "--reason", "contaminated", "-n", "1"]) == 0
+    assert "contaminated:valid" in capsys.readouterr().out
+    # the contamination command reads a dataset (here: the SFT mixture plus a leak) without changing it
+    sft = tmp_path / "sft.jsonl"
+    rows = [json.loads(x) for x in (DATA / "sft" / "dolly_hhrlhf_train_small.jsonl").read_text().splitlines()[:200]]
+    rows.append({"prompt": leak, "response": "ok"})
+    sft.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    before = _sha(sft)
+    assert (
+        main(
+            [
+                "contamination",
+                str(sft),
+                "--against",
+                f"piqa={DATA / 'piqa' / 'valid.jsonl'}",
+                "--out",
+                str(tmp_path / "tab"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert _sha(sft) == before
+    line = next(x for x in out.splitlines() if x.startswith("| piqa |"))
+    assert line.split("|")[4].strip() == "1" and line.split("|")[7].strip() == "1"  # items hit, docs touched
+    assert (tmp_path / "tab" / "contamination.csv").read_text().startswith("benchmark,")

@@ -1,0 +1,129 @@
+"""Model acceptance tests: parameter count, HF parity + round trip, KV-cache generation, packing, ensemble."""
+
+import json
+
+import pytest
+import torch
+
+from ledgerlm.model.ensemble import Ensemble
+from ledgerlm.model.generate import generate, sample_next
+from ledgerlm.model.hf import load_model, save_model
+from ledgerlm.model.llama import SIZES, Llama, build_model, model_config
+
+transformers = pytest.importorskip("transformers")
+
+
+def _tiny(seed=0, **kw):
+    torch.manual_seed(seed)
+    return build_model(model_config("tiny", **kw)).eval()
+
+
+def test_smollm_135m_exact_param_count():
+    cfg = model_config("smollm-135m")
+    with torch.device("meta"):
+        m = Llama(cfg)
+    assert m.num_params() == 134_515_008 == cfg.num_params()
+    assert m.lm_head.weight is m.embed_tokens.weight
+    assert set(SIZES) >= {"tiny", "small", "smollm-135m"}
+
+
+def test_model_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="unknown size"):
+        model_config("nope")
+    with pytest.raises(ValueError, match="n_kv_head"):
+        model_config({"size": "tiny", "n_kv_head": 3})
+    with pytest.raises(ValueError, match="unknown field"):
+        model_config({"size": "tiny", "widht": 3})
+    assert model_config("tiny", vocab_size=123).vocab_size == 123
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_hf_logits_parity_and_round_trip(tmp_path, tied):
+    ours = _tiny(tie_embeddings=tied)
+    save_model(ours, tmp_path / "m")
+    conf = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert conf["architectures"] == ["LlamaForCausalLM"] and conf["tie_word_embeddings"] is tied
+    hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "m", torch_dtype=torch.float32).eval()
+    x = torch.randint(0, ours.cfg.vocab_size, (3, 40))
+    with torch.no_grad():
+        a, b = ours(x), hf(x).logits
+    assert a.dtype == torch.float32
+    assert (a - b).abs().max().item() < 1e-4
+    # reverse: HF-written directory -> our model
+    hf.save_pretrained(tmp_path / "hf")
+    back = load_model(tmp_path / "hf")
+    assert back.cfg.tie_embeddings is tied
+    with torch.no_grad():
+        assert (back(x) - b).abs().max().item() < 1e-4
+    # ours -> ours is exact
+    again = load_model(tmp_path / "m")
+    for (k, v), (k2, v2) in zip(ours.state_dict().items(), again.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+
+
+def test_load_model_rejects_unsupported(tmp_path):
+    save_model(_tiny(), tmp_path / "m")
+    conf = json.loads((tmp_path / "m" / "config.json").read_text())
+    conf["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0}
+    (tmp_path / "m" / "config.json").write_text(json.dumps(conf))
+    with pytest.raises(ValueError, match="rope_scaling"):
+        load_model(tmp_path / "m")
+
+
+def test_doc_ids_equal_separate_documents():
+    m = _tiny()
+    a = torch.randint(0, 4096, (1, 7))
+    b = torch.randint(0, 4096, (1, 9))
+    packed = torch.cat([a, b], 1)
+    doc = torch.tensor([[0] * 7 + [1] * 9])
+    with torch.no_grad():
+        lp = m(packed, doc_ids=doc)
+        la, lb = m(a), m(b)
+    assert torch.allclose(lp[:, :7], la, atol=1e-5)
+    assert torch.allclose(lp[:, 7:], lb, atol=1e-5)
+    assert m.hidden_states(a).shape == (1, 7, m.cfg.d_model)
+
+
+def test_kv_cache_generation_equals_no_cache():
+    m = _tiny()
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(3, 4096, (n,), generator=g).tolist() for n in (5, 11, 1)]
+    a = generate(m, prompts, 12, use_cache=True)
+    b = generate(m, prompts, 12, use_cache=False)
+    assert a == b and all(len(x) == 12 for x in a)
+    # a row generated alone equals the same row in a left-padded batch
+    assert generate(m, prompts[:1], 12) == a[:1]
+    kw = dict(temperature=0.9, top_k=50, top_p=0.9)
+    a = generate(m, prompts, 10, generator=torch.Generator().manual_seed(3), **kw)
+    b = generate(m, prompts, 10, generator=torch.Generator().manual_seed(3), use_cache=False, **kw)
+    assert a == b
+
+
+def test_stop_ids_included_and_row_stops():
+    m = _tiny()
+    prompt = [5, 6, 7]
+    free = generate(m, [prompt], 8)[0]
+    stop = free[3]
+    out = generate(m, [prompt, prompt], 8, stop_ids=[stop])
+    k = free.index(stop)
+    assert out[0] == free[: k + 1] and out[1] == out[0]
+
+
+def test_sampling_filters():
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    g = torch.Generator().manual_seed(0)
+    assert sample_next(logits).item() == 3
+    assert all(sample_next(logits, 1.0, top_k=2, generator=g).item() in (2, 3) for _ in range(50))
+    # top_p tiny keeps only the argmax
+    assert all(sample_next(logits, 1.0, top_p=1e-6, generator=g).item() == 3 for _ in range(20))
+
+
+def test_ensemble_prob_average_and_generation():
+    m1, m2 = _tiny(0), _tiny(1)
+    ens = Ensemble([m1, m2]).eval()
+    x = torch.randint(0, 4096, (2, 6))
+    with torch.no_grad():
+        p = (m1(x).softmax(-1) + m2(x).softmax(-1)) / 2
+        assert torch.allclose(ens(x).exp(), p, atol=1e-6)
+    prompts = [[4, 5, 6], [7]]
+    assert generate(ens, prompts, 6) == generate(ens, prompts, 6, use_cache=False)

@@ -1,0 +1,389 @@
+"""SFT: chat template + loss mask, conversation loading, packing with document masking, and the training loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ledgerlm.post import chat
+from ledgerlm.post.common import IGNORE
+from ledgerlm.post.sft import Example, assistant_loss, collate, make_example, nll_sum, pack, split_conversations
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared, busy machine OpenMP barriers make them far
+    slower; restored afterwards so other test modules are unaffected."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+CONVS = [
+    [{"role": "user", "content": "What is two plus two?"}, {"role": "assistant", "content": "Two plus two is four."}],
+    [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "Blue."},
+        {"role": "user", "content": "Another one?"},
+        {"role": "assistant", "content": "Red, or green."},
+    ],
+    [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello there, friend!"}],
+]
+
+
+def toy_conversations(n: int, seed: int = 0) -> list[list[dict]]:
+    """Learnable synthetic chats: 'What is A plus B?' -> 'A plus B is C.'"""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        a, b = torch.randint(0, 20, (2,), generator=g).tolist()
+        out.append(
+            [
+                {"role": "user", "content": f"What is {a} plus {b}?"},
+                {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
+            ]
+        )
+    return out
+
+
+def tiny_tokenizer():
+    """A small byte-level BPE with the SmolLM special tokens at ids 0, 1, 2 (trained in memory, no Hub)."""
+    from ledgerlm.data.tokenizer import train_tokenizer
+
+    text = [chat.render_text(c) for c in CONVS + toy_conversations(200)] * 3
+    return train_tokenizer(text, vocab_size=400, min_frequency=1)
+
+
+def make_base_run(tmp_path: Path, n_convs: int = 240, max_seq_len: int = 128) -> tuple[Path, Path]:
+    """(run_dir with pretrain/model = a random tiny Llama + tokenizer, conversations.jsonl)."""
+    from ledgerlm.model.hf import save_model
+    from ledgerlm.model.llama import Llama, model_config
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    model = Llama(model_config("tiny", vocab_size=tok.get_vocab_size(), max_seq_len=max_seq_len))
+    run = tmp_path / "run"
+    save_model(model, run / "pretrain" / "model", tokenizer=tok)
+    data = tmp_path / "convs.jsonl"
+    data.write_text("".join(json.dumps({"messages": c}) + "\n" for c in toy_conversations(n_convs, seed=1)))
+    return run, data
+
+
+def sft_recipe(data_path: Path, **sft):
+    from ledgerlm.pipeline import build_recipe
+
+    cfg = {"data": str(data_path), "max_steps": 30, "batch_size": 4, "lr": 3e-3, "seq_len": 128, "val_fraction": 0.1}
+    cfg.update(sft)
+    return build_recipe({"name": "t", "seed": 0, "device": "cpu", "stages": ["sft"], "sft": cfg}, need_all=False)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+def test_special_ids(tok):
+    assert chat.special_ids(tok) == (1, 2)
+
+
+def test_render_masks_assistant_tokens_only(tok):
+    conv = CONVS[1]
+    ids, mask = chat.render(conv, tok)
+    assert len(ids) == len(mask)
+    assert tok.decode(ids, skip_special_tokens=False) == chat.render_text(conv)
+    # the trained tokens are exactly the assistant contents, each followed by <|im_end|>
+    spans, cur = [], []
+    for i, m in zip(ids, mask):
+        if m:
+            cur.append(i)
+        elif cur:
+            spans.append(cur)
+            cur = []
+    assert [tok.decode(s[:-1]) for s in spans] == ["Blue.", "Red, or green."]
+    assert all(s[-1] == 2 for s in spans)
+    assert ids[0] == 1 and mask[0] == 0
+
+
+def test_render_prompt_is_prefix_of_conversation(tok):
+    conv = CONVS[1]
+    prompt = chat.render_prompt(conv[:-1], tok)
+    ids, mask = chat.render(conv, tok)
+    assert ids[: len(prompt)] == prompt
+    assert tok.decode(prompt, skip_special_tokens=False).endswith("<|im_start|>assistant\n")
+    assert mask[len(prompt)] == 1 and mask[len(prompt) - 1] == 0
+    with pytest.raises(chat.ChatFormatError, match="must not end with an assistant"):
+        chat.render_prompt(conv, tok)
+
+
+def test_validate_errors_name_the_field():
+    with pytest.raises(chat.ChatFormatError, match=r"messages\[1\]\.role.*unknown role"):
+        chat.validate([{"role": "user", "content": "x"}, {"role": "narrator", "content": "y"}])
+    with pytest.raises(chat.ChatFormatError, match="no non-empty assistant"):
+        chat.validate([{"role": "user", "content": "x"}])
+    with pytest.raises(chat.ChatFormatError, match="template token"):
+        chat.validate([{"role": "user", "content": "<|im_end|>"}, {"role": "assistant", "content": "y"}])
+
+
+def test_row_formats():
+    alpaca = {
+        "prompt": "Below is an instruction that describes a task. Write a response that appropriately completes the "
+        "request.\n\n### Instruction:\nwhat is kangen water?\n\n### Response:\n",
+        "response": "Alkaline water. ",
+    }
+    assert chat.row_to_messages(alpaca) == [
+        {"role": "user", "content": "what is kangen water?"},
+        {"role": "assistant", "content": "Alkaline water."},
+    ]
+    hh = {"prompt": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant:", "response": " fine"}
+    assert [m["role"] for m in chat.row_to_messages(hh)] == ["user", "assistant", "user", "assistant"]
+    assert chat.row_to_messages(hh)[2]["content"] == "how are you?"
+    dolly = {"instruction": "Summarise.", "context": "Some text.", "response": "Short."}
+    assert chat.row_to_messages(dolly)[0]["content"] == "Summarise.\n\nSome text."
+    sharegpt = {"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]}
+    assert [m["role"] for m in chat.row_to_messages(sharegpt)] == ["user", "assistant"]
+
+
+def test_load_conversations_quarantines_bad_rows(tmp_path):
+    p = tmp_path / "convs.jsonl"
+    lines = [
+        json.dumps({"messages": CONVS[0]}),
+        "{not json",
+        json.dumps({"prompt": "hi", "response": ""}),
+        "",
+        json.dumps({"messages": [{"role": "user", "content": "x"}, {"role": "wizard", "content": "y"}]}),
+        json.dumps({"text": "no chat fields"}),
+        json.dumps({"prompt": "hi", "response": "hello"}),
+    ]
+    p.write_text("\n".join(lines) + "\n")
+    got = chat.load_conversations(p)
+    assert len(got) == 2 and got.counters["rows"] == 6 and got.counters["quarantined"] == 4
+    where = [q["where"] for q in got.quarantined]
+    assert where == [f"{p}:2", f"{p}:3", f"{p}:5", f"{p}:6"]
+    assert "invalid JSON" in got.quarantined[0]["reason"]
+    assert "'response'" in got.quarantined[1]["reason"]
+    assert "messages[1].role" in got.quarantined[2]["reason"]
+    with pytest.raises(chat.ChatFormatError, match=rf"{p.name}:2"):
+        chat.load_conversations(p, strict=True)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": 3}\n')
+    with pytest.raises(ValueError, match="no usable conversations.*bad.jsonl:1"):
+        chat.load_conversations(bad)
+    with pytest.raises(FileNotFoundError):
+        chat.load_conversations(tmp_path / "missing.jsonl")
+
+
+def test_split_is_content_addressed():
+    convs = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}] for i in range(50)]
+    train, val = split_conversations(convs, 0.1, 100)
+    assert len(val) == 5 and len(train) == 45
+    train2, val2 = split_conversations(list(reversed(convs)), 0.1, 100)
+    assert val2 == val and sorted(map(str, train2)) == sorted(map(str, train))
+
+
+def _examples(seed: int, n: int, vocab: int = 50) -> list[Example]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        L = int(torch.randint(4, 20, (1,), generator=g))
+        ids = torch.randint(3, vocab, (L,), generator=g).tolist()
+        start = int(torch.randint(1, L - 1, (1,), generator=g))
+        out.append(make_example(ids, [0] * start + [1] * (L - start), max_len=64))
+    return out
+
+
+def test_make_example_shifts_and_truncates():
+    ex = make_example([5, 6, 7, 8, 9], [0, 0, 1, 1, 1], max_len=10)
+    assert ex.inputs == [5, 6, 7, 8] and ex.targets == [IGNORE, 7, 8, 9]
+    assert make_example([5, 6, 7, 8, 9], [0, 0, 0, 1, 1], max_len=2) is None  # the answer was cut off
+
+
+def test_pack_places_every_example_once():
+    exs = _examples(0, 40)
+    rows = pack(exs, 32)
+    flat = sorted(i for r in rows for i in r)
+    assert flat == list(range(40))
+    assert all(sum(len(exs[i]) for i in r) <= 32 for r in rows)
+    lower = -(-sum(len(e) for e in exs) // 32)
+    assert len(rows) <= lower + 2  # best-fit is near the lower bound here
+    assert pack(exs, 32) == rows
+    with pytest.raises(ValueError, match="> seq_len"):
+        pack(exs, 5)
+
+
+def test_collate_doc_ids_and_positions():
+    exs = [Example([1, 2, 3], [IGNORE, 3, 4]), Example([5, 6], [6, 7])]
+    b = collate(exs, [[0, 1]], pad_id=0)
+    assert b["input_ids"].tolist() == [[1, 2, 3, 5, 6]]
+    assert b["doc_ids"].tolist() == [[0, 0, 0, 1, 1]]
+    assert b["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    b = collate(exs, [[0], [1]])
+    assert b["doc_ids"][1].tolist() == [0, 0, 1] and b["targets"][1].tolist() == [6, 7, IGNORE]
+
+
+def _tiny_model(vocab: int = 64, seed: int = 0):
+    from ledgerlm.model.llama import Llama, model_config
+
+    torch.manual_seed(seed)
+    return Llama(model_config("tiny", vocab_size=vocab, max_seq_len=64)).eval()
+
+
+def test_packed_loss_equals_unpacked():
+    """Document masking + restarted positions: a packed batch gives the unpacked per-token losses and gradients."""
+    model = _tiny_model()
+    exs = _examples(1, 12, vocab=64)
+    packed = assistant_loss(model, exs, seq_len=48, batch_size=4, device="cpu", packed=True)
+    unpacked = assistant_loss(model, exs, seq_len=48, batch_size=3, device="cpu", packed=False)
+    assert abs(packed - unpacked) < 1e-5, (packed, unpacked)
+    # without document masking the packed loss is different (so the test can tell)
+    rows = pack(exs, 48)
+    b = collate(exs, rows)
+    leaky = dict(b, doc_ids=None, position_ids=None)
+    with torch.no_grad():
+        s, n = nll_sum(model, leaky, "cpu")
+    assert abs(float(s) / n - unpacked) > 1e-3
+    # gradients agree too
+    grads = []
+    for batch in (collate(exs, rows), collate(exs, [[i] for i in range(len(exs))], doc_mask=False)):
+        model.zero_grad()
+        s, n = nll_sum(model, batch, "cpu")
+        (s / n).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.skipif(not (DATA / "sft" / "dolly_hhrlhf_train_small.jsonl").exists(), reason="shared data absent")
+def test_real_dolly_file_parses(tok):
+    got = chat.load_conversations(DATA / "sft" / "dolly_hhrlhf_train_small.jsonl")
+    assert len(got) == 1000 and got.counters["quarantined"] == 0
+    first = got.messages[0]
+    assert first[0] == {"role": "user", "content": "what is kangen water?"}
+    assert first[1]["content"].startswith("Kangen water is alkaline")
+    assert all("### Instruction" not in m[0]["content"] for m in got.messages)
+
+
+def test_sft_stage_lowers_heldout_assistant_loss(tmp_path):
+    from ledgerlm.model.hf import load_model
+    from ledgerlm.pipeline import run_stage
+
+    run, data = make_base_run(tmp_path)
+    status, rec = run_stage(sft_recipe(data), "sft", run, echo=lambda *_: None)
+    assert status == "ran" and rec["status"] == "ok"
+    m = rec["metrics"]
+    assert m["final_val_loss"] < 0.7 * m["initial_val_loss"], m
+    assert rec["counters"]["conversations_val"] == 24 and rec["counters"]["steps"] == 30
+    lines = [json.loads(x) for x in (run / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == list(range(31))
+    assert lines[0]["val_loss"] == m["initial_val_loss"] and lines[-1]["val_loss"] == m["final_val_loss"]
+    model = load_model(run / "sft" / "model")
+    assert model.cfg.max_seq_len == 128
+    conf = json.loads((run / "sft" / "model" / "tokenizer_config.json").read_text())
+    assert "<|im_start|>" in conf["chat_template"]
+    # same recipe + seed => same loss curve (CPU determinism)
+    run2, _ = make_base_run(tmp_path / "again")
+    _, rec2 = run_stage(sft_recipe(data), "sft", run2, echo=lambda *_: None)
+    assert rec2["metrics"]["final_train_loss"] == m["final_train_loss"]
+
+
+def test_sft_unpacked_matches_packed_first_eval(tmp_path):
+    from ledgerlm.pipeline import run_stage
+
+    run, data = make_base_run(tmp_path, n_convs=60)
+    _, a = run_stage(sft_recipe(data, max_steps=2, pack=True), "sft", run, echo=lambda *_: None)
+    _, b = run_stage(sft_recipe(data, max_steps=2, pack=False, micro_batch_size=2), "sft", run, echo=lambda *_: None)
+    assert abs(a["metrics"]["initial_val_loss"] - b["metrics"]["initial_val_loss"]) < 1e-6
+    assert a["counters"]["rows"] < b["counters"]["rows"]
+
+
+def test_sft_config_errors(tmp_path):
+    from ledgerlm.config import ConfigError
+    from ledgerlm.pipeline import run_stage
+
+    run, data = make_base_run(tmp_path, n_convs=20)
+    with pytest.raises(ConfigError, match="sft.data"):
+        run_stage(sft_recipe(data, data=""), "sft", run, echo=lambda *_: None)
+    with pytest.raises(ConfigError, match="sft.base"):
+        run_stage(sft_recipe(data, base="nosuchstage"), "sft", run, echo=lambda *_: None)
+    with pytest.raises(ConfigError, match="micro_batch_size"):
+        sft_recipe(data, batch_size=4, micro_batch_size=3)
+
+
+def test_load_conversations_from_hub_name(monkeypatch):
+    """A Hub dataset name goes through datasets.load_dataset (faked here: tests never reach the Hub)."""
+    datasets = pytest.importorskip("datasets")
+    calls = []
+
+    def fake_load(name, subset=None, split=None):
+        calls.append((name, subset, split))
+        return [
+            {"instruction": "Name a fruit.", "context": "", "response": "Apple."},
+            {"instruction": "", "response": "x"},
+        ]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    got = chat.load_conversations("databricks/databricks-dolly-15k", split="train")
+    assert calls == [("databricks/databricks-dolly-15k", None, "train")]
+    assert got.messages == [[{"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "Apple."}]]
+    assert got.quarantined[0]["where"] == "hf:databricks/databricks-dolly-15k[train]#1"
+    assert "instruction" in got.quarantined[0]["reason"]
+
+
+def test_chat_template_matches_transformers(tmp_path):
+    """The Jinja template saved with models renders exactly what `render` tokenizes."""
+    transformers = pytest.importorskip("transformers")
+    from ledgerlm.data.tokenizer import save_hf_tokenizer_files
+
+    save_hf_tokenizer_files(tiny_tokenizer(), tmp_path, chat_template=chat.CHAT_TEMPLATE)
+    hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    conv = CONVS[1]
+    assert hf.apply_chat_template(conv, tokenize=False) == chat.render_text(conv)
+    text = hf.apply_chat_template(conv[:-1], tokenize=False, add_generation_prompt=True)
+    assert text == chat.render_text(conv[:-1], add_generation_prompt=True)
+
+
+@pytest.mark.slow
+def test_sft_on_real_dolly_data(tmp_path, shared_data):
+    """The SFT loop on the real dolly_hhrlhf file: runs through the pipeline, logs its curve, lowers held-out loss."""
+    from ledgerlm.data.tokenizer import train_tokenizer
+    from ledgerlm.model.hf import save_model
+    from ledgerlm.model.llama import Llama, model_config
+    from ledgerlm.pipeline import run_stage
+
+    data = shared_data / "sft" / "dolly_hhrlhf_train_small.jsonl"
+    convs = chat.load_conversations(data)
+    tok = train_tokenizer([chat.render_text(c) for c in convs.messages], vocab_size=2048)
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    save_model(Llama(model_config("tiny", vocab_size=2048, max_seq_len=256)), run / "pretrain" / "model", tokenizer=tok)
+    _, rec = run_stage(sft_recipe(data, max_steps=40, seq_len=256, batch_size=8, lr=2e-3), "sft", run, echo=print)
+    m, c = rec["metrics"], rec["counters"]
+    print(json.dumps(m, indent=1), c)
+    assert c["conversations_train"] + c["conversations_val"] >= 900 and c["quarantined"] == 0
+    assert m["final_val_loss"] < m["initial_val_loss"] - 0.5
+    curve = [json.loads(x) for x in (run / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert len(curve) == 41 and all(np.isfinite(x["loss"]) for x in curve[1:])
+
+
+def test_resolve_model_dir(tmp_path):
+    from types import SimpleNamespace
+
+    from ledgerlm.config import ConfigError
+    from ledgerlm.ledger import StageContext
+    from ledgerlm.post.common import resolve_model_dir
+
+    run, _ = make_base_run(tmp_path, n_convs=4)
+    ctx = StageContext(run_dir=run, stage="sft", recipe=SimpleNamespace(stages=["sft"]))
+    assert resolve_model_dir("pretrain", ctx) == run / "pretrain" / "model"
+    assert resolve_model_dir(str(run / "pretrain"), ctx) == run / "pretrain" / "model"  # a stage dir holding model/
+    with pytest.raises(ConfigError, match="sft.base.*'dpo'"):
+        resolve_model_dir("dpo", ctx, "sft.base")  # not produced and not run by this recipe
+    # a stage the recipe runs before this one: its model does not exist yet at plan/preflight time, and that is fine
+    ctx.recipe = SimpleNamespace(stages=["dpo", "sft"])
+    assert resolve_model_dir("dpo", ctx) == run / "dpo" / "model"
