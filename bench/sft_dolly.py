@@ -10,6 +10,7 @@ so the absolute losses describe this setup only; what the bench checks is the lo
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 ROOT = BENCH.parent
+LOAD = os.getloadavg()[0]  # before this script adds its own load
 sys.path.insert(0, str(ROOT))
 
 import argparse  # noqa: E402
@@ -147,7 +149,8 @@ def main() -> None:
 
     body = (
         f"""Model `{args.size}` ({n_params / 1e6:.1f}M parameters, random init, BPE vocab {tok.get_vocab_size()} trained on the
-data in {tok_s:.1f}s), seq_len {args.seq_len}, device `{device}`. Data: {summary["source"]["rows"]} rows read,
+data in {tok_s:.1f}s), seq_len {args.seq_len}, device `{device}`. Machine load (1-min average) at start: {LOAD:.1f} on {os.cpu_count()} cores
+(timings on a shared machine vary with it). Data: {summary["source"]["rows"]} rows read,
 {summary["source"].get("quarantined", 0)} quarantined; {summary["train_conversations"]} train / {summary["val_conversations"]}
 held-out conversations (content-hash split); {summary["train"]["truncated"] + summary["val"]["truncated"]} truncated to seq_len, of which
 {summary["train"]["dropped_no_assistant_after_truncation"] + summary["val"]["dropped_no_assistant_after_truncation"]} dropped (prompt alone longer than seq_len: no answer token left).

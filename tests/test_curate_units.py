@@ -87,7 +87,7 @@ def test_sources_formats_sharding_and_bad_input(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "manifest.json").write_text('{\n  "not": "data"\n}\n')
     (tmp_path / "d" / ".tmp.jsonl").write_text("partial")
-    (tmp_path / "d" / "a.jsonl").write_text(json.dumps({"text": "only this"}) + "\n")
+    (tmp_path / "d" / "a.jsonl").write_text("\ufeff" + json.dumps({"text": "only this"}) + "\n")
     assert [r.text for r in iter_records(SourceSpec(name="d", path=str(tmp_path / "d")))] == ["only this"]
     (tmp_path / "x.jsonl").write_text(json.dumps({"prompt": "p", "response": {"a": "r"}}) + "\n")
     assert next(iter_records(SourceSpec(name="x", path=str(tmp_path / "x.jsonl"), text_field="*"))).text == "p\nr"
@@ -105,6 +105,18 @@ def test_segment_plan_and_apply():
     assert len(boiler) == 1 and owner[0] == 0
     assert segdedup.apply(docs[0], cfg, boiler, owner, 0) == (docs[0], 0)
     assert segdedup.apply(docs[1], cfg, boiler, owner, 1) == ("other text", 1)
+
+
+def test_segment_paragraph_unit():
+    cfg = segdedup.SegDedupConfig(unit="paragraph", min_docs=2, min_chars=10)
+    foot = "Thanks for reading this far.\nSee you next week!"
+    docs = ["Story one starts here.\n\n" + foot + "\n\nThe end of one.", "Story two.\n\n" + foot]
+    hs = [segdedup.doc_segment_hashes(d, cfg) for d in docs]
+    r = np.concatenate([np.full(len(x), i) for i, x in enumerate(hs)])
+    boiler, owner = segdedup.plan(np.concatenate(hs), r, cfg.min_docs)
+    assert len(boiler) == 1
+    assert segdedup.apply(docs[1], cfg, boiler, owner, 1) == ("Story two.", 1)
+    assert segdedup.apply(docs[0], cfg, boiler, owner, 1)[0] == "Story one starts here.\n\nThe end of one."
 
 
 def test_decontam_n_choice_and_cut_margin():
@@ -174,3 +186,43 @@ def test_cli_curate_through_the_ledger_and_contamination_readonly(tmp_path, caps
     line = next(x for x in out.splitlines() if x.startswith("| piqa |"))
     assert line.split("|")[4].strip() == "1" and line.split("|")[7].strip() == "1"  # items hit, docs touched
     assert (tmp_path / "tab" / "contamination.csv").read_text().startswith("benchmark,")
+
+
+def test_exact_jaccard_check_rejects_loose_candidates(tmp_path):
+    from ledgerlm.data.curate import Config, NearDedupConfig, curate
+
+    words = GOOD.split()
+    other = " ".join(w if i % 8 else f"zz{i}" for i, w in enumerate(words))  # shingle Jaccard about 0.25
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": GOOD}) + "\n" + json.dumps({"text": other}) + "\n")
+    src = [SourceSpec(name="s", path=str(tmp_path / "in.jsonl"))]
+    loose = NearDedupConfig(bands=56, rows=2)  # 2-row bands: almost any overlap becomes a candidate
+    c1 = curate(Config(sources=src, near_dedup=loose), tmp_path / "a")["counters"]
+    assert c1["dropped"].get("near_dup") == 1
+    strict = NearDedupConfig(bands=56, rows=2, exact_jaccard=0.8, exact_batch_docs=1)
+    c2 = curate(Config(sources=src, near_dedup=strict), tmp_path / "b")["counters"]
+    assert c2["kept"] == 2 and "near_dup" not in c2["dropped"]
+
+
+def test_hf_streaming_source_offline(tmp_path):
+    pytest.importorskip("datasets")
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": f"doc {i}", "n": i}) + "\n" for i in range(6)))
+    spec = SourceSpec(name="h", format="hf", hf_name="json", hf_data_files=str(tmp_path / "d.jsonl"), id_field="n")
+    recs = list(iter_records(spec))
+    assert [(r.text, r.orig_id, r.line) for r in recs[:2]] == [("doc 0", "0", 1), ("doc 1", "1", 2)]
+    assert sorted(r.text for k in range(2) for r in iter_records(spec, k, 2)) == [r.text for r in recs]
+    assert len(list(iter_records(SourceSpec(**{**spec.__dict__, "limit": 3})))) == 3
+
+
+def test_resume_skips_completed_tasks(tmp_path):
+    from ledgerlm.data.curate import Config, curate
+
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": GOOD}) + "\n{broken\n")
+    cfg = Config(sources=[SourceSpec(name="s", path=str(tmp_path / "in.jsonl"))], keep_work=True)
+    first = curate(cfg, tmp_path / "out", logs_dir=tmp_path / "logs")
+    kept = (tmp_path / "out" / "kept" / "part-00000.jsonl").read_bytes()
+    (tmp_path / "in.jsonl").write_text("")  # a resumed run must not read the sources again
+    again = curate(cfg, tmp_path / "out", resume=True, logs_dir=tmp_path / "logs")
+    assert again["counters"] == first["counters"] and again["counters"]["read"] == 2
+    assert (tmp_path / "out" / "kept" / "part-00000.jsonl").read_bytes() == kept
+    fresh = curate(cfg, tmp_path / "out", logs_dir=tmp_path / "logs")  # not resuming: starts clean
+    assert fresh["counters"]["read"] == 0

@@ -20,6 +20,15 @@ sys.path.insert(0, str(FIX))
 from tiny_model import make_tiny_model  # noqa: E402
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny models gain nothing from threads, and on a busy machine idle OpenMP threads spin (restored after)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
@@ -74,6 +83,13 @@ def test_tree_packing_equals_separate_scoring(lm_hf, lm_ours):
     finally:
         lm_hf.tree = True
     ours = [x for g in loglikelihood(lm_ours, groups, batch_size=5) for x in g]
+    # eager attention takes the tree mask in additive form
+    lm_hf.attn_impl = lm_hf.model.config._attn_implementation = "eager"
+    try:
+        eager = [x for g in loglikelihood(lm_hf, groups, batch_size=4) for x in g]
+    finally:
+        lm_hf.attn_impl = lm_hf.model.config._attn_implementation = "sdpa"
+    assert max(abs(p[0] - e[0]) for p, e in zip(packed, eager)) < 1e-3
     assert len(packed) == len(flat) == len(ours) == sum(len(g) for g in groups)
     for p, f, o in zip(packed, flat, ours):
         assert abs(p[0] - f[0]) < 1e-3 and abs(p[0] - o[0]) < 1e-3
@@ -124,6 +140,13 @@ def test_ensemble_modes(models, lm_hf):
     assert torch.allclose(ens.logits(ids), (lm_hf.logits(ids).float() + lb.logits(ids).float()) / 2, atol=1e-5)
     g = _groups(("piqa", "winogrande"))
     assert len(loglikelihood(load_lm(f"{a},{b}", backend="hf"), g)) == len(g)
+    # ensemble generation: KV-cached ledgerlm Ensemble == full recomputation of the averaged distribution
+    prompts = ["Question: 2 + 2?\nAnswer:", "Question: why is the sky so blue today?\nAnswer:"]
+    ens = load_lm(f"{a},{b}", backend="hf")
+    cached = greedy_generate(ens, prompts, 8, ["Question:"])
+    assert ens._kv_model
+    ens._kv_model = False
+    assert greedy_generate(ens, prompts, 8, ["Question:"]) == cached
 
 
 def test_gsm8k_generation_backends_agree(lm_hf, lm_ours):
@@ -197,3 +220,5 @@ def test_cli_eval_out_json_and_compare(models, tmp_path, capsys):
     assert {r["task"] for r in c["tasks"]} == set(SIX_TASKS)
     assert main(["compare", str(outs[0]), str(tmp_path / "missing.json")]) == 2
     assert main(["eval", "--model", str(models[0]), "--tasks", "nope", "--out", str(tmp_path / "x.json")]) == 2
+    assert main(["eval", "--out", str(tmp_path / "empty_run")]) == 2  # model=auto but the run has no model
+    assert "no model in" in capsys.readouterr().err

@@ -127,3 +127,23 @@ def test_label_file_must_align(tmp_path):
 def test_every_task_has_a_fixture():
     for name in ALL_TASKS:
         assert load_task(name, FIX).items, name
+
+
+def test_hub_loading_uses_lm_eval_dataset_names(monkeypatch):
+    import datasets
+
+    calls = []
+    rows = [json.loads(line) for line in (FIX / "hellaswag" / "validation.jsonl").read_text().splitlines()]
+
+    def fake_load_dataset(path, name=None, split=None):
+        calls.append((path, name, split))
+        return rows
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    t = load_task("hellaswag", limit=2)
+    assert calls == [("Rowan/hellaswag", None, "validation")]
+    assert len(t.items) == 2 and t.source == "hub:Rowan/hellaswag[validation]" and t.items[1].source.endswith(":2")
+    calls.clear()
+    with pytest.raises(TaskDataError):  # the hellaswag rows are not ARC records: all quarantined
+        load_task("arc_challenge")
+    assert calls == [("allenai/ai2_arc", "ARC-Challenge", "test")]

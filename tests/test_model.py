@@ -13,6 +13,15 @@ from ledgerlm.model.llama import SIZES, Llama, build_model, model_config
 transformers = pytest.importorskip("transformers")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # one intra-op thread: on a busy shared CPU, OpenMP spin-waits make 2-thread steps 10-30x slower
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _tiny(seed=0, **kw):
     torch.manual_seed(seed)
     return build_model(model_config("tiny", **kw)).eval()

@@ -201,7 +201,7 @@ def _examples(seed: int, n: int, vocab: int = 50) -> list[Example]:
 
 def test_make_example_shifts_and_truncates():
     ex = make_example([5, 6, 7, 8, 9], [0, 0, 1, 1, 1], max_len=10)
-    assert ex.inputs == [5, 6, 7, 8] and ex.targets == [IGNORE, 7, 8, 9]
+    assert ex.inputs.tolist() == [5, 6, 7, 8] and ex.targets.tolist() == [IGNORE, 7, 8, 9]
     assert make_example([5, 6, 7, 8, 9], [0, 0, 0, 1, 1], max_len=2) is None  # the answer was cut off
 
 
@@ -365,7 +365,8 @@ def test_sft_on_real_dolly_data(tmp_path, shared_data):
     _, rec = run_stage(sft_recipe(data, max_steps=40, seq_len=256, batch_size=8, lr=2e-3), "sft", run, echo=print)
     m, c = rec["metrics"], rec["counters"]
     print(json.dumps(m, indent=1), c)
-    assert c["conversations_train"] + c["conversations_val"] >= 900 and c["quarantined"] == 0
+    assert c["quarantined"] == 0 and c["dropped_too_long"] > 0  # many dolly prompts exceed 256 tokens here
+    assert c["conversations_train"] + c["conversations_val"] + c["dropped_too_long"] == 1000  # all accounted for
     assert m["final_val_loss"] < m["initial_val_loss"] - 0.5
     curve = [json.loads(x) for x in (run / "sft" / "metrics.jsonl").read_text().splitlines()]
     assert len(curve) == 41 and all(np.isfinite(x["loss"]) for x in curve[1:])
@@ -387,3 +388,58 @@ def test_resolve_model_dir(tmp_path):
     # a stage the recipe runs before this one: its model does not exist yet at plan/preflight time, and that is fine
     ctx.recipe = SimpleNamespace(stages=["dpo", "sft"])
     assert resolve_model_dir("dpo", ctx) == run / "dpo" / "model"
+
+
+def test_sft_cli(tmp_path, capsys):
+    from ledgerlm.cli import main
+
+    run, data = make_base_run(tmp_path, n_convs=30)
+    argv = ["sft", "--out", str(run), "--data", str(data), "--max-steps", "2", "--no-pack", "seq_len=128", "device=cpu"]
+    assert main(argv) == 0
+    rec = json.loads((run / "ledger" / "sft.json").read_text())
+    assert rec["config"]["pack"] is False and rec["config"]["max_steps"] == 2 and rec["config"]["seq_len"] == 128
+    assert main(argv) == 0 and "up to date" in capsys.readouterr().out
+    assert main(["sft", "--out", str(run), "--data", str(data), "lr=fast"]) == 2
+
+
+def test_resolve_model_dir_from_hub(tmp_path, monkeypatch):
+    """`org/name` that is not a local path is fetched with huggingface_hub (faked: tests never reach the Hub)."""
+    hub = pytest.importorskip("huggingface_hub")
+    from types import SimpleNamespace
+
+    from ledgerlm.ledger import StageContext
+    from ledgerlm.post.common import resolve_model_dir
+
+    calls = []
+    monkeypatch.setattr(hub, "snapshot_download", lambda name, allow_patterns: calls.append(name) or str(tmp_path))
+    ctx = StageContext(run_dir=tmp_path / "run", stage="sft", recipe=SimpleNamespace(stages=["sft"]))
+    assert resolve_model_dir("HuggingFaceTB/SmolLM2-135M", ctx) == tmp_path
+    assert resolve_model_dir("hf:HuggingFaceTB/SmolLM2-135M", ctx) == tmp_path
+    assert calls == ["HuggingFaceTB/SmolLM2-135M"] * 2
+
+
+def test_sft_without_heldout_and_with_separate_val_file(tmp_path):
+    from ledgerlm.pipeline import run_stage
+
+    run, data = make_base_run(tmp_path, n_convs=30)
+    _, rec = run_stage(sft_recipe(data, max_steps=2, val_fraction=0.0), "sft", run, echo=lambda *_: None)
+    assert rec["metrics"]["initial_val_loss"] is None and rec["counters"]["conversations_val"] == 0
+    val = tmp_path / "val.jsonl"
+    val.write_text(json.dumps({"prompt": "What is 1 plus 1?", "response": "1 plus 1 is 2."}) + "\n{broken\n")
+    _, rec = run_stage(sft_recipe(data, max_steps=2, val_data=str(val)), "sft", run, echo=lambda *_: None)
+    c = rec["counters"]
+    assert c["conversations_train"] == 30 and c["conversations_val"] == 1 and c["quarantined"] == 1
+    q = [json.loads(x) for x in (run / "sft" / "quarantine.jsonl").read_text().splitlines()]
+    assert q[0]["where"] == f"{val}:2" and rec["metrics"]["final_val_loss"] > 0
+
+
+def test_render_batch_matches_render(tok):
+    convs = CONVS + toy_conversations(5)
+    assert chat.render_batch(convs, tok) == [chat.render(c, tok) for c in convs]
+    single = []
+    for c in convs:  # and the piece-by-piece reference: each content encoded on its own
+        ids = []
+        for m in c:
+            ids += [1, *tok.encode(m["role"] + "\n").ids, *tok.encode(m["content"]).ids, 2, *tok.encode("\n").ids]
+        single.append(ids)
+    assert [ids for ids, _ in chat.render_batch(convs, tok)] == single

@@ -203,3 +203,32 @@ def test_reads_compressed_and_quarantines_bad_utf8(tmp_path):
     assert sh.split_of("web\x001", 0, 0.0) == "train"
     splits = [sh.split_of(f"s\x00{i}", 5, 0.2) for i in range(5000)]
     assert 0.17 < splits.count("val") / 5000 < 0.23
+
+
+def test_large_vocab_uses_uint32(tmp_path):
+    from ledgerlm.data.loader import TokenLoader
+
+    tok = train_tokenizer(["hello world, the quick brown fox"] * 20, vocab_size=300)
+    tok.add_tokens([f"zq{i}x" for i in range(65500)])  # push ids past the uint16 range
+    big = tok.token_to_id("zq65450x")
+    assert big > 65535
+    docs = [("s", "train", f"hello zq{i}x world " * 20) for i in range(65440, 65460)]
+    index = sh.write_shards(docs, tok, tmp_path, eot=0, workers=1)
+    sh.write_index(tmp_path, index)
+    assert index["dtype"] == "uint32" and index["vocab_size"] == tok.get_vocab_size()
+    x, y = TokenLoader(tmp_path, seq_len=16, batch_size=64, seed=0).next_batch()
+    assert x.max().item() > 65535 and big in x.flatten().tolist()
+
+
+def test_hub_names_route_to_the_hub(monkeypatch, tmp_path):
+    from tokenizers import Tokenizer
+
+    from ledgerlm.data import tokenize_stage
+
+    calls = []
+    monkeypatch.setattr(Tokenizer, "from_pretrained", staticmethod(lambda name: calls.append(name) or "tok"))
+    assert load_tokenizer("HuggingFaceTB/SmolLM-135M") == "tok" and calls == ["HuggingFaceTB/SmolLM-135M"]
+    with pytest.raises(FileNotFoundError):
+        load_tokenizer(str(tmp_path / "a" / "b" / "tokenizer.json"))  # a missing path is not a Hub name
+    cfg = tokenize_stage.Config(tokenizer="HuggingFaceTB/SmolLM-135M", input=[str(tmp_path)])
+    assert tokenize_stage.inputs(cfg, None)["tokenizer"] == "hub:HuggingFaceTB/SmolLM-135M"

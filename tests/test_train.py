@@ -18,6 +18,15 @@ from ledgerlm.train.schedule import lr_mult
 VOCAB = 64
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # one intra-op thread: on a busy shared CPU, OpenMP spin-waits make 2-thread steps 10-30x slower
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _source(seq_len=32, seed=0, n=40_000, data_tokens=0):
     # learnable synthetic stream: noisy arithmetic progressions mod VOCAB, end-of-text (0) every ~50 tokens
     rng = np.random.default_rng(123)

@@ -15,6 +15,15 @@ from ledgerlm.train import pretrain
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # one intra-op thread: on a busy shared CPU, OpenMP spin-waits make 2-thread steps 10-30x slower
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def text_file(tmp_path_factory):
     src = DATA / "text" / "tinyshakespeare.txt"
@@ -83,3 +92,44 @@ def test_stage_runs_resumes_and_exports(tmp_path, text_file, monkeypatch):
     ema = {k[4:]: v for k, v in load_file(str(ck / "extra.safetensors")).items() if k.startswith("ema.")}
     assert torch.equal(m.embed_tokens.weight, ema["embed_tokens.weight"])
     shutil.rmtree(tmp_path)
+
+
+_CHILD = """
+import sys, torch
+torch.set_num_threads(1)
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_train_stage import _recipe
+from ledgerlm.pipeline import run_pipeline
+run_pipeline(_recipe(Path({text!r}), steps=40, ckpt_every=5), Path({run!r}), echo=lambda *a: None)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_is_bitwise(tmp_path, text_file):
+    """A real kill (SIGKILL, possibly mid-checkpoint-write) of a child process, then a resume in this one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ledgerlm.pipeline import run_pipeline
+
+    run = tmp_path / "run"
+    code = _CHILD.format(tests=str(Path(__file__).parent), text=str(text_file), run=str(run))
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1])
+    deadline = time.time() + 300
+    while not (run / "pretrain" / "ckpt" / "step_00000015").exists():
+        assert child.poll() is None, "child exited before the kill"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    recipe = _recipe(text_file, steps=40, ckpt_every=5)
+    assert run_pipeline(recipe, run, echo=lambda *a: None) == 0
+    assert json.loads((run / "ledger" / "pretrain.json").read_text())["extra"]["resumed_from_step"] >= 15
+    ref = tmp_path / "ref"
+    assert run_pipeline(recipe, ref, echo=lambda *a: None) == 0
+    for name in ("model.safetensors", "config.json"):
+        assert (ref / "pretrain" / "model" / name).read_bytes() == (run / "pretrain" / "model" / name).read_bytes()

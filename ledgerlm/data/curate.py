@@ -41,7 +41,7 @@ from ledgerlm.data.decontam import (
     to_csv,
     to_markdown,
 )
-from ledgerlm.data.minhash import MinHasher, MinHashParams, components, lsh_edges
+from ledgerlm.data.minhash import MinHasher, MinHashParams, band_keys, components, lsh_edges_from_keys
 from ledgerlm.data.quality import QualityConfig, QualityGates
 from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import Record, SourceSpec, iter_records
@@ -61,6 +61,7 @@ class NearDedupConfig:
     rows: int = 8
     seed: int = 1
     exact_jaccard: float | None = None  # if set, a candidate pair must have exact shingle Jaccard >= this
+    exact_batch_docs: int = 200_000  # bucket heads whose shingle sets are held at once by the exact check
     batch_docs: int = 256  # documents hashed together (amortises numpy overhead)
 
     def params(self) -> MinHashParams:
@@ -228,7 +229,14 @@ class ScanStep(PipelineStep):
             excl.close()
         n = len(meta["id"])
         num_perm = cfg.near_dedup.bands * cfg.near_dedup.rows
-        np.save(w / f"sig-{rank:05d}.npy", np.concatenate(sigs) if sigs else np.zeros((n, num_perm), np.uint64))
+        sig = np.concatenate(sigs) if sigs else np.zeros((n, num_perm), np.uint64)
+        np.save(w / f"sig-{rank:05d}.npy", sig)
+        # the plan step loads only the band keys (bands x 8 bytes per document), not the signatures
+        np.savez(
+            w / f"bk-{rank:05d}.npz",
+            keys=band_keys(sig, cfg.near_dedup.params()),
+            valid=~np.all(sig == MinHasher.EMPTY, axis=1),
+        )
         np.savez(
             w / f"seg-{rank:05d}.npz",
             h=np.concatenate(seg_h) if seg_h else np.zeros(0, np.uint64),
@@ -283,16 +291,23 @@ class PlanStep(PipelineStep):
         removed: dict[int, dict] = {}
         stats = {"near_dup_clusters": 0, "candidate_edges": 0}
         if cfg.near_dedup.enabled and n:
-            sigs = np.concatenate([np.load(w / f"sig-{r:05d}.npy") for r in range(self.tasks)])
-            params = cfg.near_dedup.params()
-            edges = lsh_edges(sigs, params)
+            bk = [np.load(w / f"bk-{r:05d}.npz") for r in range(self.tasks)]
+            edges = lsh_edges_from_keys(
+                np.concatenate([z["keys"] for z in bk]), np.concatenate([z["valid"] for z in bk])
+            )
+            sig_files = [np.load(w / f"sig-{r:05d}.npy", mmap_mode="r") for r in range(self.tasks)]
+
+            def sig(g: int) -> np.ndarray:
+                r = int(np.searchsorted(offsets, g, side="right") - 1)
+                return sig_files[r][g - int(offsets[r])]
+
             # identical documents of one source share an id: always one cluster, even without shingles
             same = [(order[k - 1], order[k]) for k in range(1, n) if ids[order[k]] == ids[order[k - 1]]]
             if same:
                 edges = np.unique(np.sort(np.concatenate([edges, np.array(same, dtype=np.int64)]), axis=1), axis=0)
             stats["candidate_edges"] = len(edges)
             if cfg.near_dedup.exact_jaccard is not None and len(edges):
-                edges = self._exact_filter(edges, ids, sigs, offsets, cfg)
+                edges = self._exact_filter(edges, ids, offsets, cfg)
             labels = components(n, edges)
             # keep rule: priority desc, score desc, id asc, position asc -> the first in this order
             keep_order = np.lexsort((id_rank, -score, -priority))
@@ -310,7 +325,7 @@ class PlanStep(PipelineStep):
                         "cluster": ids[order[min_rank[labels[i]]]],
                         "kept_id": ids[k],
                         "kept_source": metas_source(metas, k, offsets),
-                        "jaccard_est": round(float(np.mean(sigs[i] == sigs[k])), 4),
+                        "jaccard_est": round(float(np.mean(sig(i) == sig(k))), 4),
                         "cluster_size": int(sizes_c[labels[i]]),
                     }
             stats["near_dup_clusters"] = int((sizes_c > 1).sum())
@@ -364,29 +379,40 @@ class PlanStep(PipelineStep):
         atomic_write_json(w / "plan.json", {"stats": stats, "contamination": rows})
         return data
 
-    def _exact_filter(self, edges, ids, sigs, offsets, cfg) -> np.ndarray:
-        """Keep only candidate edges whose exact shingle Jaccard reaches the threshold (reads the texts involved)."""
-        from ledgerlm.data.minhash import exact_jaccard
-
-        need = set(edges.ravel().tolist())
-        texts: dict[int, str] = {}
+    def _docs(self, offsets: np.ndarray, need: set[int]):
+        """Stream (global index, text) of the documents in `need`, in file order."""
         w = Path(self.work)
         for r in range(self.tasks):
             with open(w / f"docs-{r:05d}.jsonl", encoding="utf-8") as f:
                 for j, line in enumerate(f):
-                    g = j + int(offsets[r])
-                    if g in need:
-                        texts[g] = json.loads(line)["text"]
+                    if j + int(offsets[r]) in need:
+                        yield j + int(offsets[r]), json.loads(line)["text"]
+
+    def _exact_filter(self, edges, ids, offsets, cfg) -> np.ndarray:
+        """Keep only candidate edges whose exact shingle Jaccard reaches the threshold.
+
+        Memory stays bounded: bucket heads are taken `exact_batch_docs` at a time; their shingle sets are held while
+        the documents linked to them stream past once.
+        """
+        from ledgerlm.data.minhash import exact_jaccard
+
         hasher = MinHasher(cfg.near_dedup.params())
-        shingles = {}
-        for g, t in texts.items():
-            sh, _ = hasher.shingles([t])
-            shingles[g] = sh
-        ok = [
-            exact_jaccard(shingles[a], shingles[b]) >= cfg.near_dedup.exact_jaccard or ids[a] == ids[b]
-            for a, b in edges.tolist()
-        ]
-        return edges[np.array(ok, dtype=bool)]
+        thr = cfg.near_dedup.exact_jaccard
+        ok = np.zeros(len(edges), dtype=bool)
+        heads = np.unique(edges[:, 0])
+        for lo in range(0, len(heads), cfg.near_dedup.exact_batch_docs):
+            batch = set(heads[lo : lo + cfg.near_dedup.exact_batch_docs].tolist())
+            sel = np.flatnonzero(np.isin(edges[:, 0], list(batch)))
+            held = {g: np.unique(hasher.shingles([t])[0]) for g, t in self._docs(offsets, batch)}
+            by_member: dict[int, list[int]] = {}
+            for e in sel.tolist():
+                by_member.setdefault(int(edges[e, 1]), []).append(e)
+            for g, t in self._docs(offsets, set(by_member)):
+                sh = hasher.shingles([t])[0]
+                for e in by_member[g]:
+                    a = int(edges[e, 0])
+                    ok[e] = ids[a] == ids[g] or exact_jaccard(held[a], sh) >= thr
+        return edges[ok]
 
 
 def metas_source(metas: list[dict], g: int, offsets: np.ndarray) -> str:
@@ -427,7 +453,7 @@ class ApplyStep(PipelineStep):
             with open(w / f"docs-{rank:05d}.jsonl", encoding="utf-8") as f:
                 for j, line in enumerate(f):
                     d = json.loads(line)
-                    rec = Record(d["source"], d["file"], d["line"], text=d["text"], orig_id=d["orig_id"])
+                    rec = Record(d["source"], d["file"], d["line"], text=d["text"], orig_id=d["orig_id"], _id=d["id"])
                     words = _words(d["text"])
                     if str(j) in removed:
                         _counter_add(stats, "near_dup", words)
@@ -455,6 +481,7 @@ class ApplyStep(PipelineStep):
                                 )
                                 continue
                             stats["segment_dedup:words_removed"] += words - left
+                            words = left  # later drops count only what segment dedup left
                     if matcher is not None and str(j) in meta["matches"]:
                         text, verdict = self._decontaminate(text, matcher, by_name, stats)
                         if verdict is not None:
@@ -612,14 +639,20 @@ def _execute(cfg: Config, step, tasks: int, logs: Path, resume: bool) -> None:
             raise RuntimeError(f"curate step {logs.name}: task {r} did not complete (see {logs}/logs)")
 
 
-def curate(cfg: Config, out_dir: Path, log=None, resume: bool = False) -> dict:
-    """Run the four steps into `out_dir` (kept/, excluded/, contamination.md/.csv); returns counters and the table."""
+def curate(cfg: Config, out_dir: Path, log=None, resume: bool = False, logs_dir: Path | None = None) -> dict:
+    """Run the four steps into `out_dir` (kept/, excluded/, contamination.md/.csv); returns counters and the table.
+
+    datatrove's task logs and completion markers go to `logs_dir` (default: inside the work directory, removed at the
+    end); the stage keeps them under RUN/logs/curate-datatrove/.
+    """
     if not cfg.sources:
         raise ValueError("curate: no sources (give --input PATH or curate.sources in the recipe)")
     out_dir = Path(out_dir)
     work = out_dir / ".work"
-    if not resume and work.exists():
-        shutil.rmtree(work)
+    logs = Path(logs_dir) if logs_dir is not None else work / "logs"
+    for d in (work, logs):
+        if not resume and d.exists():
+            shutil.rmtree(d)
     work.mkdir(parents=True, exist_ok=True)
     for sub in ("kept", "excluded"):
         if (out_dir / sub).exists() and not resume:
@@ -636,7 +669,7 @@ def curate(cfg: Config, out_dir: Path, log=None, resume: bool = False) -> dict:
         ("merge", MergeStep(str(work), str(out_dir), tasks), cfg.shards),
     ):
         t = time.time()
-        _execute(cfg, step, n, work / "logs" / name, resume)
+        _execute(cfg, step, n, logs / name, resume)
         timings[name] = round(time.time() - t, 3)
         if log:
             log.info("curate step %s done in %.1fs", name, timings[name])
@@ -652,7 +685,8 @@ def curate(cfg: Config, out_dir: Path, log=None, resume: bool = False) -> dict:
 
 
 def _summarise(cfg: Config, work: Path, tasks: int) -> dict:
-    """Merge the per-task counters into the ledger's funnel: documents and words per reason, per step."""
+    """Merge the per-task counters into the ledger's funnel: documents and tokens (whitespace words) per reason and
+    per step."""
     s1 = [json.loads((work / f"stats1-{r:05d}.json").read_text()) for r in range(tasks)]
     s2 = [json.loads((work / f"stats2-{r:05d}.json").read_text()) for r in range(tasks)]
     docs, words = Counter(), Counter()
@@ -673,47 +707,39 @@ def _summarise(cfg: Config, work: Path, tasks: int) -> dict:
     if kept + sum(dropped.values()) != read:  # the invariant the whole stage is built around
         raise RuntimeError(f"curate lost documents: read {read}, kept {kept}, excluded {sum(dropped.values())}")
 
-    def step(name: str, prefixes: tuple[str, ...], n_in: int, w_in: int, extra: dict | None = None) -> dict:
+    def step(name: str, prefixes: tuple[str, ...], prev: dict | None, removed: int = 0, extra: dict | None = None):
+        """One funnel row; tokens are whitespace words. `removed`: tokens cut from documents that stay."""
+        n_in = prev["kept"] if prev else read
+        t_in = prev["tokens_kept"] if prev else read_w
         d = {k: v for k, v in dropped.items() if k.startswith(prefixes)}
-        dw = sum(dropped_w[k] for k in d)
+        t_out = sum(dropped_w[k] for k in d)
         return {
             "step": name,
             "in": n_in,
             "kept": n_in - sum(d.values()),
-            "dropped": d,
-            "words_in": w_in,
-            "words_dropped": dw,
+            "dropped": d,  # documents per reason
+            "dropped_docs": sum(d.values()),
+            "tokens_in": t_in,
+            "tokens_kept": t_in - t_out - removed,
+            "tokens_dropped": t_out,
             **(extra or {}),
         }
 
-    steps = [step("read", ("malformed:",), read, read_w)]
-    steps.append(step("quality", ("quality:",), steps[-1]["kept"], steps[-1]["words_in"] - steps[-1]["words_dropped"]))
-    steps.append(
-        step("near_dedup", ("near_dup",), steps[-1]["kept"], steps[-1]["words_in"] - steps[-1]["words_dropped"])
-    )
+    steps = [step("read", ("malformed:",), None)]
+    steps.append(step("quality", ("quality:",), steps[-1]))
+    steps.append(step("near_dedup", ("near_dup",), steps[-1]))
+    seg_removed = words["segment_dedup:words_removed"]
     seg_extra = {
-        k.split(":", 1)[1]: words[k]
-        for k in ("segment_dedup:segments_removed", "segment_dedup:docs_changed", "segment_dedup:words_removed")
+        "segments_removed": words["segment_dedup:segments_removed"],
+        "docs_changed": words["segment_dedup:docs_changed"],
+        "tokens_removed": seg_removed,
     }
-    steps.append(
-        step(
-            "segment_dedup",
-            ("segment_dedup:",),
-            steps[-1]["kept"],
-            steps[-1]["words_in"] - steps[-1]["words_dropped"],
-            seg_extra,
-        )
-    )
+    steps.append(step("segment_dedup", ("segment_dedup:",), steps[-1], seg_removed, seg_extra))
     cut = {k: words[k] for k in words if k.startswith("cut:")}
-    steps.append(
-        step(
-            "decontaminate",
-            ("contaminated:",),
-            steps[-1]["kept"],
-            steps[-1]["words_in"] - steps[-1]["words_dropped"] - seg_extra["words_removed"],
-            {"docs_cut": cut, "words_cut": words.get("decontam:words_cut", 0)},
-        )
-    )
+    cut_w = words.get("decontam:words_cut", 0)
+    steps.append(step("decontaminate", ("contaminated:",), steps[-1], cut_w, {"docs_cut": cut, "tokens_cut": cut_w}))
+    if steps[-1]["kept"] != kept or steps[-1]["tokens_kept"] != kept_w:
+        raise RuntimeError(f"curate funnel does not add up: {steps[-1]} vs kept {kept} ({kept_w} tokens)")
     plan = json.loads((work / "plan.json").read_text())
     rows = [
         {
@@ -729,9 +755,9 @@ def _summarise(cfg: Config, work: Path, tasks: int) -> dict:
             "read": read,
             "kept": kept,
             "dropped": dropped,
-            "words_read": read_w,
-            "words_kept": kept_w,
-            "words_dropped": dropped_w,
+            "tokens_read": read_w,
+            "tokens_kept": kept_w,
+            "dropped_tokens": dropped_w,
             "by_source": dict(sorted(by_source.items())),
             "by_step": steps,
             **plan["stats"],
@@ -746,6 +772,8 @@ def _summarise(cfg: Config, work: Path, tasks: int) -> dict:
 def inputs(cfg: Config, ctx) -> dict:
     out = {}
     for s in cfg.sources:
+        if s.format == "demo":
+            continue  # generated by our own code from the recorded config: nothing external to hash
         out[f"source:{s.name}"] = f"hub:{s.hf_name}" if (s.format == "hf" or not s.path) else Path(s.path)
     for spec in cfg.decontam.files:
         name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
@@ -758,7 +786,13 @@ def inputs(cfg: Config, ctx) -> dict:
 def run(cfg: Config, ctx):
     from ledgerlm.ledger import StageResult
 
-    res = curate(cfg, ctx.out_dir, log=ctx.log, resume=getattr(ctx, "resuming", False))
+    res = curate(
+        cfg,
+        ctx.out_dir,
+        log=ctx.log,
+        resume=getattr(ctx, "resuming", False),
+        logs_dir=ctx.run_dir / "logs" / "curate-datatrove",
+    )
     c = res["counters"]
     ctx.log.info("curate: read %d, kept %d, dropped %s", c["read"], c["kept"], c["dropped"])
     outputs = {"kept": ctx.out_dir / "kept", "excluded": ctx.out_dir / "excluded"}

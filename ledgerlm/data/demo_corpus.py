@@ -13,7 +13,8 @@ Clean documents come in three genres:
 Planted, in counts recorded in the manifest, are the things each curation gate must catch:
   - junk: symbol soup, lorem ipsum, javascript boilerplate, too-short documents, documents of one repeated line;
   - exact duplicates of clean documents;
-  - near duplicates: a clean document with a few words changed, word-5-gram Jaccard in [0.8, 0.9] (measured, recorded);
+  - near duplicates: a clean document with a few words changed, word-5-gram Jaccard in NEAR_DUP_BAND (0.82-0.9,
+    measured and recorded per document);
   - boilerplate lines (cookie notices, footers) appended to many documents, for line-level/segment dedup;
   - leaks: held-out arithmetic problems (the demo's own "benchmark") copied verbatim into a few documents.
 
@@ -47,11 +48,16 @@ SCHEMA = "ledgerlm.demo_corpus/1"
 # (GSM8K included) fail Gopher's "80% of words have a letter" and "#" ratio rules, which were tuned on web prose.
 # With these two changes the gates drop every planted junk document and no clean one (tests/test_demo_corpus.py).
 DEMO_QUALITY = {"min_alpha_words_ratio": 0.45, "max_symbol_word_ratio": 0.2}
-# The rest of the demo's curate settings. exact_jaccard: LSH proposes a few pairs of same-template documents far below
-# the planted band (measured 0.16-0.55 on the default corpus); checking the exact shingle Jaccard drops them.
-# min_docs: the manifest's max_docs_sharing_a_content_line is 15 at the default size, every boilerplate line is in
-# 100+ documents, so 30 cuts exactly the planted boilerplate.
-DEMO_CURATE = {"quality": DEMO_QUALITY, "near_dedup": {"exact_jaccard": 0.7}, "segment_dedup": {"min_docs": 30}}
+# The rest of the demo's curate settings. near_dedup: 20 bands x 5 rows find a pair at Jaccard 0.82 (the bottom of
+# the planted band) with probability 1 - (1 - 0.82^5)^20 > 0.9999, where the default 14 x 8 misses ~4% of them; the
+# exact-Jaccard check then drops the pairs LSH proposes between different same-template documents (with curate's
+# defaults, 7 clean documents of the default corpus went as "near duplicates" sharing 14-55% of their 5-grams). min_docs: no content line is in more than 15 documents of the default corpus
+# (manifest: max_docs_sharing_a_content_line) and every boilerplate line is in 100+, so 30 cuts exactly the planted ones.
+DEMO_CURATE = {
+    "quality": DEMO_QUALITY,
+    "near_dedup": {"bands": 20, "rows": 5, "exact_jaccard": 0.7},
+    "segment_dedup": {"min_docs": 30},
+}
 
 
 def _rng(*parts: object) -> random.Random:
@@ -62,6 +68,11 @@ def _rng(*parts: object) -> random.Random:
 
 def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
+
+
+def _an(word: str) -> str:
+    """'an owl', 'a fox'."""
+    return ("an " if word[:1].lower() in "aeiou" else "a ") + word
 
 
 def _words(text: str) -> list[str]:
@@ -82,150 +93,46 @@ def jaccard(a: str, b: str, n: int = 5) -> float:
 
 # ============================================================================ word lists (ours)
 
-NAMES = [
-    ("Ada", "she"),
-    ("Ben", "he"),
-    ("Cora", "she"),
-    ("Dev", "he"),
-    ("Elsa", "she"),
-    ("Finn", "he"),
-    ("Gia", "she"),
-    ("Hugo", "he"),
-    ("Iris", "she"),
-    ("Jonah", "he"),
-    ("Kai", "he"),
-    ("Lena", "she"),
-    ("Milo", "he"),
-    ("Nora", "she"),
-    ("Omar", "he"),
-    ("Pia", "she"),
-    ("Quinn", "he"),
-    ("Rosa", "she"),
-    ("Sami", "he"),
-    ("Tara", "she"),
-    ("Umar", "he"),
-    ("Vera", "she"),
-    ("Wes", "he"),
-    ("Yara", "she"),
-    ("Zane", "he"),
-    ("Ivy", "she"),
-    ("Leo", "he"),
-    ("Maya", "she"),
-    ("Noah", "he"),
-    ("Ruby", "she"),
-    ("Theo", "he"),
-    ("Anya", "she"),
-    ("Eli", "he"),
-    ("Hana", "she"),
-    ("Ravi", "he"),
-    ("Sofia", "she"),
-    ("Tomas", "he"),
-    ("Uma", "she"),
-    ("Wren", "she"),
-    ("Felix", "he"),
-    ("Greta", "she"),
-    ("Jasper", "he"),
-    ("Kira", "she"),
-    ("Luca", "he"),
-    ("Mira", "she"),
-    ("Nico", "he"),
-    ("Olive", "she"),
-    ("Pablo", "he"),
-    ("Rhea", "she"),
-    ("Silas", "he"),
+NAMES = [  # (name, pronoun)
+    tuple(x.split(":"))
+    for x in (
+        "Ada:she Ben:he Cora:she Dev:he Elsa:she Finn:he Gia:she Hugo:he Iris:she Jonah:he Kai:he Lena:she "
+        "Milo:he Nora:she Omar:he Pia:she Quinn:he Rosa:she Sami:he Tara:she Umar:he Vera:she Wes:he Yara:she "
+        "Zane:he Ivy:she Leo:he Maya:she Noah:he Ruby:she Theo:he Anya:she Eli:he Hana:she Ravi:he Sofia:she "
+        "Tomas:he Uma:she Wren:she Felix:he Greta:she Jasper:he Kira:she Luca:he Mira:she Nico:he Olive:she "
+        "Pablo:he Rhea:she Silas:he"
+    ).split()
 ]
 ANIMALS = ["fox", "rabbit", "badger", "owl", "mouse", "hedgehog", "otter", "squirrel", "duck", "goat", "bear", "crow"]
 PRONOUNS = {"he": ("he", "him", "his"), "she": ("she", "her", "her")}
 TRAITS = ["brave", "curious", "patient", "clever", "kind", "shy", "cheerful", "careful", "stubborn", "gentle"]
-HELPERS = [
-    "grandmother",
-    "grandfather",
-    "neighbor",
-    "teacher",
-    "the baker",
-    "an old fisherman",
-    "older sister",
-    "the librarian",
-    "a farmer",
-    "best friend",
-    "uncle",
-    "aunt",
+HELPERS = (  # always used after a possessive: "her grandmother", "his music teacher"
+    "grandmother, grandfather, neighbor, teacher, older sister, older brother, uncle, aunt, best friend, cousin, "
+    "music teacher, swimming coach"
+).split(", ")
+TOWNS = (
+    "Brookfield, Millbrook, Ashford, Elm Hollow, Fernvale, Stonebridge, Willowmere, Oakridge, Maple Cove, "
+    "Pinecrest, Harbor Point, Clearwater, Redhill, Larkspur, Thornbury, Bellwood"
+).split(", ")
+PLACES = [  # (place, preposition)
+    tuple(x.split("@"))
+    for x in (
+        "the harbor@at, the market@at, the forest@in, the library@in, the garden@in, the orchard@in, "
+        "the hill above the village@on, the old bridge@near, the bakery@in, the school yard@in, the meadow@in, "
+        "the beach@on, the train station@at, the barn@in, the lighthouse@near, the pond@by, the museum@in, "
+        "the kitchen@in, the attic@in, the riverbank@on"
+    ).split(", ")
 ]
-TOWNS = [
-    "Brookfield",
-    "Millbrook",
-    "Ashford",
-    "Elm Hollow",
-    "Fernvale",
-    "Stonebridge",
-    "Willowmere",
-    "Oakridge",
-    "Maple Cove",
-    "Pinecrest",
-    "Harbor Point",
-    "Clearwater",
-    "Redhill",
-    "Larkspur",
-    "Thornbury",
-    "Bellwood",
-]
-PLACES = [
-    ("the harbor", "at"),
-    ("the market", "at"),
-    ("the forest", "in"),
-    ("the library", "in"),
-    ("the garden", "in"),
-    ("the orchard", "in"),
-    ("the hill above the village", "on"),
-    ("the old bridge", "near"),
-    ("the bakery", "in"),
-    ("the school yard", "in"),
-    ("the meadow", "in"),
-    ("the beach", "on"),
-    ("the train station", "at"),
-    ("the barn", "in"),
-    ("the lighthouse", "near"),
-    ("the pond", "by"),
-    ("the museum", "in"),
-    ("the kitchen", "in"),
-    ("the attic", "in"),
-    ("the riverbank", "on"),
-]
-OBJECTS = [
-    "kite",
-    "map",
-    "scarf",
-    "lantern",
-    "key",
-    "notebook",
-    "ball",
-    "hat",
-    "compass",
-    "whistle",
-    "shell",
-    "marble",
-    "storybook",
-    "glove",
-    "basket",
-    "drum",
-    "toy boat",
-    "paintbrush",
-    "umbrella",
-    "pocket watch",
-]
-ADJS = ["red", "blue", "green", "yellow", "old", "shiny", "wooden", "striped", "tiny", "silver", "brown", "bright"]
-TIMES = [
-    "One morning",
-    "Early one Saturday",
-    "On a windy afternoon",
-    "Late one autumn evening",
-    "On the first warm day of spring",
-    "One rainy Tuesday",
-    "Just after breakfast one day",
-    "On a cold winter morning",
-    "One summer evening",
-    "At the start of the school holidays",
-]
+OBJECTS = (
+    "kite, map, scarf, lantern, key, notebook, ball, hat, compass, whistle, shell, marble, storybook, glove, "
+    "basket, drum, toy boat, paintbrush, umbrella, pocket watch"
+).split(", ")
+ADJS = ["red", "blue", "green", "yellow", "little", "shiny", "wooden", "striped", "tiny", "silver", "brown", "bright"]
+TIMES = (
+    "One morning, Early one Saturday, On a windy afternoon, Late one autumn evening, "
+    "On the first warm day of spring, One rainy Tuesday, Just after breakfast one day, "
+    "On a cold winter morning, One summer evening, At the start of the school holidays"
+).split(", ")
 SKILLS = [
     (
         "ride a bicycle",
@@ -615,7 +522,7 @@ def _story_share(rng: random.Random, hero: _Who, friend: _Who, town: str) -> lis
                 f"Soon both of them were cross, and the day {prep} {place} was spoiled.",
                 f"They stopped talking to each other and sat apart {prep} {place}.",
                 f"{h.name} stamped {h.poss} foot, and {f.name} turned away.",
-                f"A {rng.choice(ANIMALS)} watched them argue and then ran off.",
+                f"{_cap(_an(rng.choice(ANIMALS)))} watched them argue and then ran off.",
             ]
         ),
         rng.choice(
@@ -1190,6 +1097,20 @@ def explanation_note(rng: random.Random, topic: str | None = None) -> tuple[str,
     return f"{first}\n\n{last}", topic
 
 
+_CHAT_OPEN = ["", "Good question.", "Here is a simple explanation.", "Let me explain {title}.", "Sure."]
+_CHAT_CLOSE = ["", "I hope that helps.", "That is {title}, in short.", "Ask me if you want more detail."]
+
+
+def explanation_answer(rng: random.Random, topic: str) -> str:
+    """The same facts as a direct chat answer: no narrator, no invented people (for the demo's SFT data)."""
+    title, _q, facts = TOPICS[topic]
+    chosen = sorted(rng.sample(facts, rng.randint(4, 6)), key=facts.index)
+    connect = [c for c in _CONNECT if "{" not in c]
+    body = [f if i == 0 or not (c := rng.choice(connect)) else c + _lower_first(f) for i, f in enumerate(chosen)]
+    opening, closing = (rng.choice(x).format(title=title) for x in (_CHAT_OPEN, _CHAT_CLOSE))
+    return " ".join(x for x in [opening, *body, closing] if x)
+
+
 # animal -> (kind, home, food, feature, young)
 ANIMAL_FACTS = {
     "fox": ("mammal", "woods and fields", "mice, berries and insects", "a bushy tail", "cubs"),
@@ -1224,9 +1145,9 @@ def _animal_sentences(rng: random.Random, animal: str, v: int) -> list[str]:
         [f"They eat {food}.", f"Their food is mostly {food}."][v],
         [
             f"One thing that makes the {animal} easy to recognize is {feature}.",
-            f"Look for {feature}, and you will know it is a {animal}.",
+            f"Look for {feature}, and you will know it is {_an(animal)}.",
         ][v],
-        [f"Baby {many} are called {young}.", f"The young of a {animal} are known as {young}."][v],
+        [f"Baby {many} are called {young}.", f"The young of {_an(animal)} are known as {young}."][v],
     ]
     rng.shuffle(rest)
     first = [f"The {animal} is {art} {kind}.", f"{_cap(many)} are {kind}s."][v]
@@ -1240,7 +1161,7 @@ def animal_profile(rng: random.Random) -> tuple[str, str]:
     poss = PRONOUNS[g][2]
     seen = rng.choice(
         [
-            f"On a walk {place[1]} {place[0]} near {town}, {who} saw a {a} and, a little later, a {b}.",
+            f"On a walk {place[1]} {place[0]} near {town}, {who} saw {_an(a)} and, a little later, {_an(b)}.",
             f"{who} is writing a school report about two animals: the {a} and the {b}.",
             f"In {town}, {who}'s favorite animals are the {a} and the {b}, and {who} knows a lot about both.",
             f"At the nature center in {town}, {who} and {poss} {rng.choice(HELPERS)} read about the {a} and the {b}.",
@@ -1599,6 +1520,9 @@ def generate_demo_corpus(
     unknown = set(frac) - set(DEFAULT_FRACTIONS)
     if unknown:
         raise ValueError(f"unknown fraction keys {sorted(unknown)} (known: {sorted(DEFAULT_FRACTIONS)})")
+    bad = {k: v for k, v in frac.items() if not isinstance(v, int | float) or not 0 <= v <= 0.5}
+    if bad or not isinstance(n_docs, int):
+        raise ValueError(f"fractions must be numbers in [0, 0.5] and n_docs an integer, got {bad or n_docs!r}")
     counts = _plan_counts(n_docs, frac)
     n_clean = n_docs - counts["junk"] - counts["exact_dup"] - counts["near_dup"] - counts["leak"]
     if n_clean < max(20, n_docs // 2):
@@ -1654,7 +1578,7 @@ def generate_demo_corpus(
     nb = len(BOILERPLATE)
     for k, i in enumerate(sorted(rng.sample(clean_idx, min(counts["boilerplate"], len(clean_idx))))):
         picks = [k % nb] + ([(k + nb // 2) % nb] if k % 3 == 2 else [])
-        docs[i]["text"] += "\n\n" + "\n".join(BOILERPLATE[k] for k in picks)
+        docs[i]["text"] += "\n\n" + "\n".join(BOILERPLATE[b] for b in picks)
         docs[i]["planted"]["boilerplate"] = picks
     n_boiler_docs = sum("boilerplate" in d["planted"] for d in docs)
 
@@ -1769,7 +1693,7 @@ def generate_demo_corpus(
             "format": "Question: <question>\nAnswer: <solution>",
             "ngram": leak_ngram,
         },
-        "arith_problems": need,
+        "arith_train_problems": need - counts["leak"],  # each leak sheet holds one benchmark item in place of one
         "arith_train_dropped_for_benchmark_overlap": arith_dropped,
         # what a perfect curation keeps: every clean document (boilerplate lines stripped), one of each duplicate set
         "expected_kept_docs": n_clean,
@@ -1830,10 +1754,10 @@ def demo_sft_conversations(
             p, k = pool[k], k + 1
             user, reply, kind = p.question, p.solution, "arith"
         elif u < 0.65:
-            text, topic = explanation_note(r)
+            topic = r.choice(sorted(TOPICS))
             q = TOPICS[topic][1]
             user = r.choice([q, f"Can you explain {TOPICS[topic][0]}?", f"{q} Please explain it simply."])
-            reply, kind = text, "explanation"
+            reply, kind = explanation_answer(r, topic), "explanation"
         elif u < 0.85:
             text, plot, hero, town = _story(r, title=False)
             who = f"a {hero.animal} named {hero.name}" if hero.animal else f"a child named {hero.name}"
@@ -1874,12 +1798,11 @@ def demo_preference_pairs(seed: int = 0, n: int = 1000) -> list[dict]:
     for i in range(n - len(out)):
         r = _rng("demo-pref", seed, i)
         topic = r.choice(topics)
-        chosen, _ = explanation_note(r, topic)
+        chosen = explanation_answer(r, topic)
         if r.random() < 0.5:
-            rejected, _ = explanation_note(r, r.choice([t for t in topics if t != topic]))
-            kind = "off_topic"
-        else:
-            rejected, kind = chosen.split(". ", 1)[0] + ".", "unhelpful"
+            rejected, kind = explanation_answer(r, r.choice([t for t in topics if t != topic])), "off_topic"
+        else:  # a reply that says almost nothing: its first sentence only
+            rejected, kind = chosen.split(". ", 1)[0].rstrip(".") + ".", "unhelpful"
         out.append({"prompt": TOPICS[topic][1], "chosen": chosen, "rejected": rejected, "kind": kind})
     return out
 

@@ -97,6 +97,8 @@ class _Stream:
 
 
 class TokenLoader:
+    """Packed training windows by phase and mixture; see the module docstring for the whole API."""
+
     def __init__(
         self,
         tokenize_dir: str | os.PathLike,

@@ -294,8 +294,12 @@ def lsh_edges(sigs: np.ndarray, params: MinHashParams) -> np.ndarray:
 
     The star is enough for connected components and gives each member one edge to check against (exact Jaccard).
     """
-    keys = band_keys(sigs, params)
-    valid = ~np.all(sigs == MinHasher.EMPTY, axis=1)
+    return lsh_edges_from_keys(band_keys(sigs, params), ~np.all(sigs == MinHasher.EMPTY, axis=1))
+
+
+def lsh_edges_from_keys(keys: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """`lsh_edges` from precomputed band keys (n x bands) and the mask of documents that have shingles."""
+    params = MinHashParams(bands=keys.shape[1])
     edges = []
     idx = np.flatnonzero(valid)
     for b in range(params.bands):

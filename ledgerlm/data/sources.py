@@ -29,22 +29,24 @@ class SourceSpec:
 
     name: str = "default"
     path: str | None = None  # file or directory (directories are read recursively, files in sorted order)
-    format: str = "auto"  # auto | jsonl | parquet | text | hf
+    format: str = "auto"  # auto | jsonl | parquet | text | hf | demo (the built-in generated corpus)
     text_field: str = "text"  # "*" = every string value of the record joined by newlines (chat, DPO pairs)
     id_field: str | None = None  # kept as orig_id; the document id is always content-derived
     hf_name: str | None = None  # Hugging Face dataset name (format hf), streamed
     hf_config: str | None = None
     hf_split: str = "train"
+    hf_data_files: str | None = None  # for builder datasets such as hf_name "json"/"parquet" over local or remote files
     text_split: str = "file"  # plain text: one document per file, or per blank-line-separated block ("blank_line")
     limit: int | None = None  # first N records of this source only
     priority: int = 0  # near-dup clusters keep the copy from the highest-priority source
+    seed: int = 0  # format demo: the generator's seed (limit = number of documents, default 6000)
 
     def validate(self) -> None:
-        if self.format not in ("auto", "jsonl", "parquet", "text", "hf"):
-            raise ValueError(f"source {self.name!r}: format must be auto|jsonl|parquet|text|hf, got {self.format!r}")
+        if self.format not in ("auto", "jsonl", "parquet", "text", "hf", "demo"):
+            raise ValueError(f"source {self.name!r}: format must be auto|jsonl|parquet|text|hf|demo, got {self.format!r}")
         if self.format == "hf" and not self.hf_name:
             raise ValueError(f"source {self.name!r}: format hf needs hf_name")
-        if self.format != "hf" and not self.path and not self.hf_name:
+        if self.format not in ("hf", "demo") and not self.path and not self.hf_name:
             raise ValueError(f"source {self.name!r}: needs a path (or hf_name)")
         if self.text_split not in ("file", "blank_line"):
             raise ValueError(f"source {self.name!r}: text_split must be file|blank_line")
@@ -61,11 +63,16 @@ class Record:
     detail: str = ""
     raw: str = ""  # a prefix of the offending input, for the quarantine file
 
+    _id: str | None = None
+
     @property
     def id(self) -> str:
-        if self.reason is None:
-            return doc_id(self.source, self.text)
-        return "bad-" + xxhash.xxh3_64_hexdigest(f"{self.source}\0{self.file}\0{self.line}".encode())
+        if self._id is None:  # computed once: hashing the text is not free
+            if self.reason is None:
+                self._id = doc_id(self.source, self.text)
+            else:
+                self._id = "bad-" + xxhash.xxh3_64_hexdigest(f"{self.source}\0{self.file}\0{self.line}".encode())
+        return self._id
 
 
 def doc_id(source: str, text: str) -> str:
@@ -158,7 +165,7 @@ def _jsonl(spec: SourceSpec, path: Path, counter: list[int], rank: int, world: i
             if i % world != rank:
                 continue
             try:
-                s = line.decode("utf-8")
+                s = line.decode("utf-8-sig" if lineno == 1 else "utf-8")  # tolerate a byte-order mark
             except UnicodeDecodeError as e:
                 yield Record(
                     spec.name,
@@ -244,7 +251,8 @@ def _parquet(spec: SourceSpec, path: Path, counter: list[int], rank: int, world:
 def _hf(spec: SourceSpec, rank: int, world: int) -> Iterator[Record]:
     from datasets import load_dataset  # optional dependency, only for Hub sources
 
-    ds = load_dataset(spec.hf_name, spec.hf_config, split=spec.hf_split, streaming=True)
+    kw = {"data_files": spec.hf_data_files} if spec.hf_data_files else {}
+    ds = load_dataset(spec.hf_name, spec.hf_config, split=spec.hf_split, streaming=True, **kw)
     where = f"hf:{spec.hf_name}" + (f"/{spec.hf_config}" if spec.hf_config else "") + f":{spec.hf_split}"
     for i, obj in enumerate(ds):
         if spec.limit is not None and i >= spec.limit:
@@ -254,9 +262,22 @@ def _hf(spec: SourceSpec, rank: int, world: int) -> Iterator[Record]:
         yield _from_obj(spec, where, i + 1, obj)
 
 
+def _demo(spec: SourceSpec, rank: int, world: int) -> Iterator[Record]:
+    """The built-in corpus, generated in memory (deterministic for a seed); its `planted` labels are not read."""
+    from ledgerlm.data.demo_corpus import generate_demo_corpus
+
+    records, _ = generate_demo_corpus(spec.seed, spec.limit or 6000)
+    for i, rec in enumerate(records):
+        if i % world == rank:
+            yield Record(spec.name, f"builtin:demo?seed={spec.seed}", i + 1, text=rec["text"], orig_id=rec["id"])
+
+
 def iter_records(spec: SourceSpec, rank: int = 0, world: int = 1) -> Iterator[Record]:
     """This task's share of the source's records, in file order."""
     fmt = spec.format
+    if fmt == "demo":
+        yield from _demo(spec, rank, world)
+        return
     if fmt == "hf" or (fmt == "auto" and spec.hf_name and not spec.path):
         yield from _hf(spec, rank, world)
         return

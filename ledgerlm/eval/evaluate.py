@@ -12,7 +12,7 @@ import yaml
 from ledgerlm.eval import gsm8k as g8
 from ledgerlm.eval.harness import LM, greedy_generate, loglikelihood
 from ledgerlm.eval.stats import binary_score, mean_of_scores, perplexity_score
-from ledgerlm.eval.tasks import SIX_TASKS, Task, load_task
+from ledgerlm.eval.tasks import GENERATIVE, SIX_TASKS, Task, load_task
 
 # The metric each task contributes to the six-task mean: length-normalised accuracy where lm-eval defines it
 # (the choices differ in length), plain accuracy for WinoGrande (one shared continuation) and LAMBADA (greedy match).
@@ -143,12 +143,12 @@ def evaluate(
         task = load_task(name, data_dir=data_dir, limit=limit)
         if task.quarantined:
             say(f"{name}: {len(task.quarantined)} malformed record(s) quarantined, e.g. {task.quarantined[0]}")
-        if name == "gsm8k":
-            train = load_task("gsm8k", data_dir=data_dir, split="train") if any(gsm8k_shots) else None
+        if name in GENERATIVE:
+            train = load_task(name, data_dir=data_dir, split="train") if any(gsm8k_shots) else None
             for k in gsm8k_shots:
                 r = score_gsm8k(lm, task, k, train, gsm8k_max_new_tokens, batch_size=max(1, batch_size // 2))
-                out["tasks"][f"gsm8k_{k}shot"] = r
-                say(f"gsm8k {k}-shot: {_fmt_metrics(r['metrics'])} ({r['items_per_s']} items/s)")
+                out["tasks"][f"{name}_{k}shot"] = r
+                say(f"{name} {k}-shot: {_fmt_metrics(r['metrics'])} ({r['items_per_s']} items/s)")
         else:
             r = score_loglikelihood_task(lm, task, batch_size, progress)
             out["tasks"][name] = r
@@ -195,11 +195,15 @@ def load_references(path: str | Path | None = None) -> list[dict]:
     return rows
 
 
+def _f(x: float, digits: int = 4) -> str:
+    return f"{x:.{digits}g}" if abs(x) >= 1000 else f"{x:.{digits}f}"  # perplexities of weak models are huge
+
+
 def _cell(v: dict | None) -> str:
     if v is None:
         return "—"
     lo, hi = v["ci95"]
-    return f"{v['value']:.4f} ± {v['stderr']:.4f} [{lo:.3f}, {hi:.3f}]"
+    return f"{_f(v['value'])} ± {_f(v['stderr'])} [{_f(lo, 3)}, {_f(hi, 3)}]"
 
 
 def to_markdown(results: dict, references: list[dict] | None = None) -> str:

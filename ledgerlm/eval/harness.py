@@ -95,12 +95,13 @@ def _vocab_id(path) -> str:
 
 
 class LM:
-    """Backend interface. `logits(ids[B,T], pos[B,T] | None, mask[B,1,T,T] additive | None) -> float logits[B,T,V]`."""
+    """Backend interface. `logits(ids[B,T], pos[B,T] | None, mask[B,1,T,T] bool (True = attend) | None)
+    -> logits[B,T,V]`."""
 
     tok: Tok
     max_length: int = 2048
     device: str = "cpu"
-    tree: bool = False  # accepts position ids + a custom additive mask
+    tree: bool = False  # accepts position ids + a custom 4D mask
     name: str = ""
 
     def logits(
@@ -121,40 +122,43 @@ class LM:
 class HFCausalLM(LM):
     """Any transformers causal LM (a local folder or a Hub name)."""
 
+    # Rotary Llama-family architectures: logits are exactly lm_head(decoder(...)) (no soft-capping or scaling
+    # after the head) and positions come from position_ids.
+    _PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3"}
+
     def __init__(self, model, tok: Tok, name: str = "", device: str = "cpu"):
         self.model = model.eval()
         self.tok = tok
         self.name = name
         self.device = device
-        self.tree = True  # transformers accepts a 4D additive mask + position_ids (checked in tests)
+        # Llama-family models in transformers take a custom 4D mask + position ids with SDPA (a bool mask) and
+        # eager attention (an additive one). Flash-attention kernels take no custom mask, and some architectures
+        # derive positions from the 2D mask (OPT) or learn absolute ones: those score one row per request.
+        self.attn_impl = getattr(model.config, "_attn_implementation", None) or "eager"
+        self.tree = self.attn_impl in ("sdpa", "eager") and model.config.model_type in self._PLAIN_HEAD
         self.max_length = _max_length(model.config, getattr(tok.tok, "model_max_length", None))
 
     @property
     def dtype(self):
         return next(self.model.parameters()).dtype
 
-    @torch.no_grad()
-    def logits(self, ids, pos=None, mask=None):
+    def _kw(self, pos, mask) -> dict:
         kw = {}
         if mask is not None:
-            kw["attention_mask"] = mask.to(self.dtype)
+            kw["attention_mask"] = mask if self.attn_impl == "sdpa" else additive(mask, self.dtype)
         if pos is not None:
             kw["position_ids"] = pos
-        return self.model(input_ids=ids, **kw).logits
+        return kw
 
-    # Architectures whose logits are exactly lm_head(decoder(...)) (no soft-capping or scaling after the head).
-    _PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3"}
+    @torch.no_grad()
+    def logits(self, ids, pos=None, mask=None):
+        return self.model(input_ids=ids, **self._kw(pos, mask)).logits
 
     @torch.no_grad()
     def logits_at(self, ids, pos, mask, bidx, tidx):
         if self.model.config.model_type not in self._PLAIN_HEAD or not hasattr(self.model, "lm_head"):
             return super().logits_at(ids, pos, mask, bidx, tidx)
-        kw = {}
-        if mask is not None:
-            kw["attention_mask"] = mask.to(self.dtype)
-        if pos is not None:
-            kw["position_ids"] = pos
-        h = self.model.model(input_ids=ids, **kw).last_hidden_state
+        h = self.model.model(input_ids=ids, **self._kw(pos, mask)).last_hidden_state
         return self.model.lm_head(h[bidx, tidx])
 
 
@@ -268,9 +272,13 @@ def load_lm(
             backend = "ledgerlm"
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, None: None}[dtype]
     if backend == "hf":
+        import transformers
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(spec, dtype=torch_dtype or torch.float32).to(device)
+        # transformers renamed `torch_dtype` to `dtype` in 4.56
+        major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+        key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+        model = AutoModelForCausalLM.from_pretrained(spec, **{key: torch_dtype or torch.float32}).to(device)
         return HFCausalLM(model, load_tok(spec), name=spec, device=device)
     if backend == "ledgerlm":
         from ledgerlm.model.hf import load_model
@@ -369,15 +377,19 @@ def _build_row(reqs: Sequence[tuple[int, _Req]], tree: bool) -> list[_Row]:
     return [_Row(tokens, pos, seg, row_reqs)]
 
 
-def _tree_mask(seg: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive mask [B,1,T,T]: causal, and a branch token sees the shared prefix and its own branch only."""
+def _tree_mask(seg: torch.Tensor) -> torch.Tensor:
+    """Boolean mask [B,1,T,T] (True = attend): causal, and a branch token sees the shared prefix and its own
+    branch only. Padding (seg -1) attends to padding, so no row is empty."""
     T = seg.shape[1]
     causal = torch.ones(T, T, dtype=torch.bool, device=seg.device).tril()
     sq, sk = seg[:, :, None], seg[:, None, :]
-    allowed = causal[None] & ((sk == 0) | (sk == sq))
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=seg.device)
-    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return mask[:, None]
+    return (causal[None] & ((sk == 0) | (sk == sq)))[:, None]
+
+
+def additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Boolean attend-mask -> additive float mask (0 where attended, the dtype's minimum elsewhere)."""
+    out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return out.masked_fill_(~mask, torch.finfo(dtype).min)
 
 
 def loglikelihood(
@@ -434,7 +446,7 @@ def loglikelihood(
         dev = lm.device
         bt, tt = torch.tensor(bidx, device=dev), torch.tensor(tidx, device=dev)
         if bool((seg > 0).any()):
-            sel = lm.logits_at(ids.to(dev), pos.to(dev), _tree_mask(seg.to(dev), lm.dtype), bt, tt)
+            sel = lm.logits_at(ids.to(dev), pos.to(dev), _tree_mask(seg.to(dev)), bt, tt)
         else:  # right padding under a causal mask never affects real positions: no mask needed (as lm-eval)
             sel = lm.logits_at(ids.to(dev), None, None, bt, tt)
         logp = F.log_softmax(sel.float(), dim=-1)
@@ -484,34 +496,58 @@ def greedy_generate(
 def _generate_batch(lm: LM, prompts: list[list[int]], max_new: int, stops: list[str]) -> list[list[int]]:
     if isinstance(lm, HFCausalLM):
         return _hf_generate(lm, prompts, max_new, stops)
-    if isinstance(lm, LedgerLlama):
-        try:
-            from ledgerlm.model.generate import generate
-        except ImportError:
-            generate = None
-        if generate is not None:
-            stop_ids = (lm.tok.eos_id,) if lm.tok.eos_id is not None else ()
-            return generate(
-                lm.model,
-                prompts,
-                max_new,
-                temperature=0.0,
-                stop_ids=stop_ids,
-                stop_strings=tuple(stops),
-                tokenizer=lm.tok.tok,
-            )
+    model = lm.model if isinstance(lm, LedgerLlama) else _ledger_ensemble(lm) if isinstance(lm, Ensemble) else None
+    if model is not None:
+        from ledgerlm.model.generate import generate
+
+        stop_ids = (lm.tok.eos_id,) if lm.tok.eos_id is not None else ()
+        return generate(
+            model, prompts, max_new, temperature=0.0, stop_ids=stop_ids, stop_strings=tuple(stops), tokenizer=lm.tok.tok
+        )
     return [_naive_generate(lm, p, max_new, stops) for p in prompts]
+
+
+def _ledger_ensemble(lm: Ensemble):
+    """The ensemble as ledgerlm.model.ensemble.Ensemble (same combination rule, with a KV cache), when every
+    member is a Llama folder ledgerlm can load; None otherwise (then decoding recomputes the whole prefix)."""
+    if getattr(lm, "_kv_model", None) is None:
+        try:
+            from ledgerlm.model.ensemble import Ensemble as KVEnsemble
+            from ledgerlm.model.hf import load_model
+
+            members = [
+                m.model if isinstance(m, LedgerLlama) else load_model(m.name, lm.device, m.dtype) for m in lm.members
+            ]
+            lm._kv_model = KVEnsemble(members, mode=lm.mode).eval()
+        except (ImportError, ValueError, FileNotFoundError, KeyError):
+            lm._kv_model = False
+    return lm._kv_model or None
 
 
 def _hf_generate(lm: HFCausalLM, prompts, max_new, stops):
     # Left padding + attention mask, greedy; the stop strings are applied afterwards on the decoded text.
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
     T = max(len(p) for p in prompts)
     pad = lm.tok.eos_id if lm.tok.eos_id is not None else 0
     ids = torch.tensor([[pad] * (T - len(p)) + p for p in prompts], device=lm.device)
     att = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=lm.device)
-    kw = {}
-    if stops and hasattr(lm.tok.tok, "convert_ids_to_tokens"):
-        kw = {"stop_strings": list(stops), "tokenizer": lm.tok.tok}
+
+    class StopOnStrings(StoppingCriteria):
+        """Finish a row once its generated tail contains a stop string (decoding a short tail per step, as
+        lm-eval's criteria do; transformers' `stop_strings` precomputes tables over the whole vocabulary)."""
+
+        def __init__(self):
+            self.done = torch.zeros(len(prompts), dtype=torch.bool, device=lm.device)
+
+        def __call__(self, input_ids, scores, **kw):
+            tail = input_ids[:, T:][:, -16:].tolist()
+            for i, t in enumerate(tail):
+                if not self.done[i] and any(st in lm.tok.decode(t) for st in stops):
+                    self.done[i] = True
+            return self.done.clone()
+
+    kw = {"stopping_criteria": StoppingCriteriaList([StopOnStrings()])} if stops else {}
     out = lm.model.generate(
         input_ids=ids, attention_mask=att, max_new_tokens=max_new, do_sample=False, pad_token_id=pad, **kw
     )

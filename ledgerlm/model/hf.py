@@ -109,6 +109,7 @@ def save_model(
     model. `tokenizer` is a `tokenizers.Tokenizer` or a path to a tokenizer.json.
     """
     out_dir = Path(out_dir)
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     model = getattr(model, "module", model)  # unwrap DDP
     cfg = model.cfg
     sd = {k: v.detach() for k, v in model.state_dict().items()}

@@ -108,16 +108,22 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:  # fused kernel, same maths as HF's fp32 path
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         # As HF: normalise in fp32, cast back, then scale (order matters for bf16 parity).
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x * cat(c, c) + rotate_half(x) * cat(s, s), written on the halves: the same floating-point operations as
+    HF's form (so bitwise the same), with fewer full-size temporaries."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
 class RotaryEmbedding(nn.Module):
@@ -127,10 +133,9 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        # position_ids [B, T] -> cos, sin [B, 1, T, head_dim]; computed in fp32 like HF, then cast.
+        # position_ids [B, T] -> half-width cos, sin [B, T, 1, head_dim/2]; fp32 like HF, then cast.
         freqs = position_ids.float()[..., None] * self.inv_freq.float()
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
+        return freqs.cos().to(dtype)[:, :, None], freqs.sin().to(dtype)[:, :, None]
 
 
 class KVCache:
@@ -155,8 +160,10 @@ class KVCache:
 def _sdpa(q, k, v, mask, is_causal, dropout_p):
     rep = q.shape[1] // k.shape[1]
     if rep > 1:
-        # Same as HF repeat_kv (head h uses kv head h // rep). enable_gqa would avoid the copy but not every
-        # backend supports it with masks; the copy is cheap at this size.
+        if q.is_cuda and mask is None:
+            # flash kernels take grouped K/V directly: no copy
+            return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, dropout_p=dropout_p, enable_gqa=True)
+        # Same as HF repeat_kv (head h uses kv head h // rep); exact, and every CPU/masked backend accepts it.
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p)
@@ -175,11 +182,13 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, mask, kv_cache: KVCache | None):
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_head, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.n_kv_head, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.n_kv_head, self.head_dim).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        h, kvh = self.n_head, self.n_kv_head
+        # one GEMM for q, k and v (weights stay separate, named as in HF); RoPE on q and k in one pass
+        w = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))
+        qkv = F.linear(x, w).view(b, t, h + 2 * kvh, self.head_dim)
+        qk = apply_rope(qkv[:, :, : h + kvh], cos, sin)
+        q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)
+        v = qkv[:, :, h + kvh :].transpose(1, 2)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)
         p = self.dropout if self.training else 0.0
@@ -195,7 +204,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
 
     def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = F.linear(x, torch.cat((self.gate_proj.weight, self.up_proj.weight))).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class Block(nn.Module):

@@ -160,8 +160,8 @@ def generate(
     """`n` distinct problems of `split`, deterministic from the arguments. Raises if the space is too small."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    names = [t for t in (templates or tuple(TEMPLATES)) if TEMPLATES[t] <= max_ops]
     unknown = set(templates or ()) - set(TEMPLATES)
+    names = [t for t in (templates or tuple(TEMPLATES)) if t in TEMPLATES and TEMPLATES[t] <= max_ops]
     if unknown or not names:
         raise ValueError(f"no usable templates (unknown: {sorted(unknown)}, max_ops={max_ops})")
     rng = random.Random(f"arith|{seed}|{split}")
@@ -182,9 +182,21 @@ def generate(
     return out
 
 
-def corrupt(p: Problem, rng: random.Random, calc_annotations: bool = False) -> tuple[str, str]:
-    """A plausible wrong worked solution for `p` -> (text, kind). Used as the rejected side of preference pairs."""
-    kind = rng.choice(["arith", "final", "arith"])
+CORRUPTIONS = ("arith", "final")
+
+
+def corrupt(
+    p: Problem, rng: random.Random, calc_annotations: bool = False, kinds: tuple[str, ...] = CORRUPTIONS
+) -> tuple[str, str]:
+    """A plausible wrong worked solution for `p` -> (text, kind). Used as the rejected side of preference pairs.
+
+    "arith": an arithmetic slip in one step, carried consistently through the later steps (only checking the
+    arithmetic reveals it); "final": correct steps but a different number on the `####` line (an inconsistency
+    visible at the end). With both kinds allowed, "arith" is drawn twice as often."""
+    bad = set(kinds) - set(CORRUPTIONS)
+    if bad or not kinds:
+        raise ValueError(f"corruption kinds must be among {CORRUPTIONS}, got {kinds}")
+    kind = rng.choice(["arith", "final", "arith"] if len(set(kinds)) == 2 else list(kinds))
     steps = list(p.steps)
     i = rng.randrange(len(steps))
     a, op, b, r = steps[i]
@@ -211,13 +223,15 @@ def corrupt(p: Problem, rng: random.Random, calc_annotations: bool = False) -> t
     return "\n".join(lines) + f"\n#### {prev}", "arith"
 
 
-def preference_pairs(n: int, split: str = "train", seed: int = 0, **kw) -> list[dict]:
+def preference_pairs(
+    n: int, split: str = "train", seed: int = 0, kinds: tuple[str, ...] = CORRUPTIONS, **kw
+) -> list[dict]:
     """{"prompt", "chosen", "rejected", "kind"} with prompt = question, chosen = correct worked solution."""
     calc = kw.get("calc_annotations", False)
     rng = random.Random(f"pairs|{seed}|{split}")
     out = []
     for p in generate(n, split, seed, **kw):
-        rej, kind = corrupt(p, rng, calc)
+        rej, kind = corrupt(p, rng, calc, kinds)
         if rej == p.solution:  # cannot happen with delta != 0, but never emit a tie as a preference
             continue
         out.append({"prompt": p.question, "chosen": p.solution, "rejected": rej, "kind": kind, "key": p.key})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 from pathlib import Path
 
 import torch
@@ -37,7 +38,24 @@ def resolve_model_dir(ref: str | Path, ctx, key: str = "base") -> Path:
     for c in candidates:
         if (c / "config.json").is_file():
             return c
+    hub = ref.removeprefix("hf:")
+    if ref.startswith("hf:") or (re.fullmatch(r"[\w.-]+/[\w.-]+", ref) and not p.exists()):
+        return hub_model_dir(hub, key)
     raise ConfigError(key, f"no model found for {ref!r} (looked in {', '.join(str(c) for c in candidates)})")
+
+
+def hub_model_dir(name: str, key: str = "base") -> Path:
+    """A Hub model (e.g. HuggingFaceTB/SmolLM2-135M) downloaded once into the HF cache; the ledger then hashes the
+    exact files used. Only weights, configs and tokenizer files are fetched."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as e:
+        raise ConfigError(key, f"{name!r} looks like a Hub model; `pip install ledgerlm[hf]` to download it") from e
+    patterns = ["*.json", "*.safetensors", "tokenizer*", "*.txt"]
+    try:
+        return Path(snapshot_download(name, allow_patterns=patterns))
+    except Exception as e:  # network, auth, missing repo: say which key and name
+        raise ConfigError(key, f"could not fetch {name!r} from the Hugging Face Hub: {e}") from e
 
 
 def load_model_and_tokenizer(model_dir: Path, device: str | torch.device = "cpu"):

@@ -190,7 +190,7 @@ def _init_dir(cfg: Config, ctx) -> Path:
 
 def inputs(cfg: Config, ctx) -> dict[str, Path]:
     out: dict = {"init_model": _init_dir(cfg, ctx)}
-    if cfg.data != "arith":
+    if not cfg.data.startswith("arith"):
         p = Path(cfg.data).expanduser()
         out["data"] = p if p.exists() else f"hub:{cfg.data.removeprefix('hf:')}"
     return out

@@ -79,6 +79,7 @@ class Config:
     log_kl: bool = True  # keep the reference to log KL even when kl_beta == 0 (one extra forward per step)
     ppo_epochs: int = 1
     minibatches: int = 1
+    micro_batch_size: int = 0  # sequences per forward/backward pass (0 = a whole minibatch); gradients accumulate
     filter_zero_std: bool = True
     mask_truncated: bool = True
     extract: str = "strict"  # strict (#### N) | flexible (last number)
@@ -187,6 +188,20 @@ def policy_loss(
     if kl is not None:
         stats["kl"] = float((kl.detach() * m).sum() / n)
     return loss, stats
+
+
+def keep_mask(
+    zero_std: torch.Tensor, truncated: list[bool], group_size: int, filter_zero_std: bool, mask_truncated: bool
+):
+    """[P*G] 0/1: which completions enter the loss. Zero-variance groups have no signal (and under token-level
+    aggregation would only dilute the others); truncated completions were cut off before their answer, so their
+    zero reward says nothing about it (DAPO's overlong filtering)."""
+    keep = torch.ones(len(truncated))
+    if filter_zero_std:
+        keep *= (~zero_std).repeat_interleave(group_size).float()
+    if mask_truncated:
+        keep *= 1.0 - torch.tensor(truncated, dtype=torch.float32)
+    return keep
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -330,15 +345,17 @@ class Sampler:
         return outs, texts, trunc
 
 
-def seq_token_logps(model, prompts: list[list[int]], completions: list[list[int]], device):
+def seq_token_logps(model, prompts: list[list[int]], completions: list[list[int]], device, temperature: float = 1.0):
     """Per-completion-token log-probs [N, L] (row i aligned at its first completion token; L = longest completion)
-    and the completion mask [N, L]."""
+    and the completion mask [N, L], under the sampling distribution (logits / temperature) so ratios and KL are
+    those of the policy that produced the samples."""
     from ledgerlm.post.preference import pad_batch, token_logps
 
     ids, _ = pad_batch(prompts, completions)
     ids = ids.to(device)
     with autocast(device):
-        lp = token_logps(model(ids), ids).float()
+        logits = model(ids)
+        lp = token_logps(logits / temperature if temperature != 1.0 else logits, ids).float()
     L = max(1, max(len(c) for c in completions))
     lens = torch.tensor([len(c) for c in completions], device=device)
     # completion token j of row i is predicted at position len(prompt_i) - 1 + j
@@ -346,6 +363,26 @@ def seq_token_logps(model, prompts: list[list[int]], completions: list[list[int]
     idx = (starts[:, None] + torch.arange(L, device=device)[None]).clamp(max=lp.shape[1] - 1)
     mask = (torch.arange(L, device=device)[None] < lens[:, None]).float()
     return lp.gather(1, idx) * mask, mask
+
+
+def chunked_logps(model, prompts, completions, device, temperature: float, chunk: int) -> torch.Tensor:
+    """`seq_token_logps` in chunks of `chunk` sequences (memory), padded to the longest completion -> [N, L]."""
+    L = max(1, max(len(c) for c in completions))
+    out = torch.zeros(len(prompts), L, device=device)
+    for i in range(0, len(prompts), chunk):
+        lp, _ = seq_token_logps(model, prompts[i : i + chunk], completions[i : i + chunk], device, temperature)
+        out[i : i + chunk, : lp.shape[1]] = lp
+    return out
+
+
+def agg_weight(mask: torch.Tensor, agg: str) -> float:
+    """What `aggregate` averages over, for a set of rows: tokens (dapo), sequences with a kept token (grpo), or
+    sequences (drgrpo, whose normaliser is rows x max_len)."""
+    if agg == "dapo":
+        return float(mask.sum())
+    if agg == "grpo":
+        return float((mask.sum(dim=1) > 0).sum())
+    return float(mask.shape[0]) if mask.sum() > 0 else 0.0
 
 
 @torch.no_grad()
@@ -446,7 +483,7 @@ def run(cfg: Config, ctx):
     rng = random.Random(f"rl|{ctx.seed}")
 
     t0 = time.time()
-    before, before_trunc, _ = greedy_exact_match(policy, sampler, held, cfg, device)
+    before, before_trunc, before_texts = greedy_exact_match(policy, sampler, held, cfg, device)
     start = sampled_pass_at_k(policy, sampler, held[: cfg.passk_problems], cfg, gen) if cfg.passk_problems else {}
     ctx.log.info(
         "rl start: held-out EM %.3f (greedy truncation %.2f), sampled %s", sum(before) / len(held), before_trunc, start
@@ -485,11 +522,7 @@ def run(cfg: Config, ctx):
             rewards = torch.tensor([r for r, _ in scored], dtype=torch.float32).view(P, G)
             correct = torch.tensor([c for _, c in scored], dtype=torch.float32).view(P, G)
             adv, zero_std = group_advantages(rewards, cfg.advantage)
-            keep = torch.ones(P * G)
-            if cfg.filter_zero_std:
-                keep *= (~zero_std).repeat_interleave(G).float()
-            if cfg.mask_truncated:
-                keep *= 1.0 - torch.tensor(trunc, dtype=torch.float32)
+            keep = keep_mask(zero_std, trunc, G, cfg.filter_zero_std, cfg.mask_truncated)
             comps_nz = [c if c else [sampler.im_end] for c in comps]  # an empty completion cannot be scored
             rec = {
                 "step": step + 1,
@@ -514,45 +547,69 @@ def run(cfg: Config, ctx):
                 policy.train()
                 flat_adv = adv.view(-1).to(device)
                 single = cfg.ppo_epochs * cfg.minibatches == 1  # then old = current policy: reuse its forward
+                chunk = cfg.micro_batch_size or P * G
                 with torch.no_grad():
-                    old_lp = None if single else seq_token_logps(policy, prompts, comps_nz, device)[0]
-                    ref_lp = seq_token_logps(ref, prompts, comps_nz, device)[0] if ref is not None else None
+                    old_lp = (
+                        None if single else chunked_logps(policy, prompts, comps_nz, device, cfg.temperature, chunk)
+                    )
+                    ref_lp = (
+                        None if ref is None else chunked_logps(ref, prompts, comps_nz, device, cfg.temperature, chunk)
+                    )
                 lens = torch.tensor([len(c) for c in comps_nz])
                 mask = (torch.arange(int(lens.max()))[None] < lens[:, None]).float().to(device)
                 mask = mask * keep.to(device)[:, None]
-                max_len = cfg.max_new_tokens
                 n_mb = cfg.minibatches
                 size = P * G // n_mb
-                losses, clipped, kls = [], [], []
+                losses, clipped, kls, gnorms = [], [], [], []
                 for _ in range(cfg.ppo_epochs):
                     order = torch.randperm(
                         P * G, generator=torch.Generator().manual_seed(rng.randrange(2**31))
                     ).tolist()
                     for k in range(n_mb):
                         mb = order[k * size : (k + 1) * size]
-                        lp, _ = seq_token_logps(policy, [prompts[i] for i in mb], [comps_nz[i] for i in mb], device)
-                        L = lp.shape[1]
-                        loss, st = policy_loss(
-                            lp,
-                            lp.detach() if old_lp is None else old_lp[mb, :L],
-                            flat_adv[mb],
-                            mask[mb, :L],
-                            agg=cfg.loss_agg,
-                            clip_low=cfg.clip_low,
-                            clip_high=cfg.clip_high,
-                            ref_logp=None if ref_lp is None else ref_lp[mb, :L],
-                            kl_beta=cfg.kl_beta,
-                            max_len=max_len,
-                        )
-                        loss.backward()
-                        optimizer_step(policy, opt, lr, cfg.grad_clip)
-                        losses.append(float(loss.detach()))
-                        clipped.append(st["clipped_frac"])
-                        if "kl" in st:
-                            kls.append(st["kl"])
-                if not all(math.isfinite(x) for x in losses):
+                        total_w = agg_weight(mask[mb], cfg.loss_agg)
+                        if total_w == 0:
+                            continue  # nothing kept in this minibatch: no step (Adam would still move on momentum)
+                        loss_sum, tok_sum, clip_sum, kl_sum = 0.0, 0.0, 0.0, 0.0
+                        for c0 in range(0, len(mb), chunk):  # gradient accumulation over micro-batches
+                            mc = mb[c0 : c0 + chunk]
+                            w = agg_weight(mask[mc], cfg.loss_agg)
+                            if w == 0:
+                                continue
+                            lp, _ = seq_token_logps(
+                                policy, [prompts[i] for i in mc], [comps_nz[i] for i in mc], device, cfg.temperature
+                            )
+                            L = lp.shape[1]
+                            loss, st = policy_loss(
+                                lp,
+                                lp.detach() if old_lp is None else old_lp[mc, :L],
+                                flat_adv[mc],
+                                mask[mc, :L],
+                                agg=cfg.loss_agg,
+                                clip_low=cfg.clip_low,
+                                clip_high=cfg.clip_high,
+                                ref_logp=None if ref_lp is None else ref_lp[mc, :L],
+                                kl_beta=cfg.kl_beta,
+                                max_len=cfg.max_new_tokens,
+                            )
+                            # each aggregation is a mean over some count (tokens, kept sequences, sequences): weight
+                            # the micro-batch by its share of the minibatch's count so the sum equals the full loss
+                            (loss * (w / total_w)).backward()
+                            n_tok = float(mask[mc, :L].sum())
+                            loss_sum += float(loss.detach()) * w / total_w
+                            tok_sum += n_tok
+                            clip_sum += st["clipped_frac"] * n_tok
+                            kl_sum += st.get("kl", 0.0) * n_tok
+                        gnorms.append(optimizer_step(policy, opt, lr, cfg.grad_clip))
+                        losses.append(loss_sum)
+                        clipped.append(clip_sum / max(tok_sum, 1.0))
+                        if ref_lp is not None:
+                            kls.append(kl_sum / max(tok_sum, 1.0))
+                if losses and not all(math.isfinite(x) for x in losses):
                     raise FloatingPointError(f"rl: non-finite loss at step {step + 1}")
-                rec.update(loss=sum(losses) / len(losses), clipped_frac=sum(clipped) / len(clipped), lr=lr)
+                n_up = max(1, len(losses))
+                rec.update(loss=sum(losses) / n_up, clipped_frac=sum(clipped) / n_up, lr=lr, updates=len(losses))
+                rec["grad_norm"] = sum(gnorms) / len(gnorms) if gnorms else 0.0
                 if kls:
                     rec["kl"] = sum(kls) / len(kls)
             rec["step_s"] = round(time.time() - ts, 3)
@@ -589,8 +646,8 @@ def run(cfg: Config, ctx):
             "truncation_after": after_trunc,
             "start_sampled": start,
             "per_problem": [
-                {"question": p["question"], "before": b, "after": a, "completion_after": t}
-                for p, b, a, t in zip(held, before, after, after_texts)
+                {"question": p["question"], "before": b, "after": a, "completion_before": tb, "completion_after": t}
+                for p, b, a, tb, t in zip(held, before, after, before_texts, after_texts)
             ],
         },
     )

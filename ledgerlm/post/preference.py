@@ -1,7 +1,7 @@
 """Preference pairs (prompt, chosen, rejected) for the dpo and reward stages, plus the little machinery both share.
 
 Sources:
-- "arith": built from the built-in task (`ledgerlm.post.arith`): chosen = the correct worked solution, rejected = the
+- "arith" (or "arith:final" / "arith:arith" for one kind of corruption): built from the built-in task (`ledgerlm.post.arith`): chosen = the correct worked solution, rejected = the
   same solution with an arithmetic slip or a wrong final line. Works offline, on CPU, with a verifiable ground truth.
 - a JSONL file (plain/.gz/.zst): rows {"prompt", "chosen", "rejected"} (strings or message lists), or Anthropic HH
   rows {"chosen", "rejected"} that are whole "\\n\\nHuman: ...\\n\\nAssistant: ..." transcripts: the shared prefix up to
@@ -149,8 +149,11 @@ def load_preferences(
 ) -> Preferences:
     """Pairs from `source` (see module doc). For "arith", `split` is the task split ("train"/"heldout")."""
     out = Preferences(source=source)
-    if source == "arith":
-        for p in arith.preference_pairs(limit or 512, "heldout" if split in ("heldout", "test") else "train", seed):
+    if source == "arith" or source.startswith("arith:"):
+        # "arith" = both corruption kinds; "arith:final" / "arith:arith" = one kind only
+        kinds = tuple(source.split(":", 1)[1].split(",")) if ":" in source else arith.CORRUPTIONS
+        which = "heldout" if split in ("heldout", "test") else "train"
+        for p in arith.preference_pairs(limit or 512, which, seed, kinds=kinds):
             out.pairs.append(Pair([{"role": "user", "content": p["prompt"]}], p["chosen"], p["rejected"], p["key"]))
             out.counters["rows"] += 1
             out.counters["kept"] += 1
@@ -190,9 +193,9 @@ def train_heldout(prefs: Preferences, heldout: int, seed: int) -> tuple[list[Pai
 def load_split(source: str, n_train: int, n_heldout: int, seed: int, split: str = "train", subset: str | None = None):
     """(train pairs, held-out pairs, counters, quarantined). arith uses its disjoint held-out split; other sources hold
     out a seeded random subset."""
-    if source == "arith":
-        tr = load_preferences("arith", split="train", limit=n_train, seed=seed)
-        ho = load_preferences("arith", split="heldout", limit=n_heldout, seed=seed)
+    if source == "arith" or source.startswith("arith:"):
+        tr = load_preferences(source, split="train", limit=n_train, seed=seed)
+        ho = load_preferences(source, split="heldout", limit=n_heldout, seed=seed)
         return tr.pairs, ho.pairs, tr.counters + ho.counters, []
     prefs = load_preferences(source, split=split, subset=subset, limit=(n_train + n_heldout) or 0, seed=seed)
     tr, ho = train_heldout(prefs, n_heldout, seed)

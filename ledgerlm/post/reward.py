@@ -154,7 +154,7 @@ def load_reward_model(model_dir, device="cpu") -> tuple[RewardModel, object]:
 
 def inputs(cfg: Config, ctx) -> dict[str, Path]:
     out: dict = {"init_model": resolve_model_dir(cfg.init, ctx, "reward.init")}
-    if cfg.data != "arith":
+    if not cfg.data.startswith("arith"):
         p = Path(cfg.data).expanduser()
         out["data"] = p if p.exists() else f"hub:{cfg.data.removeprefix('hf:')}"
     return out

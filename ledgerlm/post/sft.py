@@ -16,15 +16,18 @@ held-out assistant loss), `data.json` (counts, split, packing efficiency) and `q
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import xxhash
 
+from ledgerlm.config import ConfigError
 from ledgerlm.io import atomic_write_json, write_jsonl
 from ledgerlm.post import chat
 from ledgerlm.post.common import (
@@ -89,24 +92,29 @@ class Config:
 
 @dataclass
 class Example:
-    """One conversation ready for next-token training: inputs = ids[:-1], targets = ids[1:] (IGNORE if not trained)."""
+    """One conversation ready for next-token training: inputs = ids[:-1], targets = ids[1:] (IGNORE if not trained).
+    int32 arrays: a few hundred thousand conversations as Python int lists would take tens of GB."""
 
-    inputs: list[int]
-    targets: list[int]
+    inputs: np.ndarray
+    targets: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.inputs = np.asarray(self.inputs, dtype=np.int32)
+        self.targets = np.asarray(self.targets, dtype=np.int32)
 
     def __len__(self) -> int:
         return len(self.inputs)
 
     @property
     def n_trained(self) -> int:
-        return sum(t != IGNORE for t in self.targets)
+        return int((self.targets != IGNORE).sum())
 
 
 def make_example(ids: list[int], mask: list[int], max_len: int) -> Example | None:
     """Shift by one and truncate to `max_len` positions; None when no assistant token survives truncation."""
-    ids, mask = ids[: max_len + 1], mask[: max_len + 1]
-    targets = [t if m else IGNORE for t, m in zip(ids[1:], mask[1:])]
-    ex = Example(ids[:-1], targets)
+    ids = np.asarray(ids[: max_len + 1], dtype=np.int32)
+    mask = np.asarray(mask[: max_len + 1], dtype=bool)
+    ex = Example(ids[:-1], np.where(mask[1:], ids[1:], IGNORE))
     return ex if ex.n_trained else None
 
 
@@ -153,8 +161,8 @@ def collate(examples: list[Example], rows: list[list[int]], pad_id: int = 0, doc
         for d, i in enumerate(row):
             ex = examples[i]
             n = len(ex)
-            inp[r, at : at + n] = torch.tensor(ex.inputs)
-            tgt[r, at : at + n] = torch.tensor(ex.targets)
+            inp[r, at : at + n] = torch.from_numpy(ex.inputs)
+            tgt[r, at : at + n] = torch.from_numpy(ex.targets)
             doc[r, at : at + n] = d
             pos[r, at : at + n] = torch.arange(n)
             at += n
@@ -218,15 +226,16 @@ def _with_system(msgs: list[dict], system_prompt: str) -> list[dict]:
 
 def to_examples(convs, tokenizer, seq_len: int, system_prompt: str = "") -> tuple[list[Example], dict]:
     examples, truncated, dropped = [], 0, 0
-    for msgs in convs:
-        ids, mask = chat.render(_with_system(msgs, system_prompt), tokenizer)
-        if len(ids) > seq_len + 1:
-            truncated += 1
-        ex = make_example(ids, mask, seq_len)
-        if ex is None:
-            dropped += 1
-        else:
-            examples.append(ex)
+    for k in range(0, len(convs), 4096):  # chunks: batched tokenization without holding every id list at once
+        chunk = [_with_system(m, system_prompt) for m in convs[k : k + 4096]]
+        for ids, mask in chat.render_batch(chunk, tokenizer):
+            if len(ids) > seq_len + 1:
+                truncated += 1
+            ex = make_example(ids, mask, seq_len)
+            if ex is None:
+                dropped += 1
+            else:
+                examples.append(ex)
     return examples, {"truncated": truncated, "dropped_no_assistant_after_truncation": dropped}
 
 
@@ -268,8 +277,8 @@ def load_data(cfg: Config, tokenizer, seq_len: int, log=None):
 def inputs(cfg: Config, ctx) -> dict[str, Path]:
     out = {"base_model": resolve_model_dir(cfg.base, ctx, "sft.base")}
     for key, src in (("data", cfg.data), ("val_data", cfg.val_data)):
-        if src and chat.is_local(src):
-            out[key] = Path(src).expanduser()
+        if src and src != "demo":  # local files are hashed; Hub datasets are recorded by name; demo is built in
+            out[key] = Path(src).expanduser() if chat.is_local(src) else f"hub:{src.removeprefix('hf:')}"
     return out
 
 
@@ -299,27 +308,22 @@ def cli_overrides(args) -> dict[str, object]:
     return out
 
 
-def _cfg_error(key: str, msg: str):
-    from ledgerlm.config import ConfigError
-
-    return ConfigError(key, msg)
-
-
 def run(cfg: Config, ctx):
     from ledgerlm.ledger import StageResult
 
     if not cfg.data:
-        raise _cfg_error("sft.data", "set the conversations to train on (JSONL path or HF dataset name)")
+        raise ConfigError("sft.data", "set the conversations to train on (JSONL path or HF dataset name)")
     device = ctx.device
     seed_everything(ctx.seed)
     base_dir = resolve_model_dir(cfg.base, ctx, "sft.base")
     model, tokenizer = load_model_and_tokenizer(base_dir, device)
     seq_len = cfg.seq_len or model.cfg.max_seq_len
     if seq_len > model.cfg.max_seq_len:
-        raise _cfg_error("sft.seq_len", f"{seq_len} > the model's max_seq_len {model.cfg.max_seq_len}")
+        raise ConfigError("sft.seq_len", f"{seq_len} > the model's max_seq_len {model.cfg.max_seq_len}")
     train, val, summary, quarantined = load_data(cfg, tokenizer, seq_len, ctx.log)
     out = Path(ctx.out_dir)
-    write_jsonl(out / "quarantine.jsonl", quarantined)
+    # default=str: Hub rows may hold values JSON cannot write (dates, bytes); the record is for humans
+    write_jsonl(out / "quarantine.jsonl", (json.loads(json.dumps(q, default=str)) for q in quarantined))
 
     rows = pack(train, seq_len) if cfg.pack else [[i] for i in range(len(train))]
     summary["rows"] = len(rows)
@@ -333,8 +337,8 @@ def run(cfg: Config, ctx):
     atomic_write_json(out / "data.json", summary)
     ctx.log.info("sft: %d rows, %d steps (%d per epoch), warmup %d", len(rows), total, steps_per_epoch, warmup)
 
-    def val_loss() -> float:
-        return assistant_loss(model, val, seq_len, cfg.eval_batch_size, device)
+    def val_loss() -> float | None:  # None (not NaN) when there is no held-out set: JSON-clean and explicit
+        return assistant_loss(model, val, seq_len, cfg.eval_batch_size, device) if val else None
 
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas)
     gen = torch.Generator().manual_seed(ctx.seed)
@@ -346,7 +350,7 @@ def run(cfg: Config, ctx):
     queue: list[int] = []
     epoch = 0
     with MetricsLog(out / "metrics.jsonl") as mlog:
-        mlog.write({"step": 0, "val_loss": initial, "elapsed_s": 0.0})
+        mlog.write({"step": 0, "val_loss": initial, "elapsed_s": 0.0} if val else {"step": 0, "elapsed_s": 0.0})
         for step in range(total):
             batch_rows = []
             while len(batch_rows) < cfg.batch_size:
@@ -369,13 +373,13 @@ def run(cfg: Config, ctx):
             seen_tokens += sum(int(b["input_ids"].numel()) for b in batches)
             rec = {"step": step + 1, "epoch": epoch, "loss": last_loss, "lr": lr, "grad_norm": gnorm}
             rec.update(assistant_tokens=n_tok, tokens=seen_tokens, elapsed_s=round(time.time() - t0, 3))
-            if (step + 1) % eval_every == 0 or step + 1 == total:
+            if val and ((step + 1) % eval_every == 0 or step + 1 == total):
                 rec["val_loss"] = val_loss()
                 ctx.log.info("sft step %d/%d loss %.4f val %.4f", step + 1, total, last_loss, rec["val_loss"])
             if not math.isfinite(last_loss):
                 raise FloatingPointError(f"sft: loss is {last_loss} at step {step + 1}")
             mlog.write(rec)
-    final = rec["val_loss"]
+    final = rec.get("val_loss")
     model.eval()
     save_model_dir(model, tokenizer, out / "model")
     return StageResult(
@@ -388,8 +392,12 @@ def run(cfg: Config, ctx):
         counters={
             "conversations_train": summary["train_conversations"],
             "conversations_val": summary["val_conversations"],
-            "quarantined": summary["source"].get("quarantined", 0),
-            "truncated": summary["train"]["truncated"],
+            "quarantined": summary["source"].get("quarantined", 0)
+            + summary.get("val_source", {}).get("quarantined", 0),
+            "truncated": summary["train"]["truncated"] + summary["val"]["truncated"],
+            # truncated so far that no assistant token was left: not trainable, counted rather than silently lost
+            "dropped_too_long": summary["train"]["dropped_no_assistant_after_truncation"]
+            + summary["val"]["dropped_no_assistant_after_truncation"],
             "rows": len(rows),
             "steps": total,
             "tokens": seen_tokens,

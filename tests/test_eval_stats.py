@@ -1,0 +1,50 @@
+"""Standard errors, intervals and paired tests used by eval results and `ledgerlm compare`."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ledgerlm.eval.stats import (
+    binary_score,
+    mcnemar,
+    mean_of_scores,
+    mean_stderr,
+    paired_bootstrap_mean,
+    perplexity_score,
+    wilson_ci,
+)
+
+
+def test_stderr_and_intervals():
+    xs = [1, 0, 1, 1, 0, 1, 0, 1, 1, 1]
+    m = 0.7
+    assert mean_stderr(xs) == pytest.approx(math.sqrt(sum((x - m) ** 2 for x in xs) / 9) / math.sqrt(10))  # lm-eval
+    lo, hi = wilson_ci(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    assert wilson_ci(10, 10)[1] == pytest.approx(1.0) and wilson_ci(10, 10)[0] == pytest.approx(0.7225, abs=1e-4)
+    s = binary_score(xs)
+    assert s["value"] == 0.7 and s["n"] == 10 and s["ci95"][0] < 0.7 < s["ci95"][1]
+    p = perplexity_score([-1.0, -3.0])
+    assert p["value"] == pytest.approx(math.exp(2.0)) and p["ci95"][0] < p["value"] < p["ci95"][1]
+    mean = mean_of_scores([{"value": 0.4, "stderr": 0.03, "n": 10}, {"value": 0.6, "stderr": 0.04, "n": 20}])
+    assert mean["value"] == pytest.approx(0.5) and mean["stderr"] == pytest.approx(0.025) and mean["n"] == 30
+
+
+def test_mcnemar_exact():
+    a = [1] * 10 + [0] * 5
+    b = [0] * 10 + [0] * 5
+    r = mcnemar(a, b)
+    assert (r["a_only"], r["b_only"]) == (10, 0) and r["p_value"] == pytest.approx(2 * 0.5**10)
+    assert mcnemar(a, a)["p_value"] == 1.0
+
+
+def test_paired_bootstrap_mean():
+    a = [[1, 0, 1, 0] * 25, [0, 1] * 50]
+    same = paired_bootstrap_mean(a, a, iters=500)
+    assert same["diff"] == 0 and same["p_value"] == 1.0
+    better = [[1] * 100, [1] * 100]
+    r = paired_bootstrap_mean(a, better, iters=2000, seed=1)
+    assert r["diff"] == pytest.approx(0.5) and r["p_value"] < 0.01 and r["ci95"][0] > 0.3
+    assert paired_bootstrap_mean(a, better, iters=500, seed=3) == paired_bootstrap_mean(a, better, iters=500, seed=3)
