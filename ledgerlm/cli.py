@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from ledgerlm import __version__, ledger
-from ledgerlm.config import ConfigError, apply_overrides, parse_override
+from ledgerlm.config import ConfigError, apply_overrides, parse_override, to_dict
+from ledgerlm.io import atomic_write_json
 from ledgerlm.pipeline import (
     STAGES,
     NotImplementedStage,
@@ -130,7 +131,14 @@ def _stage_recipe(args, stage: str):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command).parse_args(argv)
+    parser = build_parser(command)
+    args, extra = parser.parse_known_args(argv)
+    # argparse cannot take positionals after options (`run demo --out D a.b=1`): collect the overrides ourselves
+    bad = [a for a in extra if "=" not in a or a.startswith("-")]
+    if bad or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(bad or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return _dispatch(args)
     except ConfigError as e:
@@ -165,6 +173,11 @@ def _dispatch(args) -> int:
         from ledgerlm.pipeline import preflight
 
         preflight(recipe, out)
+        # Remember the recipe in the run directory, so the next stage run alone there uses the same settings.
+        saved_path = out / "recipe.json"
+        saved = json.loads(saved_path.read_text()) if saved_path.is_file() else recipe.to_dict()
+        saved[cmd] = to_dict(recipe.section(cmd))
+        atomic_write_json(saved_path, saved)
         run_stage(recipe, cmd, out, force=args.force)
         return 0
     if cmd == "audit":

@@ -282,6 +282,8 @@ def _check_input(stage: str, name: str, art: dict, produced: dict, run_dir: Path
                 f"but {up_stage} now records {str(up_art.get('sha256'))[:12]}… (stale: re-run {stage})"
             ]
         return []
+    if art["path"].startswith("ledger/"):  # another stage's record (the report reads them): must be unchanged
+        return [f"{stage}: input {name!r}: {p} (stale: re-run {stage})" for p in _verify(art, run_dir)]
     if not Path(art["path"]).is_absolute():
         return [f"{stage}: input {name!r} ({art['path']}) is inside the run but no earlier stage recorded it"]
     return [f"{stage}: external input {name!r}: {p}" for p in _verify(art, run_dir)]

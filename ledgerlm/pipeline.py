@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import shutil
 import time
 import traceback
@@ -187,10 +188,14 @@ def run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool = False, ec
         attempt = {"stage": stage, "config_sha256": config_sha, "inputs_sha256": inputs_sha}
         prior = _read_json(attempt_path)
         ctx.resuming = prior is not None and {k: prior.get(k) for k in attempt} == attempt and not force
-        if not ctx.resuming and ctx.out_dir.exists():
+        # Under torchrun every rank runs the stage; only rank 0 touches the run directory and the ledger (the
+        # others cannot get ahead of it: the stage's process-group rendezvous waits for rank 0).
+        lead = int(os.environ.get("RANK", "0")) == 0
+        if lead and not ctx.resuming and ctx.out_dir.exists():
             shutil.rmtree(ctx.out_dir)
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
-        ledger.atomic_write_json(attempt_path, {**attempt, "started": ledger.now()})
+        if lead:
+            ledger.atomic_write_json(attempt_path, {**attempt, "started": ledger.now()})
         echo(f"[{stage}] {'resuming' if ctx.resuming else 'running'} → {ctx.out_dir}")
         log.info("stage %s starting (resuming=%s) config=%s", stage, ctx.resuming, config)
         started, t0 = ledger.now(), time.time()
@@ -224,6 +229,8 @@ def run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool = False, ec
             metrics=result.metrics,
             extra=result.extra,
         )
+        if not lead:
+            return "ran", None
         if "model" in result.outputs and stage != "reward":
             try:
                 record["samples"] = sample_model(Path(result.outputs["model"]), stage, recipe.samples, ctx.device)

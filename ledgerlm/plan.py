@@ -29,11 +29,12 @@ GPUS = {
 
 
 def train_memory_gib(n_params: int, n_layer: int, d_model: int, vocab: int, seq_len: int, micro_batch: int) -> float:
-    """AdamW with fp32 master weights (16 B/param) + bf16 activations (~34·s·b·d per layer, flash attention)
-    + logits in bf16 and fp32 for the loss."""
+    """AdamW with fp32 master weights (16 B/param) + bf16 activations (~40·s·b·d bytes per layer with flash
+    attention and SwiGLU) + logits (bf16, their fp32 upcast and fp32 gradient). Calibrated to be conservative
+    against the H100 runs in BENCHMARKS.md (33 GiB measured at micro_batch 16 x 2048; 32 x 2048 did not fit)."""
     states = 16 * n_params
-    acts = 34 * seq_len * micro_batch * d_model * n_layer
-    logits = micro_batch * seq_len * vocab * (2 + 4)
+    acts = 40 * seq_len * micro_batch * d_model * n_layer
+    logits = micro_batch * seq_len * vocab * (2 + 4 + 4)
     return (states + acts + logits) / 2**30
 
 
@@ -52,7 +53,9 @@ def estimate_lines(recipe, gpu: str = "h100", mfu: float | None = None) -> list[
 
         cfg = recipe.section("pretrain")
         m = model_config(cfg.model)
-        phase_tokens = sum(int(p.get("tokens", 0)) for p in cfg.phases)
+        from ledgerlm.data.mixture import parse_tokens
+
+        phase_tokens = sum(parse_tokens(p.get("tokens", 0)) for p in cfg.phases)
         try:
             L = resolve_lengths(cfg, 1, cfg.data_tokens or phase_tokens or 1, phase_tokens)
         except Exception as e:  # noqa: BLE001 - a plan reports what it cannot estimate

@@ -18,7 +18,8 @@ Planted, in counts recorded in the manifest, are the things each curation gate m
   - boilerplate lines (cookie notices, footers) appended to many documents, for line-level/segment dedup;
   - leaks: held-out arithmetic problems (the demo's own "benchmark") copied verbatim into a few documents.
 
-The held-out benchmark is `arith.generate(benchmark_n, "heldout", benchmark_seed)`. Train problems that happen to
+The held-out benchmark is `arith.generate(benchmark_n, "heldout", benchmark_seed)`, by default the eval stage's `arith`
+task (500 problems, seed 0). Train problems that happen to
 share a word n-gram (n = `leak_ngram`, default 13, the lm-eval/GPT-3 decontamination size) with a benchmark item are
 not used, so n-gram decontamination must flag exactly the planted leak documents, no more.
 
@@ -51,7 +52,7 @@ DEMO_QUALITY = {"min_alpha_words_ratio": 0.45, "max_symbol_word_ratio": 0.2}
 # The rest of the demo's curate settings. near_dedup: 20 bands x 5 rows find a pair at Jaccard 0.82 (the bottom of
 # the planted band) with probability 1 - (1 - 0.82^5)^20 > 0.9999, where the default 14 x 8 misses ~4% of them; the
 # exact-Jaccard check then drops the pairs LSH proposes between different same-template documents (with curate's
-# defaults, 7 clean documents of the default corpus went as "near duplicates" sharing 14-55% of their 5-grams). min_docs: no content line is in more than 15 documents of the default corpus
+# defaults, 6 clean documents of the default corpus went as "near duplicates" sharing 16-55% of their 5-grams). min_docs: no content line is in more than 15 documents of the default corpus
 # (manifest: max_docs_sharing_a_content_line) and every boilerplate line is in 100+, so 30 cuts exactly the planted ones.
 DEMO_CURATE = {
     "quality": DEMO_QUALITY,
@@ -1298,7 +1299,12 @@ def qa_text(p: arith.Problem) -> str:
     return f"Question: {p.question}\nAnswer: {p.solution}"
 
 
-def benchmark(n: int = 200, seed: int = 0) -> list[arith.Problem]:
+# The demo's benchmark is the eval stage's `arith` task: the first 500 held-out problems of seed 0
+# (ledgerlm.eval.tasks: BUILTIN_ITEMS, seed 0; tests check they agree).
+BENCHMARK_N, BENCHMARK_SEED = 500, 0
+
+
+def benchmark(n: int = BENCHMARK_N, seed: int = BENCHMARK_SEED) -> list[arith.Problem]:
     """The demo's held-out "benchmark": the first `n` held-out problems for `seed` (a prefix of any larger n)."""
     return arith.generate(n, "heldout", seed, **ARITH_OPTIONS)
 
@@ -1511,8 +1517,8 @@ def generate_demo_corpus(
     n_docs: int = 6000,
     *,
     fractions: dict[str, float] | None = None,
-    benchmark_n: int = 200,
-    benchmark_seed: int | None = None,
+    benchmark_n: int = BENCHMARK_N,
+    benchmark_seed: int = BENCHMARK_SEED,
     leak_ngram: int = 13,
 ) -> tuple[list[dict], dict]:
     """The corpus in memory -> (records, manifest). See the module docstring; `write_demo_corpus` writes it."""
@@ -1529,7 +1535,6 @@ def generate_demo_corpus(
         raise ValueError(f"n_docs={n_docs} is too small for the planted fractions {frac} (need >= 40 documents)")
 
     # --- the benchmark, and train problems that share no leak_ngram-gram with it (so decontamination is exact)
-    benchmark_seed = seed if benchmark_seed is None else benchmark_seed
     bench = benchmark(benchmark_n, benchmark_seed)
     if counts["leak"] > len(bench):
         raise ValueError(f"{counts['leak']} leak documents need benchmark_n >= {counts['leak']}, got {benchmark_n}")
@@ -1731,14 +1736,19 @@ _STORY_ASKS = {
 
 
 def demo_sft_conversations(
-    seed: int = 0, n: int = 2000, *, benchmark_n: int = 200, benchmark_seed: int | None = None, leak_ngram: int = 13
+    seed: int = 0,
+    n: int = 2000,
+    *,
+    benchmark_n: int = BENCHMARK_N,
+    benchmark_seed: int = BENCHMARK_SEED,
+    leak_ngram: int = 13,
 ) -> list[dict]:
     """Chat data for the demo's SFT stage: {"messages": [user, assistant], "kind": ...}.
 
     Mixes arithmetic (the train split, minus anything sharing a `leak_ngram`-gram with the benchmark), how-it-works
     questions, short-story requests and animal/number questions, so the chat model keeps the base model's range.
     """
-    bench = benchmark(benchmark_n, seed if benchmark_seed is None else benchmark_seed)
+    bench = benchmark(benchmark_n, benchmark_seed)
     grams = set().union(*(ngrams(qa_text(p), leak_ngram) for p in bench)) if bench else set()
     # a stream of its own (salted seed), so SFT problems are not the pretraining worksheets' problems in order
     pool = [
@@ -1807,7 +1817,7 @@ def demo_preference_pairs(seed: int = 0, n: int = 1000) -> list[dict]:
     return out
 
 
-def write_benchmark(path: str | Path, n: int = 200, seed: int = 0) -> int:
+def write_benchmark(path: str | Path, n: int = BENCHMARK_N, seed: int = BENCHMARK_SEED) -> int:
     """The held-out benchmark as GSM8K-format JSONL ({"question", "answer"}): usable as a decontamination file
     (`curate.decontam.files: ["arith=PATH"]`) and as a GSM8K-format eval/RL task file."""
     return write_jsonl(path, (p.record() for p in benchmark(n, seed)))
@@ -1826,12 +1836,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-docs", type=int, default=6000)
     ap.add_argument("--n-sft", type=int, default=2000)
     ap.add_argument("--n-pref", type=int, default=1000)
-    ap.add_argument("--benchmark-n", type=int, default=200)
+    ap.add_argument("--benchmark-n", type=int, default=BENCHMARK_N)
     args = ap.parse_args(argv)
     m = write_demo_corpus(args.out_dir / "corpus", args.seed, args.n_docs, benchmark_n=args.benchmark_n)
     write_jsonl(args.out_dir / "sft.jsonl", demo_sft_conversations(args.seed, args.n_sft, benchmark_n=args.benchmark_n))
     write_jsonl(args.out_dir / "preference.jsonl", demo_preference_pairs(args.seed, args.n_pref))
-    write_benchmark(args.out_dir / "benchmark.jsonl", args.benchmark_n, args.seed)
+    write_benchmark(args.out_dir / "benchmark.jsonl", args.benchmark_n)
     keys = (
         "n_docs",
         "text_bytes",

@@ -66,6 +66,10 @@ def resolve_model(cfg: Config, ctx) -> list[Path | str]:
             d = ctx.stage_dir(s) / "model"
             if (d / "config.json").is_file():
                 return [d]
+        planned = getattr(ctx.recipe, "stages", [])
+        for s in MODEL_STAGES:  # not run yet, but this recipe will produce it before eval runs
+            if s in planned:
+                return [ctx.stage_dir(s) / "model"]
         raise ConfigError(
             "eval.model",
             f"auto: no model in {ctx.run_dir} (looked for {', '.join(s + '/model' for s in MODEL_STAGES)}); "

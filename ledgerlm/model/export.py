@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -96,7 +97,11 @@ def verify_with_transformers(model, out: Path, atol: float = 1e-4) -> float:
 def main(args) -> int:
     from ledgerlm.model.hf import load_model, save_model
 
-    model, tok = load_any(args.src, args.weights)
+    try:
+        model, tok = load_any(args.src, args.weights)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     save_model(model, args.out, tokenizer=args.tokenizer or tok, dtype=DTYPES[args.dtype])
     print(
         f"wrote {args.out} ({model.num_params():,} params, {args.dtype}{', tokenizer' if (args.tokenizer or tok) else ''})"

@@ -1,0 +1,102 @@
+"""The whole pipeline on the built-in corpus (demo-fast recipe), then the report card and the audit."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ledgerlm import ledger
+from ledgerlm.cli import main
+from ledgerlm.report.stage import SECTIONS, Card, Config
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("e2e") / "run"
+    assert main(["run", "demo-fast", "--out", str(run)]) == 0  # its last step is the audit
+    return run
+
+
+def test_every_stage_recorded_and_audit_intact(demo_run):
+    stages = {r["stage"]: r for r in ledger.read_records(demo_run)}
+    expected = ["curate", "tokenize", "pretrain", "sft", "interpolate", "dpo", "reward", "rl", "eval", "report"]
+    assert list(stages) == expected
+    assert all(r["status"] == "ok" for r in stages.values())
+    c = stages["curate"]["counters"]
+    assert c["kept"] + sum(c["dropped"].values()) == c["read"]
+    assert c["dropped"].get("contaminated:arith", 0) > 0  # the planted leaks were found
+    assert stages["pretrain"]["samples"] and stages["sft"]["samples"]
+    assert ledger.audit(demo_run)[0] == []
+
+
+def test_second_run_skips_everything(demo_run, capsys):
+    assert main(["run", "demo-fast", "--out", str(demo_run)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped") == 10 and "running" not in out
+
+
+def _ledger_numbers(run, card: Card) -> set[str]:
+    """Every number in the ledger (records and the metrics files they list), formatted as the report does."""
+    out: set[str] = set()
+
+    def walk(x):
+        if isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+        elif isinstance(x, int | float) and not isinstance(x, bool):
+            out.add(card.num(x))
+
+    for rec in ledger.read_records(run):
+        walk(rec)
+    return out
+
+
+def test_report_has_every_section_and_only_ledger_numbers(demo_run):
+    md = (demo_run / "report" / "report.md").read_text()
+    html = (demo_run / "report" / "report.html").read_text()
+    for section in SECTIONS:
+        assert f"## {section}" in md and f"<h2>{section}</h2>" in html
+    assert "<img" in html and "data:image/png;base64," in html  # self-contained
+
+    card = Card(demo_run)
+    allowed = _ledger_numbers(demo_run, card)
+    records = [r for r in ledger.read_records(demo_run) if r["stage"] != "report"]
+    cfg = Config()
+    # the stage table's sums and costs are derived from ledger numbers by the report, and the report's own rates
+    secs = [float(r["seconds"]) for r in records]
+    rates = [cfg.gpu_usd_per_hour if r["device"] == "cuda" else cfg.cpu_usd_per_hour for r in records]
+    derived = [sum(secs), sum(s / 3600 * k for s, k in zip(secs, rates)), cfg.gpu_usd_per_hour, cfg.cpu_usd_per_hour]
+    derived += [s / 3600 * k for s, k in zip(secs, rates)]
+    for r in records:
+        derived += [sum(a.get("n_files", 1) for a in r["outputs"].values()), sum(a.get("size", 0) for a in r["outputs"].values())]
+    allowed |= {card.num(x) for x in derived}
+
+    body = md.split("## Sample generations")[0] + md.split("## Environment and code")[1]
+    body = re.sub(r"`[^`]*`", "", body)  # code spans: ids, commits, file names
+    body = re.sub(r"\d{4}-\d\d-\d\dT[\d:.+]+", "", body)  # timestamps
+    body = re.sub(r"!\[[^\]]*\]\([^)]*\)", "", body)  # image links
+    body = body.replace("95% CI", "")
+    numbers = re.findall(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?:e[+-]?\d+)?", body)
+    stray = sorted({n for n in numbers if n not in allowed})
+    assert not stray, f"numbers in report.md that are not in the ledger: {stray[:20]}"
+    # and the numbers that matter are there
+    curate = ledger.read_record(demo_run, "curate")["counters"]
+    assert card.num(curate["read"]) in md and card.num(curate["kept"]) in md
+
+
+def test_flipped_byte_in_a_shard_is_caught(demo_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(demo_run, run, symlinks=True)
+    shard = next((run / "tokenize" / "shards").rglob("*.bin"))
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    shard.write_bytes(bytes(raw))
+    assert main(["audit", str(run)]) == 1
+    problems, _ = ledger.audit(run)
+    assert any(shard.name in p for p in problems)
