@@ -10,6 +10,8 @@ from ledgerlm import ledger
 from ledgerlm.cli import main
 from ledgerlm.report.stage import SECTIONS, Card, Config
 
+NUMBER = re.compile(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?(?:e[+-]?\d+)?")
+
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
@@ -49,6 +51,8 @@ def _ledger_numbers(run, card: Card) -> set[str]:
                 walk(v)
         elif isinstance(x, int | float) and not isinstance(x, bool):
             out.add(card.num(x))
+        elif isinstance(x, str):  # numbers quoted inside ledger text (a model name, a citation)
+            out.update(NUMBER.findall(x))
 
     for rec in ledger.read_records(run):
         walk(rec)
@@ -80,7 +84,7 @@ def test_report_has_every_section_and_only_ledger_numbers(demo_run):
     body = re.sub(r"\d{4}-\d\d-\d\dT[\d:.+]+", "", body)  # timestamps
     body = re.sub(r"!\[[^\]]*\]\([^)]*\)", "", body)  # image links
     body = body.replace("95% CI", "")
-    numbers = re.findall(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?:e[+-]?\d+)?", body)
+    numbers = NUMBER.findall(body)
     stray = sorted({n for n in numbers if n not in allowed})
     assert not stray, f"numbers in report.md that are not in the ledger: {stray[:20]}"
     # and the numbers that matter are there

@@ -144,6 +144,7 @@ def run(cfg: Config, ctx):
             "model": results["model"],
             "limit": cfg.limit,
             "items_per_s": {t: r["items_per_s"] for t, r in results["tasks"].items()},
+            "references": load_references(cfg.references),  # reported, not re-run: shown beside our rows
         },
     )
 

@@ -207,7 +207,7 @@ def _curation_section(card: Card, records: dict) -> None:
                 s.get("step"),
                 card.num(s.get("in")),
                 card.num(s.get("kept")),
-                card.num(s.get("dropped")),
+                card.num(s.get("dropped_docs")),
                 card.num(s.get("tokens_in")),
                 card.num(s.get("tokens_kept")),
             ]
@@ -341,28 +341,23 @@ def _eval_section(card: Card, records: dict) -> None:
         card.para("Evaluation was not run in this run.")
         return
     m = rec.get("metrics", {})
-    tasks = m.get("tasks", {})
-    rows = []
-    for task, t in tasks.items():
-        lo, hi = (t.get("ci95") or [None, None])[:2]
-        rows.append(
-            [
-                task,
-                card.num(t.get("acc")),
-                card.num(t.get("acc_norm")),
-                card.num(t.get("stderr")),
-                f"[{card.num(lo)}, {card.num(hi)}]",
-                card.num(t.get("n")),
-            ]
-        )
-    card.table(["task", "acc", "acc_norm", "stderr", "95% CI", "n"], rows)
-    if "six_task_mean" in m:
-        card.para(f"Six-task mean: **{card.num(m['six_task_mean'])}**")
-    refs = m.get("references") or []
+    rows = []  # flat ledger metrics: "<task>.<metric>", "<task>.<metric>_stderr", "<task>.<metric>_ci95", "<task>.n"
+    for key, value in m.items():
+        task, _, metric = key.partition(".")
+        if not metric or metric == "n" or metric.endswith(("_stderr", "_ci95")) or isinstance(value, dict | list):
+            continue
+        lo, hi = (m.get(f"{key}_ci95") or [None, None])[:2]
+        rows.append([task, metric, card.num(value), card.num(m.get(f"{key}_stderr")),
+                     f"[{card.num(lo)}, {card.num(hi)}]", card.num(m.get(f"{task}.n"))])
+    card.table(["task", "metric", "value", "stderr", "95% CI", "n"], rows)
+    six = m.get("six_task_mean")
+    if six is not None:
+        card.para(f"Six-task mean: **{card.num(six if not isinstance(six, dict) else six.get('value'))}**")
+    refs = (rec.get("extra") or {}).get("references") or []
     if refs:
-        header = list(refs[0].keys())
         card.para("Reference rows — reported, not re-run:")
-        card.table(header, [[card.num(r.get(h)) for h in header] for r in refs])
+        card.table(["model", "six-task mean", "source"],
+                   [[r.get("model"), card.num(r.get("six_task_mean")), r.get("source", "")] for r in refs])
 
 
 def _samples_section(card: Card, records: dict, cfg: Config) -> None:
@@ -392,8 +387,8 @@ def _env_section(card: Card, records: dict) -> None:
             [
                 name,
                 f"`{commit}`{' (dirty)' if code.get('git_dirty') else ''}",
-                env.get("python"),
-                env.get("torch"),
+                f"`{env.get('python')}`",
+                f"`{env.get('torch')}`",
                 env.get("gpu") or "CPU",
                 card.num(env.get("cpu_count")),
             ]
