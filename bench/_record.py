@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -23,9 +24,15 @@ def machine() -> str:
     return f"{platform.machine()} CPU, {os.cpu_count()} cores, {platform.python_version()}"
 
 
+def default_command() -> str:
+    """This run as a user would paste it from the repo root: under `python -m bench.X`, sys.argv[0] is X's full path."""
+    return " ".join(["python -m bench." + Path(sys.argv[0]).stem, *map(shlex.quote, sys.argv[1:])])
+
+
 def record(name: str, body: str, command: str | None = None) -> None:
-    """Replace the section `name` of BENCHMARKS.md with `body`, stamped with command, machine and date."""
-    command = command or "python " + " ".join(sys.argv)
+    """Replace the section `name` of BENCHMARKS.md with `body`, stamped with command (default: this run's command
+    line, see default_command), machine and date."""
+    command = command or default_command()
     stamp = f"`{command}` — {machine()} — {datetime.date.today().isoformat()}"
     section = f"<!-- bench:{name}:start -->\n### {name}\n\n{stamp}\n\n{body.strip()}\n<!-- bench:{name}:end -->"
     text = (

@@ -4,7 +4,7 @@ Documents are built from ../shared/data/text (tinyshakespeare prose + the Common
 sentences, plus planted near-duplicates (5%) and exact copies (2%) so LSH has clusters to find. Every measurement is
 one process on one core (numpy is single-threaded here), so "per core" = the rate measured.
 
-    python bench/curate.py [--docs 20000] [--no-record]
+    python -m bench.curate [--docs 20000] [--no-record]
 
 datatrove's MinHash needs spaCy for its default English word tokenizer (`pip install datatrove[processing]`); if it
 is missing that column says so instead of a number.
@@ -12,29 +12,22 @@ is missing that column says so instead of a number.
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import random
+import re
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-# bench/ holds scripts named like stdlib modules (tokenize.py): keep it off the import path
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+import numpy as np
 
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import random  # noqa: E402
-import re  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
+from bench._record import record
+from ledgerlm.data.minhash import MinHasher, MinHashParams, components, lsh_edges
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data"
-
-from ledgerlm.data.minhash import MinHasher, MinHashParams, components, lsh_edges  # noqa: E402
 
 
 def build_docs(n: int, seed: int = 0) -> list[str]:
@@ -266,10 +259,7 @@ def main() -> None:
     text = "\n".join(body)
     print(text)
     if not args.no_record:
-        spec = importlib.util.spec_from_file_location("_record", ROOT / "bench" / "_record.py")
-        rec = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(rec)
-        rec.record("curate", text, "python bench/curate.py" + (f" --docs {args.docs}" if args.docs != 20000 else ""))
+        record("curate", text, "python -m bench.curate" + (f" --docs {args.docs}" if args.docs != 20000 else ""))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ dataset swapped for local JSON files (written to a temp dir), so prompts, prepro
 Checks: per-item continuation log-likelihoods within 1e-3, identical acc / acc_norm per item, identical GSM8K
 completions; speed: items/s of the same scoring in the same process, ours vs lm-eval.
 
-    python bench/parity_lmeval.py [--limit 300] [--model DIR] [--device cpu|cuda] [--no-record]
+    python -m bench.parity_lmeval [--limit 300] [--model DIR] [--device cpu|cuda] [--no-record]
 Needs lm-eval (pip install 'ledgerlm[bench]'); works offline.
 """
 
@@ -21,12 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench._record import record
+
 ROOT = Path(__file__).resolve().parents[1]
-# bench/ holds scripts named like stdlib modules (tokenize.py); keep it off the import path.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 SHARED = ROOT.parent / "shared" / "data"
 FIX = ROOT / "tests" / "fixtures" / "eval"
-sys.path.insert(0, str(ROOT))
+# tests/fixtures/eval is not a package: its tiny_model module (see main) is imported from this folder
 sys.path.insert(0, str(FIX))
 
 # task -> (data dir, lm-eval YAML to include, split)
@@ -295,13 +295,6 @@ def main() -> int:
     if args.body_out:
         args.body_out.write_text(body + "\n")
     if not args.no_record:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("_record", ROOT / "bench" / "_record.py")
-        rec = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(rec)
-        record = rec.record
-
         record("parity_lmeval", body)
     return 1 if problems else 0
 

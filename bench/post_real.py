@@ -1,11 +1,11 @@
 """Post-training acceptance runs for dpo / reward / rl, through the real pipeline (ledger records and all).
 
-    python bench/post_real.py --part arith   # small model SFT'ed on the built-in task, then DPO, reward model, GRPO:
+    python -m bench.post_real --part arith   # small model SFT'ed on the built-in task, then DPO, reward model, GRPO:
                                              # held-out preference accuracy (binomial test) and held-out exact match
                                              # before/after GRPO (paired McNemar test, CI)
-    python bench/post_real.py --part real    # the same loops on real data from ../shared/data: hh-rlhf preferences
+    python -m bench.post_real --part real    # the same loops on real data from ../shared/data: hh-rlhf preferences
                                              # (dpo, reward) and GSM8K train problems (rl); they run and log metrics
-    python bench/post_real.py --part all
+    python -m bench.post_real --part all
 
 Everything is written under --run-dir (default runs/bench-post-*), never into the repository's tracked files; numbers
 go to BENCHMARKS.md through bench/_record.py.
@@ -13,31 +13,25 @@ go to BENCHMARKS.md through bench/_record.py.
 
 from __future__ import annotations
 
+import argparse
+import json
+import random
 import sys
+import time
 from pathlib import Path
 
-# `python bench/x.py` puts bench/ first on sys.path, where bench/tokenize.py would shadow the standard library's
-# `tokenize` (imported by torch via linecache): drop it, import from the repository root instead.
+import torch
+
+from bench._record import record
+from ledgerlm import pipeline
+from ledgerlm.data.tokenizer import train_tokenizer
+from ledgerlm.io import write_jsonl
+from ledgerlm.model.hf import save_model
+from ledgerlm.model.llama import Llama, model_config
+from ledgerlm.post import arith, dpo, grpo, reward, sft
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
-sys.path.insert(0, str(ROOT))
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import random  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-
 DATA = ROOT.parent / "shared" / "data"
-
-from bench._record import record  # noqa: E402
-from ledgerlm import pipeline  # noqa: E402
-from ledgerlm.data.tokenizer import train_tokenizer  # noqa: E402
-from ledgerlm.io import write_jsonl  # noqa: E402
-from ledgerlm.model.hf import save_model  # noqa: E402
-from ledgerlm.model.llama import Llama, model_config  # noqa: E402
-from ledgerlm.post import arith, dpo, grpo, reward, sft  # noqa: E402
 
 SIZE = dict(n_layer=4, d_model=128, n_head=4, n_kv_head=2, d_ff=384, max_seq_len=256)
 
@@ -265,7 +259,7 @@ def main() -> None:
     ap.add_argument("--real-steps", type=int, default=4)
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
-    cmd = "python bench/post_real.py " + " ".join(sys.argv[1:])
+    cmd = "python -m bench.post_real " + " ".join(sys.argv[1:])
     if args.part in ("arith", "all"):
         body = arith_part(args)
         print(body)

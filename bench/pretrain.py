@@ -1,8 +1,8 @@
 """Pretraining benchmarks. Each subcommand prints its numbers and records a section of BENCHMARKS.md.
 
-  python bench/pretrain.py cpu       # CPU, small size: our train step vs transformers.LlamaForCausalLM, same shapes
-  python bench/pretrain.py gpu       # GPU: smollm-135m, seq 2048, bf16 + compile: tokens/s and MFU vs HF + SDPA
-  python bench/pretrain.py data      # CPU: data-efficient recipe vs plain recipe on real text, several seeds
+  python -m bench.pretrain cpu       # CPU, small size: our train step vs transformers.LlamaForCausalLM, same shapes
+  python -m bench.pretrain gpu       # GPU: smollm-135m, seq 2048, bf16 + compile: tokens/s and MFU vs HF + SDPA
+  python -m bench.pretrain data      # CPU: data-efficient recipe vs plain recipe on real text, several seeds
 
 Both sides of a throughput comparison use the same optimizer (our fused AdamW), the same data and the same step
 (forward, loss, backward, clip, optimizer step); timings are interleaved rounds and we report medians.
@@ -10,29 +10,21 @@ Both sides of a throughput comparison use the same optimizer (our fused AdamW), 
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import statistics
 import sys
+import time
+from pathlib import Path
 
-# `python bench/pretrain.py` puts bench/ first on sys.path, where bench/tokenize.py shadows the stdlib module
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from bench._record import record
+from ledgerlm.model.llama import build_model, model_config
+from ledgerlm.train.optim import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.append(str(ROOT / "bench"))  # for _record, after the stdlib
-
-from ledgerlm.model.llama import build_model, model_config  # noqa: E402
-from ledgerlm.train.optim import build_optimizer  # noqa: E402
-
 DATA = ROOT.parent / "shared" / "data"
 
 
@@ -117,8 +109,6 @@ def build_variants(cfg, device, B, T, compile_modes, autocast):
 
 
 def cmd_cpu(args):
-    from _record import record
-
     torch.set_num_threads(args.threads)  # 1 thread: OpenMP spin-waits make multi-thread timings erratic on a busy CPU
     torch.manual_seed(0)
     cfg = model_config(args.size)
@@ -151,19 +141,17 @@ def cmd_cpu(args):
     body += "\n\nThe CPU is shared with other jobs, so rounds are interleaved and medians reported."
     print(body)
     if args.record:
-        record("pretrain-cpu-throughput", body, "python bench/pretrain.py cpu " + " ".join(sys.argv[2:]))
+        record("pretrain-cpu-throughput", body, "python -m bench.pretrain cpu " + " ".join(sys.argv[2:]))
 
 
 def cmd_gpu(args):
-    from _record import record
-
     from ledgerlm.train.pretrain import peak_flops
 
     if not torch.cuda.is_available():
         body = "No GPU was available in this session; the GPU row is unmeasured."
         print(body)
         if args.record:
-            record("pretrain-gpu-throughput", body, "python bench/pretrain.py gpu")
+            record("pretrain-gpu-throughput", body, "python -m bench.pretrain gpu")
         return
     torch.backends.cuda.matmul.allow_tf32 = True
     cfg = model_config("smollm-135m")
@@ -199,7 +187,7 @@ def cmd_gpu(args):
     print(body)
     print(json.dumps(out))
     if args.record:
-        record("pretrain-gpu-throughput", body, "python bench/pretrain.py gpu " + " ".join(sys.argv[2:]))
+        record("pretrain-gpu-throughput", body, "python -m bench.pretrain gpu " + " ".join(sys.argv[2:]))
 
 
 def _gpu_loop(args, cfg, B, T) -> str:
@@ -288,8 +276,6 @@ def cmd_data(args):
     import shutil
     import tempfile
 
-    from _record import record
-
     torch.set_num_threads(args.threads)
     train, val, eot, vocab = _tokens(args.vocab)
     model = {"size": "tiny", "n_layer": 4, "d_model": 128, "n_head": 4, "n_kv_head": 2, "d_ff": 384, "max_seq_len": 128}
@@ -373,7 +359,7 @@ def cmd_data(args):
     )
     print(body)
     if args.record:
-        record("pretrain-data-efficiency", body, "python bench/pretrain.py data " + " ".join(sys.argv[2:]))
+        record("pretrain-data-efficiency", body, "python -m bench.pretrain data " + " ".join(sys.argv[2:]))
 
 
 def main():

@@ -1,8 +1,8 @@
 """SFT on real data (sft/dolly_hhrlhf_train_small.jsonl): the stage runs end to end and logs its metrics, packed and
 unpacked held-out losses agree on real conversations, and packing's training throughput gain is measured.
 
-    python bench/sft_dolly.py                       # CPU: tiny model, 60 steps
-    python bench/sft_dolly.py --size smollm-135m --steps 200 --seq-len 2048 --batch-size 16 --vocab 8192   # GPU
+    python -m bench.sft_dolly                       # CPU: tiny model, 60 steps
+    python -m bench.sft_dolly --size smollm-135m --steps 200 --seq-len 2048 --batch-size 16 --vocab 8192   # GPU
 
 The base model is a randomly initialised Llama with a BPE trained on the conversations themselves (no Hub access),
 so the absolute losses describe this setup only; what the bench checks is the loop, its logging and its speed.
@@ -10,37 +10,25 @@ so the absolute losses describe this setup only; what the bench checks is the lo
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import sys
+import time
 from pathlib import Path
 
-# A script's own folder comes first on sys.path, and bench/tokenize.py would shadow the standard library's
-# `tokenize` (imported by torch via inspect); drop the folder and load _record by path instead.
-BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
-ROOT = BENCH.parent
+import torch
+
+from bench._record import record
+from ledgerlm.data.tokenizer import train_tokenizer
+from ledgerlm.model.hf import save_model
+from ledgerlm.model.llama import build_model, model_config
+from ledgerlm.pipeline import build_recipe, resolve_device, run_stage
+from ledgerlm.post import chat, sft
+from ledgerlm.post.common import build_optimizer
+
 LOAD = os.getloadavg()[0]  # before this script adds its own load
-sys.path.insert(0, str(ROOT))
-
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("_record", BENCH / "_record.py")
-_rec = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_rec)
-record = _rec.record
-
-from ledgerlm.data.tokenizer import train_tokenizer  # noqa: E402
-from ledgerlm.model.hf import save_model  # noqa: E402
-from ledgerlm.model.llama import build_model, model_config  # noqa: E402
-from ledgerlm.pipeline import build_recipe, resolve_device, run_stage  # noqa: E402
-from ledgerlm.post import chat, sft  # noqa: E402
-from ledgerlm.post.common import build_optimizer  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "sft" / "dolly_hhrlhf_train_small.jsonl"
 
 
@@ -179,7 +167,7 @@ first / last train loss {m["first_train_loss"]:.4f} / {m["final_train_loss"]:.4f
     )
     print(body)
     if not args.no_record:
-        record(f"sft-dolly-{device}", body, "python " + " ".join(sys.argv))
+        record(f"sft-dolly-{device}", body)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """`ledgerlm sweep` (LR x batch size of the sft stage) and `interpolate` end to end on real data
 (sft/dolly_hhrlhf_train_small.jsonl; PIQA validation for the benchmark metric).
 
-    python bench/sft_sweep_dolly.py                                      # CPU: tiny model
-    python bench/sft_sweep_dolly.py --size smollm-135m --vocab 8192 --seq-len 2048 --steps 40 \\
+    python -m bench.sft_sweep_dolly                                      # CPU: tiny model
+    python -m bench.sft_sweep_dolly --size smollm-135m --vocab 8192 --seq-len 2048 --steps 40 \\
         --lrs 2e-4,6e-4,2e-3 --batch-sizes 4,8 --piqa-limit 500              # GPU
 
 The base is a randomly initialised model (no Hub access), so PIQA stays near chance: the bench measures the sweep and
@@ -11,35 +11,25 @@ interpolation machinery on real data (cells, timings, tables, plots), not model 
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
-# bench/tokenize.py would shadow the standard library's `tokenize`: drop this folder from sys.path (see sft_dolly.py)
-BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
-ROOT = BENCH.parent
+import torch
+import yaml
+
+from bench._record import record
+from ledgerlm.data.tokenizer import train_tokenizer
+from ledgerlm.model.hf import save_model
+from ledgerlm.model.llama import build_model, model_config
+from ledgerlm.pipeline import build_recipe, resolve_device, run_stage
+from ledgerlm.post import chat, sweep
+
 LOAD = os.getloadavg()[0]  # before this script adds its own load
-sys.path.insert(0, str(ROOT))
-
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import shutil  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-import yaml  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("_record", BENCH / "_record.py")
-_rec = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_rec)
-
-from ledgerlm.data.tokenizer import train_tokenizer  # noqa: E402
-from ledgerlm.model.hf import save_model  # noqa: E402
-from ledgerlm.model.llama import build_model, model_config  # noqa: E402
-from ledgerlm.pipeline import build_recipe, resolve_device, run_stage  # noqa: E402
-from ledgerlm.post import chat, sweep  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
 
@@ -116,7 +106,7 @@ PIQA on the first {args.piqa_limit} validation items (acc_norm), {t_interp:.0f}s
 """
     print(body)
     if not args.no_record:
-        _rec.record(f"sft-sweep-interpolate-{device}", body, "python " + " ".join(sys.argv))
+        record(f"sft-sweep-interpolate-{device}", body)
 
 
 if __name__ == "__main__":

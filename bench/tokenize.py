@@ -1,6 +1,6 @@
 """End-to-end tokenisation speed (read JSONL, parse, encode, write shards + hashes) vs raw `tokenizers` batch encode.
 
-    python bench/tokenize.py [--vocab-size 49152] [--workers 0] [--repeats 3] [--no-record]
+    python -m bench.tokenize [--vocab-size 49152] [--workers 0] [--repeats 3] [--no-record]
 
 Corpus: every real text file in ../shared/data (GSM8K, LAMBADA, Dolly/HH, HH-RLHF, PIQA, WinoGrande, Shakespeare,
 Common Crawl), ~10 MB, written once as JSONL to a temporary directory. The tokenizer is a byte-level BPE trained on
@@ -11,27 +11,21 @@ Goal: end to end >= 80% of raw.
 
 from __future__ import annotations
 
+import argparse
+import gzip
+import json
+import os
+import statistics
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# This file is named like the standard library's `tokenize` (which `inspect`, `linecache` ... import): take its
-# directory off the import path so that import finds the real module, and import our helpers from the repo root.
-_BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
-sys.path.insert(0, str(_BENCH.parent))
+from tokenizers import Tokenizer
 
-import argparse  # noqa: E402
-import gzip  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-from tokenizers import Tokenizer  # noqa: E402
-
-from ledgerlm.data import shards as sh  # noqa: E402
-from ledgerlm.data.tokenizer import eot_id, train_tokenizer  # noqa: E402
+from bench._record import record
+from ledgerlm.data import shards as sh
+from ledgerlm.data.tokenizer import eot_id, train_tokenizer
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -159,9 +153,7 @@ def main() -> None:
     body = "\n".join(lines)
     print(body)
     if not args.no_record:
-        from bench._record import record
-
-        cmd = "python bench/tokenize.py " + " ".join(sys.argv[1:])
+        cmd = "python -m bench.tokenize " + " ".join(sys.argv[1:])
         record("tokenize", body, cmd.strip())
 
 

@@ -65,7 +65,11 @@ def estimate_lines(recipe, gpu: str = "h100", mfu: float | None = None) -> list[
             hours = flops / (g.peak_bf16 * used_mfu) / 3600
             total_h += hours
             mem = train_memory_gib(m.num_params(), m.n_layer, m.d_model, m.vocab_size, cfg.seq_len, cfg.micro_batch)
-            fit = "fits" if mem < g.memory_gib * 0.9 else "DOES NOT FIT: lower micro_batch (grad accumulation keeps the batch)"
+            fit = (
+                "fits"
+                if mem < g.memory_gib * 0.9
+                else "DOES NOT FIT: lower micro_batch (grad accumulation keeps the batch)"
+            )
             lines += [
                 f"  pretrain: {m.num_params():,} params, {L['tokens']:,} tokens in {L['steps']:,} steps, "
                 f"{flops:.3g} FLOPs -> {hours:.1f} h",

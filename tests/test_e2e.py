@@ -76,7 +76,10 @@ def test_report_has_every_section_and_only_ledger_numbers(demo_run):
     derived = [sum(secs), sum(s / 3600 * k for s, k in zip(secs, rates)), cfg.gpu_usd_per_hour, cfg.cpu_usd_per_hour]
     derived += [s / 3600 * k for s, k in zip(secs, rates)]
     for r in records:
-        derived += [sum(a.get("n_files", 1) for a in r["outputs"].values()), sum(a.get("size", 0) for a in r["outputs"].values())]
+        derived += [
+            sum(a.get("n_files", 1) for a in r["outputs"].values()),
+            sum(a.get("size", 0) for a in r["outputs"].values()),
+        ]
     allowed |= {card.num(x) for x in derived}
 
     body = md.split("## Sample generations")[0] + md.split("## Environment and code")[1]

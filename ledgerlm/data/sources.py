@@ -43,7 +43,9 @@ class SourceSpec:
 
     def validate(self) -> None:
         if self.format not in ("auto", "jsonl", "parquet", "text", "hf", "demo"):
-            raise ValueError(f"source {self.name!r}: format must be auto|jsonl|parquet|text|hf|demo, got {self.format!r}")
+            raise ValueError(
+                f"source {self.name!r}: format must be auto|jsonl|parquet|text|hf|demo, got {self.format!r}"
+            )
         if self.format == "hf" and not self.hf_name:
             raise ValueError(f"source {self.name!r}: format hf needs hf_name")
         if self.format not in ("hf", "demo") and not self.path and not self.hf_name:

@@ -119,7 +119,11 @@ SPECS: dict[str, Spec] = {
         ("question", "answer"),
     ),
     "arith": Spec(
-        "generate", "builtin:ledgerlm.post.arith", None, "heldout", ("exact_match_strict", "exact_match_flexible"),
+        "generate",
+        "builtin:ledgerlm.post.arith",
+        None,
+        "heldout",
+        ("exact_match_strict", "exact_match_flexible"),
         ("question", "answer"),
     ),
 }

@@ -347,8 +347,16 @@ def _eval_section(card: Card, records: dict) -> None:
         if not metric or metric == "n" or metric.endswith(("_stderr", "_ci95")) or isinstance(value, dict | list):
             continue
         lo, hi = (m.get(f"{key}_ci95") or [None, None])[:2]
-        rows.append([task, metric, card.num(value), card.num(m.get(f"{key}_stderr")),
-                     f"[{card.num(lo)}, {card.num(hi)}]", card.num(m.get(f"{task}.n"))])
+        rows.append(
+            [
+                task,
+                metric,
+                card.num(value),
+                card.num(m.get(f"{key}_stderr")),
+                f"[{card.num(lo)}, {card.num(hi)}]",
+                card.num(m.get(f"{task}.n")),
+            ]
+        )
     card.table(["task", "metric", "value", "stderr", "95% CI", "n"], rows)
     six = m.get("six_task_mean")
     if six is not None:
@@ -356,8 +364,10 @@ def _eval_section(card: Card, records: dict) -> None:
     refs = (rec.get("extra") or {}).get("references") or []
     if refs:
         card.para("Reference rows — reported, not re-run:")
-        card.table(["model", "six-task mean", "source"],
-                   [[r.get("model"), card.num(r.get("six_task_mean")), r.get("source", "")] for r in refs])
+        card.table(
+            ["model", "six-task mean", "source"],
+            [[r.get("model"), card.num(r.get("six_task_mean")), r.get("source", "")] for r in refs],
+        )
 
 
 def _samples_section(card: Card, records: dict, cfg: Config) -> None:
