@@ -319,6 +319,42 @@ def run_pipeline(recipe: Recipe, run_dir: Path, force: bool = False, echo=print)
     return 0
 
 
+_HUB_UP: bool | None = None
+
+
+def _hub_reachable() -> bool:
+    global _HUB_UP
+    if _HUB_UP is None:
+        import socket
+
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=3).close()
+            _HUB_UP = True
+        except OSError:
+            _HUB_UP = False
+    return _HUB_UP
+
+
+def _check_note(p, run_dir: Path) -> str:
+    """What `plan` could verify about one input: a Hub dataset/model exists, a local path exists."""
+    if isinstance(p, str) and p.startswith("hub:"):
+        if not _hub_reachable():
+            return "  [not checked: the Hugging Face Hub is unreachable from here]"
+        name = p[4:].split("[")[0]
+        try:
+            from huggingface_hub import HfApi
+
+            api, repo = HfApi(), "/".join(name.split("/")[:2])
+            found = api.repo_exists(repo, repo_type="dataset") or api.repo_exists(repo)
+            return "  [on the Hub]" if found else "  [NOT FOUND on the Hub]"
+        except Exception as e:  # noqa: BLE001 - plan reports, it does not stop
+            return f"  [not checked: {type(e).__name__}]"
+    path = Path(p).resolve()
+    if path.is_relative_to(Path(run_dir).resolve()):
+        return "" if path.exists() else "  [produced by an earlier stage]"
+    return "" if path.exists() else "  [MISSING]"
+
+
 def plan_lines(recipe: Recipe, run_dir: Path) -> list[str]:
     """What `ledgerlm plan` prints: each stage, what it reads and what it would do."""
     lines = [
@@ -338,7 +374,7 @@ def plan_lines(recipe: Recipe, run_dir: Path) -> list[str]:
         if hasattr(mod, "inputs"):
             try:
                 for name, p in mod.inputs(cfg, ctx).items():
-                    lines.append(f"      reads {name}: {p}")
+                    lines.append(f"      reads {name}: {p}{_check_note(p, run_dir)}")
             except Exception as e:  # plan reports, it does not stop at the first problem
                 lines.append(f"      inputs: cannot check yet ({e})")
         if hasattr(mod, "plan"):

@@ -14,11 +14,12 @@ class GPU:
     name: str
     peak_bf16: float  # dense bf16 FLOP/s
     memory_gib: float
-    default_mfu: float  # stated, not measured: what a tuned 135M-class run reaches on it
+    default_mfu: float  # what a 135M-class run reaches on it: measured for the H100, stated for the others
+    measured: bool = False
 
 
 GPUS = {
-    "h100": GPU("H100 SXM", 989e12, 80, 0.40),
+    "h100": GPU("H100 SXM", 989e12, 80, 0.355, measured=True),  # our training loop, BENCHMARKS.md
     "h200": GPU("H200", 989e12, 141, 0.40),
     "a100": GPU("A100 80GB", 312e12, 80, 0.40),
     "l40s": GPU("L40S", 362e12, 48, 0.35),
@@ -46,7 +47,8 @@ def estimate_lines(recipe, gpu: str = "h100", mfu: float | None = None) -> list[
         return [f"estimates: unknown GPU {gpu!r} (known: {', '.join(GPUS)})"]
     g = GPUS[key]
     used_mfu = mfu if mfu is not None else g.default_mfu
-    lines = [f"estimates on {g.name} at MFU {used_mfu:.0%} ({'given' if mfu is not None else 'stated default'}):"]
+    source = "given" if mfu is not None else ("measured, BENCHMARKS.md" if g.measured else "stated default")
+    lines = [f"estimates on {g.name} at MFU {used_mfu:.1%} ({source}):"]
     total_h = 0.0
     if "pretrain" in recipe.stages:
         from ledgerlm.train.pretrain import resolve_lengths

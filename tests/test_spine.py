@@ -141,3 +141,12 @@ def test_every_subcommand_has_help(capsys):
             main([cmd, "--help"])
         assert e.value.code == 0
         assert "usage" in capsys.readouterr().out
+
+
+def test_plan_validates_real_recipes_and_estimates(capsys):
+    assert main(["plan", "smollm-135m-1gpu", "--gpu", "h100"]) == 0
+    out = capsys.readouterr().out
+    assert "134,515,008 params" in out and "GPU-hours" in out and "GiB of 80 GiB" in out
+    assert "hub:HuggingFaceFW/fineweb-edu" in out  # the Hub input is listed with what could be checked
+    assert main(["plan", "demo", "--gpu", "nosuchgpu"]) == 0
+    assert "unknown GPU" in capsys.readouterr().out
