@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -115,7 +116,11 @@ def _stage_recipe(args, stage: str):
     else:
         raw, source = {"name": stage}, None
     mod = importlib.import_module(STAGES[stage])
-    flags = mod.cli_overrides(args) if hasattr(mod, "cli_overrides") else {}
+    if hasattr(mod, "cli_overrides"):
+        flags = mod.cli_overrides(args)
+    else:  # a stage flag named like a Config field sets that field
+        fields = {f.name for f in dataclasses.fields(mod.Config)}
+        flags = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     raw = apply_overrides(raw, {f"{stage}.{k}": v for k, v in flags.items() if v is not None})
     over = []
     for o in args.overrides:

@@ -210,14 +210,6 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int)
 
 
-def cli_overrides(args) -> dict[str, object]:
-    return {
-        k: getattr(args, k)
-        for k in ("data", "init", "loss", "beta", "lr", "max_steps")
-        if getattr(args, k, None) is not None
-    }
-
-
 def run(cfg: Config, ctx):
     from ledgerlm.ledger import StageResult, sha256_file
 

@@ -459,11 +459,6 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kl-beta", type=float)
 
 
-def cli_overrides(args) -> dict[str, object]:
-    keys = ("task", "init", "steps", "group_size", "lr", "loss_agg", "advantage", "kl_beta")
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-
-
 def run(cfg: Config, ctx):
     from ledgerlm.ledger import StageResult
 

@@ -489,15 +489,6 @@ def add_cli_args(p) -> None:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
 
 
-def cli_overrides(args) -> dict:
-    out = {}
-    for k in ("steps", "model", "compile"):
-        v = getattr(args, k, None)
-        if v is not None:
-            out[k] = v
-    return out
-
-
 def make_source(cfg: Config, tok_dir, seed: int, info: DistInfo):
     """The project TokenLoader (phases, mixtures); a fixed seeded subset of windows when data_tokens is set."""
     if cfg.data_tokens:
