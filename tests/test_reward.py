@@ -72,3 +72,33 @@ def test_reward_stage_learns_and_round_trips(tmp_path):
     assert (rc > rr).tolist() == held["per_pair_correct"]
     with pytest.raises(FileNotFoundError, match="reward_head"):
         reward.load_reward_model(run / "sft" / "model")
+
+
+def test_reward_stage_beats_chance_on_heldout_pairs(tmp_path):
+    """End to end on pairs whose signal generalises: chosen ends with the `#### N` line the verifier accepts, rejected
+    with "The answer is N." (same reasoning, other final line). Held-out problems are disjoint from the training ones,
+    so only a head that reads each response's own last token (not padding, not the prompt) can rank them; the exact
+    binomial test of the stage's own held-out report must reject chance, and the rewards must still depend on the
+    response (a collapse to a constant reward gives ties, which count as wrong, and abs_margin 0)."""
+    run = _tiny_run(tmp_path)
+    rows = [
+        {
+            "prompt": p.question,
+            "chosen": p.solution,
+            "rejected": p.solution.rsplit("\n#### ", 1)[0] + f"\nThe answer is {p.answer}.",
+        }
+        for p in arith.generate(88, "train", 1)
+    ]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ctx = StageContext(run_dir=run, stage="reward", recipe=None, seed=0, device="cpu", log=logging.getLogger("rw"))
+    ctx.out_dir.mkdir(parents=True)
+    cfg = reward.Config(
+        data=str(data), n_heldout=24, max_steps=12, batch_size=8, lr=1e-3, warmup_ratio=0.0, eval_every=12
+    )
+    res = reward.run(cfg, ctx)
+    held = json.loads((run / "reward" / "heldout.json").read_text())
+    assert held["n"] == 24 and res.counters["pairs_train"] == 64
+    assert held["p_binomial_vs_0.5"] < 0.05, held
+    assert held["p_binomial_vs_0.5"] == pytest.approx(preference.binomial_p_greater(held["correct"], 24))
+    assert res.metrics["heldout_abs_margin"] > 0.05

@@ -6,6 +6,14 @@
 The whole backbone is fine-tuned with the head (as in InstructGPT / TRL's RewardTrainer). Accuracy on held-out pairs
 (chosen scored above rejected) is reported with an exact binomial test against chance.
 
+Budget: a reward model needs many more steps than DPO on the same pairs. DPO's implicit reward is built from the
+policy's token log-probs, which already separate correct from corrupted solutions after SFT; a fresh scalar head must
+instead get the backbone to *route* that judgement to the last token, which it does not do before fine-tuning (on the
+built-in arith pairs a linear probe on the frozen SFT model's last-token state is barely above chance). Training shows
+a plateau at loss ln 2 before accuracy rises, and with too high an lr the backbone collapses to a reward that ignores
+the response (loss pinned at ln 2, mean |r_c - r_r| -> 0, vanishing gradients). `abs_margin` is logged (train and
+held-out) to tell the two apart: a plateau keeps it away from 0, a collapse drives it to 0.
+
 Reads `RUN/<init>/model/` (default `sft`); writes `RUN/reward/model/` (the backbone as an HF Llama dir, plus
 `reward_head.safetensors` with the head), `metrics.jsonl`, `heldout.json`, `quarantine.jsonl`.
 `load_reward_model(dir)` gives back a `RewardModel` for scoring.
@@ -208,8 +216,13 @@ def run(cfg: Config, ctx):
 
     def evaluate():
         rc, rr = score(rm, enc_ho, cfg.eval_batch_size, device)
-        correct = rc > rr
-        return {"acc": float(correct.float().mean()), "margin": float((rc - rr).mean()), "correct": correct.tolist()}
+        correct = rc > rr  # a tie counts as wrong: a collapsed (constant) reward model scores 0, not 0.5
+        return {
+            "acc": float(correct.float().mean()),
+            "margin": float((rc - rr).mean()),
+            "abs_margin": float((rc - rr).abs().mean()),
+            "correct": correct.tolist(),
+        }
 
     init_eval = evaluate()
     rm.train()
@@ -217,7 +230,14 @@ def run(cfg: Config, ctx):
     t0 = time.time()
     first = last = {}
     with MetricsLog(out / "metrics.jsonl") as mlog:
-        mlog.write({"step": 0, "heldout_acc": init_eval["acc"], "heldout_margin": init_eval["margin"]})
+        mlog.write(
+            {
+                "step": 0,
+                "heldout_acc": init_eval["acc"],
+                "heldout_margin": init_eval["margin"],
+                "heldout_abs_margin": init_eval["abs_margin"],
+            }
+        )
         for step in range(total):
             idx = []
             while len(idx) < cfg.batch_size:
@@ -248,13 +268,14 @@ def run(cfg: Config, ctx):
                 "loss": loss_sum,
                 "acc": float(torch.cat(corr).mean()),
                 "margin": float(torch.cat(marg).mean()),
+                "abs_margin": float(torch.cat(marg).abs().mean()),  # -> 0 when the reward stops reading the response
                 "lr": lr,
                 "grad_norm": gnorm,
                 "elapsed_s": round(time.time() - t0, 3),
             }
             if (step + 1) % eval_every == 0 or step + 1 == total:
                 ev = evaluate()
-                rec.update(heldout_acc=ev["acc"], heldout_margin=ev["margin"])
+                rec.update(heldout_acc=ev["acc"], heldout_margin=ev["margin"], heldout_abs_margin=ev["abs_margin"])
                 ctx.log.info("reward step %d/%d loss %.4f held-out acc %.3f", step + 1, total, loss_sum, ev["acc"])
             first = first or rec
             last = rec
@@ -300,6 +321,7 @@ def run(cfg: Config, ctx):
             "heldout_p_binomial": p,
             "heldout_wilson95": [lo, hi],
             "heldout_margin": final["margin"],
+            "heldout_abs_margin": final["abs_margin"],
             "init_heldout_accuracy": init_eval["acc"],
             "first_loss": first.get("loss"),
             "final_loss": last.get("loss"),
