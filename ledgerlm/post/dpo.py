@@ -40,6 +40,7 @@ from ledgerlm.post.common import (
 )
 from ledgerlm.post.preference import (
     binomial_p_greater,
+    check_pair_config,
     data_hash,
     encode_pair,
     load_split,
@@ -81,18 +82,7 @@ class Config:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.beta <= 0 or self.lr <= 0:
             raise ValueError("beta and lr must be > 0")
-        if (
-            self.batch_size < 1
-            or self.micro_batch_size < 0
-            or (self.micro_batch_size and self.batch_size % self.micro_batch_size)
-        ):
-            raise ValueError("batch_size must be >= 1 and a multiple of micro_batch_size")
-        if self.n_heldout < 1:
-            raise ValueError("n_heldout must be >= 1 (held-out accuracy is the point of the stage)")
-        if self.max_prompt_len >= self.max_len:
-            raise ValueError(f"max_prompt_len={self.max_prompt_len} must be < max_len={self.max_len}")
-        if self.epochs <= 0 and self.max_steps <= 0:
-            raise ValueError("set epochs > 0 or max_steps > 0")
+        check_pair_config(self)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

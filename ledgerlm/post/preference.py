@@ -53,6 +53,22 @@ class PreferenceFormatError(ValueError):
         super().__init__(f"field '{field}': {message}")
 
 
+def check_pair_config(cfg) -> None:
+    """Checks shared by the pairwise stages (dpo, reward): batch shape, held-out set, lengths, training length."""
+    if (
+        cfg.batch_size < 1
+        or cfg.micro_batch_size < 0
+        or (cfg.micro_batch_size and cfg.batch_size % cfg.micro_batch_size)
+    ):
+        raise ValueError("batch_size must be >= 1 and a multiple of micro_batch_size")
+    if cfg.n_heldout < 1:
+        raise ValueError("n_heldout must be >= 1 (held-out accuracy is the point of the stage)")
+    if cfg.max_prompt_len >= cfg.max_len:
+        raise ValueError(f"max_prompt_len={cfg.max_prompt_len} must be < max_len={cfg.max_len}")
+    if cfg.epochs <= 0 and cfg.max_steps <= 0:
+        raise ValueError("set epochs > 0 or max_steps > 0")
+
+
 def split_transcripts(chosen: str, rejected: str) -> tuple[list[dict], str, str]:
     """HH-RLHF: two full transcripts that differ only in the last assistant turn -> (prompt messages, chosen, rejected)."""
     n = 0

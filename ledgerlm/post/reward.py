@@ -42,7 +42,14 @@ from ledgerlm.post.common import (
     save_model_dir,
     seed_everything,
 )
-from ledgerlm.post.preference import binomial_p_greater, encode_pair, load_split, pad_batch, wilson_ci
+from ledgerlm.post.preference import (
+    binomial_p_greater,
+    check_pair_config,
+    encode_pair,
+    load_split,
+    pad_batch,
+    wilson_ci,
+)
 
 HEAD_FILE = "reward_head.safetensors"
 
@@ -74,18 +81,7 @@ class Config:
     def validate(self) -> None:
         if self.lr <= 0 or self.head_lr_mult <= 0:
             raise ValueError("lr and head_lr_mult must be > 0")
-        if (
-            self.batch_size < 1
-            or self.micro_batch_size < 0
-            or (self.micro_batch_size and self.batch_size % self.micro_batch_size)
-        ):
-            raise ValueError("batch_size must be >= 1 and a multiple of micro_batch_size")
-        if self.n_heldout < 1:
-            raise ValueError("n_heldout must be >= 1")
-        if self.max_prompt_len >= self.max_len:
-            raise ValueError(f"max_prompt_len={self.max_prompt_len} must be < max_len={self.max_len}")
-        if self.epochs <= 0 and self.max_steps <= 0:
-            raise ValueError("set epochs > 0 or max_steps > 0")
+        check_pair_config(self)
 
 
 def bradley_terry_loss(
