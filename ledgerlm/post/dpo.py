@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ledgerlm.io import atomic_path, atomic_write_json, write_jsonl
+from ledgerlm.io import atomic_path, write_jsonl
 from ledgerlm.post.common import (
     MetricsLog,
     autocast,
@@ -39,14 +39,13 @@ from ledgerlm.post.common import (
     seed_everything,
 )
 from ledgerlm.post.preference import (
-    binomial_p_greater,
     check_pair_config,
     data_hash,
     encode_pair,
     load_split,
     pad_batch,
     sequence_logps,
-    wilson_ci,
+    write_heldout,
 )
 
 LOSSES = ("sigmoid", "length_normalized")
@@ -320,24 +319,10 @@ def run(cfg: Config, ctx):
 
     final = evaluate()
     n_ho = len(held)
-    k = sum(final["correct"])
-    p = binomial_p_greater(k, n_ho)
-    lo, hi = wilson_ci(k, n_ho)
-    atomic_write_json(
-        out / "heldout.json",
-        {
-            "n": n_ho,
-            "correct": k,
-            "accuracy": k / n_ho,
-            "p_binomial_vs_0.5": p,
-            "wilson95": [lo, hi],
-            "init_logp_accuracy": init_logp_acc,
-            "per_pair_correct": final["correct"],
-        },
-    )
+    heldout = write_heldout(out / "heldout.json", final["correct"], init_logp_accuracy=init_logp_acc)
     policy.eval()
     save_model_dir(policy, tok, out / "model")
-    ctx.log.info("dpo held-out accuracy %.3f (%d/%d, p=%.3g)", k / n_ho, k, n_ho, p)
+    ctx.log.info("dpo held-out accuracy %.3f (p=%.3g)", heldout["heldout_accuracy"], heldout["heldout_p_binomial"])
     return StageResult(
         outputs={
             "model": out / "model",
@@ -355,9 +340,7 @@ def run(cfg: Config, ctx):
             **{f"data:{k}": v for k, v in dict(counters).items()},
         },
         metrics={
-            "heldout_accuracy": k / n_ho,
-            "heldout_p_binomial": p,
-            "heldout_wilson95": [lo, hi],
+            **heldout,
             "heldout_margin": final["margin"],
             "init_logp_accuracy": init_logp_acc,
             "first_loss": first.get("loss"),

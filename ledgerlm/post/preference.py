@@ -69,6 +69,28 @@ def check_pair_config(cfg) -> None:
         raise ValueError("set epochs > 0 or max_steps > 0")
 
 
+def write_heldout(path: Path, correct: list[bool], **extra) -> dict:
+    """Held-out preference accuracy with its exact binomial test against chance and Wilson 95% interval, written to
+    `path` (heldout.json) with the per-pair results; returns the ledger metrics."""
+    from ledgerlm.io import atomic_write_json
+
+    n, k = len(correct), sum(correct)
+    p, (lo, hi) = binomial_p_greater(k, n), wilson_ci(k, n)
+    atomic_write_json(
+        path,
+        {
+            "n": n,
+            "correct": k,
+            "accuracy": k / n,
+            "p_binomial_vs_0.5": p,
+            "wilson95": [lo, hi],
+            **extra,
+            "per_pair_correct": correct,
+        },
+    )
+    return {"heldout_accuracy": k / n, "heldout_p_binomial": p, "heldout_wilson95": [lo, hi]}
+
+
 def split_transcripts(chosen: str, rejected: str) -> tuple[list[dict], str, str]:
     """HH-RLHF: two full transcripts that differ only in the last assistant turn -> (prompt messages, chosen, rejected)."""
     n = 0

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ledgerlm.io import atomic_path, atomic_write_json, write_jsonl
+from ledgerlm.io import atomic_path, write_jsonl
 from ledgerlm.post.common import (
     MetricsLog,
     autocast,
@@ -43,12 +43,11 @@ from ledgerlm.post.common import (
     seed_everything,
 )
 from ledgerlm.post.preference import (
-    binomial_p_greater,
     check_pair_config,
     encode_pair,
     load_split,
     pad_batch,
-    wilson_ci,
+    write_heldout,
 )
 
 HEAD_FILE = "reward_head.safetensors"
@@ -279,25 +278,11 @@ def run(cfg: Config, ctx):
 
     final = evaluate()
     n_ho = len(enc_ho)
-    k = sum(final["correct"])
-    p = binomial_p_greater(k, n_ho)
-    lo, hi = wilson_ci(k, n_ho)
-    atomic_write_json(
-        out / "heldout.json",
-        {
-            "n": n_ho,
-            "correct": k,
-            "accuracy": k / n_ho,
-            "p_binomial_vs_0.5": p,
-            "wilson95": [lo, hi],
-            "init_accuracy": init_eval["acc"],
-            "per_pair_correct": final["correct"],
-        },
-    )
+    heldout = write_heldout(out / "heldout.json", final["correct"], init_accuracy=init_eval["acc"])
     rm.eval()
     save_model_dir(rm.backbone, tok, out / "model")
     save_head(rm, out / "model")  # after save_model_dir, which replaces the directory wholesale
-    ctx.log.info("reward held-out accuracy %.3f (%d/%d, p=%.3g)", k / n_ho, k, n_ho, p)
+    ctx.log.info("reward held-out accuracy %.3f (p=%.3g)", heldout["heldout_accuracy"], heldout["heldout_p_binomial"])
     return StageResult(
         outputs={
             "model": out / "model",
@@ -313,9 +298,7 @@ def run(cfg: Config, ctx):
             **{f"data:{k}": v for k, v in dict(counters).items()},
         },
         metrics={
-            "heldout_accuracy": k / n_ho,
-            "heldout_p_binomial": p,
-            "heldout_wilson95": [lo, hi],
+            **heldout,
             "heldout_margin": final["margin"],
             "heldout_abs_margin": final["abs_margin"],
             "init_heldout_accuracy": init_eval["acc"],
