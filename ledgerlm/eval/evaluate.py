@@ -190,8 +190,27 @@ def load_references(path: str | Path | None = None) -> list[dict]:
     if not isinstance(rows, list):
         raise ValueError(f"{p}: expected a top-level 'rows:' list")
     for i, r in enumerate(rows):
-        if not isinstance(r, dict) or not isinstance(r.get("model"), str) or not r.get("source"):
+        if not isinstance(r, dict) or not isinstance(r.get("model"), str) or not str(r.get("source", "")).strip():
             raise ValueError(f"{p}: rows[{i}] needs 'model' and 'source'")
+        where = f"{p}: rows[{i}] ({r['model']})"
+        tasks = r.get("tasks") or {}
+        if not isinstance(tasks, dict):
+            raise ValueError(f"{where}: 'tasks' must map task names to scores")
+        for t, v in tasks.items():
+            if t not in SIX_TASKS:
+                raise ValueError(f"{where}: unknown task {t!r}; expected one of {', '.join(SIX_TASKS)}")
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= v <= 1.0:
+                raise ValueError(f"{where}: tasks.{t} = {v!r} is not a fraction in [0, 1]")
+        mean = r.get("six_task_mean")
+        if mean is not None and (not isinstance(mean, (int, float)) or isinstance(mean, bool)):
+            raise ValueError(f"{where}: six_task_mean {mean!r} is not a number")
+        if mean is not None and tasks:  # a mean stated beside per-task values must be their mean
+            missing = [t for t in SIX_TASKS if t not in tasks]
+            if missing:
+                raise ValueError(f"{where}: six_task_mean given but tasks lack {', '.join(missing)}")
+            m = sum(tasks[t] for t in SIX_TASKS) / len(SIX_TASKS)
+            if abs(m - mean) > 1e-4:
+                raise ValueError(f"{where}: six_task_mean {mean} is not the mean of its tasks ({m:.4f})")
     return rows
 
 
