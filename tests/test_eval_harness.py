@@ -75,7 +75,7 @@ def _naive(lm, ctx, cont):
 
 def test_tree_packing_equals_separate_scoring(lm_hf, lm_ours):
     groups = _groups()
-    assert lm_hf.tree and not lm_ours.tree
+    assert lm_hf.tree and lm_ours.tree
     packed = [x for g in loglikelihood(lm_hf, groups, batch_size=4) for x in g]
     lm_hf.tree = False
     try:
@@ -83,6 +83,12 @@ def test_tree_packing_equals_separate_scoring(lm_hf, lm_ours):
     finally:
         lm_hf.tree = True
     ours = [x for g in loglikelihood(lm_ours, groups, batch_size=5) for x in g]
+    lm_ours.tree = False
+    try:
+        ours_flat = [x for g in loglikelihood(lm_ours, groups, batch_size=2) for x in g]
+    finally:
+        lm_ours.tree = True
+    assert max(abs(o[0] - f[0]) for o, f in zip(ours, ours_flat)) < 1e-4
     # eager attention takes the tree mask in additive form
     lm_hf.attn_impl = lm_hf.model.config._attn_implementation = "eager"
     try:

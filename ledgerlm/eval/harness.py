@@ -170,8 +170,8 @@ class LedgerLlama(LM):
         self.tok = tok
         self.name = name
         self.device = device
-        # Our Llama's `attention_mask` is a 2D padding mask; tree packing needs a model that says it takes a
-        # 4D [B,1,T,S] mask there (attribute `accepts_4d_mask`), else we score one row per request.
+        # Tree packing needs a model that says it takes a 4D [B,1,T,S] bool mask as `attention_mask` (attribute
+        # `accepts_4d_mask`, as ledgerlm's Llama); other models score one row per request.
         params = inspect.signature(model.forward).parameters
         self.tree = bool(getattr(model, "accepts_4d_mask", False)) and "position_ids" in params
         cfg = getattr(model, "cfg", None) or getattr(model, "config", None)

@@ -234,6 +234,8 @@ def positions_from_doc_ids(doc_ids: torch.Tensor) -> torch.Tensor:
 
 
 class Llama(nn.Module):
+    accepts_4d_mask = True  # forward takes a boolean [B, 1, T, S] attention_mask (see forward)
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -288,7 +290,8 @@ class Llama(nn.Module):
 
         doc_ids [B, T]: packed documents; attention is block-diagonal causal and positions restart per document.
         attention_mask [B, S]: 1 = real token, 0 = padding, over cached + new tokens (S = cache.pos + T); used for
-        left-padded batched generation. kv_cache: a `KVCache`; new K/V are appended and `cache.pos` advances by T.
+        left-padded batched generation. Or a boolean [B, 1, T, S] mask (True = attend) used as it is, with
+        `position_ids`: e.g. the evaluation harness's shared-prefix ("tree") rows. kv_cache: a `KVCache`; new K/V are appended and `cache.pos` advances by T.
         targets [B, T] (already shifted): return the mean cross-entropy instead (one graph for torch.compile).
         """
         b, t = input_ids.shape
@@ -296,7 +299,7 @@ class Llama(nn.Module):
         if position_ids is None:
             if doc_ids is not None:
                 position_ids = positions_from_doc_ids(doc_ids)
-            elif attention_mask is not None:
+            elif attention_mask is not None and attention_mask.dim() == 2:
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past : past + t]
             else:
                 position_ids = torch.arange(past, past + t, device=input_ids.device).expand(b, t)
@@ -329,6 +332,10 @@ class Llama(nn.Module):
         if doc_ids is None and attention_mask is None and past == 0:
             return None
         s = past + t
+        if attention_mask is not None and attention_mask.dim() == 4:
+            if attention_mask.shape != (b, 1, t, s) or attention_mask.dtype != torch.bool or doc_ids is not None:
+                raise ValueError(f"a 4D attention_mask must be bool [{b}, 1, {t}, {s}] without doc_ids")
+            return attention_mask
         q_pos = torch.arange(past, s, device=device)
         k_pos = torch.arange(s, device=device)
         m = (k_pos[None, :] <= q_pos[:, None])[None].expand(b, t, s)
