@@ -443,3 +443,88 @@ def test_render_batch_matches_render(tok):
             ids += [1, *tok.encode(m["role"] + "\n").ids, *tok.encode(m["content"]).ids, 2, *tok.encode("\n").ids]
         single.append(ids)
     assert [ids for ids, _ in chat.render_batch(convs, tok)] == single
+
+
+def _sft_weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "sft" / "model" / "model.safetensors"))
+
+
+def _sft_curve(run: Path) -> list[dict]:
+    rows = [json.loads(x) for x in (run / "sft" / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+
+
+def _kill_at(step: int):
+    def hook(done, model):
+        if done == step:
+            raise KeyboardInterrupt("simulated kill")
+
+    return hook
+
+
+def test_sft_kill_and_resume_is_bitwise(tmp_path, monkeypatch):
+    """Killed at step 6 (newest checkpoint: 4) and re-run through the pipeline: the run resumes and ends with the
+    same weights, curve and counters as an uninterrupted run -- across an epoch boundary (5 steps per epoch here)."""
+    from ledgerlm.pipeline import run_stage
+    from ledgerlm.post import sft
+    from ledgerlm.train.checkpoint import latest_checkpoint
+
+    quiet = lambda *_: None  # noqa: E731
+    full, data = make_base_run(tmp_path / "full", n_convs=120)
+    # the uninterrupted run checkpoints every step (ckpt_every=0 -> total // 10 = 1): saving must not change anything
+    _, ref = run_stage(sft_recipe(data, max_steps=12), "sft", full, echo=quiet)
+    assert not (full / "sft" / "ckpt").exists()  # checkpoints go once the model is saved
+    assert json.loads((full / "sft" / "data.json").read_text())["steps_per_epoch"] == 5
+
+    part, _ = make_base_run(tmp_path / "part", n_convs=120)
+    recipe = sft_recipe(data, max_steps=12, ckpt_every=4)
+    monkeypatch.setattr(sft, "_STEP_HOOK", _kill_at(6))
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(recipe, "sft", part, echo=quiet)
+    assert latest_checkpoint(part / "sft" / "ckpt").name == "step_00000004"
+    assert [r["step"] for r in _sft_curve(part)] == list(range(7))  # steps 5 and 6 are logged, then redone
+    monkeypatch.setattr(sft, "_STEP_HOOK", None)
+    torch.manual_seed(999)  # a fresh process would have other RNG state; the checkpoint must restore it
+    said = []
+    status, rec = run_stage(recipe, "sft", part, echo=said.append)
+    assert status == "ran" and said[0].startswith("[sft] resuming")
+    assert rec["extra"]["resumed_from_step"] == 4 and ref["extra"]["resumed_from_step"] == 0
+    assert "resumed from" in (part / "logs" / "sft.log").read_text()
+
+    a, b = _sft_weights(full), _sft_weights(part)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _sft_curve(part) == _sft_curve(full) and len(_sft_curve(full)) == 13
+    assert rec["counters"] == ref["counters"]
+    drop = lambda m: {k: v for k, v in m.items() if k != "train_seconds"}  # noqa: E731
+    assert drop(rec["metrics"]) == drop(ref["metrics"])
+
+
+def test_sft_resume_refuses_a_changed_config(tmp_path, monkeypatch):
+    """Through the pipeline a changed lr is a new attempt (the stage dir is wiped, the run starts over); a direct call
+    told to resume onto a checkpoint written with another lr refuses, naming the checkpoint and the key."""
+    from ledgerlm.ledger import StageContext
+    from ledgerlm.pipeline import run_stage
+    from ledgerlm.post import sft
+
+    quiet = lambda *_: None  # noqa: E731
+    run, data = make_base_run(tmp_path, n_convs=60)
+    monkeypatch.setattr(sft, "_STEP_HOOK", _kill_at(3))
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(sft_recipe(data, max_steps=6, ckpt_every=2), "sft", run, echo=quiet)
+    monkeypatch.setattr(sft, "_STEP_HOOK", None)
+
+    changed = sft_recipe(data, max_steps=6, ckpt_every=2, lr=1e-3)
+    ctx = StageContext(run_dir=run, stage="sft", recipe=changed, seed=0, device="cpu", resuming=True)
+    with pytest.raises(RuntimeError, match=r"step_00000002.*different sft config: lr \(0\.003 -> 0\.001\)"):
+        sft.run(changed.section("sft"), ctx)
+    # eval/checkpoint cadence does not change the trajectory: a checkpoint resumes under other values
+    same = sft_recipe(data, max_steps=6, ckpt_every=5, eval_every=3, keep_ckpts=1)
+    res = sft.run(same.section("sft"), ctx)
+    assert res.extra["resumed_from_step"] == 2
+
+    said = []
+    _, rec = run_stage(changed, "sft", run, echo=said.append)
+    assert said[0].startswith("[sft] running") and rec["extra"]["resumed_from_step"] == 0
+    assert [r["step"] for r in _sft_curve(run)] == list(range(7))

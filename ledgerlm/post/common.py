@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ledgerlm.config import ConfigError
+from ledgerlm.io import atomic_write_text
 
 IGNORE = -100  # target id that contributes no loss
 
@@ -141,12 +142,26 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class MetricsLog:
-    """JSONL metrics file, started afresh and flushed per line so a crashed run keeps its curve up to the crash."""
+    """JSONL metrics file, flushed per line so a crashed run keeps its curve up to the crash. Started afresh, or, for
+    a run resumed from the checkpoint of step `keep_upto`, cut back (atomically) to the records with step <= keep_upto
+    and appended to: the steps after the checkpoint are redone, so the file reads as if the run had never stopped."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, keep_upto: int | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "w", encoding="utf-8")
+        if keep_upto is None:
+            self._f = open(self.path, "w", encoding="utf-8")
+            return
+        keep = []
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if json.loads(line)["step"] <= keep_upto:
+                        keep.append(line)
+                except (ValueError, KeyError, TypeError):  # a line cut short by the kill
+                    continue
+        atomic_write_text(self.path, "".join(f"{line}\n" for line in keep))
+        self._f = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
         self._f.write(json.dumps(record, sort_keys=True) + "\n")

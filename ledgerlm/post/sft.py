@@ -10,7 +10,9 @@ losses of the same conversations run one per row (tested); the loss is a mean ov
 optimizer batch, so packing and gradient accumulation do not change how conversations are weighted.
 
 Reads `RUN/<base>/model/` (default `pretrain`), writes `RUN/sft/model/` (HF format), `metrics.jsonl` (step, loss, lr,
-held-out assistant loss), `data.json` (counts, split, packing efficiency) and `quarantine.jsonl` (rows not used, why).
+held-out assistant loss), `data.json` (counts, split, packing efficiency), `quarantine.jsonl` (rows not used, why) and
+`ckpt/` (atomic training checkpoints: a killed run re-run with the same config resumes from the newest one and ends
+bitwise identical on CPU -- weights, optimizer, row order, epoch, sampler and global RNG are all saved).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +73,11 @@ class Config:
     grad_clip: float = 1.0
     eval_every: int = 0  # steps between held-out evaluations (0 = about 10 per run)
     eval_batch_size: int = 8
+    # Checkpoints to ckpt/ every this many steps (0 = about 10 per run, like eval_every: for a 135M model a save costs
+    # a few seconds, so ~10 bounds the overhead while losing at most a tenth of the run to a kill). Neither this nor
+    # keep_ckpts changes the training trajectory, so changing them does not block a resume.
+    ckpt_every: int = 0
+    keep_ckpts: int = 2  # newest checkpoints kept (0 = all)
 
     def validate(self) -> None:
         if self.schedule not in ("constant", "linear", "cosine"):
@@ -84,6 +92,16 @@ class Config:
             raise ValueError("set epochs > 0 or max_steps > 0")
         if self.lr <= 0 or len(self.betas) != 2:
             raise ValueError("lr must be > 0 and betas a pair")
+        if self.ckpt_every < 0 or self.keep_ckpts < 0:
+            raise ValueError("ckpt_every and keep_ckpts must be >= 0")
+
+
+# test hook: called as _STEP_HOOK(step, model) after each completed optimizer step (tests raise from it to simulate a
+# kill); None in normal runs
+_STEP_HOOK = None
+
+# config keys that do not change the weights or the training curve: a checkpoint written under other values resumes
+_NOT_TRAJECTORY = ("eval_every", "eval_batch_size", "ckpt_every", "keep_ckpts")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -271,6 +289,29 @@ def load_data(cfg: Config, tokenizer, seq_len: int, log=None):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Checkpoints and resume
+
+
+def data_fingerprint(examples: list[Example]) -> str:
+    """xxh64 of the training examples' token ids and targets (catches a changed tokenizer or data on resume)."""
+    h = xxhash.xxh64()
+    for ex in examples:
+        h.update(len(ex).to_bytes(4, "little"))
+        h.update(ex.inputs.tobytes())
+        h.update(ex.targets.tobytes())
+    return h.hexdigest()
+
+
+def trajectory_key(cfg: Config, seed: int, examples: list[Example]) -> dict:
+    """What a checkpoint must agree on to be resumed: the config less `_NOT_TRAJECTORY`, the seed and the data."""
+    from dataclasses import asdict
+
+    d = {k: v for k, v in asdict(cfg).items() if k not in _NOT_TRAJECTORY}
+    d.update(seed=seed, train_data_xxh64=data_fingerprint(examples))
+    return json.loads(json.dumps(d, default=str))  # JSON-normalised, as it reads back from state.json
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Stage protocol
 
 
@@ -310,6 +351,8 @@ def cli_overrides(args) -> dict[str, object]:
 
 def run(cfg: Config, ctx):
     from ledgerlm.ledger import StageResult
+    from ledgerlm.train import checkpoint as ckpt_lib
+    from ledgerlm.train.dist import DistInfo, load_full_state_dicts
 
     if not cfg.data:
         raise ConfigError("sft.data", "set the conversations to train on (JSONL path or HF dataset name)")
@@ -333,6 +376,7 @@ def run(cfg: Config, ctx):
     warmup = int(cfg.warmup_ratio * total)
     micro = cfg.micro_batch_size or cfg.batch_size
     eval_every = cfg.eval_every or max(1, total // 10)
+    ckpt_every = cfg.ckpt_every or max(1, total // 10)
     summary.update(steps=total, steps_per_epoch=steps_per_epoch, seq_len=seq_len, base_model=str(base_dir))
     atomic_write_json(out / "data.json", summary)
     ctx.log.info("sft: %d rows, %d steps (%d per epoch), warmup %d", len(rows), total, steps_per_epoch, warmup)
@@ -343,15 +387,55 @@ def run(cfg: Config, ctx):
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas)
     gen = torch.Generator().manual_seed(ctx.seed)
     model.train()
-    initial = val_loss()
     first_loss = last_loss = float("nan")
     seen_tokens = 0
-    t0 = time.time()
     queue: list[int] = []
-    epoch = 0
-    with MetricsLog(out / "metrics.jsonl") as mlog:
+    epoch = start = 0
+    traj = trajectory_key(cfg, ctx.seed, train)
+    ckpt_dir = out / "ckpt"
+    latest = ckpt_lib.latest_checkpoint(ckpt_dir) if getattr(ctx, "resuming", False) else None
+    if latest is None:  # a fresh start: checkpoints of an earlier run (or half-written ones) must not mix in
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        initial = val_loss()
+        t0 = time.time()
+        mlog = MetricsLog(out / "metrics.jsonl")
         mlog.write({"step": 0, "val_loss": initial, "elapsed_s": 0.0} if val else {"step": 0, "elapsed_s": 0.0})
-        for step in range(total):
+    else:
+        m_sd, o_sd, st, extra = ckpt_lib.load_checkpoint(latest)  # also restores the global RNG (dropout)
+        saved = st.get("trajectory", {})
+        differ = sorted(k for k in traj.keys() | saved.keys() if traj.get(k) != saved.get(k))
+        if differ:
+            what = ", ".join(f"{k} ({saved.get(k)!r} -> {traj.get(k)!r})" for k in differ)
+            raise RuntimeError(
+                f"{latest}: checkpoint was written with a different sft config: {what}; "
+                f"remove {ckpt_dir} to start over, or restore the original config"
+            )
+        load_full_state_dicts(model, opt, m_sd, o_sd, DistInfo(), "none")
+        gen.set_state(extra["sft.gen"])
+        queue = extra["sft.queue"].tolist()
+        start, epoch, seen_tokens = st["step"], st["epoch"], st["seen_tokens"]
+        first_loss, initial = st["first_loss"], st["initial_val_loss"]
+        t0 = time.time() - st["elapsed_s"]
+        mlog = MetricsLog(out / "metrics.jsonl", keep_upto=start)
+        ctx.log.info("sft: resumed from %s (step %d/%d)", latest, start, total)
+
+    def save(done: int) -> None:
+        state = {
+            "trajectory": traj,
+            "total": total,
+            "epoch": epoch,
+            "seen_tokens": seen_tokens,
+            "first_loss": first_loss,
+            "initial_val_loss": initial,
+            "elapsed_s": time.time() - t0,
+        }
+        extra = {"sft.gen": gen.get_state(), "sft.queue": torch.tensor(queue, dtype=torch.long)}
+        ckpt_lib.save_checkpoint(
+            ckpt_dir, done, model.state_dict(), opt.state_dict(), state, extra, keep_last=cfg.keep_ckpts
+        )
+
+    with mlog:
+        for step in range(start, total):
             batch_rows = []
             while len(batch_rows) < cfg.batch_size:
                 if not queue:  # a fresh permutation of the rows each epoch
@@ -379,9 +463,16 @@ def run(cfg: Config, ctx):
             if not math.isfinite(last_loss):
                 raise FloatingPointError(f"sft: loss is {last_loss} at step {step + 1}")
             mlog.write(rec)
+            # not at the last step: the model is saved right below, and a kill before that redoes the last few steps
+            if (step + 1) % ckpt_every == 0 and step + 1 < total:
+                save(step + 1)
+            if _STEP_HOOK is not None:
+                _STEP_HOOK(step + 1, model)
     final = rec.get("val_loss")
     model.eval()
     save_model_dir(model, tokenizer, out / "model")
+    # checkpoints only serve a resume of this run; a sweep's cells would otherwise keep ~2 GB each at 135M
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
     return StageResult(
         outputs={
             "model": out / "model",
@@ -410,5 +501,5 @@ def run(cfg: Config, ctx):
             "packing_efficiency": summary["packing_efficiency"],
             "train_seconds": round(time.time() - t0, 2),
         },
-        extra={"base_model": str(base_dir)},
+        extra={"base_model": str(base_dir), "resumed_from_step": start},
     )
