@@ -117,7 +117,11 @@ def coerce(value: Any, tp: Any, key: str, file: str | Path | None = None) -> Any
 
 
 def from_dict(cls: type, data: Any, prefix: str = "", file: str | Path | None = None) -> Any:
-    """Build dataclass `cls` from a mapping; unknown keys, wrong types and missing required fields are errors."""
+    """Build dataclass `cls` from a mapping; unknown keys, wrong types and missing required fields are errors.
+
+    The object's `validate()` may raise ValueError (reported against `prefix`) or ConfigError with a key relative to
+    the object (e.g. a nested partial section it checks itself), which is reported as `prefix.key` in `file`.
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -141,6 +145,8 @@ def from_dict(cls: type, data: Any, prefix: str = "", file: str | Path | None = 
             check()
         except ValueError as e:
             raise ConfigError(prefix or cls.__name__, str(e), file) from None
+        except ConfigError as e:
+            raise ConfigError(_join(prefix, e.key), e.message, e.file or file) from None
     return obj
 
 

@@ -226,3 +226,109 @@ def test_resume_skips_completed_tasks(tmp_path):
     assert (tmp_path / "out" / "kept" / "part-00000.jsonl").read_bytes() == kept
     fresh = curate(cfg, tmp_path / "out", logs_dir=tmp_path / "logs")  # not resuming: starts clean
     assert fresh["counters"]["read"] == 0
+
+
+# ----------------------------------------------------------------------------- per-source quality gates
+
+CODEY = GOOD + " In code the lamp is lit with {lamp.on()} before dark."  # fails only the C4 curly-bracket gate
+
+
+def _two_sources(tmp_path, override: dict | None) -> str:
+    """A recipe whose `web` and `code` sources hold the same two documents; only `code` carries `override`."""
+    import yaml
+
+    for name in ("web", "code"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in (GOOD, CODEY)))
+    code = {"name": "code", "path": str(tmp_path / "code.jsonl")}
+    if override is not None:
+        code["quality"] = override
+    recipe = {
+        "name": "gates",
+        "stages": ["curate"],
+        "curate": {
+            "sources": [{"name": "web", "path": str(tmp_path / "web.jsonl")}, code],
+            "near_dedup": {"enabled": False},  # the same text in two sources is not what this test is about
+        },
+    }
+    path = tmp_path / "gates.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+def test_source_quality_override_keeps_what_the_stage_gates_drop_and_is_recorded(tmp_path):
+    from ledgerlm.cli import main
+
+    recipe = _two_sources(tmp_path, {"c4_curly_bracket": False, "min_words": 10})
+    run = tmp_path / "run"
+    assert main(["curate", "--recipe", recipe, "--out", str(run)]) == 0
+    kept = [
+        json.loads(x) for p in sorted((run / "curate" / "kept").glob("*.jsonl")) for x in p.read_text().splitlines()
+    ]
+    excl = [json.loads(x) for p in (run / "curate" / "excluded").glob("*.jsonl") for x in p.read_text().splitlines()]
+    assert sorted((d["source"], d["text"] == CODEY) for d in kept) == [("code", False), ("code", True), ("web", False)]
+    assert [(d["source"], d["reason"], d["text"] == CODEY) for d in excl] == [("web", "quality:c4_curly_bracket", True)]
+    assert excl[0]["details"]["threshold"] is True
+    rec = json.loads((run / "ledger" / "curate.json").read_text())
+    assert rec["counters"]["dropped"] == {"quality:c4_curly_bracket": 1}
+    assert rec["counters"]["quality_dropped_by_source"] == {"web": {"quality:c4_curly_bracket": 1}}
+    # the audit trail: the override is in the config (so in its sha), the effective gates per source in `extra`
+    assert rec["config"]["sources"][1]["quality"] == {"c4_curly_bracket": False, "min_words": 10}
+    assert rec["config"]["sources"][0]["quality"] is None
+    qbs = rec["extra"]["quality_by_source"]
+    assert list(qbs) == ["code"] and qbs["code"]["changed"] == {"c4_curly_bracket": False, "min_words": 10}
+    assert qbs["code"]["effective"] == {**rec["config"]["quality"], "c4_curly_bracket": False, "min_words": 10}
+
+
+def test_source_quality_override_changes_the_config_sha_and_shares_gates(tmp_path):
+    from ledgerlm.config import to_dict
+    from ledgerlm.data.curate import Config, quality_by_source, source_gates
+    from ledgerlm.ledger import canonical_sha256
+    from ledgerlm.pipeline import build_recipe, load_raw_recipe
+
+    def sha(override):
+        raw, path = load_raw_recipe(_two_sources(tmp_path, override))
+        return canonical_sha256(to_dict(build_recipe(raw, path).section("curate")))
+
+    assert len({sha(None), sha({"min_words": 10}), sha({"min_words": 11}), sha({"min_words": "11"})}) == 3
+    same = {"min_stop_words": None, "top_ngram_char_frac": {}}
+    cfg = Config(
+        sources=[
+            SourceSpec(name="a", path="x"),
+            SourceSpec(name="b", path="x", quality=same),
+            SourceSpec(name="c", path="x", quality=dict(same)),
+            SourceSpec(name="d", path="x", quality={"min_words": 30}),  # = curate.quality: no gates of its own
+        ]
+    )
+    g = source_gates(cfg)
+    assert g["a"] is g["d"] and g["b"] is g["c"] and g["a"] is not g["b"]
+    assert g["a"].cfg is cfg.quality and g["b"].cfg.min_stop_words is None and g["b"].cfg.min_words == 30
+    assert sorted(quality_by_source(cfg)) == ["b", "c"]
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ({"min_wrds": 10}, r"curate\.sources\[1\]\.quality\.min_wrds: unknown key"),
+        ({"min_words": "lots"}, r"curate\.sources\[1\]\.quality\.min_words: expected"),
+        ({"dup_ngram_char_frac": {100: 0.1}}, r"curate\.sources\[1\]\.quality: n-gram sizes must be in 1\.\.64"),
+        ([1, 2], r"curate\.sources\[1\]\.quality: expected"),
+    ],
+)
+def test_bad_source_quality_override_fails_before_anything_runs(tmp_path, capsys, override, message):
+    import re
+
+    from ledgerlm.cli import main
+    from ledgerlm.config import ConfigError
+    from ledgerlm.data.curate import Config, curate
+
+    recipe = _two_sources(tmp_path, override)
+    assert main(["plan", recipe]) == 2
+    err = capsys.readouterr().err
+    assert "gates.yaml" in err and re.search(message, err), err
+    assert main(["curate", "--recipe", recipe, "--out", str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run" / "curate").exists()
+    if isinstance(override, dict) and "min_wrds" in override:  # a Config built in code fails the same way
+        src = [SourceSpec(name="a", path=str(tmp_path / "web.jsonl"), quality=override)]
+        with pytest.raises(ConfigError, match=r"sources\[0\]\.quality\.min_wrds: unknown key"):
+            curate(Config(sources=src), tmp_path / "direct")
+        assert not (tmp_path / "direct").exists()

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ledgerlm.config import ConfigError, to_dict
 from ledgerlm.data import segdedup
 from ledgerlm.data.decontam import (
     COLUMNS,
@@ -42,7 +43,7 @@ from ledgerlm.data.decontam import (
     to_markdown,
 )
 from ledgerlm.data.minhash import MinHasher, MinHashParams, band_keys, components, lsh_edges_from_keys
-from ledgerlm.data.quality import QualityConfig, QualityGates
+from ledgerlm.data.quality import QualityConfig, QualityGates, overlay
 from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import Record, SourceSpec, iter_records
 from ledgerlm.io import atomic_write_json, atomic_write_text
@@ -107,6 +108,41 @@ class Config:
             raise ValueError("shards must be >= 1")
 
 
+def quality_configs(cfg: Config) -> dict[str, QualityConfig]:
+    """The gates each source's documents go through: `curate.quality` with the source's `quality:` laid over it."""
+    out = {}
+    for i, s in enumerate(cfg.sources):
+        try:
+            out[s.name] = overlay(cfg.quality, s.quality)
+        except ConfigError as e:  # a Config built in code (recipes are checked when they are read)
+            raise ConfigError(f"sources[{i}].{e.key}", e.message, e.file) from None
+    return out
+
+
+def source_gates(cfg: Config) -> dict[str, QualityGates]:
+    """One QualityGates per distinct effective config (sources with the same gates share one), by source name."""
+    built: dict[str, QualityGates] = {}
+    out = {}
+    for name, q in quality_configs(cfg).items():
+        key = json.dumps(to_dict(q), sort_keys=True)
+        if key not in built:
+            built[key] = QualityGates(q)
+        out[name] = built[key]
+    return out
+
+
+def quality_by_source(cfg: Config) -> dict[str, dict]:
+    """For each source whose gates differ from `curate.quality`: the fields that differ and the whole effective
+    config. Sources not listed used `curate.quality` as it is."""
+    base = to_dict(cfg.quality)
+    out = {}
+    for name, q in quality_configs(cfg).items():
+        eff = to_dict(q)
+        if eff != base:
+            out[name] = {"changed": {k: v for k, v in eff.items() if v != base[k]}, "effective": eff}
+    return out
+
+
 KEEP_RULE = "highest source priority, then highest quality score, then smallest id (then file position)"
 
 
@@ -154,12 +190,12 @@ class ScanStep(PipelineStep):
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         cfg, w = self.cfg, Path(self.work)
-        gates = QualityGates(cfg.quality)
+        gates_of = source_gates(cfg)
         hasher = MinHasher(cfg.near_dedup.params()) if cfg.near_dedup.enabled else None
         benchmarks = _load_bench_cache(w)
         matcher = Matcher(benchmarks) if benchmarks else None
         prio = {s.name: s.priority for s in cfg.sources}
-        stats: dict = {"read": [0, 0], "by_source": {}}
+        stats: dict = {"read": [0, 0], "by_source": {}, "quality_dropped_by_source": {}}
         meta = {"id": [], "file": [], "line": [], "source": [], "priority": [], "score": [], "words": []}
         sigs, seg_h, seg_d, matches = [], [], [], {}
         batch: list[str] = []
@@ -173,6 +209,7 @@ class ScanStep(PipelineStep):
 
         try:
             for spec in cfg.sources:
+                gates = gates_of[spec.name]  # chosen once per source: the per-document path is unchanged
                 for rec in iter_records(spec, rank, world_size):
                     words = _words(rec.text) if rec.text else 0
                     stats["read"][0] += 1
@@ -187,6 +224,8 @@ class ScanStep(PipelineStep):
                     reason, details, score = gates.check(rec.text)
                     if reason:
                         _counter_add(stats, reason, words)
+                        q = stats["quality_dropped_by_source"].setdefault(spec.name, {})
+                        q[reason] = q.get(reason, 0) + 1
                         excl.write(_excluded(rec, reason, details))
                         continue
                     i = len(meta["id"])
@@ -647,6 +686,7 @@ def curate(cfg: Config, out_dir: Path, log=None, resume: bool = False, logs_dir:
     """
     if not cfg.sources:
         raise ValueError("curate: no sources (give --input PATH or curate.sources in the recipe)")
+    quality_configs(cfg)  # a bad per-source gate override fails here, before anything is written
     out_dir = Path(out_dir)
     work = out_dir / ".work"
     logs = Path(logs_dir) if logs_dir is not None else work / "logs"
@@ -674,6 +714,7 @@ def curate(cfg: Config, out_dir: Path, log=None, resume: bool = False, logs_dir:
         if log:
             log.info("curate step %s done in %.1fs", name, timings[name])
     result = _summarise(cfg, work, tasks)
+    result["quality_by_source"] = quality_by_source(cfg)
     result["timings_s"] = {**timings, "total": round(time.time() - t0, 3)}
     rows = result["contamination"]
     if cfg.decontam.active:
@@ -691,9 +732,13 @@ def _summarise(cfg: Config, work: Path, tasks: int) -> dict:
     s2 = [json.loads((work / f"stats2-{r:05d}.json").read_text()) for r in range(tasks)]
     docs, words = Counter(), Counter()
     by_source = Counter()
+    q_by_source: dict[str, Counter] = {}
     for s in s1 + s2:
         for k, v in s.items():
-            if isinstance(v, list):
+            if k == "quality_dropped_by_source":
+                for src, reasons in v.items():
+                    q_by_source.setdefault(src, Counter()).update(reasons)
+            elif isinstance(v, list):
                 docs[k] += v[0]
                 words[k] += v[1]
             elif isinstance(v, dict):
@@ -759,6 +804,7 @@ def _summarise(cfg: Config, work: Path, tasks: int) -> dict:
             "tokens_kept": kept_w,
             "dropped_tokens": dropped_w,
             "by_source": dict(sorted(by_source.items())),
+            "quality_dropped_by_source": {s: dict(sorted(q_by_source[s].items())) for s in sorted(q_by_source)},
             "by_step": steps,
             **plan["stats"],
         },
@@ -803,7 +849,12 @@ def run(cfg: Config, ctx):
         outputs=outputs,
         counters=c,
         metrics={"contamination": res["contamination"], "timings_s": res["timings_s"]},
-        extra={"keep_rule": KEEP_RULE, "executor": asdict(cfg.executor)},
+        extra={
+            "keep_rule": KEEP_RULE,
+            "executor": asdict(cfg.executor),
+            # which gates applied to which source's documents (sources not listed: config.quality)
+            "quality_by_source": res["quality_by_source"],
+        },
     )
 
 
@@ -812,6 +863,12 @@ def plan(cfg: Config, ctx) -> list[str]:
         f"sources: {', '.join(s.name for s in cfg.sources) or '(none)'}; executor {cfg.executor.kind} "
         f"x{cfg.executor.tasks} tasks"
     ]
+    own = quality_by_source(cfg)
+    if own:
+        lines.append(
+            "quality: stage-wide gates; own gates for "
+            + ", ".join(f"{k} ({len(v['changed'])} changed)" for k, v in own.items())
+        )
     if cfg.near_dedup.enabled:
         nd = cfg.near_dedup
         lines.append(f"near-dedup: MinHash {nd.ngram}-grams, {nd.bands}x{nd.rows}; keep {KEEP_RULE}")

@@ -12,8 +12,10 @@ document (Gopher counts the same, skipping overlaps).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -80,6 +82,23 @@ class QualityConfig:
         for k in (*self.top_ngram_char_frac, *self.dup_ngram_char_frac):
             if not 1 <= k <= 64:
                 raise ValueError(f"n-gram sizes must be in 1..64, got {k}")
+
+
+def overlay(base: QualityConfig, override: dict[str, Any] | None) -> QualityConfig:
+    """`base` with the fields named in `override` replaced: a source's `quality:` over the stage-wide gates.
+
+    `override` is a partial mapping of QualityConfig fields; it is checked like a recipe section (unknown gate names,
+    wrong types -> ConfigError naming `quality.<field>`). Fields are replaced whole (a dict such as
+    `dup_ngram_char_frac` replaces the stage-wide dict, it is not merged). No override returns `base` itself.
+    """
+    if not override:
+        return base
+    from ledgerlm.config import from_dict
+
+    part = from_dict(QualityConfig, override, prefix="quality")
+    out = dataclasses.replace(base, **{k: getattr(part, k) for k in override})
+    out.validate()
+    return out
 
 
 class DocView:

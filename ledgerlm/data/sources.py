@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import xxhash
 
@@ -40,6 +41,9 @@ class SourceSpec:
     limit: int | None = None  # first N records of this source only
     priority: int = 0  # near-dup clusters keep the copy from the highest-priority source
     seed: int = 0  # format demo: the generator's seed (limit = number of documents, default 6000)
+    # quality gates for this source only: a partial mapping of curate.quality fields laid over it field by field
+    # (e.g. {min_stop_words: null, c4_curly_bracket: false} for code); None = the stage-wide gates
+    quality: dict[str, Any] | None = None
 
     def validate(self) -> None:
         if self.format not in ("auto", "jsonl", "parquet", "text", "hf", "demo"):
@@ -52,6 +56,14 @@ class SourceSpec:
             raise ValueError(f"source {self.name!r}: needs a path (or hf_name)")
         if self.text_split not in ("file", "blank_line"):
             raise ValueError(f"source {self.name!r}: text_split must be file|blank_line")
+        if self.quality:
+            from ledgerlm.config import from_dict
+            from ledgerlm.data.quality import QualityConfig
+
+            # the stage-wide section's own check: a bad gate name or type is a ConfigError naming
+            # `<this source>.quality.<field>`; keep the coerced values (YAML strings -> numbers, n-gram keys -> int)
+            part = from_dict(QualityConfig, self.quality, prefix="quality")
+            self.quality = {k: getattr(part, k) for k in self.quality}
 
 
 @dataclass
