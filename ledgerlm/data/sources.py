@@ -2,9 +2,11 @@
 
 `iter_records(spec, rank, world)` yields one `Record` per input record — a good one with text, or a bad one with a
 `reason` (malformed:json, malformed:utf8, malformed:missing_field, malformed:type, malformed:empty) and its file and
-line — so the caller can quarantine it; nothing is skipped silently. Records are split between tasks by their
-position in the source (position % world == rank), and every document's id is a hash of (source, text), so no
-decision depends on file order, sharding or the number of tasks.
+line — so the caller can quarantine it; nothing is skipped silently. Every record goes to exactly one of the `world`
+tasks: JSONL and text records by their position in the source (position % world == rank; every task reads the
+lines, which is cheap), Parquet by whole row groups and Hugging Face streams by whole shards (see `_share`), so a
+task decodes only its own part. `limit` is always the first N records of the source in file order, and every
+document's id is a hash of (source, text), so no decision depends on file order, sharding or the number of tasks.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class SourceSpec:
 class Record:
     source: str
     file: str
-    line: int  # 1-based line (JSONL), row (Parquet), block (text), or item index (hf)
+    line: int  # 1-based line (JSONL), row in the file (Parquet), block (text), or item (hf: in the shard named
+    # by `file` when the stream is read by shards, else in the whole stream)
     text: str | None = None
     orig_id: str | None = None
     reason: str | None = None  # set for malformed input
@@ -236,40 +239,140 @@ def _text(spec: SourceSpec, path: Path, counter: list[int], rank: int, world: in
             yield Record(spec.name, str(path), lineno, text=block)
 
 
-def _parquet(spec: SourceSpec, path: Path, counter: list[int], rank: int, world: int) -> Iterator[Record]:
+def _share(unit: int, units: int, rank: int, world: int) -> tuple[int, int] | None:
+    """Task `rank`'s part of work unit `unit` of `units` (a Parquet row group, a Hugging Face shard): (k, j) = the
+    unit's items whose index in it is j mod k; None = nothing.
+
+    With at least as many units as tasks, unit u goes whole to task u % world: a task reads only its own units.
+    The balance is by units, so a task may get one unit more than another (or nothing, see below). With fewer units
+    than tasks (a few big files written with one row group each, a dataset of 4 shards over 256 tasks), unit u is
+    shared by the tasks t with t % units == u, which split its items by index: each task decodes one unit (not the
+    whole source, as a split by position would) and keeps its share, so no task idles while others decode. Writing
+    files with smaller row groups balances better.
+    """
+    if units >= world:
+        return (1, 0) if unit % world == rank else None
+    if rank % units != unit % units:
+        return None
+    return len(range(unit % units, world, units)), rank // units
+
+
+@dataclass
+class _RowGroups:
+    """The Parquet row groups of one source: each file's footer and the source-wide index of its first row group."""
+
+    files: dict[Path, tuple[Any, int]]
+    units: int  # row groups that start within the limit (counting Parquet rows only; an upper bound when mixed)
+
+
+def _row_groups(spec: SourceSpec, paths: list[Path]) -> _RowGroups:
+    """Read the footers (no data) of the source's Parquet files, in file order, up to the limit.
+
+    Every task computes the same layout, so the row-group -> task assignment agrees between tasks. In a directory
+    that mixes formats, other files' records also count towards the limit: counting Parquet rows only here can
+    only include more row groups (a balance question, never a correctness one), and every file a task reaches
+    before the limit is in the layout.
+    """
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    files, units, rows = {}, 0, 0
+    for path in paths:
+        if spec.limit is not None and rows >= spec.limit:
+            break
+        md = pq.read_metadata(path)
+        files[path] = (md, units)
+        for i in range(md.num_row_groups):
+            if spec.limit is None or rows < spec.limit:
+                units += 1
+            rows += md.row_group(i).num_rows
+    return _RowGroups(files, units)
+
+
+def _parquet(
+    spec: SourceSpec, path: Path, counter: list[int], rank: int, world: int, layout: _RowGroups
+) -> Iterator[Record]:
+    """This task's rows of one Parquet file: only its row groups (see `_share`) are read; the others are counted
+    from the footer. Rows are numbered in the file (1-based) and `limit` cuts at the source-wide position."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    md, first = layout.files[path]
+    pf = pq.ParquetFile(path, metadata=md)
     names = pf.schema_arrow.names
     if spec.text_field != "*" and spec.text_field not in names:
         raise ValueError(f"{path}: no column {spec.text_field!r} (columns: {names})")
     cols = None if spec.text_field == "*" else [spec.text_field]
     if cols and spec.id_field and spec.id_field in names:
         cols.append(spec.id_field)
-    row = 0
-    for batch in pf.iter_batches(columns=cols, batch_size=4096):
-        for obj in batch.to_pylist():
-            row += 1
-            i = counter[0]
-            counter[0] += 1
-            if spec.limit is not None and i >= spec.limit:
+    start = counter[0]  # source-wide position of the file's first row
+    counter[0] += md.num_rows
+    row0 = 0  # rows of this file before row group i
+    for i in range(md.num_row_groups):
+        n = md.row_group(i).num_rows
+        pos, base = start + row0, row0
+        row0 += n
+        if spec.limit is not None:
+            if pos >= spec.limit:
                 return
-            if i % world != rank:
-                continue
-            if spec.text_field != "*" and obj.get(spec.text_field) is None:
-                yield Record(spec.name, str(path), row, reason="malformed:missing_field", detail="null text")
-                continue
-            yield _from_obj(spec, str(path), row, obj)
+            n = min(n, spec.limit - pos)
+        share = _share(first + i, layout.units, rank, world)
+        if share is None or n <= 0:
+            continue
+        k, j = share
+        done = 0  # rows of this row group already seen
+        for batch in pf.iter_batches(batch_size=4096, row_groups=[i], columns=cols):
+            if done >= n:
+                break
+            if done + batch.num_rows > n:
+                batch = batch.slice(0, n - done)
+            if k == 1:
+                idx = range(batch.num_rows)
+                objs = batch.to_pylist()
+            else:  # a shared row group: this task's rows only are converted
+                idx = range((j - done) % k, batch.num_rows, k)
+                objs = batch.take(pa.array(idx, type=pa.int64())).to_pylist() if len(idx) else []
+            for x, obj in zip(idx, objs, strict=True):
+                row = base + done + x + 1
+                if spec.text_field != "*" and obj.get(spec.text_field) is None:
+                    yield Record(spec.name, str(path), row, reason="malformed:missing_field", detail="null text")
+                    continue
+                yield _from_obj(spec, str(path), row, obj)
+            done += batch.num_rows
 
 
 def _hf(spec: SourceSpec, rank: int, world: int) -> Iterator[Record]:
+    """A streamed Hugging Face dataset.
+
+    Without a limit, the stream is read by shards (usually its data files): shard s alone is
+    `split_dataset_by_node(ds, rank=s, world_size=n_shards)` (n_shards % n_shards == 0, so datasets splits by
+    shards, not by skipping examples), and a task reads only its shards (see `_share`). Records are then located
+    as `file` = "hf:name[/config]:split#shard=s/n" with `line` = the item's 1-based index in that shard (a dataset
+    of one shard keeps the plain "hf:name:split" name: its shard is the stream). With a limit, the first N records
+    need the whole stream's order, so every task streams up to the limit and keeps position % world == rank, and
+    `line` is the index in the stream.
+    """
     from datasets import load_dataset  # optional dependency, only for Hub sources
 
     kw = {"data_files": spec.hf_data_files} if spec.hf_data_files else {}
     ds = load_dataset(spec.hf_name, spec.hf_config, split=spec.hf_split, streaming=True, **kw)
     where = f"hf:{spec.hf_name}" + (f"/{spec.hf_config}" if spec.hf_config else "") + f":{spec.hf_split}"
+    n = getattr(ds, "num_shards", None) or getattr(ds, "n_shards", None) or 1  # n_shards: datasets < 3
+    if spec.limit is None:
+        from datasets.distributed import split_dataset_by_node
+
+        for s in range(n):
+            share = _share(s, n, rank, world)
+            if share is None:
+                continue
+            k, j = share
+            shard = ds if n == 1 else split_dataset_by_node(ds, rank=s, world_size=n)
+            file = where if n == 1 else f"{where}#shard={s}/{n}"
+            for i, obj in enumerate(shard):
+                if i % k == j:
+                    yield _from_obj(spec, file, i + 1, obj)
+        return
     for i, obj in enumerate(ds):
-        if spec.limit is not None and i >= spec.limit:
+        if i >= spec.limit:
             return
         if i % world != rank:
             continue
@@ -295,13 +398,17 @@ def iter_records(spec: SourceSpec, rank: int = 0, world: int = 1) -> Iterator[Re
     if fmt == "hf" or (fmt == "auto" and spec.hf_name and not spec.path):
         yield from _hf(spec, rank, world)
         return
+    files = [(path, detect_format(path) if fmt == "auto" else fmt) for path in source_files(spec)]
+    parquet = [path for path, f in files if f == "parquet"]
+    layout = _row_groups(spec, parquet) if parquet else None
     counter = [0]  # record position across all files of the source
-    for path in source_files(spec):
-        f = detect_format(path) if fmt == "auto" else fmt
-        reader = {"jsonl": _jsonl, "text": _text, "parquet": _parquet}[f]
-        yield from reader(spec, path, counter, rank, world)
+    for path, f in files:
         if spec.limit is not None and counter[0] >= spec.limit:
-            return
+            return  # files past the limit are not opened (nor in the Parquet layout)
+        if f == "parquet":
+            yield from _parquet(spec, path, counter, rank, world, layout)
+        else:
+            yield from {"jsonl": _jsonl, "text": _text}[f](spec, path, counter, rank, world)
 
 
 def all_string_values(obj) -> str:
