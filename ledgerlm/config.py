@@ -234,20 +234,45 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), parsed
 
 
+_ITEM = re.compile(r"^(\w[\w-]*)\[(\d+)\]$")  # `sources[2]`: item 2 of the list `sources`
+
+
 def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any]) -> dict:
+    """Set each `a.b.c=value` in a copy of `raw`; a part `name[i]` goes into item i of the list `name` (e.g.
+    `curate.sources[2].quality.min_words=5`). Sections on the way are created; lists are not (the item must exist)."""
     raw = deep_merge(raw, {})
     items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides)
     for parts, value in items:
         parts = parts.split(".") if isinstance(parts, str) else parts
         node = raw
-        for i, part in enumerate(parts[:-1]):
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-            elif not isinstance(nxt, dict):
-                raise ConfigError(".".join(parts[: i + 1]), f"is {nxt!r}, not a section; cannot set {'.'.join(parts)}")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            m = _ITEM.match(part)
+            if m:  # step into a copy of list item j
+                name, j = m.group(1), int(m.group(2))
+                seq = node.get(name)
+                if not isinstance(seq, list) or j >= len(seq):
+                    n = len(seq) if isinstance(seq, list) else None
+                    why = f"has {n} items" if n is not None else "is not a list"
+                    raise ConfigError(".".join(parts[: i + 1]), f"{name} {why}; cannot set {'.'.join(parts)}")
+                seq = node[name] = list(seq)
+                if last:
+                    seq[j] = value
+                    break
+                if not isinstance(seq[j], dict):
+                    raise ConfigError(".".join(parts[: i + 1]), f"is {seq[j]!r}, not a section")
+                node = seq[j] = dict(seq[j])
+            elif last:
+                node[part] = value
             else:
-                nxt = node[part] = dict(nxt)
-            node = nxt
-        node[parts[-1]] = value
+                nxt = node.get(part)
+                if nxt is None:
+                    nxt = node[part] = {}
+                elif not isinstance(nxt, dict):
+                    raise ConfigError(
+                        ".".join(parts[: i + 1]), f"is {nxt!r}, not a section; cannot set {'.'.join(parts)}"
+                    )
+                else:
+                    nxt = node[part] = dict(nxt)
+                node = nxt
     return raw

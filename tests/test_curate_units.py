@@ -332,3 +332,18 @@ def test_bad_source_quality_override_fails_before_anything_runs(tmp_path, capsys
         with pytest.raises(ConfigError, match=r"sources\[0\]\.quality\.min_wrds: unknown key"):
             curate(Config(sources=src), tmp_path / "direct")
         assert not (tmp_path / "direct").exists()
+
+
+def test_override_reaches_a_list_item(tmp_path):
+    """`curate.sources[1].quality.x=v` on the command line sets one source's gate; a bad index names the key."""
+    from ledgerlm.config import ConfigError, apply_overrides, load_raw_recipe
+
+    raw, _ = load_raw_recipe(_two_sources(tmp_path, None))
+    out = apply_overrides(raw, ["curate.sources[1].quality.c4_curly_bracket=false", "curate.sources[0].limit=1"])
+    assert out["curate"]["sources"][1]["quality"] == {"c4_curly_bracket": False}
+    assert out["curate"]["sources"][0]["limit"] == 1
+    assert "quality" not in raw["curate"]["sources"][1] and "limit" not in raw["curate"]["sources"][0]  # a copy
+    with pytest.raises(ConfigError, match=r"curate\.sources\[2\]: sources has 2 items"):
+        apply_overrides(raw, ["curate.sources[2].limit=1"])
+    with pytest.raises(ConfigError, match=r"curate\.near_dedup\[0\]: near_dedup is not a list"):
+        apply_overrides(raw, ["curate.near_dedup[0].bands=4"])
