@@ -40,6 +40,30 @@ def test_mcnemar_exact():
     assert mcnemar(a, a)["p_value"] == 1.0
 
 
+def test_wilson_ci_edges():
+    """No trials: nothing is known, so the interval is all of [0, 1] (its limit as n -> 0), never NaN."""
+    assert wilson_ci(0, 0) == (0.0, 1.0)
+    assert binary_score([])["ci95"] == [0.0, 1.0]
+    for k, n in [(0, 1), (0, 7), (7, 7), (3, 1000)]:
+        lo, hi = wilson_ci(k, n)
+        assert 0.0 <= lo <= k / n + 1e-12 and k / n - 1e-12 <= hi <= 1.0
+    assert wilson_ci(0, 5)[0] == pytest.approx(0.0, abs=1e-12) and wilson_ci(5, 5)[1] == pytest.approx(1.0)
+    # z is a parameter: a wider z gives a wider interval around the same centre
+    assert wilson_ci(3, 10, z=2.58)[0] < wilson_ci(3, 10)[0] and wilson_ci(3, 10, z=2.58)[1] > wilson_ci(3, 10)[1]
+
+
+def test_mcnemar_edges():
+    # only discordant pairs count, the test is symmetric in a and b, and outcomes are thresholded at 0.5
+    a, b = [1, 1, 1, 0, 0, 1], [0, 0, 1, 0, 1, 1]
+    r, s = mcnemar(a, b), mcnemar(b, a)
+    assert (r["a_only"], r["b_only"]) == (2, 1) == (s["b_only"], s["a_only"]) and r["p_value"] == s["p_value"] == 1.0
+    assert mcnemar([0.9, 0.2], [0.1, 0.2]) == mcnemar([1, 0], [0, 0])
+    assert mcnemar([], [])["p_value"] == 1.0
+    assert mcnemar([1] * 6, [0] * 6)["p_value"] == pytest.approx(2 * 0.5**6)
+    with pytest.raises(ValueError, match="equally long"):
+        mcnemar([1, 0, 1], [1])
+
+
 def test_paired_bootstrap_mean():
     a = [[1, 0, 1, 0] * 25, [0, 1] * 50]
     same = paired_bootstrap_mean(a, a, iters=500)

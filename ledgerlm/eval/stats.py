@@ -23,8 +23,10 @@ def mean_stderr(xs: Sequence[float]) -> float:
 
 
 def wilson_ci(k: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of k successes in n trials. With no trials nothing is known: (0, 1), the limit of the
+    interval as n -> 0 and the only interval that covers every p."""
     if n == 0:
-        return (float("nan"), float("nan"))
+        return (0.0, 1.0)
     p = k / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
@@ -63,9 +65,12 @@ def mean_of_scores(scores: Sequence[dict]) -> dict:
 
 
 def mcnemar(a: Sequence[float], b: Sequence[float]) -> dict:
-    """Exact McNemar test on paired 0/1 outcomes: two-sided binomial test on the discordant pairs."""
+    """Exact McNemar test on paired 0/1 outcomes: two-sided binomial test on the discordant pairs (p = 1 without
+    any). a_only: items only `a` got right; b_only: only `b`."""
     from scipy.stats import binomtest
 
+    if len(a) != len(b):
+        raise ValueError(f"paired test needs equally long outcome lists (got {len(a)} and {len(b)})")
     a, b = np.asarray(a) > 0.5, np.asarray(b) > 0.5
     n01 = int(np.sum(~a & b))  # B right, A wrong
     n10 = int(np.sum(a & ~b))

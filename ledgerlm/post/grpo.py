@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from ledgerlm.eval.stats import mcnemar
 from ledgerlm.io import atomic_write_json, open_text, write_jsonl
 from ledgerlm.post.common import (
     MetricsLog,
@@ -214,18 +215,15 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def paired_exact_match(before: list[bool], after: list[bool]) -> dict[str, float]:
     """Same problems scored before and after: exact McNemar test (two-sided binomial on the discordant pairs) and a
     95% CI (normal approximation) of the mean paired difference."""
-    from scipy.stats import binomtest
-
     if len(before) != len(after) or not before:
         raise ValueError("paired test needs two equally long, non-empty lists")
     n = len(before)
-    gained = sum(1 for b, a in zip(before, after) if a and not b)
-    lost = sum(1 for b, a in zip(before, after) if b and not a)
+    test = mcnemar(before, after)
+    gained, lost = test["b_only"], test["a_only"]
     d = [int(a) - int(b) for b, a in zip(before, after)]
     mean = sum(d) / n
     sd = math.sqrt(sum((x - mean) ** 2 for x in d) / max(1, n - 1))
     half = 1.96 * sd / math.sqrt(n)
-    p = float(binomtest(gained, gained + lost, 0.5).pvalue) if gained + lost else 1.0
     return {
         "n": n,
         "before": sum(before) / n,
@@ -234,7 +232,7 @@ def paired_exact_match(before: list[bool], after: list[bool]) -> dict[str, float
         "ci95": [mean - half, mean + half],
         "gained": gained,
         "lost": lost,
-        "p_mcnemar": p,
+        "p_mcnemar": test["p_value"],
     }
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import re
 from collections import Counter
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ledgerlm.eval.stats import wilson_ci
 from ledgerlm.io import open_text
 from ledgerlm.post import arith
 from ledgerlm.post.chat import ChatFormatError, _encode, _parse_prompt, render_prompt, special_ids, validate
@@ -75,7 +75,7 @@ def write_heldout(path: Path, correct: list[bool], **extra) -> dict:
     from ledgerlm.io import atomic_write_json
 
     n, k = len(correct), sum(correct)
-    p, (lo, hi) = binomial_p_greater(k, n), wilson_ci(k, n)
+    p, (lo, hi) = binomial_p_greater(k, n), wilson_ci(k, n, z=1.96)
     atomic_write_json(
         path,
         {
@@ -310,13 +310,3 @@ def binomial_p_greater(successes: int, n: int, p0: float = 0.5) -> float:
     from scipy.stats import binomtest
 
     return float(binomtest(successes, n, p0, alternative="greater").pvalue) if n else 1.0
-
-
-def wilson_ci(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return mid - half, mid + half
