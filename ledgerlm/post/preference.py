@@ -75,7 +75,7 @@ def write_heldout(path: Path, correct: list[bool], **extra) -> dict:
     from ledgerlm.io import atomic_write_json
 
     n, k = len(correct), sum(correct)
-    p, (lo, hi) = binomial_p_greater(k, n), wilson_ci(k, n, z=1.96)
+    p, (lo, hi) = binomial_p_greater(k, n), wilson_ci(k, n)
     atomic_write_json(
         path,
         {
