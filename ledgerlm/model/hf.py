@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ledgerlm.io import _fsync_dir
 from ledgerlm.model.llama import Llama, ModelConfig, build_model
 
 WEIGHTS = "model.safetensors"
@@ -90,14 +91,6 @@ def _to_hf_names(sd: dict[str, torch.Tensor], tied: bool) -> dict[str, torch.Ten
         else:
             out["model." + k] = v
     return out
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_model(

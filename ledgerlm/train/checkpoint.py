@@ -21,15 +21,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ledgerlm.io import _fsync_dir
+
 PREFIX = "step_"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
@@ -93,7 +87,7 @@ def save_checkpoint(
     if final.exists():  # re-saving the same step (e.g. the end-of-run save after a resume)
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync(ckpt_dir)
+    _fsync_dir(ckpt_dir)
     if keep_last > 0:
         for old in list_checkpoints(ckpt_dir)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
