@@ -128,6 +128,18 @@ def test_kill_and_resume_is_bitwise(tmp_path, monkeypatch, optimizer):
     assert res["val_loss_by_weights"] == ref["val_loss_by_weights"]
 
 
+def test_trim_metrics_keeps_rows_up_to_the_checkpoint(tmp_path):
+    from ledgerlm.train.checkpoint import trim_metrics
+
+    p = tmp_path / "metrics.jsonl"
+    rows = [json.dumps({"step": i, "note": "a\u2028b"}, ensure_ascii=False) for i in range(1, 6)]
+    p.write_text("\n".join(rows) + '\n{"step": 6, "lo')  # the kill cut the last line short
+    trim_metrics(p, 3)
+    assert p.read_text(encoding="utf-8") == "".join(r + "\n" for r in rows[:3])
+    trim_metrics(tmp_path / "absent.jsonl", 3)  # nothing logged yet: nothing to do
+    assert not (tmp_path / "absent.jsonl").exists()
+
+
 def test_resume_refuses_a_changed_config(tmp_path):
     train(_cfg(steps=2), _source(), tmp_path, vocab_size=VOCAB)
     with pytest.raises(RuntimeError, match="different pretrain config"):

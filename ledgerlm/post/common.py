@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ledgerlm.config import ConfigError
-from ledgerlm.io import atomic_write_text
+from ledgerlm.train.checkpoint import trim_metrics
 
 IGNORE = -100  # target id that contributes no loss
 
@@ -152,15 +152,7 @@ class MetricsLog:
         if keep_upto is None:
             self._f = open(self.path, "w", encoding="utf-8")
             return
-        keep = []
-        if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    if json.loads(line)["step"] <= keep_upto:
-                        keep.append(line)
-                except (ValueError, KeyError, TypeError):  # a line cut short by the kill
-                    continue
-        atomic_write_text(self.path, "".join(f"{line}\n" for line in keep))
+        trim_metrics(self.path, keep_upto)
         self._f = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ledgerlm.io import _fsync_dir
+from ledgerlm.io import _fsync_dir, atomic_write_text
 
 PREFIX = "step_"
 
@@ -119,3 +119,19 @@ def load_checkpoint(path, restore_rng: bool = True):
     if restore_rng:
         set_rng_state(extra, state["rng"])
     return model_state, optim_state, state, {k: v for k, v in extra.items() if not k.startswith("rng.")}
+
+
+def trim_metrics(path, keep_upto: int) -> None:
+    """Resuming from the checkpoint of step `keep_upto`: cut a metrics JSONL file back (atomically) to its records
+    with step <= keep_upto, since the steps after the checkpoint are redone; a line cut short by the kill goes too."""
+    path = Path(path)
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        try:
+            if json.loads(line)["step"] <= keep_upto:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    atomic_write_text(path, "".join(f"{line}\n" for line in keep))

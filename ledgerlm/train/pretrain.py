@@ -265,9 +265,8 @@ def train(
             avg.load_state_tensors({k[4:]: v for k, v in extra.items() if k.startswith("avg.")}, st["avg_count"])
         start, tokens_seen, train_seconds = st["step"], st["tokens"], st.get("train_seconds", 0.0)
         log.info("resumed from %s (step %d/%d)", latest, start, steps)
-        if info.is_main and metrics_path.exists():  # drop rows logged after the checkpoint: they will be redone
-            rows = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
-            _atomic_text(metrics_path, "".join(r + "\n" for r in rows))
+        if info.is_main:
+            ckpt_lib.trim_metrics(metrics_path, start)
     out_dir.mkdir(parents=True, exist_ok=True)
     fpt = mcfg.flops_per_token(cfg.seq_len)
     peak = peak_flops(dev)
@@ -443,15 +442,6 @@ def _save_hf(model, model_dir: Path, tokenizer) -> None:
     from ledgerlm.model.hf import save_model
 
     save_model(model, model_dir, tokenizer=tokenizer, dtype=torch.float32)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    try:
-        from ledgerlm.io import atomic_write_text
-    except ImportError:  # pragma: no cover
-        path.write_text(text)
-        return
-    atomic_write_text(path, text)
 
 
 # ----------------------------------------------------------------------------- stage protocol
