@@ -186,7 +186,7 @@ def cmd_cpu(args):
 
 
 def cmd_gpu(args):
-    from ledgerlm.train.pretrain import peak_flops
+    from ledgerlm.device import peak_flops
 
     if not torch.cuda.is_available():
         body = "No GPU was available in this session; the GPU row is unmeasured."

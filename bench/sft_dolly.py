@@ -21,11 +21,12 @@ import torch
 
 from bench._record import record
 from ledgerlm.data.tokenizer import train_tokenizer
+from ledgerlm.device import resolve_device
 from ledgerlm.model.hf import save_model
 from ledgerlm.model.llama import build_model, model_config
-from ledgerlm.pipeline import build_recipe, resolve_device, run_stage
+from ledgerlm.pipeline import build_recipe, run_stage
 from ledgerlm.post import chat, sft
-from ledgerlm.post.common import build_optimizer
+from ledgerlm.train.optim import build_optimizer
 
 LOAD = os.getloadavg()[0]  # before this script adds its own load
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +40,7 @@ def sync(device: str) -> None:
 
 def train_throughput(model, examples, rows, batch_size, steps, device, packed: bool) -> tuple[float, float]:
     """(real tokens / s, conversations / s) over `steps` optimizer steps (after one warm-up step)."""
-    opt = build_optimizer(model, 1e-5)
+    opt = build_optimizer(model, {"lr": 1e-5, "weight_decay": 0.0}, fused_cpu=False)
     model.train()
     n_tok = n_conv = 0
     t0 = None

@@ -23,9 +23,10 @@ import yaml
 
 from bench._record import record
 from ledgerlm.data.tokenizer import train_tokenizer
+from ledgerlm.device import resolve_device
 from ledgerlm.model.hf import save_model
 from ledgerlm.model.llama import build_model, model_config
-from ledgerlm.pipeline import build_recipe, resolve_device, run_stage
+from ledgerlm.pipeline import build_recipe, run_stage
 from ledgerlm.post import chat, sweep
 
 LOAD = os.getloadavg()[0]  # before this script adds its own load

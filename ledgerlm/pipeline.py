@@ -19,6 +19,7 @@ from typing import Any
 
 from ledgerlm import ledger
 from ledgerlm.config import TOP_LEVEL, ConfigError, apply_overrides, from_dict, load_raw_recipe, to_dict
+from ledgerlm.device import resolve_device
 from ledgerlm.samples import SamplesConfig, sample_model
 
 # Stage name -> module. Order here is the canonical pipeline order.
@@ -120,17 +121,6 @@ def load_recipe(name_or_path: str | Path = "demo", overrides: list[str] | dict |
     raw, path = load_raw_recipe(name_or_path)
     raw = apply_overrides(raw, overrides or [])
     return build_recipe(raw, path)
-
-
-def resolve_device(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
 
 
 # ----------------------------------------------------------------------------- running one stage

@@ -6,27 +6,7 @@ one given with --mfu, else a stated default per GPU (the numbers we measured are
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class GPU:
-    name: str
-    peak_bf16: float  # dense bf16 FLOP/s
-    memory_gib: float
-    default_mfu: float  # what a 135M-class run reaches on it: measured for the H100, stated for the others
-    measured: bool = False
-
-
-GPUS = {
-    "h100": GPU("H100 SXM", 989e12, 80, 0.355, measured=True),  # our training loop, BENCHMARKS.md
-    "h200": GPU("H200", 989e12, 141, 0.40),
-    "a100": GPU("A100 80GB", 312e12, 80, 0.40),
-    "l40s": GPU("L40S", 362e12, 48, 0.35),
-    "l4": GPU("L4", 121e12, 24, 0.35),
-    "rtx4090": GPU("RTX 4090", 165e12, 24, 0.35),
-    "cpu": GPU("CPU (2 cores)", 0.1e12, 24, 0.5),
-}
+from ledgerlm.device import GPUS
 
 
 def train_memory_gib(n_params: int, n_layer: int, d_model: int, vocab: int, seq_len: int, micro_batch: int) -> float:

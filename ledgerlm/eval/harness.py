@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ledgerlm.device import resolve_device
+
 # ----------------------------------------------------------------------------------------------- tokenizers
 
 
@@ -241,12 +243,6 @@ def _max_length(cfg, tok_max) -> int:
     if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
         return tok_max
     return 2048
-
-
-def resolve_device(device: str | None) -> str:
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def load_lm(

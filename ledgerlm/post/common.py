@@ -6,7 +6,6 @@ Kept deliberately thin: each loop stays readable in its own file and only the bo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import re
@@ -86,38 +85,6 @@ def save_model_dir(model, tokenizer, out_dir: Path, max_length: int | None = Non
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
-
-
-def autocast(device: str | torch.device):
-    """bf16 autocast on CUDA, nothing on CPU (so CPU loss curves are exact fp32 and reproducible)."""
-    if torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def build_optimizer(model, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.95), eps: float = 1e-8):
-    """AdamW; weight decay only on matrices (norm gains and other vectors are not decayed)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    rest = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    fused = all(p.is_cuda for p in params)
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused or None)
-
-
-def lr_at(step: int, total: int, lr: float, warmup: int = 0, schedule: str = "linear", min_ratio: float = 0.0) -> float:
-    """Learning rate for optimizer step `step` (0-based) of `total`: linear warmup, then constant, cosine (the
-    pretraining schedule code) or linear decay towards `min_ratio * lr` (HF-style: the last step is not wasted at 0)."""
-    from ledgerlm.train.schedule import lr_mult
-
-    if schedule not in ("constant", "linear", "cosine"):
-        raise ValueError(f"unknown schedule {schedule!r} (constant, linear, cosine)")
-    if schedule != "linear" or step < warmup:
-        return lr * lr_mult(
-            step, total, warmup, "constant" if schedule == "linear" else schedule, min_lr_ratio=min_ratio
-        )
-    frac = 1.0 - (step - warmup) / max(1, total - warmup)
-    return lr * (min_ratio + (1.0 - min_ratio) * frac)
 
 
 def optimizer_step(model, optimizer, lr: float, grad_clip: float = 1.0) -> float:

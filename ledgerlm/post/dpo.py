@@ -26,13 +26,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ledgerlm.device import autocast
 from ledgerlm.io import atomic_path, write_jsonl
 from ledgerlm.post.common import (
     MetricsLog,
-    autocast,
-    build_optimizer,
     load_model_and_tokenizer,
-    lr_at,
     optimizer_step,
     resolve_model_dir,
     save_model_dir,
@@ -47,6 +45,8 @@ from ledgerlm.post.preference import (
     sequence_logps,
     write_heldout,
 )
+from ledgerlm.train.optim import build_optimizer
+from ledgerlm.train.schedule import lr_at
 
 LOSSES = ("sigmoid", "length_normalized")
 
@@ -249,7 +249,7 @@ def run(cfg: Config, ctx):
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     warmup = int(cfg.warmup_ratio * total)
     eval_every = cfg.eval_every or max(1, total // 5)
-    opt = build_optimizer(policy, cfg.lr, cfg.weight_decay)
+    opt = build_optimizer(policy, cfg, fused_cpu=False)
     gen = torch.Generator().manual_seed(ctx.seed)
     held = enc[n_tr:]
 

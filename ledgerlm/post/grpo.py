@@ -33,19 +33,19 @@ from pathlib import Path
 
 import torch
 
+from ledgerlm.device import autocast
 from ledgerlm.eval.stats import mcnemar
 from ledgerlm.io import atomic_write_json, open_text, write_jsonl
 from ledgerlm.post.common import (
     MetricsLog,
-    autocast,
-    build_optimizer,
     load_model_and_tokenizer,
-    lr_at,
     optimizer_step,
     resolve_model_dir,
     save_model_dir,
     seed_everything,
 )
+from ledgerlm.train.optim import build_optimizer
+from ledgerlm.train.schedule import lr_at
 
 ADV_MODES = ("mean", "mean_std")
 AGG_MODES = ("grpo", "dapo", "drgrpo")
@@ -482,7 +482,7 @@ def run(cfg: Config, ctx):
         "rl start: held-out EM %.3f (greedy truncation %.2f), sampled %s", sum(before) / len(held), before_trunc, start
     )
 
-    opt = build_optimizer(policy, cfg.lr, cfg.weight_decay)
+    opt = build_optimizer(policy, cfg, fused_cpu=False)
     warmup = int(cfg.warmup_ratio * cfg.steps)
     G, P = cfg.group_size, cfg.prompts_per_step
     queue: list[int] = []

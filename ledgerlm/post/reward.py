@@ -31,13 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ledgerlm.device import autocast
 from ledgerlm.io import atomic_path, write_jsonl
 from ledgerlm.post.common import (
     MetricsLog,
-    autocast,
-    build_optimizer,
     load_model_and_tokenizer,
-    lr_at,
     resolve_model_dir,
     save_model_dir,
     seed_everything,
@@ -49,6 +47,8 @@ from ledgerlm.post.preference import (
     pad_batch,
     write_heldout,
 )
+from ledgerlm.train.optim import build_optimizer
+from ledgerlm.train.schedule import lr_at
 
 HEAD_FILE = "reward_head.safetensors"
 
@@ -205,7 +205,7 @@ def run(cfg: Config, ctx):
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * math.ceil(len(enc_tr) / cfg.batch_size)))
     warmup = int(cfg.warmup_ratio * total)
     eval_every = cfg.eval_every or max(1, total // 5)
-    opt = build_optimizer(rm.backbone, cfg.lr, cfg.weight_decay)
+    opt = build_optimizer(rm.backbone, cfg, fused_cpu=False)
     opt.add_param_group({"params": list(rm.head.parameters()), "weight_decay": 0.0, "lr_mult": cfg.head_lr_mult})
     gen = torch.Generator().manual_seed(ctx.seed)
 

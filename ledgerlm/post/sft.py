@@ -31,20 +31,20 @@ import torch.nn.functional as F
 import xxhash
 
 from ledgerlm.config import ConfigError
+from ledgerlm.device import autocast
 from ledgerlm.io import atomic_write_json, write_jsonl
 from ledgerlm.post import chat
 from ledgerlm.post.common import (
     IGNORE,
     MetricsLog,
-    autocast,
-    build_optimizer,
     load_model_and_tokenizer,
-    lr_at,
     optimizer_step,
     resolve_model_dir,
     save_model_dir,
     seed_everything,
 )
+from ledgerlm.train.optim import build_optimizer
+from ledgerlm.train.schedule import lr_at
 
 
 @dataclass
@@ -384,7 +384,7 @@ def run(cfg: Config, ctx):
     def val_loss() -> float | None:  # None (not NaN) when there is no held-out set: JSON-clean and explicit
         return assistant_loss(model, val, seq_len, cfg.eval_batch_size, device) if val else None
 
-    opt = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas)
+    opt = build_optimizer(model, cfg, fused_cpu=False)
     gen = torch.Generator().manual_seed(ctx.seed)
     model.train()
     first_loss = last_loss = float("nan")

@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ledgerlm.device import resolve_device
+
 
 @dataclass
 class DistInfo:
@@ -28,14 +30,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world > 1
-
-
-def resolve_device(device: str | None = None) -> str:
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} requested but CUDA is not available")
-    return device
 
 
 def init_distributed(device: str | None = None) -> DistInfo:

@@ -91,22 +91,25 @@ class Combined:
             o.load_state_dict(sd[str(i)])
 
 
-def _adamw(groups, lr, betas, eps, params_for_device):
+def _adamw(groups, lr, betas, eps, params_for_device, fused_cpu=True):
     dev = params_for_device[0].device if params_for_device else torch.device("cpu")
     # fused AdamW exists for CUDA, and for CPU since torch 2.4; fall back to foreach otherwise
+    fused = dev.type == "cuda" or (fused_cpu and dev.type == "cpu")
     try:
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=dev.type in ("cuda", "cpu"))
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
 
 
-def build_optimizer(model: nn.Module, cfg=None):
-    """cfg fields (attribute or dict, all optional): optimizer (adamw|muon), lr, weight_decay, beta1, beta2, eps,
-    muon_lr, muon_momentum. Weight decay applies to matrices (embeddings included), never to norm weights."""
+def build_optimizer(model: nn.Module, cfg=None, fused_cpu: bool = True):
+    """The optimizer of every training stage. cfg fields (attribute or dict, all optional): optimizer (adamw|muon),
+    lr, weight_decay, beta1 and beta2 (or betas), eps, muon_lr, muon_momentum. Weight decay applies to matrices
+    (embeddings included), never to norm weights. fused_cpu: the fused AdamW kernel on CPU too (pretraining; the
+    post-training stages keep torch's default CPU kernel, which rounds differently, so their CPU curves stay put)."""
     name = _get(cfg, "optimizer", "adamw")
     lr = float(_get(cfg, "lr", 3e-3))
     wd = float(_get(cfg, "weight_decay", 0.1))
-    betas = (float(_get(cfg, "beta1", 0.9)), float(_get(cfg, "beta2", 0.95)))
+    betas = tuple(float(b) for b in _get(cfg, "betas", (_get(cfg, "beta1", 0.9), _get(cfg, "beta2", 0.95))))
     eps = float(_get(cfg, "eps", 1e-8))
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # tied weights appear once
     if name == "adamw":
@@ -116,7 +119,7 @@ def build_optimizer(model: nn.Module, cfg=None):
             dict(params=decay, weight_decay=wd, base_lr=lr, name="decay"),
             dict(params=no_decay, weight_decay=0.0, base_lr=lr, name="no_decay"),
         ]
-        return _adamw([g for g in groups if g["params"]], lr, betas, eps, [p for _, p in named])
+        return _adamw([g for g in groups if g["params"]], lr, betas, eps, [p for _, p in named], fused_cpu)
     if name == "muon":
         mlr = float(_get(cfg, "muon_lr", 0.02))
         is_hidden = lambda n, p: p.ndim == 2 and "embed_tokens" not in n and "lm_head" not in n  # noqa: E731
@@ -133,7 +136,7 @@ def build_optimizer(model: nn.Module, cfg=None):
             dict(params=emb, weight_decay=wd, base_lr=lr, name="embed"),
             dict(params=norms, weight_decay=0.0, base_lr=lr, name="no_decay"),
         ]
-        adam = _adamw([g for g in groups if g["params"]], lr, betas, eps, [p for _, p in named])
+        adam = _adamw([g for g in groups if g["params"]], lr, betas, eps, [p for _, p in named], fused_cpu)
         return Combined([muon, adam])
     raise ValueError(f"optimizer must be 'adamw' or 'muon', got {name!r}")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import resource
@@ -23,6 +24,8 @@ from typing import Literal
 
 import torch
 
+from ledgerlm.device import autocast as bf16_autocast
+from ledgerlm.device import peak_flops
 from ledgerlm.model.llama import build_model, model_config
 from ledgerlm.train import checkpoint as ckpt_lib
 from ledgerlm.train.averaging import EMA, SnapshotAverage, load_weights_into, snapshot_steps
@@ -90,20 +93,6 @@ class TrainingDiverged(RuntimeError):
 # test hook: called as _STEP_HOOK(step, model) after each completed step (tests raise from it to simulate a kill)
 _STEP_HOOK = None
 
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "GH200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
-
-
-def peak_flops(device: str) -> float | None:
-    if not device.startswith("cuda"):
-        return None
-    name = torch.cuda.get_device_name(torch.device(device))
-    if "H100" in name and "PCIe" in name:
-        return 756e12
-    for k, v in PEAK_BF16_FLOPS.items():
-        if k in name:
-            return v
-    return None
-
 
 def _err(key: str, msg: str):
     try:
@@ -134,14 +123,6 @@ def resolve_lengths(cfg: Config, world: int, data_tokens_available: int, phase_t
     if steps < 1:
         raise _err(dials[0], f"gives {steps} optimizer steps at batch_tokens={bt}; need at least 1")
     return {"batch_tokens": bt, "grad_accum": bt // (micro * world), "steps": steps, "tokens": steps * bt}
-
-
-def _autocast(precision: str, device: str):
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.startswith("cuda"))
-    if not use_bf16:
-        return contextlib.nullcontext
-    dev_type = "cuda" if device.startswith("cuda") else "cpu"
-    return lambda: torch.autocast(dev_type, dtype=torch.bfloat16)
 
 
 @torch.no_grad()
@@ -228,7 +209,7 @@ def train(
     wrapped = wrap_model(model, cfg.parallel, info)
     opt = build_optimizer(model, cfg)
     fwd = torch.compile(wrapped) if cfg.compile else wrapped
-    autocast = _autocast(cfg.precision, dev)
+    autocast = functools.partial(bf16_autocast, dev, cfg.precision)
     sched = dict(
         total=steps,
         warmup=cfg.warmup,

@@ -1,7 +1,7 @@
 """Learning-rate schedules: warmup-stable-decay (linear or 1-sqrt decay), cosine, constant.
 
-`lr_mult` is the pure function (step -> multiplier of the peak lr); `lr_at(step, cfg)` reads the fields off any
-config object (lr, warmup, schedule, decay_frac, decay_shape, min_lr_ratio, and the total steps).
+`lr_mult` is the pure function (step -> multiplier of the peak lr) that pretraining uses; `lr_at` is the learning
+rate post-training stages set (linear decay HF-style, or the pretraining shapes).
 """
 
 from __future__ import annotations
@@ -52,13 +52,14 @@ def decay_start(total: int, schedule: str, decay_frac: float, warmup: int = 0) -
     return total
 
 
-def lr_at(step: int, cfg, total: int | None = None) -> float:
-    return cfg.lr * lr_mult(
-        step,
-        total if total is not None else cfg.steps,
-        getattr(cfg, "warmup", 0),
-        getattr(cfg, "schedule", "wsd"),
-        getattr(cfg, "decay_frac", 0.2),
-        getattr(cfg, "decay_shape", "linear"),
-        getattr(cfg, "min_lr_ratio", 0.0),
-    )
+def lr_at(step: int, total: int, lr: float, warmup: int = 0, schedule: str = "linear", min_ratio: float = 0.0) -> float:
+    """Learning rate for optimizer step `step` (0-based) of `total`: linear warmup, then constant, cosine (the
+    pretraining schedule code) or linear decay towards `min_ratio * lr` (HF-style: the last step is not wasted at 0)."""
+    if schedule not in ("constant", "linear", "cosine"):
+        raise ValueError(f"unknown schedule {schedule!r} (constant, linear, cosine)")
+    if schedule != "linear" or step < warmup:
+        return lr * lr_mult(
+            step, total, warmup, "constant" if schedule == "linear" else schedule, min_lr_ratio=min_ratio
+        )
+    frac = 1.0 - (step - warmup) / max(1, total - warmup)
+    return lr * (min_ratio + (1.0 - min_ratio) * frac)

@@ -1,0 +1,70 @@
+"""Devices, one home for all stages: which device "auto" means, bf16 autocast, and the GPU table (peak FLOP/s for MFU
+in the training logs, memory and a default MFU for `ledgerlm plan`).
+
+torch is imported inside the functions: the CLI and recipe checking import this module and start without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from ledgerlm.config import ConfigError
+
+
+@dataclass(frozen=True)
+class GPU:
+    name: str
+    peak_bf16: float  # dense bf16 FLOP/s
+    memory_gib: float
+    default_mfu: float  # what a 135M-class run reaches on it: measured for the H100, stated for the others
+    measured: bool = False
+    cuda_name: str | None = None  # found in torch.cuda.get_device_name(); the first entry that matches wins
+
+
+# Order matters for `peak_flops`: "H100 PCIe" before "H100", "A100" before "A10", "L40S" before "L4" (and "H200"
+# also matches GH200, which has the same bf16 peak).
+GPUS = {
+    "h100pcie": GPU("H100 PCIe", 756e12, 80, 0.35, cuda_name="H100 PCIe"),
+    "h100": GPU("H100 SXM", 989e12, 80, 0.355, measured=True, cuda_name="H100"),  # our training loop, BENCHMARKS.md
+    "h200": GPU("H200", 989e12, 141, 0.40, cuda_name="H200"),
+    "a100": GPU("A100 80GB", 312e12, 80, 0.40, cuda_name="A100"),
+    "a10": GPU("A10", 125e12, 24, 0.35, cuda_name="A10"),
+    "l40s": GPU("L40S", 362e12, 48, 0.35, cuda_name="L40S"),
+    "l4": GPU("L4", 121e12, 24, 0.35, cuda_name="L4"),
+    "rtx4090": GPU("RTX 4090", 165e12, 24, 0.35, cuda_name="4090"),
+    "cpu": GPU("CPU (2 cores)", 0.1e12, 24, 0.5),
+}
+
+
+def resolve_device(requested: str | None = "auto") -> str:
+    """The device to run on: for "auto" (or nothing) cuda when a GPU is there, else cpu. A named device is kept; one
+    naming cuda on a machine without CUDA is a config error."""
+    import torch
+
+    if requested in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device", f"{requested!r} requested but CUDA is not available")
+    return requested
+
+
+def autocast(device, precision: str = "auto"):
+    """A context manager: bf16 autocast for precision "bf16", or for "auto" on CUDA; nothing otherwise (so CPU
+    loss curves are exact fp32 and reproducible)."""
+    import torch
+
+    dev_type = torch.device(device).type
+    if precision == "bf16" or (precision == "auto" and dev_type == "cuda"):
+        return torch.autocast(dev_type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def peak_flops(device: str) -> float | None:
+    """Dense bf16 peak FLOP/s of a CUDA device from the GPU table; None on CPU or for a GPU not in it."""
+    import torch
+
+    if not str(device).startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name(torch.device(device))
+    return next((g.peak_bf16 for g in GPUS.values() if g.cuda_name and g.cuda_name in name), None)
