@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -15,7 +14,6 @@ from ledgerlm.config import ConfigError, apply_overrides, parse_override, to_dic
 from ledgerlm.io import atomic_write_json
 from ledgerlm.pipeline import (
     STAGES,
-    NotImplementedStage,
     build_recipe,
     load_recipe,
     plan_lines,
@@ -77,12 +75,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         _add_common(p, recipe_positional=False)
         if stage != command:
             continue
-        try:
-            mod = importlib.import_module(STAGES[stage])
-        except ModuleNotFoundError as e:
-            if e.name != STAGES[stage]:
-                raise
-            continue
+        mod = importlib.import_module(STAGES[stage])
         if hasattr(mod, "add_cli_args"):
             mod.add_cli_args(p)
 
@@ -95,11 +88,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext, description=helptext)
         if name != command:
             continue
-        try:
-            importlib.import_module(module).add_args(p)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
+        importlib.import_module(module).add_args(p)
     return ap
 
 
@@ -149,9 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except NotImplementedStage as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
 
 
 def _dispatch(args) -> int:
@@ -166,8 +152,6 @@ def _dispatch(args) -> int:
             return 0
         return run_pipeline(recipe, out, force=args.force)
     if cmd in STAGE_HELP:
-        if importlib.util.find_spec(STAGES[cmd]) is None:
-            raise NotImplementedStage(f"`ledgerlm {cmd}` is not implemented yet")
         # A stage may handle the command itself outside any run (e.g. `ledgerlm eval ... --out FILE.json`).
         direct = getattr(importlib.import_module(STAGES[cmd]), "direct_main", None)
         if direct is not None and (rc := direct(args)) is not None:
@@ -201,8 +185,6 @@ def _dispatch(args) -> int:
         run_stage(recipe, "report", args.run_dir, force=True)
         return 0
     module, _ = TOOLS[cmd]
-    if importlib.util.find_spec(module) is None:
-        raise NotImplementedStage(f"`ledgerlm {cmd}` is not implemented yet")
     return int(importlib.import_module(module).main(args) or 0)
 
 

@@ -39,19 +39,10 @@ STAGES: dict[str, str] = {
 CHECKS = {"audit"}
 
 
-class NotImplementedStage(Exception):
-    pass
-
-
 def stage_module(name: str) -> ModuleType:
     if name not in STAGES:
         raise ConfigError("stages", f"unknown stage {name!r} (known: {', '.join(STAGES)}, {', '.join(sorted(CHECKS))})")
-    try:
-        return importlib.import_module(STAGES[name])
-    except ModuleNotFoundError as e:
-        if e.name == STAGES[name]:
-            raise NotImplementedStage(f"stage {name!r} is not implemented yet") from None
-        raise
+    return importlib.import_module(STAGES[name])
 
 
 @dataclass
@@ -107,13 +98,7 @@ def build_recipe(raw: dict, file: str | Path | None = None, need_all: bool = Tru
     recipe = Recipe(**top, source=str(file) if file else None, samples=samples)
     for name in STAGES:
         if name in raw or (need_all and name in top["stages"]):
-            try:
-                mod = stage_module(name)
-            except NotImplementedStage:
-                if name in top["stages"] and need_all:
-                    raise ConfigError(name, f"stage {name!r} is not implemented yet", file) from None
-                continue
-            recipe.sections[name] = from_dict(mod.Config, raw.get(name) or {}, prefix=name, file=file)
+            recipe.sections[name] = from_dict(stage_module(name).Config, raw.get(name) or {}, prefix=name, file=file)
     return recipe
 
 

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from datatrove.pipeline.base import PipelineStep  # the base class only adds stats and a name
 
 from ledgerlm.config import ConfigError, to_dict
 from ledgerlm.data import segdedup
@@ -47,11 +48,6 @@ from ledgerlm.data.quality import QualityConfig, QualityGates, overlay
 from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import Record, SourceSpec, iter_records
 from ledgerlm.io import atomic_write_json, atomic_write_text
-
-try:  # datatrove is a hard dependency; the base class only adds stats and a name
-    from datatrove.pipeline.base import PipelineStep
-except ImportError:  # pragma: no cover
-    PipelineStep = object
 
 
 @dataclass
@@ -978,12 +974,6 @@ def contamination_cmd(args) -> int:
         atomic_write_text(args.out / "contamination.md", md)
         atomic_write_text(args.out / "contamination.csv", to_csv(rows))
     return 0
-
-
-def contamination_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="ledgerlm contamination")
-    add_contamination_args(p)
-    return contamination_cmd(p.parse_args(argv))
 
 
 # ----------------------------------------------------------------------------- `ledgerlm inspect`

@@ -50,9 +50,3 @@ class Ensemble(nn.Module):
         if self.mode == "logit":
             return stacked.mean(0)
         return torch.logsumexp(stacked.log_softmax(-1), dim=0) - math.log(len(outs))
-
-
-def load_ensemble(paths, device="cpu", dtype=torch.float32, mode: str = "prob") -> Ensemble:
-    from ledgerlm.model.hf import load_model
-
-    return Ensemble([load_model(p, device=device, dtype=dtype) for p in paths], mode=mode).eval()

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
 
+from ledgerlm.data.tokenizer import load_tokenizer, save_hf_tokenizer_files
 from ledgerlm.io import _fsync_dir
 from ledgerlm.model.llama import Llama, ModelConfig, build_model
 
@@ -141,24 +144,13 @@ def save_model(
 
 
 def _rmtree(p: Path) -> None:
-    import shutil
-
     shutil.rmtree(p, ignore_errors=True)
 
 
 def _save_tokenizer(tokenizer, out: Path) -> None:
     if isinstance(tokenizer, (str, Path)):
-        from tokenizers import Tokenizer
-
         tokenizer = Tokenizer.from_file(str(tokenizer))
-    try:
-        from ledgerlm.data.tokenizer import save_hf_tokenizer_files  # written by the tokenizer stage
-    except ImportError:
-        save_hf_tokenizer_files = None
-    if save_hf_tokenizer_files is not None:
-        save_hf_tokenizer_files(tokenizer, out)
-    else:
-        tokenizer.save(str(out / "tokenizer.json"))
+    save_hf_tokenizer_files(tokenizer, out)
 
 
 def _read_state_dict(d: Path) -> dict[str, torch.Tensor]:
@@ -223,10 +215,4 @@ def load_tokenizer_for(path):
     p = Path(path) / "tokenizer.json"
     if not p.exists():
         return None
-    try:
-        from ledgerlm.data.tokenizer import load_tokenizer
-    except ImportError:
-        from tokenizers import Tokenizer
-
-        return Tokenizer.from_file(str(p))
     return load_tokenizer(str(p))

@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ledgerlm.config import ConfigError
 from ledgerlm.train.checkpoint import trim_metrics
@@ -99,13 +98,6 @@ def optimizer_step(model, optimizer, lr: float, grad_clip: float = 1.0) -> float
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return float(norm)
-
-
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target) per position [B, T] (0 where target == IGNORE); logits [B, T, V] already aligned to targets."""
-    safe = targets.clamp(min=0)
-    lp = -F.cross_entropy(logits.float().transpose(1, 2), safe, reduction="none")
-    return lp.masked_fill(targets == IGNORE, 0.0)
 
 
 class MetricsLog:

@@ -24,6 +24,7 @@ from typing import Literal
 
 import torch
 
+from ledgerlm.config import ConfigError
 from ledgerlm.device import autocast as bf16_autocast
 from ledgerlm.device import peak_flops
 from ledgerlm.model.llama import build_model, model_config
@@ -95,12 +96,7 @@ _STEP_HOOK = None
 
 
 def _err(key: str, msg: str):
-    try:
-        from ledgerlm.config import ConfigError
-
-        return ConfigError(f"pretrain.{key}", msg)
-    except ImportError:  # pragma: no cover - spine absent
-        return ValueError(f"pretrain.{key}: {msg}")
+    return ConfigError(f"pretrain.{key}", msg)
 
 
 def resolve_lengths(cfg: Config, world: int, data_tokens_available: int, phase_tokens: int = 0) -> dict:
