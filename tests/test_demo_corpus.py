@@ -165,10 +165,11 @@ def test_worksheets_are_gsm8k_format_and_correct(corpus):
 
 def test_quality_gates_separate_junk_from_clean(corpus):
     """With the demo's two math-friendly thresholds, the curate gates drop every junk document and nothing else."""
-    from ledgerlm.data.quality import QualityConfig, QualityGates
+    from ledgerlm.data.quality import QualityGates
+    from ledgerlm.pipeline import load_recipe
 
     records, _ = corpus
-    gates = QualityGates(QualityConfig(**dc.DEMO_QUALITY))
+    gates = QualityGates(load_recipe("demo").section("curate").quality)  # the demo's settings, as the demo runs them
     verdict = Counter((r["planted"]["kind"] == "junk", gates.check(r["text"])[0] is None) for r in records)
     assert verdict == Counter(
         {
@@ -209,18 +210,20 @@ def test_bad_arguments_are_clear_errors():
 
 def test_curate_removes_exactly_what_was_planted(tmp_path):
     """End to end through the real curate stage: each gate catches its planted quantity, nothing else is lost."""
-    from ledgerlm.data.curate import Config, NearDedupConfig, curate
+    from ledgerlm.data.curate import Config, curate
     from ledgerlm.data.decontam import DecontamConfig
-    from ledgerlm.data.quality import QualityConfig
     from ledgerlm.data.segdedup import SegDedupConfig
     from ledgerlm.data.sources import SourceSpec
+    from ledgerlm.pipeline import load_recipe
+
+    demo = load_recipe("demo").section("curate")  # the demo's settings, as the demo runs them
 
     m = dc.write_demo_corpus(tmp_path / "corpus", seed=2, n_docs=400)
     dc.write_benchmark(tmp_path / "bench.jsonl", m["benchmark"]["n"], m["benchmark"]["seed"])
     cfg = Config(
         sources=[SourceSpec(name="demo", path=str(tmp_path / "corpus"))],
-        quality=QualityConfig(**dc.DEMO_QUALITY),
-        near_dedup=NearDedupConfig(**dc.DEMO_CURATE["near_dedup"]),
+        quality=demo.quality,
+        near_dedup=demo.near_dedup,
         segment_dedup=SegDedupConfig(min_docs=m["max_docs_sharing_a_content_line"] + 1),
         decontam=DecontamConfig(files=[f"arith={tmp_path / 'bench.jsonl'}"]),  # = the `arith` task (tested above)
     )

@@ -45,20 +45,8 @@ from ledgerlm.post import arith
 
 SCHEMA = "ledgerlm.demo_corpus/1"
 
-# Quality-gate settings the demo needs (curate.quality): worksheets and number facts are math, and like any math text
-# (GSM8K included) fail Gopher's "80% of words have a letter" and "#" ratio rules, which were tuned on web prose.
-# With these two changes the gates drop every planted junk document and no clean one (tests/test_demo_corpus.py).
-DEMO_QUALITY = {"min_alpha_words_ratio": 0.45, "max_symbol_word_ratio": 0.2}
-# The rest of the demo's curate settings. near_dedup: 20 bands x 5 rows find a pair at Jaccard 0.82 (the bottom of
-# the planted band) with probability 1 - (1 - 0.82^5)^20 > 0.9999, where the default 14 x 8 misses ~4% of them; the
-# exact-Jaccard check then drops the pairs LSH proposes between different same-template documents (with curate's
-# defaults, 6 clean documents of the default corpus went as "near duplicates" sharing 16-55% of their 5-grams). min_docs: no content line is in more than 15 documents of the default corpus
-# (manifest: max_docs_sharing_a_content_line) and every boilerplate line is in 100+, so 30 cuts exactly the planted ones.
-DEMO_CURATE = {
-    "quality": DEMO_QUALITY,
-    "near_dedup": {"bands": 20, "rows": 5, "exact_jaccard": 0.7},
-    "segment_dedup": {"min_docs": 30},
-}
+# The curate settings this corpus needs (quality gates, near-dedup band, boilerplate threshold) have one home: the
+# `curate` section of recipes/demo.yaml; docs/recipes.md says why each is what it is.
 
 
 def _rng(*parts: object) -> random.Random:
