@@ -141,8 +141,9 @@ def generate(
             if tok in stop_set or len(out[i]) >= budget[i]:
                 done[i] = True
             elif stop_strings and not batch_stop_strings:
-                # decode only a tail window: a stop string ending at this token lies within it
-                text = tokenizer.decode(out[i][-32:])
+                # decode only a tail window: a stop string ending at this token lies within it; special tokens
+                # kept (`tokenizers` would drop them by default), so "<|im_end|>" can be a stop string
+                text = tokenizer.decode(out[i][-32:], skip_special_tokens=False)
                 if any(s in text for s in stop_strings):
                     done[i] = True
         if batch_stop_strings and stop_strings:

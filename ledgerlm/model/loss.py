@@ -126,18 +126,3 @@ def linear_cross_entropy(
         return nll.sum()
     # as F.cross_entropy's mean: NaN when every target is ignored
     return nll.sum() / (t != ignore_index).sum()
-
-
-def token_logprobs(
-    hidden, weight, targets, *, ignore_index: int = -100, chunk_size: int = DEFAULT_CHUNK, temperature: float = 1.0
-) -> torch.Tensor:
-    """log p(target) per token, shaped like targets (0 where ignored): DPO / reward / GRPO sequence log-probs."""
-    return -linear_cross_entropy(
-        hidden,
-        weight,
-        targets,
-        ignore_index=ignore_index,
-        reduction="none",
-        chunk_size=chunk_size,
-        temperature=temperature,
-    )
