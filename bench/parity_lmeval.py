@@ -95,6 +95,7 @@ def main() -> int:
     ap.add_argument("--gsm8k-tokens", type=int, default=32)
     ap.add_argument("--gsm8k-special-limit", type=int, default=40, help="GSM8K items for the special-token row")
     ap.add_argument("--boost", type=float, default=3.0, help="scale of <|im_end|>'s embedding in that row's model")
+    ap.add_argument("--special-model", default=None, help="HF model folder for that row (e.g. the demo's rl/model)")
     ap.add_argument(
         "--gsm8k-special-only", action="store_true", help="run only that row (its own BENCHMARKS.md section)"
     )
@@ -134,7 +135,8 @@ def main() -> int:
         body = "\n".join(lines + ["", "Parity: " + ("all checks passed." if not problems else "; ".join(problems))])
         print(body)
         if not args.no_record:
-            record("parity_lmeval-gsm8k-special" + (f"-{args.size}" if args.size else ""), body)
+            suffix = "-model" if args.special_model else f"-{args.size}" if args.size else ""
+            record("parity_lmeval-gsm8k-special" + suffix, body)
         return 1 if problems else 0
 
     ours = load_lm(model_dir, device=args.device, backend="hf")
@@ -356,7 +358,11 @@ def gsm8k_special_row(args, tmp: Path, task, lname: str, tm) -> tuple[list[str],
     from ledgerlm.eval.harness import load_lm
 
     kw = {"size": args.size} if args.size else {"n_layer": 4, "d_model": 256, "max_seq_len": 1024}
-    model_dir = str(make_tiny_model(tmp / "model_im_end", seed=0, vocab_size=2048, boost_im_end=args.boost, **kw))
+    if args.special_model:
+        model_dir, what = args.special_model, f"`{args.special_model}`"
+    else:
+        model_dir = str(make_tiny_model(tmp / "model_im_end", seed=0, vocab_size=2048, boost_im_end=args.boost, **kw))
+        what = f"random {args.size or '4x256'} model, `<|im_end|>` embedding x{args.boost:g}"
     ours = load_lm(model_dir, device=args.device, backend="ledgerlm")
     theirs = HFLM(pretrained=model_dir, device=args.device, batch_size=args.batch_size, dtype="float32")
     gen = {"max_gen_toks": args.gsm8k_tokens}
@@ -370,9 +376,9 @@ def gsm8k_special_row(args, tmp: Path, task, lname: str, tm) -> tuple[list[str],
     answer = {s["doc_id"]: s["filtered_resps"][0] for s in samples if s["filter"] == "flexible-extract"}
     n = len(task.items)
     lines = [
-        f"GSM8K 0-shot on a model that emits `<|im_end|>` (random {args.size or '4x256'} model, `<|im_end|>` "
-        f"embedding x{args.boost:g}; first {n} questions of ../shared/data/gsm8k/train.jsonl; ledgerlm's own Llama "
-        f"backend; batch size {args.batch_size}; {args.gsm8k_tokens} new tokens):",
+        f"GSM8K 0-shot on a model that emits `<|im_end|>` ({what}; first {n} questions of "
+        f"../shared/data/gsm8k/train.jsonl; ledgerlm's own Llama backend; batch size {args.batch_size}; "
+        f"{args.gsm8k_tokens} new tokens):",
         "",
         "| ledgerlm generation mode | completions identical to lm-eval | items where lm-eval's completion is longer "
         "| flexible-extract answers identical | strict and flexible exact match identical | flexible EM ours / lm-eval |",

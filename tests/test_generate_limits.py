@@ -123,3 +123,12 @@ def test_stage_samples_and_rl_sampling_stay_within_the_context(tmp_path, monkeyp
     assert len(prompt) + len(outs[0]) <= 64 and (trunc[0] or outs[0][-1] == sampler.im_end)
     with pytest.raises(ValueError, match="max_seq_len=64"):  # a question that fills the context: a clear message
         sampler.sample(model, [sampler.prompt("how many apples " * 12)], 0.0, 0, 1.0, None)
+
+
+def test_eval_stage_refuses_a_generation_budget_past_the_context(lm64):
+    from ledgerlm.config import ConfigError
+    from ledgerlm.eval.stage import Config, _evaluate
+
+    cfg = Config(model=lm64.name, tasks=["gsm8k"], data_dir=FIX, gsm8k_shots=[0], gsm8k_max_new_tokens=64)
+    with pytest.raises(ConfigError, match="at most 63"):
+        _evaluate(cfg, [lm64.name], "cpu")

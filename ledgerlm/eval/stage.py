@@ -113,6 +113,12 @@ def _evaluate(cfg: Config, models: list, device: str, log=print, progress=None) 
     lm = load_lm(
         spec, device=cfg.device or device, backend=cfg.backend, dtype=cfg.dtype, ensemble_mode=cfg.ensemble_mode
     )
+    if any(t in GENERATIVE for t in cfg.tasks) and cfg.gsm8k_max_new_tokens >= lm.max_length:
+        raise ConfigError(
+            "eval.gsm8k_max_new_tokens",
+            f"{cfg.gsm8k_max_new_tokens} new tokens do not fit the model's {lm.max_length} positions with a prompt "
+            f"(at most {lm.max_length - 1}; lm-eval refuses this too)",
+        )
     results = evaluate(
         lm,
         cfg.tasks,
