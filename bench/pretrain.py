@@ -526,6 +526,7 @@ def cmd_gpu_mfu(args):
     for chunk in (0, args.chunk):
         best = None
         for B in args.batches:
+            torch._dynamo.reset()  # a fresh compile per attempt (no recompile limit falling back to eager)
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
             try:
@@ -537,7 +538,9 @@ def cmd_gpu_mfu(args):
                     step()
                 times = time_variants({"s": step}, 1, args.steps, "cuda")["s"]
                 best = (B, statistics.median(times), torch.cuda.max_memory_allocated() / 2**30)
-            except torch.OutOfMemoryError:
+            except (torch.OutOfMemoryError, RuntimeError) as e:  # a compiled graph may wrap the OOM
+                if not isinstance(e, torch.OutOfMemoryError) and "out of memory" not in str(e).lower():
+                    raise
                 break
             finally:
                 model = opt = step = None
