@@ -8,6 +8,11 @@ dataset swapped for local JSON files (written to a temp dir), so prompts, prepro
 Checks: per-item continuation log-likelihoods within 1e-3, identical acc / acc_norm per item, identical GSM8K
 completions; speed: items/s of the same scoring in the same process, ours vs lm-eval.
 
+A second GSM8K row runs real GSM8K questions (../shared/data/gsm8k, 0-shot) on a model that emits `<|im_end|>`
+mid-answer (the random model with that token's embedding scaled up), with ledgerlm's own backend: completion
+agreement and exact-match agreement with lm-eval, in ledgerlm's lm-eval-compatible generation mode (must be
+identical) and in its default chat mode (which stops at `<|im_end|>`, so it differs by design; docs/eval.md).
+
     python -m bench.parity_lmeval [--limit 300] [--model DIR] [--device cpu|cuda] [--no-record]
 Needs lm-eval (pip install 'ledgerlm[bench]'); works offline.
 """
@@ -88,6 +93,12 @@ def main() -> int:
     )
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--gsm8k-tokens", type=int, default=32)
+    ap.add_argument("--gsm8k-special-limit", type=int, default=40, help="GSM8K items for the special-token row")
+    ap.add_argument("--boost", type=float, default=3.0, help="scale of <|im_end|>'s embedding in that row's model")
+    ap.add_argument("--special-model", default=None, help="HF model folder for that row (e.g. the demo's rl/model)")
+    ap.add_argument(
+        "--gsm8k-special-only", action="store_true", help="run only that row (its own BENCHMARKS.md section)"
+    )
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per harness and task (best kept)")
     ap.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
     ap.add_argument("--body-out", type=Path, default=None, help="also write the Markdown section body here")
@@ -115,6 +126,18 @@ def main() -> int:
     tasks = {name: load_task(name, d, limit=args.limit) for name, (d, _, _) in TASKS.items()}
     tasks["gsm8k"] = load_task("gsm8k", FIX)
     lnames = write_lmeval_tasks(tmp, tasks, Path(lm_eval.__file__).parent)
+    special = load_task("gsm8k", SHARED, split="train", limit=args.gsm8k_special_limit)
+    lnames.update(write_lmeval_tasks(tmp, {"gsm8k_special": special}, Path(lm_eval.__file__).parent))
+    if args.gsm8k_special_only:
+        lines, problems = gsm8k_special_row(
+            args, tmp, special, lnames["gsm8k_special"], TaskManager(include_path=str(tmp))
+        )
+        body = "\n".join(lines + ["", "Parity: " + ("all checks passed." if not problems else "; ".join(problems))])
+        print(body)
+        if not args.no_record:
+            suffix = "-model" if args.special_model else f"-{args.size}" if args.size else ""
+            record("parity_lmeval-gsm8k-special" + suffix, body)
+        return 1 if problems else 0
 
     ours = load_lm(model_dir, device=args.device, backend="hf")
     theirs = HFLM(pretrained=model_dir, device=args.device, batch_size=args.batch_size, dtype="float32")
@@ -220,9 +243,10 @@ def main() -> int:
             by_doc.setdefault(s["doc_id"], s)
         samples = [by_doc[k] for k in sorted(by_doc)]
         assert len(samples) == len(r["items"]), (name, len(samples), len(r["items"]))
-        max_diff, acc_same, n_req = 0.0, True, 0
+        max_diff, acc_same, n_req, n_same = 0.0, True, 0, 0
         for s, mine in zip(samples, r["items"]):
             if name == "gsm8k":
+                n_same += s["resps"][0][0] == mine["completion"]
                 if s["resps"][0][0] != mine["completion"]:
                     acc_same = False
                     problems.append(f"gsm8k item {mine['i']}: completions differ")
@@ -258,12 +282,15 @@ def main() -> int:
                 "scoring_speedup": s_theirs / s_ours if name != "gsm8k" else None,
                 "ours_items_s": n / t_ours,
                 "lm_eval_items_s": n / t_theirs,
+                "completions_identical": n_same if name == "gsm8k" else None,
             }
         )
         if max_diff > 1e-3:
             problems.append(f"{name}: max |ll diff| {max_diff:.2e} > 1e-3")
         print(json.dumps(rows[-1]), flush=True)
 
+    special_lines, special_problems = gsm8k_special_row(args, tmp, special, lnames["gsm8k_special"], tm)
+    problems += special_problems
     tot_ours = sum(r["n"] / r["ours_items_s"] for r in rows if r["task"] != "gsm8k")
     tot_theirs = sum(r["n"] / r["lm_eval_items_s"] for r in rows if r["task"] != "gsm8k")
     n_ll = sum(r["n"] for r in rows if r["task"] != "gsm8k")
@@ -303,7 +330,11 @@ def main() -> int:
         "counts the decoder's and the output head's matmuls on the tokens each harness feeds (lm-eval: head on "
         "every token; ours: head only where a continuation token is scored): on a CPU, where these matmuls run "
         "near the core's peak, it bounds the scoring speed-up. GSM8K generates at most "
-        f"{args.gsm8k_tokens} tokens per item.",
+        f"{args.gsm8k_tokens} tokens per item; identical completions: "
+        + ", ".join(f"{r['completions_identical']}/{r['n']}" for r in rows if r["task"] == "gsm8k")
+        + ".",
+        "",
+        *special_lines,
         "",
         "Parity: " + ("all checks passed." if not problems else "FAILED: " + "; ".join(problems)),
     ]
@@ -315,6 +346,63 @@ def main() -> int:
         # one section per architecture, so the default small model's row and a --size row sit side by side
         record("parity_lmeval" + (f"-{args.size}" if args.size else ""), body)
     return 1 if problems else 0
+
+
+def gsm8k_special_row(args, tmp: Path, task, lname: str, tm) -> tuple[list[str], list[str]]:
+    """GSM8K 0-shot on a model that emits <|im_end|>: ledgerlm (own backend, both generation modes) vs lm-eval."""
+    from lm_eval.evaluator import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from tiny_model import make_tiny_model
+
+    from ledgerlm.eval.evaluate import score_gsm8k
+    from ledgerlm.eval.harness import load_lm
+
+    kw = {"size": args.size} if args.size else {"n_layer": 4, "d_model": 256, "max_seq_len": 1024}
+    if args.special_model:
+        model_dir, what = args.special_model, f"`{args.special_model}`"
+    else:
+        model_dir = str(make_tiny_model(tmp / "model_im_end", seed=0, vocab_size=2048, boost_im_end=args.boost, **kw))
+        what = f"random {args.size or '4x256'} model, `<|im_end|>` embedding x{args.boost:g}"
+    ours = load_lm(model_dir, device=args.device, backend="ledgerlm")
+    theirs = HFLM(pretrained=model_dir, device=args.device, batch_size=args.batch_size, dtype="float32")
+    gen = {"max_gen_toks": args.gsm8k_tokens}
+    out = simple_evaluate(
+        model=theirs, tasks=[lname], num_fewshot=0, task_manager=tm, log_samples=True, bootstrap_iters=0, gen_kwargs=gen
+    )
+    samples = out["samples"][lname]
+    completion = {s["doc_id"]: s["resps"][0][0] for s in samples}
+    ok = {(s["doc_id"], s["filter"]): int(s["exact_match"]) for s in samples}
+    # lm-eval's extracted answer ("[invalid]" when nothing matched; ours says None)
+    answer = {s["doc_id"]: s["filtered_resps"][0] for s in samples if s["filter"] == "flexible-extract"}
+    n = len(task.items)
+    lines = [
+        f"GSM8K 0-shot on a model that emits `<|im_end|>` ({what}; first {n} questions of "
+        f"../shared/data/gsm8k/train.jsonl; ledgerlm's own Llama backend; batch size {args.batch_size}; "
+        f"{args.gsm8k_tokens} new tokens):",
+        "",
+        "| ledgerlm generation mode | completions identical to lm-eval | items where lm-eval's completion is longer "
+        "| flexible-extract answers identical | strict and flexible exact match identical | flexible EM ours / lm-eval |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    problems = []
+    for mode in ("lm-eval", "chat"):
+        r = score_gsm8k(ours, task, 0, None, args.gsm8k_tokens, batch_size=args.batch_size, mode=mode)
+        same = sum(completion[k] == it["completion"] for k, it in enumerate(r["items"]))
+        em_same = sum(
+            ok[(k, "strict-match")] == it["ok_strict"] and ok[(k, "flexible-extract")] == it["ok_flexible"]
+            for k, it in enumerate(r["items"])
+        )
+        longer = sum(len(completion[k]) > len(it["completion"]) for k, it in enumerate(r["items"]))
+        ans_same = sum(answer[k] == (it["flexible"] or "[invalid]") for k, it in enumerate(r["items"]))
+        flex_theirs = sum(ok[(k, "flexible-extract")] for k in range(n)) / n
+        lines.append(
+            f"| {mode} | {same}/{n} | {longer} | {ans_same}/{n} | {em_same}/{n} | "
+            f"{r['metrics']['exact_match_flexible']['value']:.3f} / {flex_theirs:.3f} |"
+        )
+        print(json.dumps({"task": "gsm8k_special", "mode": mode, "identical": same, "answers": ans_same, "n": n}))
+        if mode == "lm-eval" and same < n:
+            problems.append(f"gsm8k_special: {n - same}/{n} completions differ in lm-eval mode")
+    return lines, problems
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
   python -m bench.pretrain cpu       # CPU, small size: our train step vs transformers.LlamaForCausalLM, same shapes
   python -m bench.pretrain gpu       # GPU: smollm-135m, seq 2048, bf16 + compile: tokens/s and MFU vs HF + SDPA
   python -m bench.pretrain data      # CPU: data-efficient recipe vs plain recipe on real text, several seeds
+  python -m bench.pretrain memory    # CPU: peak memory of the output head + loss, plain vs chunked (measured)
+  python -m bench.pretrain gpu-mfu   # GPU: largest micro-batch that fits and its MFU, plain vs chunked loss
 
 Both sides of a throughput comparison use the same optimizer (our fused AdamW), the same data and the same step
 (forward, loss, backward, clip, optimizer step); timings are interleaved rounds and we report medians.
@@ -22,6 +24,7 @@ import torch
 
 from bench._record import record
 from ledgerlm.model.llama import build_model, model_config
+from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.train.optim import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,13 +51,13 @@ def hf_model(cfg, device, attn="sdpa"):
     return LlamaForCausalLM(hc).to(device)
 
 
-def make_step(kind, model, opt, x, y, autocast, compiled):
+def make_step(kind, model, opt, x, y, autocast, compiled, loss_chunk_size: int = DEFAULT_CHUNK):
     fwd = torch.compile(model) if compiled else model
 
     def step():
         with autocast():
             if kind == "ours":
-                loss = fwd(x, targets=y)
+                loss = fwd(x, targets=y, loss_chunk_size=loss_chunk_size)
             else:
                 loss = fwd(input_ids=x, labels=y).loss  # HF shifts labels internally; same FLOPs
         loss.backward()
@@ -403,6 +406,164 @@ def cmd_data(args):
         record("pretrain-data-efficiency", body, "python -m bench.pretrain data " + " ".join(sys.argv[2:]))
 
 
+# ----------------------------------------------------------------------------- output-head memory
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _loss_peak_child(n: int, d: int, v: int, chunk: int, tied: bool) -> dict:
+    """In a fresh process: bytes of resident memory one forward + backward of the head + loss adds on top of its
+    inputs (hidden states, weight, targets), measured as the peak RSS (VmHWM, reset through clear_refs) minus the
+    RSS before the call. Allocations of this size go straight to mmap, so the RSS follows torch's live tensors."""
+    from ledgerlm.model.loss import linear_cross_entropy
+
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    h = (torch.randn(n, d, generator=g) * 0.5).requires_grad_(True)
+    w = (torch.randn(v, d, generator=g) * 0.02).requires_grad_(True)
+    t = torch.randint(0, v, (n,), generator=g)
+    linear_cross_entropy(h[:8], w, t[:8], chunk_size=chunk).backward()  # load kernels, allocate grad buffers
+    w.grad = h.grad = None
+    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
+    base = _rss_kib("VmRSS")
+    t0 = time.process_time()
+    loss = linear_cross_entropy(h, w, t, chunk_size=chunk)
+    loss.backward()
+    cpu_s = time.process_time() - t0
+    peak = _rss_kib("VmHWM")
+    # the gradients of the inputs are outputs either way (3.6 MB + 113 MB here): reported, not subtracted
+    return {"chunk": chunk, "peak_extra_bytes": (peak - base) * 1024, "cpu_s": cpu_s, "loss": float(loss)}
+
+
+def cmd_memory(args):
+    import os
+    import subprocess
+
+    n, d, v = args.batch * args.seq, args.d_model, args.vocab
+    rows, out = [], []
+    for chunk in [0, *args.chunks]:
+        if args.child is not None:
+            break
+        cp = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.pretrain",
+                "memory",
+                "--child",
+                str(chunk),
+                "--batch",
+                str(args.batch),
+                "--seq",
+                str(args.seq),
+                "--d-model",
+                str(d),
+                "--vocab",
+                str(v),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        if cp.returncode:
+            raise SystemExit(f"memory child (chunk {chunk}) failed:\n{cp.stderr[-2000:]}")
+        out.append(json.loads(cp.stdout.strip().splitlines()[-1]))
+        print(json.dumps(out[-1]), flush=True)
+    if args.child is not None:
+        print(json.dumps(_loss_peak_child(n, d, v, args.child, tied=True)))
+        return
+    plain = out[0]["peak_extra_bytes"]
+    logits_gb = n * v * 4 / 1e9
+    rows = ["| loss path | peak memory above inputs | vs plain | loss | CPU s (fwd+bwd) |", "|---|---:|---:|---:|---:|"]
+    for r in out:
+        name = "plain (full fp32 logits + F.cross_entropy)" if r["chunk"] == 0 else f"chunked, {r['chunk']} tokens"
+        rows.append(
+            f"| {name} | {r['peak_extra_bytes'] / 1e9:.2f} GB | {r['peak_extra_bytes'] / plain:.3f} | "
+            f"{r['loss']:.6f} | {r['cpu_s']:.1f} |"
+        )
+    body = (
+        f"One forward + backward of the output head + cross-entropy (`ledgerlm.model.loss.linear_cross_entropy`), "
+        f"fp32 on the CPU, vocab {v:,}, d {d}, {args.batch} x {args.seq} = {n:,} tokens (the full logits alone: "
+        f"{logits_gb:.2f} GB). Peak resident memory of a fresh process per row (VmHWM after a reset through "
+        "/proc/self/clear_refs) minus its resident memory just before the call: inputs (hidden states, weight) "
+        "excluded, their gradients included. CPU time = process CPU time (1 thread); load "
+        f"`{Path('/proc/loadavg').read_text().strip()}`.\n\n" + "\n".join(rows)
+    )
+    print(body)
+    if args.record:
+        record("pretrain-loss-memory", body, "python -m bench.pretrain memory " + " ".join(sys.argv[2:]))
+
+
+def cmd_gpu_mfu(args):
+    """For the plain and the chunked loss: the largest micro-batch (of --batches) whose compiled bf16 step fits,
+    then tokens/s and MFU at that micro-batch. One short script for a GPU session; without a GPU it says so."""
+    from ledgerlm.train.pretrain import peak_flops
+
+    name = "pretrain-gpu-mfu-loss"
+    if not torch.cuda.is_available():
+        body = (
+            "| loss path | largest micro-batch that fits (seq 2048) | tokens/s | MFU |\n|---|---:|---:|---:|\n"
+            "| plain | not measured (no GPU in this session) | — | — |\n"
+            "| chunked (4096 tokens) | not measured (no GPU in this session) | — | — |"
+        )
+        print(body)
+        if args.record:
+            record(name, body, "python -m bench.pretrain gpu-mfu")
+        return
+    torch.backends.cuda.matmul.allow_tf32 = True
+    cfg = model_config("smollm-135m")
+    T, peak = args.seq, peak_flops("cuda")
+    ac = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
+    rows = [f"| loss path | largest micro-batch that fits (seq {T}) | peak GiB | tokens/s | MFU |"]
+    rows.append("|---|---:|---:|---:|---:|")
+    out = {}
+    for chunk in (0, args.chunk):
+        best = None
+        for B in args.batches:
+            torch._dynamo.reset()  # a fresh compile per attempt (no recompile limit falling back to eager)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            try:
+                model = build_model(cfg, device="cuda")
+                opt = build_optimizer(model, lr=1e-4)
+                x = torch.randint(0, cfg.vocab_size, (B, T), device="cuda")
+                step = make_step("ours", model, opt, x, x, ac, True, loss_chunk_size=chunk)
+                for _ in range(3):  # compile + warm-up
+                    step()
+                times = time_variants({"s": step}, 1, args.steps, "cuda")["s"]
+                best = (B, statistics.median(times), torch.cuda.max_memory_allocated() / 2**30)
+            except (torch.OutOfMemoryError, RuntimeError) as e:  # a compiled graph may wrap the OOM
+                if not isinstance(e, torch.OutOfMemoryError) and "out of memory" not in str(e).lower():
+                    raise
+                break
+            finally:
+                model = opt = step = None
+        label = "plain" if chunk == 0 else f"chunked ({chunk} tokens)"
+        if best is None:
+            rows.append(f"| {label} | none of {args.batches} fit | — | — | — |")
+            continue
+        B, s, mem = best
+        tps = B * T / s
+        mfu = cfg.flops_per_token(T) * tps / peak
+        out[label] = {"micro_batch": B, "s_per_step": s, "tok_s": tps, "mfu": mfu, "peak_gib": mem}
+        rows.append(f"| {label} | {B} | {mem:.1f} | {tps:,.0f} | {mfu:.1%} |")
+    body = (
+        f"`smollm-135m`, seq {T}, bf16 autocast, torch.compile, fused AdamW, one optimizer step per micro-batch; "
+        f"micro-batches tried: {args.batches} (the largest that ran is kept); {torch.cuda.get_device_name()}, "
+        f"MFU against {peak / 1e12:.0f} TFLOP/s.\n\n" + "\n".join(rows)
+    )
+    print(body)
+    print(json.dumps(out))
+    if args.record:
+        record(name, body, "python -m bench.pretrain gpu-mfu " + " ".join(sys.argv[2:]))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -433,8 +594,23 @@ def main():
     p.add_argument("--val-batches", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-record", dest="record", action="store_false")
+    p = sub.add_parser("gpu-mfu")
+    p.add_argument("--seq", type=int, default=2048)
+    p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[16, 24, 32, 48, 64])
+    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--no-record", dest="record", action="store_false")
+    p = sub.add_parser("memory")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=2048)
+    p.add_argument("--d-model", type=int, default=576)
+    p.add_argument("--vocab", type=int, default=49152)
+    p.add_argument("--chunks", type=lambda s: [int(x) for x in s.split(",")], default=[4096, 1024])
+    p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--no-record", dest="record", action="store_false")
     args = ap.parse_args()
-    {"cpu": cmd_cpu, "gpu": cmd_gpu, "data": cmd_data}[args.cmd](args)
+    cmds = {"cpu": cmd_cpu, "gpu": cmd_gpu, "data": cmd_data, "memory": cmd_memory, "gpu-mfu": cmd_gpu_mfu}
+    cmds[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def sample_model(model_dir: Path, stage: str, cfg: SamplesConfig, device: str = 
     """Greedy completions of the configured prompts by the model in `model_dir`."""
     import torch
 
-    from ledgerlm.model.generate import generate
+    from ledgerlm.model.generate import fit_prompts, generate
     from ledgerlm.model.hf import load_model, load_tokenizer_for
 
     chat = stage in CHAT_STAGES
@@ -37,8 +37,14 @@ def sample_model(model_dir: Path, stage: str, cfg: SamplesConfig, device: str = 
     else:
         ids = [tok.encode(p).ids for p in prompts]
         stops = [tok.token_to_id("<|endoftext|>")]
+    # prompt + generation within the model's context: prompts lose their first tokens if needed (as lm-eval)
+    max_new = min(cfg.max_new_tokens, model.cfg.max_seq_len - 1)
+    fitted, _ = fit_prompts(ids, max_new, model.cfg.max_seq_len)
     with torch.no_grad():
-        outs = generate(model, ids, max_new_tokens=cfg.max_new_tokens, stop_ids=[s for s in stops if s is not None])
-    return [
-        {"prompt": p, "completion": tok.decode(o, skip_special_tokens=True)} for p, o in zip(prompts, outs, strict=True)
-    ]
+        outs = generate(model, fitted, max_new_tokens=max_new, stop_ids=[s for s in stops if s is not None])
+    samples = []
+    for p, full, kept, o in zip(prompts, ids, fitted, outs, strict=True):
+        samples.append({"prompt": p, "completion": tok.decode(o, skip_special_tokens=True)})
+        if len(kept) < len(full):
+            samples[-1]["prompt_tokens_dropped"] = len(full) - len(kept)  # the report can say so
+    return samples

@@ -69,6 +69,7 @@ def score_gsm8k(
     max_new_tokens: int = g8.MAX_NEW_TOKENS,
     batch_size: int = 16,
     seed: int = g8.FEWSHOT_SEED,
+    mode: str = "chat",
 ) -> dict:
     if shots and train is None:
         raise ValueError("gsm8k few-shot needs the train split (few-shot pool)")
@@ -77,7 +78,8 @@ def score_gsm8k(
     )
     prompts = [g8.build_prompt(it.question, sampler.sample(shots) if sampler else ()) for it in task.items]
     t0 = time.perf_counter()
-    outs = greedy_generate(lm, prompts, max_new_tokens, g8.STOP_STRINGS, batch_size=batch_size)
+    gen_stats: dict = {}
+    outs = greedy_generate(lm, prompts, max_new_tokens, g8.STOP_STRINGS, batch_size, mode=mode, stats=gen_stats)
     seconds = time.perf_counter() - t0
     records, strict, flexible = [], [], []
     for it, out in zip(task.items, outs):
@@ -99,6 +101,7 @@ def score_gsm8k(
     metrics = {"exact_match_strict": binary_score(strict), "exact_match_flexible": binary_score(flexible)}
     out = _task_result(task, metrics, records, seconds)
     out.update(shots=shots, max_new_tokens=max_new_tokens, fewshot_seed=seed if shots else None)
+    out.update(generation_mode=mode, truncated_prompts=gen_stats["truncated_prompts"])
     return out
 
 
@@ -127,6 +130,7 @@ def evaluate(
     gsm8k_max_new_tokens: int = g8.MAX_NEW_TOKENS,
     progress: Callable | None = None,
     log: Callable[[str], None] | None = None,
+    gsm8k_generation: str = "chat",
 ) -> dict:
     """Evaluate `lm` on `tasks`; returns the results document (see docs/eval.md)."""
     say = log or (lambda _m: None)
@@ -146,7 +150,11 @@ def evaluate(
         if name in GENERATIVE:
             train = load_task(name, data_dir=data_dir, split="train") if any(gsm8k_shots) else None
             for k in gsm8k_shots:
-                r = score_gsm8k(lm, task, k, train, gsm8k_max_new_tokens, batch_size=max(1, batch_size // 2))
+                r = score_gsm8k(
+                    lm, task, k, train, gsm8k_max_new_tokens, batch_size=max(1, batch_size // 2), mode=gsm8k_generation
+                )
+                if r["truncated_prompts"]:
+                    say(f"{name} {k}-shot: {r['truncated_prompts']} prompt(s) left-truncated to fit max_length")
                 out["tasks"][f"{name}_{k}shot"] = r
                 say(f"{name} {k}-shot: {_fmt_metrics(r['metrics'])} ({r['items_per_s']} items/s)")
         else:
@@ -172,6 +180,8 @@ def summary_metrics(results: dict) -> dict:
             flat[f"{t}.{m}_stderr"] = v["stderr"]
             flat[f"{t}.{m}_ci95"] = v["ci95"]
         flat[f"{t}.n"] = r["n"]
+        if "truncated_prompts" in r:  # generation prompts left-truncated to fit the model's context
+            flat[f"{t}.truncated_prompts"] = r["truncated_prompts"]
     if "six_task_mean" in results:
         flat["six_task_mean"] = results["six_task_mean"]["value"]
         flat["six_task_mean_stderr"] = results["six_task_mean"]["stderr"]

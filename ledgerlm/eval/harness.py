@@ -51,8 +51,14 @@ class Tok:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self.encode_batch([text], add_special_tokens)[0]
 
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tok.decode(list(ids), skip_special_tokens=False)
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    @property
+    def pad_id(self) -> int:
+        """lm-eval's pad token: the tokenizer's, else EOS (what its configure_pad_token falls back to), else 0."""
+        pad = getattr(self.tok, "pad_token_id", None)
+        return pad if pad is not None else self.eos_id if self.eos_id is not None else 0
 
     @property
     def prefix_id(self) -> int:
@@ -463,43 +469,85 @@ def loglikelihood(
 # ----------------------------------------------------------------------------------------------- generation
 
 
+GEN_MODES = ("chat", "lm-eval")
+
+
 @torch.no_grad()
 def greedy_generate(
-    lm: LM, prompts: Sequence[str], max_new_tokens: int, stop_strings: Sequence[str], batch_size: int = 16
+    lm: LM,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    stop_strings: Sequence[str],
+    batch_size: int = 16,
+    mode: str = "chat",
+    stats: dict | None = None,
 ) -> list[str]:
     """Greedy continuation of each prompt, cut at the first stop string (lm-eval's `until`, plus the EOS text).
 
-    Contexts are left-truncated to max_length - max_new_tokens as lm-eval does.
+    Contexts are left-truncated to max_length - max_new_tokens as lm-eval does (so no position past the model's
+    context is used; `stats["truncated_prompts"]` counts the prompts that lost tokens), and a max_new_tokens that
+    leaves no room for a context is refused, as lm-eval refuses it.
+    mode "chat" (default): a row stops at its first stop string or EOS, decoded with special tokens kept, so a chat
+    model's `<|im_end|>` ends its answer. mode "lm-eval": lm-eval 0.4.13's HFLM.generate_until -- same batches
+    (longest context first, ties by text), rows stop alone only at EOS, a stop string ends the batch only once every
+    row produced it, and the text is decoded with skip_special_tokens=True (special tokens deleted, the text after
+    them kept) before being cut at the stop strings. See docs/eval.md.
     """
+    if mode not in GEN_MODES:
+        raise ValueError(f"generation mode must be one of {GEN_MODES}, got {mode!r}")
     tok = lm.tok
     eos_text = tok.decode([tok.eos_id]) if tok.eos_id is not None else None
     stops = list(stop_strings) + ([eos_text] if eos_text and eos_text not in stop_strings else [])
     max_ctx = lm.max_length - max_new_tokens
-    enc = [e[-max_ctx:] for e in tok.encode_batch(list(prompts))]
-    order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
+    if max_ctx < 1:
+        raise ValueError(
+            f"max_new_tokens={max_new_tokens} must be less than the model's max_length {lm.max_length} "
+            "(prompt + generation must fit its positions; lm-eval refuses this too)"
+        )
+    full = tok.encode_batch(list(prompts))
+    enc = [e[-max_ctx:] for e in full]
+    if stats is not None:
+        stats["truncated_prompts"] = sum(len(e) > max_ctx for e in full)
+    if mode == "lm-eval":  # lm-eval's Collator order: the batches (and so the completions) are its own
+        order = sorted(range(len(enc)), key=lambda i: (-len(full[i]), prompts[i]))
+    else:
+        order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
     texts: list[str | None] = [None] * len(enc)
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
-        outs = _generate_batch(lm, [enc[i] for i in idx], max_new_tokens, stops)
+        outs = _generate_batch(lm, [enc[i] for i in idx], max_new_tokens, stops, lmeval=mode == "lm-eval")
         for i, o in zip(idx, outs):
-            text = tok.decode(o)
+            text = tok.decode(o, skip_special_tokens=mode == "lm-eval")
             for st in stops:
-                text = text.split(st)[0]
+                if st:
+                    text = text.split(st)[0]
             texts[i] = text
     return texts
 
 
-def _generate_batch(lm: LM, prompts: list[list[int]], max_new: int, stops: list[str]) -> list[list[int]]:
+def _generate_batch(
+    lm: LM, prompts: list[list[int]], max_new: int, stops: list[str], lmeval: bool = False
+) -> list[list[int]]:
     if isinstance(lm, HFCausalLM):
-        return _hf_generate(lm, prompts, max_new, stops)
+        return _hf_generate(lm, prompts, max_new, stops, lmeval)
     model = lm.model if isinstance(lm, LedgerLlama) else _ledger_ensemble(lm) if isinstance(lm, Ensemble) else None
     if model is not None:
         from ledgerlm.model.generate import generate
 
         stop_ids = (lm.tok.eos_id,) if lm.tok.eos_id is not None else ()
         return generate(
-            model, prompts, max_new, temperature=0.0, stop_ids=stop_ids, stop_strings=tuple(stops), tokenizer=lm.tok.tok
+            model,
+            prompts,
+            max_new,
+            temperature=0.0,
+            stop_ids=stop_ids,
+            stop_strings=tuple(stops),
+            tokenizer=lm.tok.tok,
+            pad_id=lm.tok.pad_id,
+            batch_stop_strings=lmeval,
         )
+    if lmeval:
+        raise ValueError(f"generation mode lm-eval needs a transformers or ledgerlm model, not {type(lm).__name__}")
     return [_naive_generate(lm, p, max_new, stops) for p in prompts]
 
 
@@ -520,12 +568,14 @@ def _ledger_ensemble(lm: Ensemble):
     return lm._kv_model or None
 
 
-def _hf_generate(lm: HFCausalLM, prompts, max_new, stops):
+def _hf_generate(lm: HFCausalLM, prompts, max_new, stops, lmeval: bool = False):
     # Left padding + attention mask, greedy; the stop strings are applied afterwards on the decoded text.
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     T = max(len(p) for p in prompts)
     pad = lm.tok.eos_id if lm.tok.eos_id is not None else 0
+    if lmeval:
+        pad = lm.tok.pad_id
     ids = torch.tensor([[pad] * (T - len(p)) + p for p in prompts], device=lm.device)
     att = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=lm.device)
 
@@ -543,7 +593,21 @@ def _hf_generate(lm: HFCausalLM, prompts, max_new, stops):
                     self.done[i] = True
             return self.done.clone()
 
-    kw = {"stopping_criteria": StoppingCriteriaList([StopOnStrings()])} if stops else {}
+    class StopWhenAllRowsHit(StoppingCriteria):
+        """lm-eval's rule (its MultiTokenEOSCriteria): for one stop string, every row has produced it in its last
+        len(tokens) + 2 generated tokens (decoded with special tokens); returns one flag for the whole batch."""
+
+        def __init__(self, stop: str):
+            self.stop, self.look = stop, len(lm.tok.encode(stop, add_special_tokens=False)) + 2
+            self.done = [False] * len(prompts)
+
+        def __call__(self, input_ids, scores, **kw):
+            tails = input_ids[:, T:][:, -self.look :].tolist()
+            self.done = [d or self.stop in lm.tok.decode(t) for d, t in zip(self.done, tails)]
+            return all(self.done)
+
+    crit = [StopWhenAllRowsHit(s) for s in stops] if lmeval else [StopOnStrings()]
+    kw = {"stopping_criteria": StoppingCriteriaList(crit)} if stops else {}
     out = lm.model.generate(
         input_ids=ids, attention_mask=att, max_new_tokens=max_new, do_sample=False, pad_token_id=pad, **kw
     )

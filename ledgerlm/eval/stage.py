@@ -35,6 +35,7 @@ class Config:
     ensemble_mode: str = "prob"  # prob (mean of probabilities) | logit (mean of logits)
     gsm8k_shots: list[int] = field(default_factory=lambda: [0, 5])
     gsm8k_max_new_tokens: int = g8.MAX_NEW_TOKENS
+    gsm8k_generation: str = "chat"  # chat: stop at <|im_end|>/EOS | lm-eval: reproduce lm-eval's completions
     references: Path | None = None  # YAML of reported rows; None = ledgerlm/eval/references.yaml
 
     def validate(self) -> None:
@@ -57,6 +58,8 @@ class Config:
             raise ValueError(f"gsm8k_shots must be a non-empty list of counts >= 0, got {self.gsm8k_shots}")
         if self.gsm8k_max_new_tokens < 1:
             raise ValueError("gsm8k_max_new_tokens must be >= 1")
+        if self.gsm8k_generation not in ("chat", "lm-eval"):
+            raise ValueError(f"gsm8k_generation must be chat or lm-eval, got {self.gsm8k_generation!r}")
 
 
 def resolve_model(cfg: Config, ctx) -> list[Path | str]:
@@ -110,6 +113,12 @@ def _evaluate(cfg: Config, models: list, device: str, log=print, progress=None) 
     lm = load_lm(
         spec, device=cfg.device or device, backend=cfg.backend, dtype=cfg.dtype, ensemble_mode=cfg.ensemble_mode
     )
+    if any(t in GENERATIVE for t in cfg.tasks) and cfg.gsm8k_max_new_tokens >= lm.max_length:
+        raise ConfigError(
+            "eval.gsm8k_max_new_tokens",
+            f"{cfg.gsm8k_max_new_tokens} new tokens do not fit the model's {lm.max_length} positions with a prompt "
+            f"(at most {lm.max_length - 1}; lm-eval refuses this too)",
+        )
     results = evaluate(
         lm,
         cfg.tasks,
@@ -118,6 +127,7 @@ def _evaluate(cfg: Config, models: list, device: str, log=print, progress=None) 
         batch_size=cfg.batch_size,
         gsm8k_shots=cfg.gsm8k_shots,
         gsm8k_max_new_tokens=cfg.gsm8k_max_new_tokens,
+        gsm8k_generation=cfg.gsm8k_generation,
         progress=progress,
         log=log,
     )
@@ -173,6 +183,9 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cuda / cpu (default: the recipe's device)")
     p.add_argument("--gsm8k-shots", default=None, help="comma-separated shot counts, e.g. 0,5")
     p.add_argument("--max-new-tokens", type=int, default=None, help="GSM8K generation budget")
+    p.add_argument(
+        "--gsm8k-generation", choices=["chat", "lm-eval"], default=None, help="chat: stop at <|im_end|> (default)"
+    )
     p.add_argument("--references", type=Path, default=None, help="YAML of reported reference rows")
 
 
@@ -190,6 +203,7 @@ def cli_overrides(args) -> dict:
         "device": args.device,
         "gsm8k_shots": shots,
         "gsm8k_max_new_tokens": args.max_new_tokens,
+        "gsm8k_generation": getattr(args, "gsm8k_generation", None),
         "references": str(args.references) if args.references else None,
     }
 

@@ -6,7 +6,12 @@ the same masks, which is the reference the cache must reproduce.
 
 Returned lists hold the new tokens only. A stop token from `stop_ids` is included as the last token (RL needs to see
 the model emit EOS). For `stop_strings`, generation of a row stops at the token whose decoding first contains the
-string; the tokens are returned unchanged (callers trim the text at the stop string).
+string; the tokens are returned unchanged (callers trim the text at the stop string). With `batch_stop_strings`
+the rule is lm-eval's HF backend's instead (see `generate`).
+
+No position at or past the model's `max_seq_len` is ever used (RoPE would extrapolate past the trained range): a
+row generates at most `max_seq_len - len(prompt)` tokens, a prompt that fills the context is refused, and
+`fit_prompts` left-truncates prompts to leave room for `max_new_tokens` as lm-eval does.
 """
 
 from __future__ import annotations
@@ -35,6 +40,30 @@ def sample_next(logits: torch.Tensor, temperature=0.0, top_k=0, top_p=1.0, gener
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def max_positions(model) -> int | None:
+    """The model's trained context (`cfg.max_seq_len`), or None for a model that does not say."""
+    return getattr(getattr(model, "cfg", None), "max_seq_len", None)
+
+
+def fit_prompts(prompts: list[list[int]], max_new_tokens: int, max_len: int) -> tuple[list[list[int]], int]:
+    """lm-eval's rule for generation: each prompt keeps its last `max_len - max_new_tokens` tokens, so prompt plus
+    generation fit the model's context. -> (prompts, how many were truncated). A `max_new_tokens` that leaves no
+    room for a prompt token is refused."""
+    keep = max_len - max_new_tokens
+    if keep < 1:
+        raise ValueError(
+            f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's {max_len} positions "
+            f"(at most {max_len - 1})"
+        )
+    return [p[-keep:] for p in prompts], sum(len(p) > keep for p in prompts)
+
+
+def _encode_plain(tokenizer, text: str) -> list[int]:
+    """Token ids of `text` without special tokens, from a `tokenizers.Tokenizer` or a transformers tokenizer."""
+    enc = tokenizer.encode(text, add_special_tokens=False)
+    return list(getattr(enc, "ids", enc))
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -49,13 +78,29 @@ def generate(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     pad_id: int = 0,
+    batch_stop_strings: bool = False,
 ) -> list[list[int]]:
+    """batch_stop_strings: lm-eval 0.4.13's stopping rule (its MultiTokenEOSCriteria under transformers' generate):
+    a row stops alone only at a stop id (EOS) or its token budget; a stop string ends generation only once, for that
+    one string, every row of the batch has produced it (looking at the last len(string's tokens) + 2 generated tokens,
+    decoded with special tokens, where a finished row's tail holds `pad_id`s). Until then rows that already produced
+    a stop string go on generating, so the batch's composition shapes the completions, as in lm-eval."""
     if not prompts:
         return []
     if any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token")
     if stop_strings and tokenizer is None:
         raise ValueError("generate: stop_strings need a tokenizer to decode with")
+    max_len = max_positions(model)
+    longest = max(len(p) for p in prompts)
+    if max_len is not None and longest >= max_len:
+        raise ValueError(
+            f"generate: a prompt of {longest} tokens leaves no room in the model's max_seq_len={max_len} positions; "
+            "shorten it or left-truncate it (fit_prompts)"
+        )
+    # per-row budget: the last generated token sits at position max_len - 1 at most
+    budget = [max_new_tokens if max_len is None else min(max_new_tokens, max_len - len(p)) for p in prompts]
+    max_new_tokens = max(budget)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -71,6 +116,10 @@ def generate(
     done = [False] * b
     cache = model.new_kv_cache(b, total) if use_cache else None
     cur = plen
+    if batch_stop_strings and stop_strings:
+        look = [len(_encode_plain(tokenizer, s)) + 2 for s in stop_strings]
+        hit = [[False] * b for _ in stop_strings]
+        seen: list[list[int]] = [[] for _ in range(b)]  # generated tokens as lm-eval sees them (pads after EOS)
     for _ in range(max_new_tokens):
         if cache is not None:
             start = cache.pos
@@ -79,20 +128,30 @@ def generate(
             logits = model(ids[:, :cur], attention_mask=mask[:, :cur])
         nxt = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
         ids[:, cur] = nxt
-        mask[:, cur] = 1
+        # a finished row's further tokens are padding: its positions stop advancing (never past max_len - 1)
+        mask[:, cur] = torch.tensor([not d for d in done], dtype=mask.dtype, device=device)
         cur += 1
         for i in range(b):
+            if batch_stop_strings and stop_strings:
+                seen[i].append(pad_id if done[i] else int(nxt[i]))
             if done[i]:
                 continue
             tok = int(nxt[i])
             out[i].append(tok)
-            if tok in stop_set:
+            if tok in stop_set or len(out[i]) >= budget[i]:
                 done[i] = True
-            elif stop_strings:
-                # decode only a tail window: a stop string ending at this token lies within it
-                text = tokenizer.decode(out[i][-32:])
+            elif stop_strings and not batch_stop_strings:
+                # decode only a tail window: a stop string ending at this token lies within it; special tokens
+                # kept (`tokenizers` would drop them by default), so "<|im_end|>" can be a stop string
+                text = tokenizer.decode(out[i][-32:], skip_special_tokens=False)
                 if any(s in text for s in stop_strings):
                     done[i] = True
+        if batch_stop_strings and stop_strings:
+            for k, s in enumerate(stop_strings):
+                for i in range(b):
+                    hit[k][i] = hit[k][i] or s in tokenizer.decode(seen[i][-look[k] :], skip_special_tokens=False)
+            if any(all(h) for h in hit):
+                break
         if all(done):
             break
     if was_training:

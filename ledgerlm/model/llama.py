@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ledgerlm.model.loss import DEFAULT_CHUNK, linear_cross_entropy
+
 
 @dataclass
 class ModelConfig:
@@ -285,6 +287,9 @@ class Llama(nn.Module):
         return_hidden: bool = False,
         targets: torch.Tensor | None = None,
         ignore_index: int = -100,
+        reduction: str = "mean",
+        loss_chunk_size: int = DEFAULT_CHUNK,
+        temperature: float = 1.0,
     ) -> torch.Tensor:
         """input_ids [B, T] -> float32 logits [B, T, V] (or final-normed hidden states [B, T, D] if return_hidden).
 
@@ -292,7 +297,11 @@ class Llama(nn.Module):
         attention_mask [B, S]: 1 = real token, 0 = padding, over cached + new tokens (S = cache.pos + T); used for
         left-padded batched generation. Or a boolean [B, 1, T, S] mask (True = attend) used as it is, with
         `position_ids`: e.g. the evaluation harness's shared-prefix ("tree") rows. kv_cache: a `KVCache`; new K/V are appended and `cache.pos` advances by T.
-        targets [B, T] (already shifted): return the mean cross-entropy instead (one graph for torch.compile).
+        targets [B, T] (already shifted): return the cross-entropy instead (one graph for torch.compile), computed
+        by `ledgerlm.model.loss.linear_cross_entropy` over chunks of `loss_chunk_size` tokens, so the [B, T, V]
+        logits never exist (0: the plain path); `reduction` "mean" (over non-ignored targets), "sum", or "none"
+        (per-token NLL [B, T], 0 at ignored targets: minus the log-probs DPO and GRPO sum). `temperature` divides
+        the logits first (GRPO's sampling distribution).
         """
         b, t = input_ids.shape
         past = kv_cache.pos if kv_cache is not None else 0
@@ -314,17 +323,24 @@ class Llama(nn.Module):
         if return_hidden:
             return x
         if targets is not None:
-            logits = self.lm_head(x).float()
-            return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=ignore_index)
+            return linear_cross_entropy(
+                x,
+                self.lm_head.weight,
+                targets,
+                ignore_index=ignore_index,
+                reduction=reduction,
+                chunk_size=loss_chunk_size,
+                temperature=temperature,
+            )
         return self.lm_head(x).float()
 
     def hidden_states(self, input_ids: torch.Tensor, **kw) -> torch.Tensor:
         """Final-normed last-layer hidden states [B, T, D] (for scalar heads, e.g. the reward model)."""
         return self.forward(input_ids, return_hidden=True, **kw)
 
-    def loss(self, input_ids, targets, *, doc_ids=None, ignore_index: int = -100) -> torch.Tensor:
+    def loss(self, input_ids, targets, *, doc_ids=None, ignore_index: int = -100, **kw) -> torch.Tensor:
         """Mean next-token cross-entropy (targets already shifted; ignore_index entries skipped)."""
-        return self(input_ids, doc_ids=doc_ids, targets=targets, ignore_index=ignore_index)
+        return self(input_ids, doc_ids=doc_ids, targets=targets, ignore_index=ignore_index, **kw)
 
     @staticmethod
     def _mask(b, t, past, doc_ids, attention_mask, device) -> torch.Tensor | None:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ledgerlm.device import autocast
 from ledgerlm.io import atomic_path, write_jsonl
+from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.post.common import (
     MetricsLog,
     load_model_and_tokenizer,
@@ -75,6 +76,7 @@ class Config:
     eval_every: int = 0  # steps between held-out evaluations (0 = about 5 per run)
     eval_batch_size: int = 32
     ref_cache: str = ""  # an earlier ref_logps.safetensors to reuse if its hashes match
+    loss_chunk_size: int = DEFAULT_CHUNK  # output head + log-probs over chunks of this many tokens (0 = full logits)
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
@@ -278,7 +280,7 @@ def run(cfg: Config, ctx):
                 for side in ("chosen", "rejected"):  # separate forward passes
                     ids, mask = pad_batch([enc[i].prompt for i in chunk], [getattr(enc[i], side) for i in chunk])
                     with autocast(device):
-                        pol[side], _ = sequence_logps(policy, ids.to(device), mask.to(device))
+                        pol[side], _ = sequence_logps(policy, ids.to(device), mask.to(device), cfg.loss_chunk_size)
                 r = {key: v[chunk].to(device) for key, v in ref_tr.items()}
                 loss, st = dpo_loss(
                     pol["chosen"].float(),

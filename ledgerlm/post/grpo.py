@@ -352,8 +352,7 @@ def seq_token_logps(model, prompts: list[list[int]], completions: list[list[int]
     ids, _ = pad_batch(prompts, completions)
     ids = ids.to(device)
     with autocast(device):
-        logits = model(ids)
-        lp = token_logps(logits / temperature if temperature != 1.0 else logits, ids).float()
+        lp = token_logps(model, ids, temperature=temperature).float()
     L = max(1, max(len(c) for c in completions))
     lens = torch.tensor([len(c) for c in completions], device=device)
     # completion token j of row i is predicted at position len(prompt_i) - 1 + j

@@ -25,8 +25,10 @@ import torch
 
 from ledgerlm.eval.stats import wilson_ci
 from ledgerlm.io import open_text
+from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.post import arith
 from ledgerlm.post.chat import ChatFormatError, _encode, _parse_prompt, render_prompt, special_ids, validate
+from ledgerlm.post.common import IGNORE
 
 _TURN = re.compile(r"\n\n(Human|Assistant):")
 
@@ -280,18 +282,31 @@ def pad_batch(prompts: list[list[int]], responses: list[list[int]], pad_id: int 
     return ids, mask
 
 
-def token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """log p(x_t | x_<t) for t = 1..T-1 -> [B, T-1]. logits [B, T, V] (fp32), input_ids [B, T]."""
-    logits = logits[:, :-1].float()
-    picked = logits.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
+def token_logps(
+    model,
+    ids: torch.Tensor,
+    keep: torch.Tensor | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """log p(x_t | x_<t) for t = 1..T-1 -> [B, T-1] under `model` (logits / temperature), 0 where keep[:, 1:] == 0.
+    The output head runs over chunks of `chunk_size` tokens (ledgerlm.model.loss), never the [B, T, V] logits
+    (0 = full logits)."""
+    tgt = ids[:, 1:] if keep is None else ids[:, 1:].masked_fill(keep[:, 1:] == 0, IGNORE)
+    tgt = torch.cat((tgt, torch.full_like(ids[:, :1], IGNORE)), dim=1)  # the last position predicts nothing
+    nll = model(
+        ids, targets=tgt, ignore_index=IGNORE, reduction="none", loss_chunk_size=chunk_size, temperature=temperature
+    )
+    return -nll[:, :-1]
 
 
-def sequence_logps(model, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of response-token log-probs [B], response lengths [B]) under `model`."""
-    lp = token_logps(model(ids), ids)
-    m = mask[:, 1:].to(lp.dtype)
-    return (lp * m).sum(-1), m.sum(-1)
+def sequence_logps(
+    model, ids: torch.Tensor, mask: torch.Tensor, chunk_size: int = DEFAULT_CHUNK
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of response-token log-probs [B], response lengths [B]) under `model`. The output head runs over chunks
+    of `chunk_size` tokens (ledgerlm.model.loss), so the [B, T, V] logits never exist (0 = full logits)."""
+    lp = token_logps(model, ids, keep=mask, chunk_size=chunk_size)  # prompt and padding targets are ignored
+    return lp.sum(-1), mask[:, 1:].float().sum(-1)
 
 
 def data_hash(encoded: list[EncodedPair]) -> str:

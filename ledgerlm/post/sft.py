@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import xxhash
 
 from ledgerlm.config import ConfigError
 from ledgerlm.device import autocast
 from ledgerlm.io import atomic_write_json, write_jsonl
+from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.post import chat
 from ledgerlm.post.common import (
     IGNORE,
@@ -78,6 +78,7 @@ class Config:
     # keep_ckpts changes the training trajectory, so changing them does not block a resume.
     ckpt_every: int = 0
     keep_ckpts: int = 2  # newest checkpoints kept (0 = all)
+    loss_chunk_size: int = DEFAULT_CHUNK  # output head + loss over chunks of this many tokens (0 = full logits)
 
     def validate(self) -> None:
         if self.schedule not in ("constant", "linear", "cosine"):
@@ -193,13 +194,20 @@ def collate(examples: list[Example], rows: list[list[int]], pad_id: int = 0, doc
     return {"input_ids": inp, "targets": tgt, "doc_ids": doc, "position_ids": pos}
 
 
-def nll_sum(model, batch: dict, device) -> tuple[torch.Tensor, int]:
-    """(sum of NLL over trained targets, number of trained targets) for one batch."""
+def nll_sum(model, batch: dict, device, chunk_size: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, int]:
+    """(sum of NLL over trained targets, number of trained targets) for one batch; the head and loss run over chunks
+    of `chunk_size` tokens (ledgerlm.model.loss; 0 = full logits)."""
     tgt = batch["targets"].to(device)
     kw = {k: batch[k].to(device) for k in ("doc_ids", "position_ids") if batch.get(k) is not None}
     with autocast(device):
-        logits = model(batch["input_ids"].to(device), **kw)
-    loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), tgt.view(-1), ignore_index=IGNORE, reduction="sum")
+        loss = model(
+            batch["input_ids"].to(device),
+            targets=tgt,
+            ignore_index=IGNORE,
+            reduction="sum",
+            loss_chunk_size=chunk_size,
+            **kw,
+        )
     return loss, int((tgt != IGNORE).sum())
 
 
@@ -447,7 +455,7 @@ def run(cfg: Config, ctx):
             n_tok = sum(int((b["targets"] != IGNORE).sum()) for b in batches)
             loss_sum = 0.0
             for b in batches:
-                s, _ = nll_sum(model, b, device)
+                s, _ = nll_sum(model, b, device, cfg.loss_chunk_size)
                 (s / n_tok).backward()  # normalise by the whole step's assistant tokens
                 loss_sum += float(s.detach())
             lr = lr_at(step, total, cfg.lr, warmup, cfg.schedule, cfg.min_lr_ratio)

@@ -28,6 +28,7 @@ from ledgerlm.config import ConfigError
 from ledgerlm.device import autocast as bf16_autocast
 from ledgerlm.device import peak_flops
 from ledgerlm.model.llama import build_model, model_config
+from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.train import checkpoint as ckpt_lib
 from ledgerlm.train.averaging import EMA, SnapshotAverage, load_weights_into, snapshot_steps
 from ledgerlm.train.data import LoaderSource, WindowSource, doc_ids_from_eot, from_tokenize_dir
@@ -76,6 +77,8 @@ class Config:
     doc_mask: bool = False  # block-diagonal attention within packed documents (disables flash kernels)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: bool = False
+    # output head + loss over chunks of this many tokens, never the whole [B, T, V] logits (0 = the plain path)
+    loss_chunk_size: int = DEFAULT_CHUNK
     eval_every: int = 100
     val_batches: int = 8
     ckpt_every: int = 500
@@ -292,7 +295,7 @@ def train(
                 no_sync = cfg.parallel == "ddp" and info.enabled and micro < accum - 1
                 with wrapped.no_sync() if no_sync else contextlib.nullcontext():
                     with autocast():
-                        loss = fwd(x, doc_ids=doc, targets=y)
+                        loss = fwd(x, doc_ids=doc, targets=y, loss_chunk_size=cfg.loss_chunk_size)
                     (loss / accum).backward()
                 loss_acc += loss.detach().float() / accum
             loss_acc = all_reduce_mean(loss_acc, info)
