@@ -7,6 +7,7 @@ import dataclasses
 import importlib
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ledgerlm.pipeline import (
     STAGES,
     NotImplementedStage,
     build_recipe,
+    disk_full,
     load_recipe,
     plan_lines,
     run_pipeline,
@@ -152,6 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     except NotImplementedStage as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except OSError as e:
+        if not disk_full(e):
+            raise
+        # One line naming the path; what was written is atomic or resumable, so the same command re-run after
+        # freeing space carries on (see docs/ledger.md).
+        where = e.filename or "the run directory"
+        print(f"error: disk full writing {where} ({os.strerror(e.errno)}); free space and re-run", file=sys.stderr)
+        return 1
 
 
 def _dispatch(args) -> int:

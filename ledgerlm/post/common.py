@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ledgerlm.config import ConfigError
-from ledgerlm.io import atomic_write_text
+from ledgerlm.io import atomic_write_text, iter_lines
 
 IGNORE = -100  # target id that contributes no loss
 
@@ -154,8 +154,9 @@ class MetricsLog:
             return
         keep = []
         if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
+            for _, raw in iter_lines(self.path):
                 try:
+                    line = raw.decode("utf-8")
                     if json.loads(line)["step"] <= keep_upto:
                         keep.append(line)
                 except (ValueError, KeyError, TypeError):  # a line cut short by the kill

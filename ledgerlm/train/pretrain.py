@@ -23,6 +23,7 @@ from typing import Literal
 
 import torch
 
+from ledgerlm.io import iter_lines
 from ledgerlm.model.llama import build_model, model_config
 from ledgerlm.train import checkpoint as ckpt_lib
 from ledgerlm.train.averaging import EMA, SnapshotAverage, load_weights_into, snapshot_steps
@@ -266,8 +267,8 @@ def train(
         start, tokens_seen, train_seconds = st["step"], st["tokens"], st.get("train_seconds", 0.0)
         log.info("resumed from %s (step %d/%d)", latest, start, steps)
         if info.is_main and metrics_path.exists():  # drop rows logged after the checkpoint: they will be redone
-            rows = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
-            _atomic_text(metrics_path, "".join(r + "\n" for r in rows))
+            rows = [ln for _, ln in iter_lines(metrics_path) if ln and json.loads(ln)["step"] <= start]
+            _atomic_text(metrics_path, "".join(r.decode("utf-8") + "\n" for r in rows))
     out_dir.mkdir(parents=True, exist_ok=True)
     fpt = mcfg.flops_per_token(cfg.seq_len)
     peak = peak_flops(dev)
