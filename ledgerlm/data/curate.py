@@ -687,7 +687,8 @@ def curate(cfg: Config, out_dir: Path, log=None, resume: bool = False, logs_dir:
     if not cfg.sources:
         raise ValueError("curate: no sources (give --input PATH or curate.sources in the recipe)")
     quality_configs(cfg)  # a bad per-source gate override fails here, before anything is written
-    check_sources(cfg.sources)  # a missing, unknown-format or empty input: one line, exit 2
+    if not resume:  # (a resumed run has the same inputs: the ledger compared their hashes)
+        check_sources(cfg.sources)  # a missing, unknown-format or empty input: one line, exit 2
     out_dir = Path(out_dir)
     work = out_dir / ".work"
     logs = Path(logs_dir) if logs_dir is not None else work / "logs"

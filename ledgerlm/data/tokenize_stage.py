@@ -123,11 +123,11 @@ def _estimated_text_bytes(files: list[Path]) -> int:
     return sum(f.stat().st_size * (4 if f.suffix in (".zst", ".gz") else 1) for f in files)
 
 
-def sample_texts(files: list[Path], cfg: Config, seed: int) -> list[str]:
+def sample_texts(files: list[Path], cfg: Config, seed: int, quarantine=lambda _q: None) -> list[str]:
     """A seeded hash-sample of about cfg.sample_bytes of train-split text (val documents are never sampled)."""
     rate = min(1.0, cfg.sample_bytes / max(1, _estimated_text_bytes(files)))
     texts, size = [], 0
-    docs = sh.iter_documents(files, lambda _q: None, cfg.text_field, cfg.source_field, cfg.default_source)
+    docs = sh.iter_documents(files, quarantine, cfg.text_field, cfg.source_field, cfg.default_source)
     for d in docs:
         if sh.split_of(d.key, seed, cfg.val_fraction) == "val":
             continue
@@ -153,6 +153,15 @@ def check_inputs(cfg: Config, ctx) -> list[Path]:
     return files
 
 
+def _no_documents(files: list[Path], quarantined: list[dict], q_path: Path) -> None:
+    write_jsonl(q_path, quarantined)
+    raise ConfigError(
+        "tokenize.input",
+        f"no valid (train) documents in {len(files)} input file(s) ({files[0]}, ...): "
+        f"{len(quarantined)} records quarantined -> {q_path}",
+    )
+
+
 def run(cfg: Config, ctx) -> StageResult:
     out = ctx.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -169,14 +178,18 @@ def run(cfg: Config, ctx) -> StageResult:
         done = sum(len(w["entries"]) for w in state["writers"])
         ctx.log.info("resuming: tokenizer and %d completed shards kept from the killed run", done)
     elif cfg.tokenizer == "train":
-        sample = sample_texts(files, cfg, ctx.seed)
-        if not sample:
-            raise ValueError(f"no training text found in {[str(f) for f in files]}")
+        bad: list[dict] = []
+        sample = sample_texts(files, cfg, ctx.seed, bad.append)
+        if not sample:  # the whole input was read: nothing valid in the train split
+            _no_documents(files, bad, out / "quarantine.jsonl")
         tok = train_tokenizer(sample, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency)
         tok_info = {"trained": True, "sample_docs": len(sample), "sample_chars": sum(map(len, sample))}
         del sample
     else:
-        tok = load_tokenizer(cfg.tokenizer)
+        try:
+            tok = load_tokenizer(cfg.tokenizer)
+        except (FileNotFoundError, ValueError) as e:  # a wrong path or a file that is no tokenizer: one line
+            raise ConfigError("tokenize.tokenizer", str(e)) from None
         tok_info = {"trained": False, "loaded_from": cfg.tokenizer}
     t_tok = time.time() - t0
     eot = eot_id(tok, cfg.eot_token)
@@ -205,11 +218,7 @@ def run(cfg: Config, ctx) -> StageResult:
     q_path = out / "quarantine.jsonl"
     write_jsonl(q_path, quarantined)
     if not index["shards"]:
-        raise ConfigError(
-            "tokenize.input",
-            f"no valid documents in {len(files)} input file(s) ({files[0]}, ...): "
-            f"{len(quarantined)} records quarantined -> {q_path}",
-        )
+        _no_documents(files, quarantined, q_path)
 
     # Compression on held-out text: the val split's bytes over its text tokens (separators excluded).
     def bpt(split: str, source: str | None = None) -> float | None:
