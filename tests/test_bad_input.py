@@ -81,7 +81,8 @@ def test_own_jsonl_is_split_on_newline_only(tmp_path):
 
 def test_curate_bad_bytes_are_quarantined_with_file_and_line(tmp_path, capsys):
     (tmp_path / "u.jsonl").write_text(
-        "".join(json.dumps({"text": _doc(i) + ODD + " " + _doc(i + 100)}, ensure_ascii=False) + "\n" for i in range(8)), encoding="utf-8"
+        "".join(json.dumps({"text": _doc(i) + ODD + " " + _doc(i + 100)}, ensure_ascii=False) + "\n" for i in range(8)),
+        encoding="utf-8",
     )
     rc, err, bad = _curate(capsys, tmp_path / "u.jsonl", tmp_path / "ru")
     assert rc == 0 and not bad, err
