@@ -386,21 +386,35 @@ def encode_stream(
     # and flipping that flag must not race with anyone else using `tok`.
     tok = Tokenizer.from_str(tok.to_str())
     tok.encode_special_tokens = True
-    piece = max(1, min(long_chars, batch_bytes))
-    with ThreadPoolExecutor(workers) as ex:
-        pending: deque = deque()
-        for batch, long in _batches(docs, batch_bytes, long_chars):
-            if long:
-                fut = ex.submit(_encode_long, tok, batch[0][2], eot, dtype, piece, batch_bytes)
-            else:
-                fut = ex.submit(_encode, tok, [d[2] for d in batch], eot, dtype)
-            pending.append((batch, fut))
-            while len(pending) > workers:
+    piece = max(1, min(long_chars, batch_bytes // 16))
+    # Parallelism is our `workers` threads, each encoding its batch on its own core: tokenizers' own thread pool
+    # (rayon, one thread per core whatever `workers` says) is switched off meanwhile, so `workers` means what it
+    # says and the threads do not oversubscribe the cores (spinning pool threads cost CPU time on a busy machine).
+    was = os.environ.get(_PARALLEL)
+    os.environ[_PARALLEL] = "false"
+    try:
+        with ThreadPoolExecutor(workers) as ex:
+            pending: deque = deque()
+            for batch, long in _batches(docs, batch_bytes, long_chars):
+                if long:
+                    fut = ex.submit(_encode_long, tok, batch[0][2], eot, dtype, piece, batch_bytes)
+                else:
+                    fut = ex.submit(_encode, tok, [d[2] for d in batch], eot, dtype)
+                pending.append((batch, fut))
+                while len(pending) > workers:
+                    b, fut = pending.popleft()
+                    yield (b, *fut.result())
+            while pending:
                 b, fut = pending.popleft()
                 yield (b, *fut.result())
-        while pending:
-            b, fut = pending.popleft()
-            yield (b, *fut.result())
+    finally:
+        if was is None:
+            os.environ.pop(_PARALLEL, None)
+        else:
+            os.environ[_PARALLEL] = was
+
+
+_PARALLEL = "TOKENIZERS_PARALLELISM"
 
 
 def write_shards(
