@@ -275,3 +275,49 @@ def test_disk_full_oserror_without_a_device(tmp_path, monkeypatch, capsys):
     rc = main(["tokenize", "--input", str(inp), "--out", str(tmp_path / "run"), *TOK])
     line = _one_line(capsys.readouterr().err)
     assert rc == 1 and "disk full" in line and "tokenize" in line
+
+
+@pytest.mark.slow
+def test_tokenize_killed_at_any_moment_resumes_to_identical_outputs(tmp_path):
+    """kill -9 of `ledgerlm tokenize` at several moments (before, during and after the shard pass), then the same
+    command again: outputs byte-identical to an uninterrupted run, and a kill after some shards resumes from them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for k in range(4):
+        write_jsonl(inp / f"web-{k}.jsonl", [{"id": i, "text": _doc(1000 * k + i, 400)} for i in range(1500)])
+    args = ["--vocab-size", "2000", "--shard-tokens", "50000", "--val-fraction", "0.05", "--workers", "1"]
+
+    def cmd(out):
+        return [sys.executable, "-m", "ledgerlm", "tokenize", "--input", str(inp), "--out", str(out), *args]
+
+    subprocess.run(cmd(tmp_path / "clean"), check=True, capture_output=True)
+    clean = _outputs(tmp_path / "clean")
+    progress = tmp_path / "run" / "tokenize" / ".progress.json"
+    for when in ("early", "after-shards", "early", "late"):
+        p = subprocess.Popen(cmd(tmp_path / "run"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        t0 = time.time()
+        while p.poll() is None and time.time() - t0 < 120:
+            if when == "early" and time.time() - t0 > 3:
+                break
+            if when == "after-shards" and progress.is_file() and json.loads(progress.read_text())["writers"]:
+                break
+            if when == "late" and progress.is_file():
+                w = json.loads(progress.read_text())["writers"]
+                if sum(len(x["entries"]) for x in w) >= 5:
+                    break
+            time.sleep(0.05)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    kept = sum(len(x["entries"]) for x in json.loads(progress.read_text())["writers"])
+    assert kept >= 5  # the last kill came after 5 completed shards...
+    done = subprocess.run(cmd(tmp_path / "run"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    log = (tmp_path / "run" / "logs" / "tokenize.log").read_text()
+    assert f"resuming: tokenizer and {kept} completed shards kept" in log  # ...and the re-run kept them
+    assert _outputs(tmp_path / "run") == clean
