@@ -171,7 +171,7 @@ def run(cfg: Config, ctx) -> StageResult:
     # Progress of a killed run (same config and inputs): its tokenizer and completed shards are kept.
     state_path = out / STATE
     state = json.loads(state_path.read_text()) if getattr(ctx, "resuming", False) and state_path.is_file() else None
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()  # wall, and CPU seconds of all threads
     if state is not None:
         tok = load_tokenizer(out / "tokenizer.json")
         tok_info = state["progress"]["tokenizer"]
@@ -191,7 +191,7 @@ def run(cfg: Config, ctx) -> StageResult:
         except (FileNotFoundError, ValueError) as e:  # a wrong path or a file that is no tokenizer: one line
             raise ConfigError("tokenize.tokenizer", str(e)) from None
         tok_info = {"trained": False, "loaded_from": cfg.tokenizer}
-    t_tok = time.time() - t0
+    t_tok, c_tok = time.time() - t0, time.process_time() - c0
     eot = eot_id(tok, cfg.eot_token)
     if state is None:
         save_hf_tokenizer_files(tok, out, model_max_length=cfg.model_max_length)
@@ -201,7 +201,7 @@ def run(cfg: Config, ctx) -> StageResult:
     quarantined: list[dict] = []
     docs = sh.iter_documents(files, quarantined.append, cfg.text_field, cfg.source_field, cfg.default_source)
     items = ((d.source, sh.split_of(d.key, ctx.seed, cfg.val_fraction), d.text) for d in docs)
-    t1 = time.time()
+    t1, c1 = time.time(), time.process_time()
     index = sh.write_shards(
         items,
         tok,
@@ -214,7 +214,7 @@ def run(cfg: Config, ctx) -> StageResult:
         long_chars=cfg.long_doc_chars,
         state_path=state_path,
     )
-    t_shards = time.time() - t1
+    t_shards, c_shards = time.time() - t1, time.process_time() - c1
     q_path = out / "quarantine.jsonl"
     write_jsonl(q_path, quarantined)
     if not index["shards"]:
@@ -262,6 +262,10 @@ def run(cfg: Config, ctx) -> StageResult:
         "vocab_size": tok.get_vocab_size(),
         "tokenizer_seconds": round(t_tok, 2),
         "shard_seconds": round(t_shards, 2),
+        # CPU seconds (all threads): tokenizer sampling + training, and the shard pass (read, encode, write)
+        "tokenizer_cpu_seconds": round(c_tok, 2),
+        "shard_cpu_seconds": round(c_shards, 2),
+        "shard_mb_per_cpu_s": round(total_bytes / 1e6 / max(c_shards, 1e-9), 2),
         "shard_mb_per_s": round(total_bytes / 1e6 / max(t_shards, 1e-9), 2),
     }
     extra = {"tokenizer": {**describe(tok), **tok_info, "eot_id": eot}, "dtype": index["dtype"]}
