@@ -321,3 +321,22 @@ def test_tokenize_killed_at_any_moment_resumes_to_identical_outputs(tmp_path):
     log = (tmp_path / "run" / "logs" / "tokenize.log").read_text()
     assert f"resuming: tokenizer and {kept} completed shards kept" in log  # ...and the re-run kept them
     assert _outputs(tmp_path / "run") == clean
+
+
+def test_curate_full_disk_ends_with_one_line_and_the_rerun_recovers(tmp_path, monkeypatch, capsys):
+    from ledgerlm.data import curate
+
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": _doc(i, 200)}) + "\n" for i in range(6)))
+
+    def no_space(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(curate.MergeStep, "run", no_space)
+    rc = main(["curate", "--input", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "run")])
+    err = [ln for ln in capsys.readouterr().err.split("\n") if ln.strip()]
+    # (datatrove's own task log, which curate prints to stderr, comes before it)
+    assert rc == 1 and err[-1].startswith("error: disk full writing ") and str(tmp_path / "run") in err[-1]
+    monkeypatch.undo()
+    assert main(["curate", "--input", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "run")]) == 0
+    kept = [r for f in (tmp_path / "run" / "curate" / "kept").glob("*.jsonl") for _, r in iter_jsonl(f)]
+    assert len(kept) == 6

@@ -170,7 +170,8 @@ def run(cfg: Config, ctx) -> StageResult:
 
     # Progress of a killed run (same config and inputs): its tokenizer and completed shards are kept.
     state_path = out / STATE
-    state = json.loads(state_path.read_text()) if getattr(ctx, "resuming", False) and state_path.is_file() else None
+    resumable = getattr(ctx, "resuming", False) and state_path.is_file() and (out / "tokenizer.json").is_file()
+    state = json.loads(state_path.read_text()) if resumable else None
     t0, c0 = time.time(), time.process_time()  # wall, and CPU seconds of all threads
     if state is not None:
         tok = load_tokenizer(out / "tokenizer.json")
