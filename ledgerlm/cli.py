@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         if not disk_full(e):
             raise
         # One line naming the path; what was written is atomic or resumable, so the same command re-run after
-        # freeing space carries on (see docs/ledger.md).
+        # freeing space carries on (tokenize from its last completed shard, curate from its completed tasks).
         where = e.filename or "the run directory"
         print(f"error: disk full writing {where} ({os.strerror(e.errno)}); free space and re-run", file=sys.stderr)
         return 1

@@ -76,6 +76,18 @@ def test_own_jsonl_is_split_on_newline_only(tmp_path):
     assert [(n, len(b)) for n, b in iter_lines(tmp_path / "long.txt")] == [(1, 3_000_000), (2, 4)]
 
 
+def test_metrics_log_resume_keeps_records_holding_line_separators(tmp_path):
+    from ledgerlm.post.common import MetricsLog
+
+    with open(tmp_path / "metrics.jsonl", "w", encoding="utf-8") as f:  # as any JSON writer may: not ASCII-escaped
+        f.writelines(json.dumps({"step": s, "sample": f"answer{ODD}"}, ensure_ascii=False) + "\n" for s in range(4))
+        f.write('{"step": 4, "sam')  # a line cut short by a kill
+    MetricsLog(tmp_path / "metrics.jsonl", keep_upto=2).close()
+    assert [(r["step"], r["sample"]) for _, r in iter_jsonl(tmp_path / "metrics.jsonl")] == [
+        (s, f"answer{ODD}") for s in range(3)
+    ]
+
+
 # ----------------------------------------------------------------------------- curate
 
 
