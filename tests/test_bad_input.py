@@ -101,11 +101,16 @@ def test_curate_bad_bytes_are_quarantined_with_file_and_line(tmp_path, capsys):
     kept = [r for f in (tmp_path / "ru" / "curate" / "kept").glob("*.jsonl") for _, r in iter_jsonl(f)]
     assert len(kept) == 8 and all(ODD in r["text"] for r in kept)
 
-    (tmp_path / "t.jsonl.gz").write_bytes(_cut(_good_lines(300), gzip.compress))
-    rc, err, bad = _curate(capsys, tmp_path / "t.jsonl.gz", tmp_path / "rg")
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "t.jsonl.gz").write_bytes(_cut(_good_lines(300), gzip.compress))
+    (tmp_path / "cut" / "z.jsonl.zst").write_bytes(_cut(_good_lines(3000, 7), zstandard.ZstdCompressor().compress))
+    rc, err, bad = _curate(capsys, tmp_path / "cut", tmp_path / "rg")
     assert rc == 0, err
-    assert [(r["reason"], Path(r["file"]).name) for r in bad] == [("malformed:truncated", "t.jsonl.gz")]
-    assert 1 < bad[0]["line"] <= 300
+    assert sorted((r["reason"], Path(r["file"]).name) for r in bad) == [
+        ("malformed:truncated", "t.jsonl.gz"),
+        ("malformed:truncated", "z.jsonl.zst"),
+    ]
+    assert all(1 < r["line"] <= 3000 for r in bad)
 
     rnd = random.Random(0)
     noise = bytes(rnd.randrange(256) for _ in range(4000)).replace(b"\n", b"\n\xff")  # no valid line by chance
