@@ -25,6 +25,7 @@ import numpy as np
 
 from bench._record import record
 from ledgerlm.data.minhash import MinHasher, MinHashParams, components, lsh_edges
+from ledgerlm.io import iter_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -34,7 +35,7 @@ def build_docs(n: int, seed: int = 0) -> list[str]:
     lines = [ln.strip() for ln in (DATA / "text" / "tinyshakespeare.txt").read_text().splitlines()]
     text = " ".join(ln for ln in lines if ln and not ln.endswith(":"))
     for p in sorted((DATA / "text").glob("cc_en_head-*.jsonl")):
-        text += " " + " ".join(json.loads(x)["text"].replace("\n", " ") for x in p.read_text().splitlines())
+        text += " " + " ".join(rec["text"].replace("\n", " ") for _, rec in iter_jsonl(p))
     sents = [s for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 3]
     rng = random.Random(seed)
     docs = []

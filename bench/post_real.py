@@ -25,7 +25,7 @@ import torch
 from bench._record import record
 from ledgerlm import pipeline
 from ledgerlm.data.tokenizer import train_tokenizer
-from ledgerlm.io import write_jsonl
+from ledgerlm.io import iter_jsonl, write_jsonl
 from ledgerlm.model.hf import save_model
 from ledgerlm.model.llama import Llama, model_config
 from ledgerlm.post import arith, dpo, grpo, reward, sft
@@ -220,7 +220,7 @@ def real_part(args) -> str:
     res = run_stages(run, sections, args.device, args.seed)
     rows = ["| loop | data | steps | logged metrics (last step) | counters |", "|---|---|---|---|---|"]
     for stage, data_name in (("dpo", hh.name), ("reward", hh.name), ("rl", gsm.name)):
-        last = [json.loads(x) for x in (run / stage / "metrics.jsonl").read_text().splitlines()][-1]
+        last = [rec for _, rec in iter_jsonl(run / stage / "metrics.jsonl")][-1]
         keep = {
             k: (round(v, 4) if isinstance(v, float) else v)
             for k, v in last.items()

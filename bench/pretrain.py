@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from bench._record import record
+from ledgerlm.io import iter_jsonl
 from ledgerlm.model.llama import build_model, model_config
 from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.train.optim import build_optimizer
@@ -261,7 +262,7 @@ def _gpu_loop(args, cfg, B, T) -> str:
     )
     with tempfile.TemporaryDirectory() as d:
         train(c, src, d, vocab_size=cfg.vocab_size, device="cuda")
-        rows = [json.loads(x) for x in (Path(d) / "metrics.jsonl").read_text().splitlines()]
+        rows = [rec for _, rec in iter_jsonl(Path(d) / "metrics.jsonl")]
     rows = rows[3:]  # after compilation
     tps = statistics.median(r["tok_s"] for r in rows)
     mfu = statistics.median(r["mfu"] for r in rows)

@@ -11,7 +11,6 @@ so the absolute losses describe this setup only; what the bench checks is the lo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -22,6 +21,7 @@ import torch
 from bench._record import record
 from ledgerlm.data.tokenizer import train_tokenizer
 from ledgerlm.device import resolve_device
+from ledgerlm.io import iter_jsonl
 from ledgerlm.model.hf import save_model
 from ledgerlm.model.llama import build_model, model_config
 from ledgerlm.pipeline import build_recipe, run_stage
@@ -131,7 +131,7 @@ def main() -> None:
     )
     _, rec = run_stage(recipe, "sft", run, force=True)
     m, c = rec["metrics"], rec["counters"]
-    curve = [json.loads(x) for x in (run / "sft" / "metrics.jsonl").read_text().splitlines()]
+    curve = [rec for _, rec in iter_jsonl(run / "sft" / "metrics.jsonl")]
     evals = [(x["step"], x["val_loss"]) for x in curve if "val_loss" in x]
     n_params = sum(p.numel() for p in model.parameters())
     assistant = sum(x.get("assistant_tokens", 0) for x in curve)

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ledgerlm.io import atomic_write_json
 from ledgerlm.pipeline import (
     STAGES,
     build_recipe,
+    disk_full,
     load_recipe,
     plan_lines,
     run_pipeline,
@@ -138,6 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if not disk_full(e):
+            raise
+        # One line naming the path; what was written is atomic or resumable, so the same command re-run after
+        # freeing space carries on (tokenize from its last completed shard, curate from its completed tasks).
+        where = e.filename or "the run directory"
+        print(f"error: disk full writing {where} ({os.strerror(e.errno)}); free space and re-run", file=sys.stderr)
+        return 1
 
 
 def _dispatch(args) -> int:

@@ -79,16 +79,116 @@ def open_text(path: str | os.PathLike, mode: str = "rt", errors: str = "strict",
     return open(path, mode, encoding="utf-8", errors=errors)
 
 
+class CorruptInput(ValueError):
+    """A compressed file that ends early or is not what its suffix says; `line` = the line it broke in."""
+
+    def __init__(self, path: str | os.PathLike, line: int, why: str):
+        self.path, self.line, self.why = str(path), line, why
+        super().__init__(f"{path}:{line}: {why}")
+
+
+CHUNK_BYTES = 1 << 20
+
+
+def _zst_chunks(f) -> Iterator[bytes]:
+    """Decompressed chunks of a (multi-frame) .zst stream; unlike zstandard's stream_reader, a frame cut short
+    raises instead of ending quietly."""
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor()
+    d, fed = dctx.decompressobj(), False
+    while raw := f.read(CHUNK_BYTES):
+        out = [d.decompress(raw)]
+        fed = True
+        while d.eof and d.unused_data:  # the next frame starts inside this chunk
+            rest = d.unused_data
+            d = dctx.decompressobj()
+            out.append(d.decompress(rest))
+        if d.eof:
+            d, fed = dctx.decompressobj(), False
+        yield b"".join(out)
+    if fed and not d.eof:
+        raise EOFError("zstd frame ends before its end (truncated file)")
+
+
+def _raw_chunks(path: Path) -> Iterator[bytes]:
+    name = path.name.lower()
+    with open(path, "rb") as raw:
+        if name.endswith(".zst"):
+            yield from _zst_chunks(raw)
+            return
+        f = gzip.GzipFile(fileobj=raw, mode="rb") if name.endswith(".gz") else raw
+        while chunk := f.read1(CHUNK_BYTES):  # read1: a truncated .gz loses no line before the cut
+            yield chunk
+
+
+def iter_chunks(path: str | os.PathLike) -> Iterator[bytes]:
+    """The decompressed bytes of a plain, .gz or .zst file in chunks of up to ~1 MB. A truncated or corrupt
+    compressed file raises CorruptInput naming the file and the line it broke in."""
+    import zlib
+
+    path = Path(path)
+    newlines = 0
+    try:
+        for chunk in _raw_chunks(path):
+            newlines += chunk.count(b"\n")
+            yield chunk
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise CorruptInput(path, newlines + 1, f"cannot decompress ({e})") from None
+    except Exception as e:  # zstandard.ZstdError, without importing zstandard for plain files
+        if type(e).__name__ != "ZstdError":
+            raise
+        raise CorruptInput(path, newlines + 1, f"cannot decompress ({e})") from None
+
+
+def has_content(path: str | os.PathLike) -> bool:
+    """Whether a plain/.gz/.zst file holds anything but whitespace; reads only up to the first such byte. A file
+    that cannot be decompressed counts as not empty: its reader reports where it broke."""
+    try:
+        return any(chunk.strip() for chunk in iter_chunks(path))
+    except CorruptInput:
+        return True
+
+
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, bytes without the b"\\n") of a plain, .gz or .zst file, split on b"\\n" ONLY.
+
+    U+2028, U+2029, U+0085, \\x1c-\\x1e and lone \\r are legal inside JSON strings and inside text, so neither
+    str.splitlines() nor a text-mode file (which also splits on \\r) may be used to read JSONL. A truncated or
+    corrupt compressed file raises CorruptInput (see iter_chunks); a final line without b"\\n" is still yielded.
+    Memory: one chunk plus the longest line.
+    """
+    lineno, pending = 0, []
+    for chunk in iter_chunks(path):
+        if b"\n" not in chunk:
+            pending.append(chunk)  # a long line: joined once, not re-copied per chunk
+            continue
+        parts = chunk.split(b"\n")
+        parts[0] = b"".join([*pending, parts[0]])
+        for part in parts[:-1]:
+            lineno += 1
+            yield lineno, part
+        pending = [parts[-1]] if parts[-1] else []
+    if pending:
+        yield lineno + 1, b"".join(pending)
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of every non-blank line of our own JSONL (plain/.gz/.zst), split on "\\n" only; a
+    malformed line raises ValueError naming the file and line."""
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}:{lineno}: malformed JSON ({e})") from None
+
+
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
     """Yield the records of a JSONL file; a malformed line raises ValueError naming the file and line."""
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+    for _, rec in iter_jsonl(path):
+        yield rec
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:

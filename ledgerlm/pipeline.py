@@ -6,10 +6,12 @@ A stage is a module with `Config` (a dataclass) and `run(cfg, ctx) -> StageResul
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
 import shutil
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -111,11 +113,34 @@ def load_recipe(name_or_path: str | Path = "demo", overrides: list[str] | dict |
 # ----------------------------------------------------------------------------- running one stage
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in DISK_FULL
+
+
+class _StageLogHandler(logging.FileHandler):
+    """The stage's log file. On a full disk it falls silent instead of printing a traceback per record (and
+    raising from close()), so the user sees the one error that stopped the stage, not the logger's."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if not disk_full(sys.exc_info()[1]):
+            super().handleError(record)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError as e:
+            if not disk_full(e):
+                raise
+
+
 def _stage_logger(run_dir: Path, stage: str) -> tuple[logging.Logger, logging.Handler]:
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     log = logging.getLogger(f"ledgerlm.{stage}")
     log.setLevel(logging.INFO)
-    handler = logging.FileHandler(run_dir / "logs" / f"{stage}.log", encoding="utf-8")
+    handler = _StageLogHandler(run_dir / "logs" / f"{stage}.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     return log, handler
@@ -193,6 +218,8 @@ def run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool = False, ec
         try:
             result = mod.run(cfg, ctx)
         except Exception as e:
+            if disk_full(e) and not e.filename:  # a failed write() does not say which file: name the stage's dir
+                e.filename = str(ctx.out_dir)
             log.error("stage %s failed: %s\n%s", stage, e, traceback.format_exc())
             raise
         record.update(

@@ -224,8 +224,10 @@ def test_resume_skips_completed_tasks(tmp_path):
     again = curate(cfg, tmp_path / "out", resume=True, logs_dir=tmp_path / "logs")
     assert again["counters"] == first["counters"] and again["counters"]["read"] == 2
     assert (tmp_path / "out" / "kept" / "part-00000.jsonl").read_bytes() == kept
-    fresh = curate(cfg, tmp_path / "out", logs_dir=tmp_path / "logs")  # not resuming: starts clean
-    assert fresh["counters"]["read"] == 0
+    from ledgerlm.config import ConfigError
+
+    with pytest.raises(ConfigError, match="input is empty"):  # not resuming: reads the (now empty) input again
+        curate(cfg, tmp_path / "out", logs_dir=tmp_path / "logs")
 
 
 # ----------------------------------------------------------------------------- per-source quality gates

@@ -198,7 +198,10 @@ def test_reads_compressed_and_quarantines_bad_utf8(tmp_path):
         ("web", "zstd doc ü", 1),
     ]
     assert (
-        len(q) == 1 and q[0]["line"] == 1 and q[0]["reason"] == "invalid UTF-8" and q[0]["file"].endswith("raw.jsonl")
+        len(q) == 1
+        and q[0]["line"] == 1
+        and q[0]["reason"].startswith("invalid UTF-8")
+        and q[0]["file"].endswith("raw.jsonl")
     )
     assert sh.split_of("web\x001", 0, 0.0) == "train"
     splits = [sh.split_of(f"s\x00{i}", 5, 0.2) for i in range(5000)]

@@ -46,8 +46,8 @@ from ledgerlm.data.decontam import (
 from ledgerlm.data.minhash import MinHasher, MinHashParams, band_keys, components, lsh_edges_from_keys
 from ledgerlm.data.quality import QualityConfig, QualityGates, overlay
 from ledgerlm.data.segdedup import SegDedupConfig
-from ledgerlm.data.sources import Record, SourceSpec, iter_records
-from ledgerlm.io import atomic_write_json, atomic_write_text
+from ledgerlm.data.sources import Record, SourceSpec, check_sources, iter_records
+from ledgerlm.io import atomic_write_json, atomic_write_text, iter_jsonl
 
 
 @dataclass
@@ -588,14 +588,14 @@ class MergeStep(PipelineStep):
         for r in range(self.tasks):
             p = w / f"kept-{r:05d}-{rank:05d}.jsonl"
             if p.exists():
-                kept += [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines()]
+                kept += [rec for _, rec in iter_jsonl(p)]
         kept.sort(key=lambda d: d["id"])
         excl = []
         for prefix in ("excl1", "excl2"):
             for r in range(self.tasks):
                 p = w / f"{prefix}-{r:05d}-{rank:05d}.jsonl"
                 if p.exists():
-                    excl += [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines()]
+                    excl += [rec for _, rec in iter_jsonl(p)]
         excl.sort(key=lambda d: (d["id"], d["file"], d["line"]))
         for sub, recs in (("kept", kept), ("excluded", excl)):
             (out / sub).mkdir(parents=True, exist_ok=True)
@@ -683,6 +683,8 @@ def curate(cfg: Config, out_dir: Path, log=None, resume: bool = False, logs_dir:
     if not cfg.sources:
         raise ValueError("curate: no sources (give --input PATH or curate.sources in the recipe)")
     quality_configs(cfg)  # a bad per-source gate override fails here, before anything is written
+    if not resume:  # (a resumed run has the same inputs: the ledger compared their hashes)
+        check_sources(cfg.sources)  # a missing, unknown-format or empty input: one line, exit 2
     out_dir = Path(out_dir)
     work = out_dir / ".work"
     logs = Path(logs_dir) if logs_dir is not None else work / "logs"

@@ -89,7 +89,7 @@ def read_benchmark_file(path: Path, text_field: str | None) -> list[str]:
                 else:
                     items.append(all_string_values(obj))
         else:
-            items = [ln for ln in f.read().decode("utf-8").splitlines() if ln.strip()]
+            items = [ln for ln in f.read().decode("utf-8").split("\n") if ln.strip()]  # "\n" only, as JSONL
     return items
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import xxhash
 from tokenizers import Tokenizer
 
-from ledgerlm.io import _fsync_dir, atomic_write_json, open_text
+from ledgerlm.io import CorruptInput, _fsync_dir, atomic_write_json, iter_lines
 
 INPUT_SUFFIXES = (".jsonl", ".jsonl.zst", ".jsonl.gz", ".txt")
 INDEX_FORMAT = 1
@@ -91,34 +91,46 @@ def iter_documents(
 ) -> Iterator[Doc]:
     """Yield documents from JSONL (plain/.gz/.zst) and .txt files, in file order.
 
-    A .txt file is split into documents at blank lines. Malformed JSONL records are passed to `quarantine` with
-    file, line and reason, and skipped — never silently dropped.
+    Lines are split on b"\\n" only (U+2028/U+2029/U+0085 are legal inside JSON strings). A .txt file is split into
+    documents at blank lines. Malformed records — bad JSON, invalid UTF-8, a missing field, a compressed file that
+    ends early — are passed to `quarantine` with file, line and reason, and skipped; never silently dropped.
     """
     for path in files:
         fallback = default_source or default_source_name(path)
-        if path.name.endswith(".txt"):
-            yield from _txt_documents(path, fallback)
-            continue
-        with open_text(path, errors="surrogateescape") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
+        try:
+            if path.name.endswith(".txt"):
+                yield from _txt_documents(path, fallback, quarantine)
+                continue
+            for lineno, raw in iter_lines(path):
+                if not raw.strip():
                     continue
-                reason, rec = _parse_record(line, text_field, source_field)
+                reason, rec = _parse_record(raw, text_field, source_field)
                 if reason is None:
                     text = rec[text_field]
                     source = rec.get(source_field) or fallback
                     rid = rec.get("id")
-                    key = f"{source}\0{rid}" if rid is not None else "text:" + xxhash.xxh128_hexdigest(text)
+                    key = (
+                        f"{source}\0{rid}"
+                        if rid is not None
+                        else "text:" + xxhash.xxh128_hexdigest(text.encode("utf-8"))
+                    )
                     yield Doc(source, key, text, str(path), lineno)
                 else:
-                    quarantine({"file": str(path), "line": lineno, "reason": reason, "record": line[:200]})
+                    quarantine({"file": str(path), "line": lineno, "reason": reason, "record": _shown(raw)})
+        except CorruptInput as e:  # the lines before the cut were read; the rest of the file is lost
+            quarantine({"file": e.path, "line": e.line, "reason": f"truncated or corrupt file: {e.why}", "record": ""})
 
 
-def _parse_record(line: str, text_field: str, source_field: str) -> tuple[str | None, dict | None]:
+def _shown(raw: bytes) -> str:
+    """The start of a bad input line, always writable as UTF-8 (invalid bytes become U+FFFD)."""
+    return raw[:200].decode("utf-8", "replace")
+
+
+def _parse_record(raw: bytes, text_field: str, source_field: str) -> tuple[str | None, dict | None]:
     try:
-        line.encode("utf-8")
-    except UnicodeEncodeError:
-        return "invalid UTF-8", None
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"invalid UTF-8 ({e.reason} at byte {e.start})", None
     try:
         rec = json.loads(line)
     except json.JSONDecodeError as e:
@@ -130,31 +142,43 @@ def _parse_record(line: str, text_field: str, source_field: str) -> tuple[str | 
         return f"field {text_field!r} missing or not a string", None
     if not text.strip():
         return f"field {text_field!r} is empty", None
+    try:
+        text.encode("utf-8")  # a "\\ud800" escape is valid JSON but no text: the encoder cannot take it
+    except UnicodeEncodeError:
+        return f"field {text_field!r} holds a lone surrogate escape", None
     src = rec.get(source_field)
     if src is not None and (not isinstance(src, str) or not src.strip()):
         return f"field {source_field!r} is not a non-empty string", None
     return None, rec
 
 
-def _txt_documents(path: Path, source: str) -> Iterator[Doc]:
-    with open_text(path) as f:
-        block: list[str] = []
-        start = 1
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                if not block:
-                    start = lineno
-                block.append(line)
-            elif block:
-                yield _txt_doc(block, source, path, start)
-                block = []
-        if block:
-            yield _txt_doc(block, source, path, start)
+def _txt_documents(path: Path, source: str, quarantine: Callable[[dict], None]) -> Iterator[Doc]:
+    block: list[bytes] = []
+    start = 1
+    for lineno, raw in iter_lines(path):
+        raw = raw.removesuffix(b"\r")  # CRLF text reads as LF text
+        if raw.decode("utf-8", "replace").strip():
+            if not block:
+                start = lineno
+            block.append(raw)
+        elif block:
+            yield from _txt_doc(block, source, path, start, quarantine)
+            block = []
+    if block:
+        yield from _txt_doc(block, source, path, start, quarantine)
 
 
-def _txt_doc(block: list[str], source: str, path: Path, start: int) -> Doc:
-    text = "".join(block).rstrip("\n")
-    return Doc(source, f"{source}\0{path.name}:{start}", text, str(path), start)
+def _txt_doc(block: list[bytes], source: str, path: Path, start: int, quarantine) -> Iterator[Doc]:
+    data = b"\n".join(block)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:  # quarantined at the line of the first bad byte
+        line = start + data.count(b"\n", 0, e.start)
+        col = e.start - data.rfind(b"\n", 0, e.start) - 1
+        reason = f"invalid UTF-8 ({e.reason} at byte {col} of the line)"
+        quarantine({"file": str(path), "line": line, "reason": reason, "record": _shown(block[line - start])})
+        return
+    yield Doc(source, f"{source}\0{path.name}:{start}", text, str(path), start)
 
 
 def split_of(key: str, seed: int, val_fraction: float) -> str:
@@ -184,6 +208,7 @@ class ShardWriter:
         self.out_dir, self.rel_dir, self.source, self.split = out_dir, rel_dir, source, split
         self.dtype, self.shard_tokens = dtype, shard_tokens
         self.entries: list[dict] = []
+        self.done_bytes = 0  # UTF-8 bytes of the documents in completed shards (for resuming the statistics)
         self._f = None
 
     def _open(self) -> None:
@@ -196,13 +221,17 @@ class ShardWriter:
         self._sha = hashlib.sha256()
         self._offsets = [0]
         self._n = 0
+        self._bytes = 0
 
-    def append(self, tokens: np.ndarray, doc_lengths: np.ndarray) -> None:
-        """Append whole documents (`tokens` is their concatenation, each already ending with end-of-text).
+    def append(self, tokens: np.ndarray, doc_lengths: np.ndarray, doc_bytes: list[int] | None = None) -> bool:
+        """Append whole documents (`tokens` is their concatenation, each already ending with end-of-text); returns
+        whether a shard was completed.
 
         A shard closes right after the document that brings it to shard_tokens, whatever the batching, so shard
         boundaries (and hashes) do not depend on batch size or worker count.
         """
+        closed = False
+        doc_bytes = list(doc_bytes) if doc_bytes is not None else [0] * doc_lengths.size
         while doc_lengths.size:
             if self._f is None:
                 self._open()
@@ -211,13 +240,20 @@ class ShardWriter:
             k = min(k, doc_lengths.size)
             n = int(ends[k - 1] - self._n)
             data = tokens[:n].astype(self.dtype, copy=False).tobytes()
-            self._f.write(data)
+            try:
+                self._f.write(data)
+            except OSError as e:  # write() does not say which file (a full disk): name it
+                e.filename = e.filename or str(self._bin)
+                raise
             self._sha.update(data)
             self._offsets.extend(ends[:k].tolist())
             self._n += n
+            self._bytes += sum(doc_bytes[:k])
             if self._n >= self.shard_tokens:
                 self._close_shard()
-            tokens, doc_lengths = tokens[n:], doc_lengths[k:]
+                closed = True
+            tokens, doc_lengths, doc_bytes = tokens[n:], doc_lengths[k:], doc_bytes[k:]
+        return closed
 
     def _close_shard(self) -> None:
         self._f.flush()
@@ -247,6 +283,7 @@ class ShardWriter:
                 "idx_sha256": hashlib.sha256(idx).hexdigest(),
             }
         )
+        self.done_bytes += self._bytes
 
     def close(self) -> list[dict]:
         if self._f is not None and self._n > 0:
@@ -271,16 +308,62 @@ def _encode(tok: Tokenizer, texts: list[str], eot: int, dtype: np.dtype) -> tupl
     return np.fromiter(flat, dtype=dtype, count=int(lengths.sum())), lengths
 
 
-def _batches(docs: Iterable[tuple[str, str, str]], batch_bytes: int) -> Iterator[list[tuple[str, str, str]]]:
+def split_pieces(text: str, size: int) -> Iterator[str]:
+    """Cut a long document into pieces of at most `size` characters, each cut just before a single space between
+    two non-space characters. A GPT-2-style pre-tokenizer (byte-level BPE, ours and SmolLM's) never joins across
+    such a space, so encoding the pieces one by one gives exactly the tokens of the whole document, in bounded
+    memory. A stretch of `size` characters with no such space is cut where it is (the tokens may then differ at
+    that one cut)."""
+    start, n = 0, len(text)
+    while n - start > size:
+        cut = start + size
+        i = text.rfind(" ", start + size // 2, cut)
+        while i > start + size // 2:
+            if not text[i - 1].isspace() and not text[i + 1].isspace():
+                cut = i
+                break
+            i = text.rfind(" ", start + size // 2, i)
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
+
+
+def _encode_long(tok: Tokenizer, text: str, eot: int, dtype: np.dtype, piece_chars: int, batch_chars: int):
+    """One long document, encoded piece by piece (a few pieces at a time): memory is bounded by `batch_chars`, not
+    by the document, whose tokens are kept as one compact array."""
+    parts, group, size = [], [], 0
+    for piece in itertools.chain(split_pieces(text, piece_chars), [None]):
+        if piece is not None:
+            group.append(piece)
+            size += len(piece)
+        if group and (piece is None or size >= batch_chars):
+            encs = tok.encode_batch_fast(group, add_special_tokens=False)
+            parts += [np.asarray(e.ids, dtype=dtype) for e in encs]
+            group, size = [], 0
+    parts.append(np.asarray([eot], dtype=dtype))
+    tokens = np.concatenate(parts)
+    return tokens, np.asarray([tokens.size], dtype=np.int64)
+
+
+def _batches(
+    docs: Iterable[tuple[str, str, str]], batch_bytes: int, long_chars: int
+) -> Iterator[tuple[list[tuple[str, str, str]], bool]]:
+    """(batch, long): batches of about batch_bytes of text; a document over long_chars is a batch of its own."""
     batch, size = [], 0
     for d in docs:
+        if len(d[2]) > long_chars:
+            if batch:
+                yield batch, False
+                batch, size = [], 0
+            yield [d], True
+            continue
         batch.append(d)
         size += len(d[2])
         if size >= batch_bytes:
-            yield batch
+            yield batch, False
             batch, size = [], 0
     if batch:
-        yield batch
+        yield batch, False
 
 
 def encode_stream(
@@ -290,26 +373,48 @@ def encode_stream(
     dtype: np.dtype,
     workers: int = 0,
     batch_bytes: int = 1 << 20,
+    long_chars: int = 4 << 20,
 ) -> Iterator[tuple[list[tuple[str, str, str]], np.ndarray, np.ndarray]]:
     """Encode (source, split, text) items in batches on `workers` threads; yields batches in input order.
 
-    Reading and JSON parsing of the next batches overlap with encoding (tokenizers releases the GIL).
+    Reading and JSON parsing of the next batches overlap with encoding (tokenizers releases the GIL). At most
+    `workers` + 1 batches are in flight, and a document longer than `long_chars` characters is encoded in pieces
+    (see split_pieces), so memory does not grow with the corpus or with the longest document.
     """
     workers = workers or os.cpu_count() or 1
     # A private copy: literal special-token strings in documents are encoded as plain text, not as separators,
     # and flipping that flag must not race with anyone else using `tok`.
     tok = Tokenizer.from_str(tok.to_str())
     tok.encode_special_tokens = True
-    with ThreadPoolExecutor(workers) as ex:
-        pending: deque = deque()
-        for batch in _batches(docs, batch_bytes):
-            pending.append((batch, ex.submit(_encode, tok, [d[2] for d in batch], eot, dtype)))
-            while len(pending) > workers:
+    piece = max(1, min(long_chars, batch_bytes // 16))
+    # Parallelism is our `workers` threads, each encoding its batch on its own core: tokenizers' own thread pool
+    # (rayon, one thread per core whatever `workers` says) is switched off meanwhile, so `workers` means what it
+    # says and the threads do not oversubscribe the cores (spinning pool threads cost CPU time on a busy machine).
+    was = os.environ.get(_PARALLEL)
+    os.environ[_PARALLEL] = "false"
+    try:
+        with ThreadPoolExecutor(workers) as ex:
+            pending: deque = deque()
+            for batch, long in _batches(docs, batch_bytes, long_chars):
+                if long:
+                    fut = ex.submit(_encode_long, tok, batch[0][2], eot, dtype, piece, batch_bytes)
+                else:
+                    fut = ex.submit(_encode, tok, [d[2] for d in batch], eot, dtype)
+                pending.append((batch, fut))
+                while len(pending) > workers:
+                    b, fut = pending.popleft()
+                    yield (b, *fut.result())
+            while pending:
                 b, fut = pending.popleft()
                 yield (b, *fut.result())
-        while pending:
-            b, fut = pending.popleft()
-            yield (b, *fut.result())
+    finally:
+        if was is None:
+            os.environ.pop(_PARALLEL, None)
+        else:
+            os.environ[_PARALLEL] = was
+
+
+_PARALLEL = "TOKENIZERS_PARALLELISM"
 
 
 def write_shards(
@@ -321,19 +426,64 @@ def write_shards(
     workers: int = 0,
     batch_bytes: int = 1 << 20,
     progress: Callable | None = None,
+    long_chars: int = 4 << 20,
+    state_path: str | os.PathLike | None = None,
 ) -> dict:
     """Tokenize (source, split, text) items into shards under out_dir/shards; return the index (not yet written).
 
     The returned dict has 'shards' (per-shard entries) and 'sources' (per source and split: n_docs, n_tokens,
     n_bytes = UTF-8 bytes of the text). Writing index.json is the caller's commit step.
+
+    With `state_path`, every completed shard is recorded there (atomically, after the shard is renamed into place);
+    if the file exists when this starts, the shards it lists are kept and their documents skipped before encoding,
+    so a killed run resumes from its last completed shard and writes byte-identical shards. Skipping is by
+    position within each (source, split), which is exactly what a completed shard holds: documents never straddle
+    shards and a shard closes right after the document that fills it.
     """
     out_dir = Path(out_dir)
     dtype = token_dtype(tok.get_vocab_size())
     writers: dict[tuple[str, str], ShardWriter] = {}
     dirs: dict[str, str] = {}
     stats: dict[str, dict[str, dict[str, int]]] = {}
+    skip: dict[tuple[str, str], int] = {}
+    state_path = Path(state_path) if state_path else None
+    saved = _read_state(state_path)
+    if saved:
+        dirs.update(saved["dirs"])
+        for w in saved["writers"]:
+            key = (w["source"], w["split"])
+            writers[key] = ShardWriter(out_dir, f"shards/{dirs[w['source']]}", *key, dtype, shard_tokens)
+            writers[key].entries = w["entries"]
+            writers[key].done_bytes = w["n_bytes"]
+            skip[key] = sum(e["n_docs"] for e in w["entries"])
+            stats.setdefault(key[0], {})[key[1]] = {
+                "n_docs": skip[key],
+                "n_tokens": sum(e["n_tokens"] for e in w["entries"]),
+                "n_bytes": w["n_bytes"],
+            }
+
+    def save_state() -> None:
+        if state_path is not None:
+            rows = [
+                {"source": k[0], "split": k[1], "entries": w.entries, "n_bytes": w.done_bytes}
+                for k, w in sorted(writers.items())
+                if w.entries
+            ]
+            atomic_write_json(state_path, {"dirs": dirs, "writers": rows, "progress": saved.get("progress", {})})
+
+    def unskipped(items):
+        left = dict(skip)
+        for item in items:
+            k = (item[0], item[1])
+            if left.get(k):
+                left[k] -= 1
+                continue
+            yield item
+
     try:
-        stream = encode_stream(tok, docs, eot, dtype, workers=workers, batch_bytes=batch_bytes)
+        stream = encode_stream(
+            tok, unskipped(docs), eot, dtype, workers=workers, batch_bytes=batch_bytes, long_chars=long_chars
+        )
         for batch, tokens, lengths in progress(stream) if progress else stream:
             offsets = np.concatenate([[0], np.cumsum(lengths)])
             i = 0
@@ -352,11 +502,13 @@ def write_shards(
                     w = writers[(source, split)] = ShardWriter(
                         out_dir, f"shards/{dirs[source]}", source, split, dtype, shard_tokens
                     )
-                w.append(tokens[offsets[i] : offsets[j]], lengths[i:j])
+                n_bytes = [len(batch[k][2].encode("utf-8", "surrogatepass")) for k in range(i, j)]
+                if w.append(tokens[offsets[i] : offsets[j]], lengths[i:j], n_bytes):
+                    save_state()
                 s = stats.setdefault(source, {}).setdefault(split, {"n_docs": 0, "n_tokens": 0, "n_bytes": 0})
                 s["n_docs"] += j - i
                 s["n_tokens"] += int(offsets[j] - offsets[i])
-                s["n_bytes"] += sum(len(batch[k][2].encode("utf-8", "surrogatepass")) for k in range(i, j))
+                s["n_bytes"] += sum(n_bytes)
                 i = j
         shards = []
         for key in sorted(writers):
@@ -377,6 +529,12 @@ def write_shards(
         "shards": shards,
         "sources": sources,
     }
+
+
+def _read_state(path: Path | None) -> dict:
+    if path is None or not path.is_file():
+        return {}
+    return json.loads(path.read_text())
 
 
 def _empty() -> dict:

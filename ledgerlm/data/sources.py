@@ -21,6 +21,8 @@ from typing import Any
 
 import xxhash
 
+from ledgerlm.io import CorruptInput, has_content, iter_chunks, iter_lines
+
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".ndjson")
 TEXT_SUFFIXES = (".txt", ".txt.gz", ".txt.zst", ".md")
 PARQUET_SUFFIXES = (".parquet",)
@@ -128,6 +130,37 @@ def source_files(spec: SourceSpec) -> list[Path]:
     return files
 
 
+def _has_content(path: Path, fmt: str) -> bool:
+    """Whether a file holds anything but whitespace (Parquet: any row); reads only up to the first such byte. A file
+    that cannot be read is 'not empty' here: its reader quarantines it with the line where it broke."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_metadata(path).num_rows > 0
+        except Exception:  # noqa: BLE001 - a corrupt footer is the reader's error to report
+            return True
+    return has_content(path)
+
+
+def check_sources(specs: list[SourceSpec], key: str = "curate.sources") -> None:
+    """Before any compute: every file source exists, has a known format and holds something. Raises ConfigError
+    (one line, exit 2) naming the source and the file."""
+    from ledgerlm.config import ConfigError
+
+    for i, spec in enumerate(specs):
+        if spec.format in ("hf", "demo") or (spec.format == "auto" and spec.hf_name and not spec.path):
+            continue
+        where = f"{key}[{i}].path"
+        try:
+            files = [(f, detect_format(f) if spec.format == "auto" else spec.format) for f in source_files(spec)]
+        except (FileNotFoundError, ValueError) as e:
+            raise ConfigError(where, str(e)) from None
+        if not any(_has_content(f, fmt) for f, fmt in files):
+            what = files[0][0] if len(files) == 1 else f"{spec.path} ({len(files)} files)"
+            raise ConfigError(where, f"source {spec.name!r}: input is empty: {what}")
+
+
 def _open_bytes(path: Path):
     name = path.name.lower()
     if name.endswith(".gz"):
@@ -166,74 +199,104 @@ def _from_obj(spec: SourceSpec, file: str, line: int, obj, raw: str = "") -> Rec
         )
     if not text.strip():
         return Record(spec.name, file, line, reason="malformed:empty", detail="empty text", raw=raw[:200])
+    try:
+        text.encode("utf-8")  # a "\\ud800" escape is valid JSON but not text: no UTF-8 output could hold it
+    except UnicodeEncodeError as e:
+        return Record(
+            spec.name, file, line, reason="malformed:utf8", detail=f"lone surrogate ({e.reason})", raw=raw[:200]
+        )
     oid = obj.get(spec.id_field) if spec.id_field else None
     return Record(spec.name, file, line, text=text, orig_id=None if oid is None else str(oid))
 
 
+def _truncated(spec: SourceSpec, e: CorruptInput, counter: list[int], rank: int, world: int) -> Iterator[Record]:
+    """A compressed file that ends early: one quarantined record where it broke (the lines before it are kept)."""
+    i = counter[0]
+    counter[0] += 1
+    if (spec.limit is None or i < spec.limit) and i % world == rank:
+        yield Record(spec.name, e.path, e.line, reason="malformed:truncated", detail=e.why)
+
+
 def _jsonl(spec: SourceSpec, path: Path, counter: list[int], rank: int, world: int) -> Iterator[Record]:
-    with _open_bytes(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue  # blank lines are layout, not records
-            i = counter[0]
-            counter[0] += 1
-            if spec.limit is not None and i >= spec.limit:
-                return
-            if i % world != rank:
-                continue
-            try:
-                s = line.decode("utf-8-sig" if lineno == 1 else "utf-8")  # tolerate a byte-order mark
-            except UnicodeDecodeError as e:
-                yield Record(
-                    spec.name,
-                    str(path),
-                    lineno,
-                    reason="malformed:utf8",
-                    detail=str(e),
-                    raw=line[:200].decode("utf-8", "replace"),
-                )
-                continue
-            try:
-                obj = json.loads(s)
-            except json.JSONDecodeError as e:
-                yield Record(spec.name, str(path), lineno, reason="malformed:json", detail=e.msg, raw=s[:200])
-                continue
-            yield _from_obj(spec, str(path), lineno, obj, s)
-
-
-def _text(spec: SourceSpec, path: Path, counter: list[int], rank: int, world: int) -> Iterator[Record]:
-    with _open_bytes(path) as f:
-        data = f.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        blocks = [(1, None, str(e))]
-    else:
-        if spec.text_split == "file":
-            blocks = [(1, text, "")]
-        else:  # blank-line separated blocks, numbered by their first line
-            blocks, line, cur, start = [], 1, [], 1
-            for ln in text.split("\n"):
-                if ln.strip():
-                    if not cur:
-                        start = line
-                    cur.append(ln)
-                elif cur:
-                    blocks.append((start, "\n".join(cur), ""))
-                    cur = []
-                line += 1
-            if cur:
-                blocks.append((start, "\n".join(cur), ""))
-    for lineno, block, err in blocks:
+    lines = iter_lines(path)  # split on b"\n" only: U+2028/U+2029/U+0085 are legal inside JSON strings
+    while True:
+        try:
+            lineno, line = next(lines)
+        except StopIteration:
+            return
+        except CorruptInput as e:
+            yield from _truncated(spec, e, counter, rank, world)
+            return
+        if not line.strip():
+            continue  # blank lines are layout, not records
         i = counter[0]
         counter[0] += 1
         if spec.limit is not None and i >= spec.limit:
             return
         if i % world != rank:
             continue
-        if block is None:
-            yield Record(spec.name, str(path), lineno, reason="malformed:utf8", detail=err)
-        elif not block.strip():
+        try:
+            s = line.decode("utf-8-sig" if lineno == 1 else "utf-8")  # tolerate a byte-order mark
+        except UnicodeDecodeError as e:
+            yield Record(
+                spec.name,
+                str(path),
+                lineno,
+                reason="malformed:utf8",
+                detail=str(e),
+                raw=line[:200].decode("utf-8", "replace"),
+            )
+            continue
+        try:
+            obj = json.loads(s)
+        except json.JSONDecodeError as e:
+            yield Record(spec.name, str(path), lineno, reason="malformed:json", detail=e.msg, raw=s[:200])
+            continue
+        yield _from_obj(spec, str(path), lineno, obj, s)
+
+
+def _text_blocks(spec: SourceSpec, path: Path) -> Iterator[tuple[int, bytes]]:
+    """(first line, bytes) of each document of a text file: the whole file, or each blank-line-separated block."""
+    if spec.text_split == "file":
+        yield 1, b"".join(iter_chunks(path))
+        return
+    cur, start = [], 1
+    for lineno, ln in iter_lines(path):
+        if ln.decode("utf-8", "replace").strip():
+            if not cur:
+                start = lineno
+            cur.append(ln)
+        elif cur:
+            yield start, b"\n".join(cur)
+            cur = []
+    if cur:
+        yield start, b"\n".join(cur)
+
+
+def _text(spec: SourceSpec, path: Path, counter: list[int], rank: int, world: int) -> Iterator[Record]:
+    blocks = _text_blocks(spec, path)
+    while True:
+        try:
+            lineno, data = next(blocks)
+        except StopIteration:
+            return
+        except CorruptInput as e:
+            yield from _truncated(spec, e, counter, rank, world)
+            return
+        i = counter[0]
+        counter[0] += 1
+        if spec.limit is not None and i >= spec.limit:
+            return
+        if i % world != rank:
+            continue
+        try:
+            block = data.decode("utf-8")
+        except UnicodeDecodeError as e:  # quarantined at the line of the first bad byte
+            line = lineno + data.count(b"\n", 0, e.start)
+            raw = data[max(0, e.start - 100) : e.start + 100].decode("utf-8", "replace")
+            yield Record(spec.name, str(path), line, reason="malformed:utf8", detail=str(e), raw=raw)
+            continue
+        if not block.strip():
             yield Record(spec.name, str(path), lineno, reason="malformed:empty", detail="empty text")
         else:
             yield Record(spec.name, str(path), lineno, text=block)

@@ -16,6 +16,7 @@ val split (exactly, from the shard pass) and recorded with per-source, per-split
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import xxhash
 
+from ledgerlm.config import ConfigError
 from ledgerlm.data import shards as sh
 from ledgerlm.data.tokenizer import (
     EOT,
@@ -33,7 +35,7 @@ from ledgerlm.data.tokenizer import (
     save_hf_tokenizer_files,
     train_tokenizer,
 )
-from ledgerlm.io import write_jsonl
+from ledgerlm.io import atomic_write_json, has_content, write_jsonl
 from ledgerlm.ledger import StageResult
 
 
@@ -47,6 +49,7 @@ class Config:
     shard_tokens: int = 100_000_000  # a shard is closed once it holds at least this many tokens
     workers: int = 0  # encoding threads; 0 = all cores
     batch_bytes: int = 1_000_000  # text per encode batch (small batches keep reading and encoding overlapped)
+    long_doc_chars: int = 4_000_000  # longer documents are encoded in pieces (bounded memory, same tokens)
     input: list[str] = field(default_factory=list)  # explicit input files/dirs; empty = <run>/curate/kept
     text_field: str = "text"
     source_field: str = "source"  # records without it take default_source, else their file name
@@ -59,11 +62,14 @@ class Config:
             raise ValueError(f"vocab_size must be >= {MIN_VOCAB}, got {self.vocab_size}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        for k in ("sample_bytes", "shard_tokens", "batch_bytes"):
+        for k in ("sample_bytes", "shard_tokens", "batch_bytes", "long_doc_chars"):
             if getattr(self, k) <= 0:
                 raise ValueError(f"{k} must be > 0, got {getattr(self, k)}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+
+
+STATE = ".progress.json"  # completed shards of a run in progress (see shards.write_shards)
 
 
 def _input_paths(cfg: Config, ctx) -> list[Path]:
@@ -117,11 +123,11 @@ def _estimated_text_bytes(files: list[Path]) -> int:
     return sum(f.stat().st_size * (4 if f.suffix in (".zst", ".gz") else 1) for f in files)
 
 
-def sample_texts(files: list[Path], cfg: Config, seed: int) -> list[str]:
+def sample_texts(files: list[Path], cfg: Config, seed: int, quarantine=lambda _q: None) -> list[str]:
     """A seeded hash-sample of about cfg.sample_bytes of train-split text (val documents are never sampled)."""
     rate = min(1.0, cfg.sample_bytes / max(1, _estimated_text_bytes(files)))
     texts, size = [], 0
-    docs = sh.iter_documents(files, lambda _q: None, cfg.text_field, cfg.source_field, cfg.default_source)
+    docs = sh.iter_documents(files, quarantine, cfg.text_field, cfg.source_field, cfg.default_source)
     for d in docs:
         if sh.split_of(d.key, seed, cfg.val_fraction) == "val":
             continue
@@ -134,32 +140,69 @@ def sample_texts(files: list[Path], cfg: Config, seed: int) -> list[str]:
     return texts
 
 
+def check_inputs(cfg: Config, ctx) -> list[Path]:
+    """Before any compute: the input files, each with a known suffix; not all of them empty. Mistakes are one
+    ConfigError line (exit 2) naming the path."""
+    try:
+        files = sh.expand_inputs(_input_paths(cfg, ctx))
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError("tokenize.input", str(e)) from None
+    if not any(has_content(f) for f in files):
+        what = files[0] if len(files) == 1 else f"{len(files)} files ({files[0]}, ...)"
+        raise ConfigError("tokenize.input", f"input is empty: {what}")
+    return files
+
+
+def _no_documents(files: list[Path], quarantined: list[dict], q_path: Path) -> None:
+    write_jsonl(q_path, quarantined)
+    raise ConfigError(
+        "tokenize.input",
+        f"no valid (train) documents in {len(files)} input file(s) ({files[0]}, ...): "
+        f"{len(quarantined)} records quarantined -> {q_path}",
+    )
+
+
 def run(cfg: Config, ctx) -> StageResult:
     out = ctx.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    files = sh.expand_inputs(_input_paths(cfg, ctx))
+    files = check_inputs(cfg, ctx)
     ctx.log.info("tokenize: %d input files", len(files))
 
-    t0 = time.time()
-    if cfg.tokenizer == "train":
-        sample = sample_texts(files, cfg, ctx.seed)
-        if not sample:
-            raise ValueError(f"no training text found in {[str(f) for f in files]}")
+    # Progress of a killed run (same config and inputs): its tokenizer and completed shards are kept.
+    state_path = out / STATE
+    resumable = getattr(ctx, "resuming", False) and state_path.is_file() and (out / "tokenizer.json").is_file()
+    state = json.loads(state_path.read_text()) if resumable else None
+    t0, c0 = time.time(), time.process_time()  # wall, and CPU seconds of all threads
+    if state is not None:
+        tok = load_tokenizer(out / "tokenizer.json")
+        tok_info = state["progress"]["tokenizer"]
+        done = sum(len(w["entries"]) for w in state["writers"])
+        ctx.log.info("resuming: tokenizer and %d completed shards kept from the killed run", done)
+    elif cfg.tokenizer == "train":
+        bad: list[dict] = []
+        sample = sample_texts(files, cfg, ctx.seed, bad.append)
+        if not sample:  # the whole input was read: nothing valid in the train split
+            _no_documents(files, bad, out / "quarantine.jsonl")
         tok = train_tokenizer(sample, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency)
         tok_info = {"trained": True, "sample_docs": len(sample), "sample_chars": sum(map(len, sample))}
         del sample
     else:
-        tok = load_tokenizer(cfg.tokenizer)
+        try:
+            tok = load_tokenizer(cfg.tokenizer)
+        except (FileNotFoundError, ValueError) as e:  # a wrong path or a file that is no tokenizer: one line
+            raise ConfigError("tokenize.tokenizer", str(e)) from None
         tok_info = {"trained": False, "loaded_from": cfg.tokenizer}
-    t_tok = time.time() - t0
+    t_tok, c_tok = time.time() - t0, time.process_time() - c0
     eot = eot_id(tok, cfg.eot_token)
-    save_hf_tokenizer_files(tok, out, model_max_length=cfg.model_max_length)
+    if state is None:
+        save_hf_tokenizer_files(tok, out, model_max_length=cfg.model_max_length)
+        atomic_write_json(state_path, {"dirs": {}, "writers": [], "progress": {"tokenizer": tok_info}})
     ctx.log.info("tokenizer: vocab %d, eot id %d (%.1fs)", tok.get_vocab_size(), eot, t_tok)
 
     quarantined: list[dict] = []
     docs = sh.iter_documents(files, quarantined.append, cfg.text_field, cfg.source_field, cfg.default_source)
     items = ((d.source, sh.split_of(d.key, ctx.seed, cfg.val_fraction), d.text) for d in docs)
-    t1 = time.time()
+    t1, c1 = time.time(), time.process_time()
     index = sh.write_shards(
         items,
         tok,
@@ -169,10 +212,14 @@ def run(cfg: Config, ctx) -> StageResult:
         workers=cfg.workers,
         batch_bytes=cfg.batch_bytes,
         progress=lambda it: ctx.progress(it, desc="tokenize"),
+        long_chars=cfg.long_doc_chars,
+        state_path=state_path,
     )
-    t_shards = time.time() - t1
+    t_shards, c_shards = time.time() - t1, time.process_time() - c1
+    q_path = out / "quarantine.jsonl"
+    write_jsonl(q_path, quarantined)
     if not index["shards"]:
-        raise ValueError(f"no documents to tokenize in {[str(f) for f in files]} ({len(quarantined)} quarantined)")
+        _no_documents(files, quarantined, q_path)
 
     # Compression on held-out text: the val split's bytes over its text tokens (separators excluded).
     def bpt(split: str, source: str | None = None) -> float | None:
@@ -190,8 +237,7 @@ def run(cfg: Config, ctx) -> StageResult:
         val_fraction=cfg.val_fraction,
     )
     index_path = sh.write_index(out, index)
-    q_path = out / "quarantine.jsonl"
-    write_jsonl(q_path, quarantined)
+    state_path.unlink(missing_ok=True)  # index.json is the commit point; the progress record is no longer needed
     if quarantined:
         ctx.log.warning("quarantined %d malformed records -> %s", len(quarantined), q_path)
     for s, v in index["sources"].items():
@@ -217,6 +263,10 @@ def run(cfg: Config, ctx) -> StageResult:
         "vocab_size": tok.get_vocab_size(),
         "tokenizer_seconds": round(t_tok, 2),
         "shard_seconds": round(t_shards, 2),
+        # CPU seconds (all threads): tokenizer sampling + training, and the shard pass (read, encode, write)
+        "tokenizer_cpu_seconds": round(c_tok, 2),
+        "shard_cpu_seconds": round(c_shards, 2),
+        "shard_mb_per_cpu_s": round(total_bytes / 1e6 / max(c_shards, 1e-9), 2),
         "shard_mb_per_s": round(total_bytes / 1e6 / max(t_shards, 1e-9), 2),
     }
     extra = {"tokenizer": {**describe(tok), **tok_info, "eot_id": eot}, "dtype": index["dtype"]}

@@ -10,14 +10,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ledgerlm import ledger
-from ledgerlm.io import atomic_write_bytes, atomic_write_text
+from ledgerlm.io import atomic_write_bytes, atomic_write_text, iter_jsonl
 from ledgerlm.ledger import StageResult
 
 SECTIONS = [
@@ -137,7 +136,7 @@ def _artifact_jsonl(rec: dict, run_dir: Path, suffix: str) -> list[dict]:
         else:
             continue
         if path.is_file() and ledger.sha256_file(path) == sha:
-            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            return [rec for _, rec in iter_jsonl(path)]
     return []
 
 

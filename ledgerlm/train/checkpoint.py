@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ledgerlm.io import _fsync_dir, atomic_write_text
+from ledgerlm.io import _fsync_dir, atomic_write_text, iter_lines
 
 PREFIX = "step_"
 
@@ -128,8 +128,9 @@ def trim_metrics(path, keep_upto: int) -> None:
     if not path.exists():
         return
     keep = []
-    for line in path.read_text(encoding="utf-8").split("\n"):
+    for _, raw in iter_lines(path):
         try:
+            line = raw.decode("utf-8")
             if json.loads(line)["step"] <= keep_upto:
                 keep.append(line)
         except (ValueError, KeyError, TypeError):
