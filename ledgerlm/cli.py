@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ledgerlm import __version__, ledger
-from ledgerlm.config import ConfigError, apply_overrides, parse_override, to_dict
+from ledgerlm.config import ConfigError, apply_overrides, load_raw_recipe, parse_override, to_dict
 from ledgerlm.io import atomic_write_json
 from ledgerlm.pipeline import (
     STAGES,
@@ -19,9 +19,11 @@ from ledgerlm.pipeline import (
     disk_full,
     load_recipe,
     plan_lines,
+    preflight,
     run_pipeline,
     run_stage,
 )
+from ledgerlm.plan import estimate_lines
 
 STAGE_HELP = {
     "curate": "quality gates, near-dedup, segment dedup and decontamination of raw text",
@@ -99,8 +101,6 @@ def _stage_recipe(args, stage: str):
     out = args.out
     saved = out / "recipe.json" if out else None
     if args.recipe:
-        from ledgerlm.config import load_raw_recipe
-
         raw, source = load_raw_recipe(args.recipe)
     elif saved and saved.is_file():
         raw, source = json.loads(saved.read_text()), saved
@@ -156,8 +156,6 @@ def _dispatch(args) -> int:
         recipe = load_recipe(args.recipe, args.overrides)
         out = args.out or Path("runs") / recipe.name
         if cmd == "plan":
-            from ledgerlm.plan import estimate_lines
-
             print("\n".join(plan_lines(recipe, out) + estimate_lines(recipe, args.gpu, args.mfu)))
             return 0
         return run_pipeline(recipe, out, force=args.force)
@@ -169,8 +167,6 @@ def _dispatch(args) -> int:
         recipe = _stage_recipe(args, cmd)
         out = args.out or Path("runs") / recipe.name
         out.mkdir(parents=True, exist_ok=True)
-        from ledgerlm.pipeline import preflight
-
         preflight(recipe, out)
         # Remember the recipe in the run directory, so the next stage run alone there uses the same settings.
         saved_path = out / "recipe.json"

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import errno
 import importlib
+import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import time
 import traceback
@@ -20,7 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from ledgerlm import ledger
-from ledgerlm.config import TOP_LEVEL, ConfigError, apply_overrides, from_dict, load_raw_recipe, to_dict
+from ledgerlm.config import TOP_LEVEL, ConfigError, apply_overrides, coerce, from_dict, load_raw_recipe, to_dict
 from ledgerlm.device import resolve_device
 from ledgerlm.samples import SamplesConfig, sample_model
 
@@ -87,8 +89,6 @@ def build_recipe(raw: dict, file: str | Path | None = None, need_all: bool = Tru
         "stages": raw.get("stages", [s for s in STAGES if s in raw]),
         "description": raw.get("description", ""),
     }
-    from ledgerlm.config import coerce
-
     top["name"] = coerce(top["name"], str, "name", file)
     top["seed"] = coerce(top["seed"], int, "seed", file)
     top["device"] = coerce(top["device"], str, "device", file)
@@ -264,8 +264,6 @@ def _outputs_present(record: dict, run_dir: Path) -> bool:
 
 
 def _read_json(path: Path) -> dict | None:
-    import json
-
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -327,8 +325,6 @@ _HUB_UP: bool | None = None
 def _hub_reachable() -> bool:
     global _HUB_UP
     if _HUB_UP is None:
-        import socket
-
         try:
             socket.create_connection(("huggingface.co", 443), timeout=3).close()
             _HUB_UP = True

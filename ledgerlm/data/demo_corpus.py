@@ -32,6 +32,7 @@ The demo's post-training data (SFT conversations, preference pairs) is built fro
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import random
@@ -1812,8 +1813,6 @@ def write_benchmark(path: str | Path, n: int = BENCHMARK_N, seed: int = BENCHMAR
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     ap = argparse.ArgumentParser(prog="python -m ledgerlm.data.demo_corpus", description=__doc__.split("\n")[0])
     ap.add_argument(
         "out_dir",

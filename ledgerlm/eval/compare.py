@@ -16,6 +16,7 @@ from ledgerlm.eval.evaluate import HEADLINE
 from ledgerlm.eval.stage import load_results
 from ledgerlm.eval.stats import mcnemar, paired_bootstrap_mean
 from ledgerlm.eval.tasks import SIX_TASKS
+from ledgerlm.io import atomic_write_json
 
 GSM8K_METRICS = {"exact_match_strict": "ok_strict", "exact_match_flexible": "ok_flexible"}
 
@@ -98,8 +99,6 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    from ledgerlm.io import atomic_write_json
-
     try:
         c = compare(load_results(args.result_a), load_results(args.result_b), iters=args.iters, seed=args.seed)
     except (ValueError, FileNotFoundError) as e:

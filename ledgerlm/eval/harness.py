@@ -16,6 +16,7 @@ transformers models, ledgerlm's own `Llama`, and ensembles (mean of the members'
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import math
@@ -25,8 +26,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tokenizers import Tokenizer
 
 from ledgerlm.device import resolve_device
+from ledgerlm.model.ensemble import Ensemble as KVEnsemble
+from ledgerlm.model.generate import generate
+from ledgerlm.model.hf import load_model
 
 # ----------------------------------------------------------------------------------------------- tokenizers
 
@@ -75,8 +80,6 @@ def load_tok(path: str | Path) -> Tok:
         return Tok(t, t.eos_token_id, t.bos_token_id, _vocab_id(path))
     except ImportError:
         pass
-    from tokenizers import Tokenizer
-
     p = Path(path) / "tokenizer.json"
     t = Tokenizer.from_file(str(p))
     eos = bos = None
@@ -93,8 +96,6 @@ def load_tok(path: str | Path) -> Tok:
 def _vocab_id(path) -> str:
     p = Path(path) / "tokenizer.json"
     if p.is_file():
-        import hashlib
-
         return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
     return str(path)
 
@@ -283,8 +284,6 @@ def load_lm(
         model = AutoModelForCausalLM.from_pretrained(spec, **{key: torch_dtype or torch.float32}).to(device)
         return HFCausalLM(model, load_tok(spec), name=spec, device=device)
     if backend == "ledgerlm":
-        from ledgerlm.model.hf import load_model
-
         model = load_model(spec, device)
         if torch_dtype is not None:
             model = model.to(torch_dtype)
@@ -532,8 +531,6 @@ def _generate_batch(
         return _hf_generate(lm, prompts, max_new, stops, lmeval)
     model = lm.model if isinstance(lm, LedgerLlama) else _ledger_ensemble(lm) if isinstance(lm, Ensemble) else None
     if model is not None:
-        from ledgerlm.model.generate import generate
-
         stop_ids = (lm.tok.eos_id,) if lm.tok.eos_id is not None else ()
         return generate(
             model,
@@ -556,9 +553,6 @@ def _ledger_ensemble(lm: Ensemble):
     member is a Llama folder ledgerlm can load; None otherwise (then decoding recomputes the whole prefix)."""
     if getattr(lm, "_kv_model", None) is None:
         try:
-            from ledgerlm.model.ensemble import Ensemble as KVEnsemble
-            from ledgerlm.model.hf import load_model
-
             members = [
                 m.model if isinstance(m, LedgerLlama) else load_model(m.name, lm.device, m.dtype) for m in lm.members
             ]

@@ -13,10 +13,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ledgerlm.config import ConfigError
+from ledgerlm.config import ConfigError, apply_overrides, from_dict, parse_override
 from ledgerlm.eval import gsm8k as g8
 from ledgerlm.eval.evaluate import evaluate, load_references, summary_metrics, to_markdown
+from ledgerlm.eval.harness import load_lm
 from ledgerlm.eval.tasks import ALL_TASKS, GENERATIVE, SIX_TASKS, SPECS, TaskDataError, local_source
+from ledgerlm.io import atomic_write_json, atomic_write_text
+from ledgerlm.ledger import StageResult
 
 # Later stages first: "auto" picks the most post-trained model present in the run.
 MODEL_STAGES = ("rl", "dpo", "interpolate", "sft", "pretrain")
@@ -107,8 +110,6 @@ def inputs(cfg: Config, ctx) -> dict:
 
 
 def _evaluate(cfg: Config, models: list, device: str, log=print, progress=None) -> tuple[dict, str]:
-    from ledgerlm.eval.harness import load_lm
-
     spec = ",".join(str(m) for m in models)
     lm = load_lm(
         spec, device=cfg.device or device, backend=cfg.backend, dtype=cfg.dtype, ensemble_mode=cfg.ensemble_mode
@@ -137,9 +138,6 @@ def _evaluate(cfg: Config, models: list, device: str, log=print, progress=None) 
 
 
 def run(cfg: Config, ctx):
-    from ledgerlm.io import atomic_write_json, atomic_write_text
-    from ledgerlm.ledger import StageResult
-
     models = resolve_model(cfg, ctx)
     results, md = _evaluate(cfg, models, ctx.device, log=ctx.log.info, progress=ctx.progress)
     atomic_write_json(ctx.out_dir / "results.json", results)
@@ -213,9 +211,6 @@ def direct_main(args) -> int | None:
     out = getattr(args, "out", None)
     if out is None or Path(out).suffix != ".json":
         return None
-    from ledgerlm.config import apply_overrides, from_dict, parse_override
-    from ledgerlm.io import atomic_write_json, atomic_write_text
-
     raw = apply_overrides({}, {k: v for k, v in cli_overrides(args).items() if v is not None})
     for o in args.overrides:
         parts, value = parse_override(o)

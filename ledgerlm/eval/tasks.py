@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ledgerlm.post import arith
+
 SIX_TASKS = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "lambada_openai")
 GENERATIVE = ("gsm8k", "arith")
 ALL_TASKS = SIX_TASKS + GENERATIVE
@@ -330,8 +332,6 @@ def _hub_records(name: str, split: str) -> tuple[str, Iterator]:
 
 
 def _builtin_records(split: str, limit: int | None) -> tuple[str, Iterator]:
-    from ledgerlm.post import arith
-
     problems = arith.generate(limit or BUILTIN_ITEMS, split, 0)
     return f"builtin:arith[{split}]", ((i + 1, p.record(), None) for i, p in enumerate(problems))
 

@@ -13,6 +13,11 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
+
+from ledgerlm.model.hf import load_model, save_model
+from ledgerlm.model.llama import build_model, model_config
+from ledgerlm.train.checkpoint import latest_checkpoint
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -27,8 +32,6 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def _checkpoint_dir(src: Path) -> Path | None:
-    from ledgerlm.train.checkpoint import latest_checkpoint
-
     if (src / "state.json").exists() and (src / "model.safetensors").exists():
         return src
     for cand in (src, src / "ckpt", src / "pretrain" / "ckpt"):
@@ -40,9 +43,6 @@ def _checkpoint_dir(src: Path) -> Path | None:
 
 def load_any(src: Path, weights: str = "raw"):
     """-> (model, tokenizer_path or None) from any SRC form described in the module docstring."""
-    from ledgerlm.model.hf import load_model
-    from ledgerlm.model.llama import build_model, model_config
-
     src = Path(src)
     if (src / "config.json").exists():
         if weights != "raw":
@@ -52,8 +52,6 @@ def load_any(src: Path, weights: str = "raw"):
     ck = _checkpoint_dir(src)
     if ck is None:
         raise FileNotFoundError(f"{src}: neither a model dir (config.json) nor a checkpoint / run dir")
-    from safetensors.torch import load_file
-
     state = json.loads((ck / "state.json").read_text())
     if "model_config" not in state:
         raise ValueError(f"{ck}/state.json: no model_config (checkpoint from an older version)")
@@ -95,8 +93,6 @@ def verify_with_transformers(model, out: Path, atol: float = 1e-4) -> float:
 
 
 def main(args) -> int:
-    from ledgerlm.model.hf import load_model, save_model
-
     try:
         model, tok = load_any(args.src, args.weights)
     except (FileNotFoundError, ValueError) as e:

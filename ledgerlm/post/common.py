@@ -14,6 +14,9 @@ from pathlib import Path
 import torch
 
 from ledgerlm.config import ConfigError
+from ledgerlm.data.tokenizer import save_hf_tokenizer_files
+from ledgerlm.model.hf import load_model, load_tokenizer_for, save_model
+from ledgerlm.post.chat import CHAT_TEMPLATE
 from ledgerlm.train.checkpoint import trim_metrics
 
 IGNORE = -100  # target id that contributes no loss
@@ -59,8 +62,6 @@ def hub_model_dir(name: str, key: str = "base") -> Path:
 
 def load_model_and_tokenizer(model_dir: Path, device: str | torch.device = "cpu"):
     """(Llama, tokenizers.Tokenizer) from an HF-format directory written by `save_model`."""
-    from ledgerlm.model.hf import load_model, load_tokenizer_for
-
     model = load_model(model_dir, device)
     tokenizer = load_tokenizer_for(model_dir)
     if tokenizer is None:
@@ -70,10 +71,6 @@ def load_model_and_tokenizer(model_dir: Path, device: str | torch.device = "cpu"
 
 def save_model_dir(model, tokenizer, out_dir: Path, max_length: int | None = None) -> Path:
     """Write `out_dir` as an HF Llama directory (weights, config, tokenizer with our chat template) and return it."""
-    from ledgerlm.data.tokenizer import save_hf_tokenizer_files
-    from ledgerlm.model.hf import save_model
-    from ledgerlm.post.chat import CHAT_TEMPLATE
-
     out_dir = Path(out_dir)
     save_model(model, out_dir, tokenizer=tokenizer)
     # transformers users get the same template as our `render` (apply_chat_template parity).

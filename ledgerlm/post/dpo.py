@@ -25,9 +25,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from ledgerlm.device import autocast
 from ledgerlm.io import atomic_path, write_jsonl
+from ledgerlm.ledger import StageResult, sha256_file
 from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.post.common import (
     MetricsLog,
@@ -141,9 +144,6 @@ def reference_logps(
 ):
     """Reference log-probs for `encoded`, from `cache` (or `extra`) when its data and model hashes match, else
     computed once and written to `cache`. Returns (tensors, 'hit'|'miss')."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     want = {"data_sha256": data_hash(encoded), "model_sha256": model_sha}
     for cand in (cache, extra):
         if cand and Path(cand).is_file():
@@ -202,8 +202,6 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(cfg: Config, ctx):
-    from ledgerlm.ledger import StageResult, sha256_file
-
     device = ctx.device
     seed_everything(ctx.seed)
     out = Path(ctx.out_dir)

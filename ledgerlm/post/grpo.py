@@ -34,8 +34,13 @@ from pathlib import Path
 import torch
 
 from ledgerlm.device import autocast
+from ledgerlm.eval.gsm8k import extract_strict, is_correct
 from ledgerlm.eval.stats import mcnemar
 from ledgerlm.io import atomic_write_json, open_text, write_jsonl
+from ledgerlm.ledger import StageResult
+from ledgerlm.model.generate import generate
+from ledgerlm.post import arith
+from ledgerlm.post.chat import render_prompt, special_ids
 from ledgerlm.post.common import (
     MetricsLog,
     load_model_and_tokenizer,
@@ -44,6 +49,7 @@ from ledgerlm.post.common import (
     save_model_dir,
     seed_everything,
 )
+from ledgerlm.post.preference import pad_batch, token_logps
 from ledgerlm.train.optim import build_optimizer
 from ledgerlm.train.schedule import lr_at
 
@@ -238,8 +244,6 @@ def paired_exact_match(before: list[bool], after: list[bool]) -> dict[str, float
 
 def verifiable_reward(text: str, gold: str, extract: str = "strict", format_bonus: float = 0.0) -> tuple[float, bool]:
     """(reward, correct) for one completion: correctness by the evaluation's GSM8K extractor (+ a format bonus)."""
-    from ledgerlm.eval.gsm8k import extract_strict, is_correct
-
     correct = is_correct(text, gold, extract)
     return float(correct) + (format_bonus if extract_strict(text) is not None else 0.0), correct
 
@@ -251,8 +255,6 @@ def verifiable_reward(text: str, gold: str, extract: str = "strict", format_bonu
 def load_problems(cfg: Config, seed: int) -> tuple[list[dict], list[dict], dict]:
     """(train pool, held-out problems, counters); each problem {"question", "answer"} in GSM8K format."""
     if cfg.task == "arith":
-        from ledgerlm.post import arith
-
         tr = [p.record() for p in arith.generate(cfg.n_train or 2000, "train", seed)]
         ho = [p.record() for p in arith.generate(cfg.n_eval, "heldout", seed)]
         return tr, ho, {"train": len(tr), "heldout": len(ho)}
@@ -274,8 +276,6 @@ def load_problems(cfg: Config, seed: int) -> tuple[list[dict], list[dict], dict]
         for i, row in enumerate(datasets.load_dataset(name, cfg.subset or None, split=cfg.split)):
             counters["rows"] += 1
             rows.append((f"hf:{name}#{i}", dict(row)))
-    from ledgerlm.eval.gsm8k import extract_strict
-
     good = []
     for where, row in rows:
         q, a = (
@@ -306,16 +306,12 @@ def load_problems(cfg: Config, seed: int) -> tuple[list[dict], list[dict], dict]
 
 class Sampler:
     def __init__(self, tok, system_prompt: str, max_new_tokens: int):
-        from ledgerlm.post.chat import special_ids
-
         self.tok = tok
         self.system = system_prompt
         self.max_new = max_new_tokens
         self.im_end = special_ids(tok)[1]
 
     def prompt(self, question: str) -> list[int]:
-        from ledgerlm.post.chat import render_prompt
-
         msgs = ([{"role": "system", "content": self.system}] if self.system else []) + [
             {"role": "user", "content": question}
         ]
@@ -323,8 +319,6 @@ class Sampler:
 
     def sample(self, model, prompts, temperature, top_k, top_p, generator, max_new=None):
         """-> (completion ids incl. a final <|im_end|> when it stopped, texts, truncated flags)."""
-        from ledgerlm.model.generate import generate
-
         outs = generate(
             model,
             prompts,
@@ -347,8 +341,6 @@ def seq_token_logps(model, prompts: list[list[int]], completions: list[list[int]
     """Per-completion-token log-probs [N, L] (row i aligned at its first completion token; L = longest completion)
     and the completion mask [N, L], under the sampling distribution (logits / temperature) so ratios and KL are
     those of the policy that produced the samples."""
-    from ledgerlm.post.preference import pad_batch, token_logps
-
     ids, _ = pad_batch(prompts, completions)
     ids = ids.to(device)
     with autocast(device):
@@ -457,8 +449,6 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(cfg: Config, ctx):
-    from ledgerlm.ledger import StageResult
-
     device = ctx.device
     seed_everything(ctx.seed)
     out = Path(ctx.out_dir)

@@ -23,7 +23,11 @@ from pathlib import Path
 import torch
 
 from ledgerlm.config import ConfigError
+from ledgerlm.eval.evaluate import HEADLINE, evaluate
+from ledgerlm.eval.harness import LedgerLlama, load_tok
 from ledgerlm.io import atomic_write_json, atomic_write_text
+from ledgerlm.ledger import StageResult
+from ledgerlm.post import sft
 from ledgerlm.post.common import load_model_and_tokenizer, resolve_model_dir, save_model_dir, seed_everything
 
 
@@ -81,8 +85,6 @@ class MetricEnv:
 
 
 def _sft_val_loss(model, tokenizer, env: MetricEnv) -> float:
-    from ledgerlm.post import sft
-
     if "sft_val" not in env.cache:
         section = copy.copy(env.ctx.recipe.section("sft"))  # same data and held-out split as the sft stage
         if env.cfg.data:
@@ -106,9 +108,6 @@ def _task_metric(name: str) -> Callable:
     task, _, metric = name.partition(".")
 
     def score(model, tokenizer, env: MetricEnv) -> float:
-        from ledgerlm.eval.evaluate import HEADLINE, evaluate
-        from ledgerlm.eval.harness import LedgerLlama, load_tok
-
         if "lm" not in env.cache:  # one wrapper: the weights under it change in place for every alpha
             env.cache["lm"] = LedgerLlama(model, load_tok(env.model_dir), name="interpolated", device=env.device)
         data_dir = env.cfg.eval_data_dir or None
@@ -186,8 +185,6 @@ def cli_overrides(args) -> dict[str, object]:
 
 
 def run(cfg: Config, ctx):
-    from ledgerlm.ledger import StageResult
-
     seed_everything(ctx.seed)
     base_dir = resolve_model_dir(cfg.base, ctx, "interpolate.base")
     tuned_dir = resolve_model_dir(cfg.tuned, ctx, "interpolate.tuned")

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ledgerlm.eval.stats import wilson_ci
-from ledgerlm.io import open_text
+from ledgerlm.io import atomic_write_json, open_text
 from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.post import arith
 from ledgerlm.post.chat import ChatFormatError, _encode, _parse_prompt, render_prompt, special_ids, validate
@@ -74,8 +74,6 @@ def check_pair_config(cfg) -> None:
 def write_heldout(path: Path, correct: list[bool], **extra) -> dict:
     """Held-out preference accuracy with its exact binomial test against chance and Wilson 95% interval, written to
     `path` (heldout.json) with the per-pair results; returns the ledger metrics."""
-    from ledgerlm.io import atomic_write_json
-
     n, k = len(correct), sum(correct)
     p, (lo, hi) = binomial_p_greater(k, n), wilson_ci(k, n)
     atomic_write_json(

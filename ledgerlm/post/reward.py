@@ -29,10 +29,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ledgerlm.device import autocast
 from ledgerlm.io import atomic_path, write_jsonl
+from ledgerlm.ledger import StageResult
 from ledgerlm.post.common import (
     MetricsLog,
     load_model_and_tokenizer,
@@ -129,8 +131,6 @@ def score(rm: RewardModel, encoded, batch_size: int, device) -> tuple[torch.Tens
 
 
 def save_head(rm: RewardModel, model_dir: Path) -> Path:
-    from safetensors.torch import save_file
-
     path = Path(model_dir) / HEAD_FILE
     with atomic_path(path) as tmp:
         sd = {k: v.detach().cpu().float().contiguous() for k, v in rm.head.state_dict().items()}
@@ -140,8 +140,6 @@ def save_head(rm: RewardModel, model_dir: Path) -> Path:
 
 def load_reward_model(model_dir, device="cpu") -> tuple[RewardModel, object]:
     """(RewardModel, tokenizer) from a directory written by this stage."""
-    from safetensors.torch import load_file
-
     backbone, tok = load_model_and_tokenizer(Path(model_dir), device)
     rm = RewardModel(backbone)
     head = Path(model_dir) / HEAD_FILE
@@ -180,8 +178,6 @@ def cli_overrides(args) -> dict[str, object]:
 
 
 def run(cfg: Config, ctx):
-    from ledgerlm.ledger import StageResult
-
     device = ctx.device
     seed_everything(ctx.seed)
     out = Path(ctx.out_dir)

@@ -18,11 +18,12 @@ bitwise identical on CPU -- weights, optimizer, row order, epoch, sampler and gl
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ import xxhash
 from ledgerlm.config import ConfigError
 from ledgerlm.device import autocast
 from ledgerlm.io import atomic_write_json, write_jsonl
+from ledgerlm.ledger import StageResult
 from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.post import chat
 from ledgerlm.post.common import (
@@ -43,6 +45,8 @@ from ledgerlm.post.common import (
     save_model_dir,
     seed_everything,
 )
+from ledgerlm.train import checkpoint as ckpt_lib
+from ledgerlm.train.dist import DistInfo, load_full_state_dicts
 from ledgerlm.train.optim import build_optimizer
 from ledgerlm.train.schedule import lr_at
 
@@ -142,8 +146,6 @@ def pack(examples: list[Example], seq_len: int) -> list[list[int]]:
 
     Conversations are never split across rows (a split conversation would train on an answer without its question).
     """
-    import bisect
-
     order = sorted(range(len(examples)), key=lambda i: (-len(examples[i]), i))
     rows: list[list[int]] = []
     free: list[tuple[int, int]] = []  # sorted (space left, row index)
@@ -312,8 +314,6 @@ def data_fingerprint(examples: list[Example]) -> str:
 
 def trajectory_key(cfg: Config, seed: int, examples: list[Example]) -> dict:
     """What a checkpoint must agree on to be resumed: the config less `_NOT_TRAJECTORY`, the seed and the data."""
-    from dataclasses import asdict
-
     d = {k: v for k, v in asdict(cfg).items() if k not in _NOT_TRAJECTORY}
     d.update(seed=seed, train_data_xxh64=data_fingerprint(examples))
     return json.loads(json.dumps(d, default=str))  # JSON-normalised, as it reads back from state.json
@@ -358,10 +358,6 @@ def cli_overrides(args) -> dict[str, object]:
 
 
 def run(cfg: Config, ctx):
-    from ledgerlm.ledger import StageResult
-    from ledgerlm.train import checkpoint as ckpt_lib
-    from ledgerlm.train.dist import DistInfo, load_full_state_dicts
-
     if not cfg.data:
         raise ConfigError("sft.data", "set the conversations to train on (JSONL path or HF dataset name)")
     device = ctx.device

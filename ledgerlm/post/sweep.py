@@ -23,9 +23,12 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from ledgerlm import ledger
 from ledgerlm.config import ConfigError, apply_overrides, load_raw_recipe, parse_override
 from ledgerlm.io import atomic_path, atomic_write_json, atomic_write_text
+from ledgerlm.pipeline import STAGES, build_recipe, run_stage
 
 # What to plot when --metric is not given: the headline metric of each stage.
 DEFAULT_METRICS = {
@@ -77,8 +80,6 @@ def cell_name(assign: dict) -> str:
 
 def _link_upstream(main_run: Path, cell_dir: Path, stage: str) -> list[str]:
     """Make the main run's other stage outputs visible in the cell (relative symlinks) and copy their records."""
-    from ledgerlm.pipeline import STAGES
-
     linked = []
     for name in STAGES:
         if name == stage or not (main_run / name).is_dir():
@@ -105,8 +106,6 @@ def run_sweep(
     echo=print,
 ) -> dict:
     """Run `stage` for every cell of `grid` under run_dir/sweep/ and write the table and plots. Returns the summary."""
-    from ledgerlm.pipeline import STAGES, build_recipe, run_stage
-
     if stage not in STAGES:
         raise ConfigError("--stage", f"unknown stage {stage!r} (known: {', '.join(STAGES)})")
     run_dir = Path(run_dir)
@@ -204,7 +203,6 @@ def plot(sweep_dir: Path, summary: dict) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     keys, rows, grid = summary["axes"], summary["rows"], summary["grid"]
     axes = [k for k in keys if len(grid[k]) > 1]

@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ledgerlm.data.loader import TokenLoader
+from ledgerlm.data.shards import TokenIndex
+
 
 class WindowSource:
     def __init__(
@@ -115,8 +118,6 @@ def doc_ids_from_eot(x: torch.Tensor, eot_id: int) -> torch.Tensor:
 
 def from_tokenize_dir(tokenize_dir, seq_len: int, seed: int, data_tokens: int = 0) -> WindowSource:
     """All sources' train shards (train) and val shards (validation) of a tokenize output directory."""
-    from ledgerlm.data.shards import TokenIndex
-
     idx = TokenIndex(tokenize_dir)
     train, val = [], []
     for e in sorted(idx.index["shards"], key=lambda e: e["path"]):
@@ -140,8 +141,6 @@ class LoaderSource:
         align_to_docs: bool = False,
         doc_ids: bool = False,
     ):
-        from ledgerlm.data.loader import TokenLoader
-
         self.loader = TokenLoader(
             tokenize_dir,
             phases=phases,

@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import json
+import logging
 import math
 import resource
 import time
@@ -25,8 +27,12 @@ from typing import Literal
 import torch
 
 from ledgerlm.config import ConfigError
+from ledgerlm.data.mixture import phases_from_config
+from ledgerlm.data.shards import TokenIndex
 from ledgerlm.device import autocast as bf16_autocast
 from ledgerlm.device import peak_flops
+from ledgerlm.ledger import StageResult
+from ledgerlm.model.hf import load_model, save_model
 from ledgerlm.model.llama import build_model, model_config
 from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.train import checkpoint as ckpt_lib
@@ -148,8 +154,6 @@ def _memory_gb(device: str) -> float:
 
 
 def config_sha(cfg: Config) -> str:
-    import hashlib
-
     d = dataclasses.asdict(cfg)
     for k in ("eval_every", "ckpt_every", "keep_ckpts", "log_every", "extra"):  # do not change the trajectory
         d.pop(k, None)
@@ -169,8 +173,6 @@ def train(
     info: DistInfo | None = None,
 ) -> dict:
     """Train (or resume) into out_dir; returns a summary dict. `source` yields token windows of cfg.seq_len."""
-    import logging
-
     log = log or logging.getLogger("ledgerlm.pretrain")
     out_dir = Path(out_dir)
     info = info or init_distributed(device)
@@ -198,8 +200,6 @@ def train(
     torch.manual_seed(seed)
     model = build_model(mcfg, device=dev)
     if cfg.init_from:
-        from ledgerlm.model.hf import load_model
-
         src = load_model(cfg.init_from)
         if dataclasses.replace(src.cfg, dropout=mcfg.dropout, max_seq_len=mcfg.max_seq_len) != mcfg:
             raise _err("init_from", f"{cfg.init_from} has config {src.cfg}, recipe model is {mcfg}")
@@ -419,8 +419,6 @@ def train(
 
 
 def _save_hf(model, model_dir: Path, tokenizer) -> None:
-    from ledgerlm.model.hf import save_model
-
     save_model(model, model_dir, tokenizer=tokenizer, dtype=torch.float32)
 
 
@@ -465,8 +463,6 @@ def make_source(cfg: Config, tok_dir, seed: int, info: DistInfo):
         if cfg.phases:
             raise _err("data_tokens", "cannot be combined with phases (limit the data in curate instead)")
         return from_tokenize_dir(tok_dir, cfg.seq_len, seed, cfg.data_tokens)
-    from ledgerlm.data.mixture import phases_from_config
-
     try:
         phases = phases_from_config(cfg.phases)
     except ValueError as e:
@@ -477,9 +473,6 @@ def make_source(cfg: Config, tok_dir, seed: int, info: DistInfo):
 
 
 def run(cfg: Config, ctx):
-    from ledgerlm.data.shards import TokenIndex
-    from ledgerlm.ledger import StageResult
-
     tok_dir = ctx.stage_dir("tokenize")
     vocab = TokenIndex(tok_dir).vocab_size
     info = init_distributed(ctx.device)
