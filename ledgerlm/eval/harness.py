@@ -469,7 +469,12 @@ def loglikelihood(
 
 @torch.no_grad()
 def greedy_generate(
-    lm: LM, prompts: Sequence[str], max_new_tokens: int, stop_strings: Sequence[str], batch_size: int = 16
+    lm: LM,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    stop_strings: Sequence[str],
+    batch_size: int = 16,
+    progress: Callable | None = None,
 ) -> list[str]:
     """Greedy continuation of each prompt, cut at the first stop string (lm-eval's `until`, plus the EOS text).
 
@@ -482,7 +487,8 @@ def greedy_generate(
     enc = [e[-max_ctx:] for e in tok.encode_batch(list(prompts))]
     order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
     texts: list[str | None] = [None] * len(enc)
-    for s in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    for s in progress(starts, total=len(starts), desc="generate") if progress else starts:
         idx = order[s : s + batch_size]
         outs = _generate_batch(lm, [enc[i] for i in idx], max_new_tokens, stops)
         for i, o in zip(idx, outs):
