@@ -266,9 +266,10 @@ class Tracker:
             import importlib
 
             self.remote = importlib.import_module(self.cfg.backend)
-            kw = {"dir": str(self.run_dir)} if self.cfg.backend == "wandb" else {}
+            # wandb: files under the run directory, stages of one run grouped; trackio keeps its own store
+            kw = {"dir": str(self.run_dir), "group": self.run_dir.name} if self.cfg.backend == "wandb" else {}
             name = f"{self.run_dir.name}/{self.stage}"
-            self.remote.init(project=self.cfg.project, name=name, group=self.run_dir.name, config=self.config, **kw)
+            self.remote.init(project=self.cfg.project, name=name, config=self.config, **kw)
 
     def log(self, scalars: dict[str, float], step: int) -> None:
         if not self.opened:

@@ -879,7 +879,7 @@ def curate_summary(c: dict) -> list[str]:
         "dropped: " + (", ".join(f"{k} {v:,}" for k, v in reasons[:6]) if reasons else "none"),
     ]
     if len(reasons) > 6:  # the full list is in the record and the report
-        lines[-1] += f" and {sum(v for _, v in reasons[6:]):,} more for {len(reasons) - 6} other reasons"
+        lines[-1] += f", and {sum(v for _, v in reasons[6:]):,} documents for {len(reasons) - 6} other reasons"
     if c.get("tokens_read"):
         lines.append(
             f"words kept {c['tokens_kept']:,} of {c['tokens_read']:,} ({c['tokens_kept'] / c['tokens_read']:.1%})"
