@@ -187,10 +187,9 @@ def train(
     log=None,
     tokenizer=None,
     info: DistInfo | None = None,
-    progress=None,
+    progress=None,  # progress(total, start=...) -> the live view of the steps (StageContext.steps); None: quiet
 ) -> dict:
-    """Train (or resume) into out_dir; returns a summary dict. `source` yields token windows of cfg.seq_len.
-    `progress(total, start=...)` gives the live view of the steps (StageContext.steps); None: quiet."""
+    """Train (or resume) into out_dir; returns a summary dict. `source` yields token windows of cfg.seq_len."""
     import logging
 
     log = log or logging.getLogger("ledgerlm.pretrain")
