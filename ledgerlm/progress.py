@@ -88,6 +88,13 @@ def _label(key: str) -> str:
     return {"tok_s": "tok/s", "zero_std_frac": "zero-var"}.get(key, key)
 
 
+def _fmt_shown(key: str, v: float | str) -> str:
+    """Fractions (accuracies, shares of groups) as percentages, everything else by fmt_value."""
+    if isinstance(v, float | int) and math.isfinite(v) and key.endswith(("acc", "accuracy", "_frac")):
+        return f"{v:.0%}"
+    return fmt_value(v)
+
+
 def numbers(row: dict, prefix: str = "") -> dict[str, float]:
     """The finite-or-not numeric leaves of a row (nested dicts joined with '/'); bools and strings are left out."""
     out = {}
@@ -192,7 +199,7 @@ class Progress:
 
     def _postfix(self) -> str:
         order = sorted(self.shown, key=lambda k: self.show.index(k) if k in self.show else len(self.show))
-        return " ".join(f"{_label(k)} {fmt_value(self.shown[k])}" for k in order)
+        return " ".join(f"{_label(k)} {_fmt_shown(k, self.shown[k])}" for k in order)
 
     def line(self) -> str:
         """`desc step 120/500 (24%) loss 3.21 tok/s 12.3k, 0:31 elapsed, ETA 1:40`."""

@@ -35,8 +35,9 @@ def test_lines_mode_prints_step_loss_rate_elapsed_and_eta(monkeypatch):
     p = Progress(total=4, desc="[pretrain]", stream=out, every_s=0.0)
     assert p.mode == "lines"
     p.log({"step": 1, "loss": 3.21456, "tok_s": 12345.0, "lr": 1e-3})
-    p.log({"step": 2, "loss": 2.5, "val_loss": float("nan"), "tok_s": 12000.0})
+    p.log({"step": 2, "loss": 2.5, "val_loss": float("nan"), "tok_s": 12000.0, "heldout_acc": 0.583})
     first, second = out.getvalue().splitlines()
+    assert "heldout_acc 58%" in second
     assert first.startswith("[pretrain] step 1/4 (25%) loss 3.215 tok/s 12.3k") and "elapsed, ETA" in first
     assert "val_loss nan" in second and "lr" not in second  # only the chosen keys are shown
     p.close()
