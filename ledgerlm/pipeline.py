@@ -10,6 +10,7 @@ import errno
 import importlib
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -24,6 +25,7 @@ from typing import Any
 from ledgerlm import ledger
 from ledgerlm.config import TOP_LEVEL, ConfigError, apply_overrides, coerce, from_dict, load_raw_recipe, to_dict
 from ledgerlm.device import resolve_device
+from ledgerlm.progress import LoggingConfig, divert_stderr, fmt_duration, say
 from ledgerlm.samples import SamplesConfig, sample_model
 
 # Stage name -> module. Order here is the canonical pipeline order.
@@ -59,6 +61,7 @@ class Recipe:
     sections: dict[str, Any] = field(default_factory=dict)  # stage -> validated Config
     source: str | None = None  # the file it came from
     samples: SamplesConfig = field(default_factory=SamplesConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)  # progress display and metric tracking
 
     def section(self, stage: str) -> Any:
         if stage not in self.sections:
@@ -71,6 +74,7 @@ class Recipe:
             "seed": self.seed,
             "device": self.device,
             "stages": self.stages,
+            "logging": to_dict(self.logging),
             **{k: to_dict(v) for k, v in self.sections.items()},
         }
 
@@ -97,7 +101,8 @@ def build_recipe(raw: dict, file: str | Path | None = None, need_all: bool = Tru
         if s not in STAGES and s not in CHECKS:
             raise ConfigError(f"stages[{i}]", f"unknown stage {s!r} (known: {', '.join(STAGES)}, audit)", file)
     samples = from_dict(SamplesConfig, raw.get("samples") or {}, prefix="samples", file=file)
-    recipe = Recipe(**top, source=str(file) if file else None, samples=samples)
+    logging_cfg = from_dict(LoggingConfig, raw.get("logging") or {}, prefix="logging", file=file)
+    recipe = Recipe(**top, source=str(file) if file else None, samples=samples, logging=logging_cfg)
     for name in STAGES:
         if name in raw or (need_all and name in top["stages"]):
             recipe.sections[name] = from_dict(stage_module(name).Config, raw.get(name) or {}, prefix=name, file=file)
@@ -165,7 +170,13 @@ def run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool = False, ec
     cfg = recipe.section(stage)
     log, handler = _stage_logger(run_dir, stage)
     ctx = ledger.StageContext(
-        run_dir=run_dir, stage=stage, recipe=recipe, seed=recipe.seed, device=resolve_device(recipe.device), log=log
+        run_dir=run_dir,
+        stage=stage,
+        recipe=recipe,
+        seed=recipe.seed,
+        device=resolve_device(recipe.device),
+        log=log,
+        terminal=sys.stderr,
     )
     try:
         config = to_dict(cfg)
@@ -182,6 +193,8 @@ def run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool = False, ec
             and _outputs_present(prev, run_dir)
         ):
             echo(f"[{stage}] up to date (config and inputs unchanged) — skipped")
+            for w in prev.get("warnings", []):  # still true of the recorded result: do not let it go quiet
+                say(f"warning [{stage}] {w['code']}: {w['message']} (recorded)", ctx.terminal)
             return "skipped", prev
         # A stage killed earlier with the same config and inputs resumes in place; otherwise it starts clean.
         attempt_path = ledger.ledger_dir(run_dir) / f"{stage}.attempt.json"
@@ -191,8 +204,10 @@ def run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool = False, ec
         # Under torchrun every rank runs the stage; only rank 0 touches the run directory and the ledger (the
         # others cannot get ahead of it: the stage's process-group rendezvous waits for rank 0).
         lead = int(os.environ.get("RANK", "0")) == 0
-        if lead and not ctx.resuming and ctx.out_dir.exists():
-            shutil.rmtree(ctx.out_dir)
+        if lead and not ctx.resuming:
+            for d in (ctx.out_dir, run_dir / "tensorboard" / stage):  # a fresh start: nothing of an earlier attempt
+                if d.exists():
+                    shutil.rmtree(d)
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         if lead:
             ledger.atomic_write_json(attempt_path, {**attempt, "started": ledger.now()})
@@ -216,12 +231,15 @@ def run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool = False, ec
             "inputs_sha256": inputs_sha,
         }
         try:
-            result = mod.run(cfg, ctx)
+            with divert_stderr(run_dir / "logs" / f"{stage}.log"):  # other libraries' banners and warnings
+                result = mod.run(cfg, ctx)
         except Exception as e:
             if disk_full(e) and not e.filename:  # a failed write() does not say which file: name the stage's dir
                 e.filename = str(ctx.out_dir)
             log.error("stage %s failed: %s\n%s", stage, e, traceback.format_exc())
             raise
+        for key, value in nonfinite(result.metrics):
+            ctx.warn("nonfinite_metric", f"{key} is {value}: no usable number was measured (see logs/{stage}.log)")
         record.update(
             status="ok",
             ended=ledger.now(),
@@ -230,6 +248,10 @@ def run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool = False, ec
             counters=result.counters,
             metrics=result.metrics,
             extra=result.extra,
+            summary=result.summary,
+            warnings=ctx.warnings,
+            # untracked: the log and event files hold wall-clock times, so they are not hashed outputs
+            logs=ctx.log_paths(),
         )
         if not lead:
             return "ran", None
@@ -242,11 +264,28 @@ def run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool = False, ec
         ledger.write_record(run_dir, record)
         attempt_path.unlink(missing_ok=True)
         log.info("stage %s done in %.1fs", stage, record["seconds"])
-        echo(f"[{stage}] done in {record['seconds']:.1f}s")
+        for line in result.summary:
+            log.info("summary: %s", line)
+            echo(f"[{stage}] {line}")
+        echo(f"[{stage}] done in {fmt_duration(record['seconds'])}")
         return "ran", record
     finally:
+        ctx.close()
         log.removeHandler(handler)
         handler.close()
+
+
+def nonfinite(metrics: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted key, value) of every NaN/inf number in a stage's metrics, nested dicts and lists included."""
+    items = metrics.items() if isinstance(metrics, dict) else enumerate(metrics) if isinstance(metrics, list) else ()
+    out = []
+    for k, v in items:
+        key = f"{prefix}.{k}" if isinstance(k, str) and prefix else f"{prefix}[{k}]" if isinstance(k, int) else k
+        if isinstance(v, dict | list):
+            out += nonfinite(v, key)
+        elif isinstance(v, float) and not math.isfinite(v):
+            out.append((key, v))
+    return out
 
 
 def _outputs_present(record: dict, run_dir: Path) -> bool:
@@ -304,6 +343,9 @@ def run_pipeline(recipe: Recipe, run_dir: Path, force: bool = False, echo=print)
     run_dir.mkdir(parents=True, exist_ok=True)
     ledger.atomic_write_json(run_dir / "recipe.json", recipe.to_dict())
     rerun = force
+    t0 = time.time()
+    verdict = f"not run (check with `ledgerlm audit {run_dir}`)"
+    warned: list[str] = []
     for stage in recipe.stages:
         if stage == "audit":
             problems, checked = ledger.audit(run_dir)
@@ -312,10 +354,19 @@ def run_pipeline(recipe: Recipe, run_dir: Path, force: bool = False, echo=print)
                 for p in problems:
                     echo(f"  - {p}")
                 return 1
-            echo(f"[audit] intact: {checked} artifacts re-hashed")
+            verdict = f"intact: {checked} artifacts re-hashed"
+            echo(f"[audit] {verdict}")
             continue
-        status, _ = run_stage(recipe, stage, run_dir, force=rerun, echo=echo)
+        status, record = run_stage(recipe, stage, run_dir, force=rerun, echo=echo)
         rerun = rerun or status == "ran"
+        warned += [f"{stage}: {w['code']}" for w in (record or {}).get("warnings", [])]
+    echo(f"finished {recipe.name!r} in {fmt_duration(time.time() - t0)}")
+    report = run_dir / "report" / "report.html"
+    if "report" in recipe.stages and report.is_file():
+        echo(f"  report: {report}")
+    echo(f"  ledger: {ledger.ledger_dir(run_dir)}  audit: {verdict}")
+    if warned:
+        echo(f"  {len(warned)} warning(s): {'; '.join(warned)}")
     return 0
 
 

@@ -107,3 +107,38 @@ def test_flipped_byte_in_a_shard_is_caught(demo_run, tmp_path):
     assert main(["audit", str(run)]) == 1
     problems, _ = ledger.audit(run)
     assert any(shard.name in p for p in problems)
+
+
+def test_training_scalars_are_in_tensorboard_event_files(demo_run):
+    """Every training stage's metrics.jsonl rows are also in RUN/tensorboard/<stage>/, read back by TensorBoard."""
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for stage, key in (
+        ("pretrain", "loss"),
+        ("sft", "loss"),
+        ("dpo", "loss"),
+        ("reward", "loss"),
+        ("rl", "reward_mean"),
+    ):
+        rec = ledger.read_record(demo_run, stage)
+        assert rec["logs"]["tensorboard"] == f"tensorboard/{stage}"
+        acc = EventAccumulator(str(demo_run / rec["logs"]["tensorboard"]))
+        acc.Reload()
+        got = {e.step: e.value for e in acc.Scalars(key)}
+        rows = [json.loads(x) for x in (demo_run / stage / "metrics.jsonl").read_text().split("\n") if x]
+        want = {r["step"]: r[key] for r in rows if key in r}
+        assert got.keys() == want.keys() and len(want) >= 2, stage
+        assert all(abs(got[s] - want[s]) <= 1e-6 * max(1.0, abs(want[s])) for s in want), stage
+    pre = EventAccumulator(str(demo_run / "tensorboard" / "pretrain"))
+    pre.Reload()
+    assert {"loss", "val_loss", "lr", "grad_norm", "tok_s"} <= set(pre.Tags()["scalars"])
+
+
+def test_every_stage_has_a_summary_and_warnings_are_well_formed(demo_run, capsys):
+    for r in ledger.read_records(demo_run):
+        if r["stage"] != "report":
+            assert r["summary"] and all(isinstance(line, str) and line for line in r["summary"]), r["stage"]
+        assert all(set(w) == {"code", "message"} for w in r["warnings"]), r["stage"]
+    assert ledger.read_record(demo_run, "curate")["summary"][0].startswith("kept ")

@@ -674,11 +674,14 @@ def _execute(cfg: Config, step, tasks: int, logs: Path, resume: bool) -> None:
             raise RuntimeError(f"curate step {logs.name}: task {r} did not complete (see {logs}/logs)")
 
 
-def curate(cfg: Config, out_dir: Path, log=None, resume: bool = False, logs_dir: Path | None = None) -> dict:
+def curate(
+    cfg: Config, out_dir: Path, log=None, resume: bool = False, logs_dir: Path | None = None, progress=None
+) -> dict:
     """Run the four steps into `out_dir` (kept/, excluded/, contamination.md/.csv); returns counters and the table.
 
     datatrove's task logs and completion markers go to `logs_dir` (default: inside the work directory, removed at the
-    end); the stage keeps them under RUN/logs/curate-datatrove/.
+    end); the stage keeps them under RUN/logs/curate-datatrove/. `progress(total=4)` shows the steps
+    (StageContext.progress).
     """
     if not cfg.sources:
         raise ValueError("curate: no sources (give --input PATH or curate.sources in the recipe)")
@@ -700,6 +703,7 @@ def curate(cfg: Config, out_dir: Path, log=None, resume: bool = False, logs_dir:
     if cfg.decontam.active and not (work / "benchmarks.json").exists():
         _save_bench_cache(work, load_benchmarks(cfg.decontam))
     timings = {}
+    view = progress(total=4, unit="step") if progress else None
     for name, step, n in (
         ("scan", ScanStep(cfg, str(work)), tasks),
         ("plan", PlanStep(cfg, str(work), tasks), 1),
@@ -707,10 +711,16 @@ def curate(cfg: Config, out_dir: Path, log=None, resume: bool = False, logs_dir:
         ("merge", MergeStep(str(work), str(out_dir), tasks), cfg.shards),
     ):
         t = time.time()
+        if view:
+            view.update(0, now=name)
         _execute(cfg, step, n, logs / name, resume)
         timings[name] = round(time.time() - t, 3)
+        if view:
+            view.update(1, now=None, **{name: f"{timings[name]:.1f}s"})
         if log:
             log.info("curate step %s done in %.1fs", name, timings[name])
+    if view:
+        view.close()
     result = _summarise(cfg, work, tasks)
     result["quality_by_source"] = quality_by_source(cfg)
     result["timings_s"] = {**timings, "total": round(time.time() - t0, 3)}
@@ -836,6 +846,7 @@ def run(cfg: Config, ctx):
         log=ctx.log,
         resume=getattr(ctx, "resuming", False),
         logs_dir=ctx.run_dir / "logs" / "curate-datatrove",
+        progress=ctx.progress,
     )
     c = res["counters"]
     ctx.log.info("curate: read %d, kept %d, dropped %s", c["read"], c["kept"], c["dropped"])
@@ -853,7 +864,25 @@ def run(cfg: Config, ctx):
             # which gates applied to which source's documents (sources not listed: config.quality)
             "quality_by_source": res["quality_by_source"],
         },
+        summary=curate_summary(c),
     )
+
+
+def curate_summary(c: dict) -> list[str]:
+    """Kept and dropped documents, the drops by reason (largest first)."""
+    read, kept = c["read"], c["kept"]
+    reasons = sorted(c["dropped"].items(), key=lambda kv: (-kv[1], kv[0]))
+    lines = [
+        f"kept {kept:,} of {read:,} documents ({kept / read:.1%})" if read else "read no documents",
+        "dropped: " + (", ".join(f"{k} {v:,}" for k, v in reasons[:6]) if reasons else "none"),
+    ]
+    if len(reasons) > 6:  # the full list is in the record and the report
+        lines[-1] += f", and {sum(v for _, v in reasons[6:]):,} documents for {len(reasons) - 6} other reasons"
+    if c.get("tokens_read"):
+        lines.append(
+            f"words kept {c['tokens_kept']:,} of {c['tokens_read']:,} ({c['tokens_kept'] / c['tokens_read']:.1%})"
+        )
+    return lines
 
 
 def plan(cfg: Config, ctx) -> list[str]:

@@ -183,7 +183,7 @@ def run(cfg: Config, ctx) -> StageResult:
         sample = sample_texts(files, cfg, ctx.seed, bad.append)
         if not sample:  # the whole input was read: nothing valid in the train split
             _no_documents(files, bad, out / "quarantine.jsonl")
-        tok = train_tokenizer(sample, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency)
+        tok = train_tokenizer(sample, cfg.vocab_size, cfg.min_frequency, show_progress=ctx.on_terminal)
         tok_info = {"trained": True, "sample_docs": len(sample), "sample_chars": sum(map(len, sample))}
         del sample
     else:
@@ -211,7 +211,7 @@ def run(cfg: Config, ctx) -> StageResult:
         shard_tokens=cfg.shard_tokens,
         workers=cfg.workers,
         batch_bytes=cfg.batch_bytes,
-        progress=lambda it: ctx.progress(it, desc="tokenize"),
+        progress=lambda it: ctx.progress(it, desc="encode + write shards", unit="batch"),
         long_chars=cfg.long_doc_chars,
         state_path=state_path,
     )
@@ -242,7 +242,14 @@ def run(cfg: Config, ctx) -> StageResult:
         ctx.log.warning("quarantined %d malformed records -> %s", len(quarantined), q_path)
     for s, v in index["sources"].items():
         if cfg.val_fraction > 0 and v["val"]["n_docs"] == 0:
-            ctx.log.warning("source %s has no val documents (only %d documents)", s, v["train"]["n_docs"])
+            ctx.warn("no_val_documents", f"source {s} has no held-out documents (only {v['train']['n_docs']} in all)")
+    vocab = tok.get_vocab_size()
+    if cfg.tokenizer == "train" and vocab < cfg.vocab_size:
+        ctx.warn(
+            "vocab_smaller_than_asked",
+            f"asked for {cfg.vocab_size:,} vocabulary entries, the text supported {vocab:,} "
+            f"(BPE ran out of pairs seen {cfg.min_frequency}+ times in {tok_info['sample_chars']:,} characters)",
+        )
 
     total_bytes = sum(v[sp]["n_bytes"] for v in index["sources"].values() for sp in ("train", "val"))
     counters = {
@@ -260,7 +267,7 @@ def run(cfg: Config, ctx) -> StageResult:
         "bytes_per_token": index["bytes_per_token"],
         "bytes_per_token_on": index["bytes_per_token_on"],
         "bytes_per_token_per_source": {s: bpt("val", s) for s in index["sources"]},
-        "vocab_size": tok.get_vocab_size(),
+        "vocab_size": vocab,
         "tokenizer_seconds": round(t_tok, 2),
         "shard_seconds": round(t_shards, 2),
         # CPU seconds (all threads): tokenizer sampling + training, and the shard pass (read, encode, write)
@@ -271,6 +278,14 @@ def run(cfg: Config, ctx) -> StageResult:
     }
     extra = {"tokenizer": {**describe(tok), **tok_info, "eot_id": eot}, "dtype": index["dtype"]}
     ctx.log.info("tokenize done: %s tokens, %.2f bytes/token", counters["tokens"], index["bytes_per_token"])
+    split_tokens = {sp: sum(v[sp] for v in counters["tokens"].values()) for sp in ("train", "val")}
+    asked = f" (asked {cfg.vocab_size:,})" if cfg.tokenizer == "train" and vocab != cfg.vocab_size else ""
+    summary = [
+        f"vocabulary {vocab:,}{asked}; {split_tokens['train']:,} train + {split_tokens['val']:,} held-out tokens "
+        f"from {counters['documents']:,} documents in {counters['shards']} shard(s)",
+        f"{index['bytes_per_token']:.2f} bytes per token on {index['bytes_per_token_on']} text"
+        + (f"; {len(quarantined):,} malformed records quarantined" if quarantined else ""),
+    ]
     return StageResult(
         outputs={
             "tokenizer": out / "tokenizer.json",
@@ -283,4 +298,5 @@ def run(cfg: Config, ctx) -> StageResult:
         counters=counters,
         metrics=metrics,
         extra=extra,
+        summary=summary,
     )

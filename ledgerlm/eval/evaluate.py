@@ -70,6 +70,7 @@ def score_gsm8k(
     batch_size: int = 16,
     seed: int = g8.FEWSHOT_SEED,
     mode: str = "chat",
+    progress: Callable | None = None,
 ) -> dict:
     if shots and train is None:
         raise ValueError("gsm8k few-shot needs the train split (few-shot pool)")
@@ -79,7 +80,7 @@ def score_gsm8k(
     prompts = [g8.build_prompt(it.question, sampler.sample(shots) if sampler else ()) for it in task.items]
     t0 = time.perf_counter()
     gen_stats: dict = {}
-    outs = greedy_generate(lm, prompts, max_new_tokens, g8.STOP_STRINGS, batch_size, mode=mode, stats=gen_stats)
+    outs = greedy_generate(lm, prompts, max_new_tokens, g8.STOP_STRINGS, batch_size, mode=mode, stats=gen_stats, progress=progress)
     seconds = time.perf_counter() - t0
     records, strict, flexible = [], [], []
     for it, out in zip(task.items, outs):
@@ -150,21 +151,28 @@ def evaluate(
         if name in GENERATIVE:
             train = load_task(name, data_dir=data_dir, split="train") if any(gsm8k_shots) else None
             for k in gsm8k_shots:
+                shown = _named(progress, f"{name} {k}-shot")
                 r = score_gsm8k(
-                    lm, task, k, train, gsm8k_max_new_tokens, batch_size=max(1, batch_size // 2), mode=gsm8k_generation
+                    lm, task, k, train, gsm8k_max_new_tokens, batch_size=max(1, batch_size // 2), mode=gsm8k_generation,
+                    progress=shown,
                 )
                 if r["truncated_prompts"]:
                     say(f"{name} {k}-shot: {r['truncated_prompts']} prompt(s) left-truncated to fit max_length")
                 out["tasks"][f"{name}_{k}shot"] = r
                 say(f"{name} {k}-shot: {_fmt_metrics(r['metrics'])} ({r['items_per_s']} items/s)")
         else:
-            r = score_loglikelihood_task(lm, task, batch_size, progress)
+            r = score_loglikelihood_task(lm, task, batch_size, _named(progress, name))
             out["tasks"][name] = r
             say(f"{name}: {_fmt_metrics(r['metrics'])} ({r['items_per_s']} items/s)")
     six = [out["tasks"][t]["metrics"][HEADLINE[t]] for t in SIX_TASKS if t in out["tasks"]]
     if len(six) == len(SIX_TASKS):
         out["six_task_mean"] = {**mean_of_scores(six), "metrics": HEADLINE}
     return out
+
+
+def _named(progress: Callable | None, name: str) -> Callable | None:
+    """The progress callable, showing the task's name instead of the loop's."""
+    return (lambda it, total=None, desc=None: progress(it, total=total, desc=name, unit="batch")) if progress else None
 
 
 def _fmt_metrics(m: dict) -> str:

@@ -480,6 +480,7 @@ def greedy_generate(
     batch_size: int = 16,
     mode: str = "chat",
     stats: dict | None = None,
+    progress: Callable | None = None,
 ) -> list[str]:
     """Greedy continuation of each prompt, cut at the first stop string (lm-eval's `until`, plus the EOS text).
 
@@ -512,7 +513,8 @@ def greedy_generate(
     else:
         order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
     texts: list[str | None] = [None] * len(enc)
-    for s in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    for s in progress(starts, total=len(starts), desc="generate") if progress else starts:
         idx = order[s : s + batch_size]
         outs = _generate_batch(lm, [enc[i] for i in idx], max_new_tokens, stops, lmeval=mode == "lm-eval")
         for i, o in zip(idx, outs):

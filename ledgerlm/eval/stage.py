@@ -144,17 +144,78 @@ def run(cfg: Config, ctx):
     atomic_write_text(ctx.out_dir / "results.md", md)
     counters = {f"{t}.n": r["n"] for t, r in results["tasks"].items()}
     counters.update({f"{t}.quarantined": r["n_quarantined"] for t, r in results["tasks"].items()})
+    metrics = summary_metrics(results)
+    ctx.tracker.log({k: v for k, v in metrics.items() if isinstance(v, float)}, 0)
+    for task, message in chance_warnings(results):
+        ctx.warn("eval_at_chance", f"{task}: {message}")
     return StageResult(
         outputs={"results": ctx.out_dir / "results.json", "report": ctx.out_dir / "results.md"},
         counters=counters,
-        metrics=summary_metrics(results),
+        metrics=metrics,
         extra={
             "model": results["model"],
             "limit": cfg.limit,
             "items_per_s": {t: r["items_per_s"] for t, r in results["tasks"].items()},
             "references": load_references(cfg.references),  # reported, not re-run: shown beside our rows
         },
+        summary=results_table(results),
     )
+
+
+def _pct(name: str) -> bool:
+    return name.startswith(("acc", "exact_match"))
+
+
+def results_table(results: dict) -> list[str]:
+    """The terminal's results table: one row per task and metric, with its stderr, 95% CI and n."""
+    rows = [("task", "metric", "value", "stderr", "95% CI", "n")]
+    for t, r in results["tasks"].items():
+        for m, v in r["metrics"].items():
+            f = (lambda x: f"{x:.1%}") if _pct(m) else (lambda x: f"{x:.3g}")
+            lo, hi = v["ci95"]
+            rows.append((t, m, f(v["value"]), f(v["stderr"]), f"{f(lo)}-{f(hi)}", f"{r['n']:,}"))
+    if "six_task_mean" in results:
+        sm = results["six_task_mean"]
+        rows.append(("six-task mean", "", f"{sm['value']:.1%}", f"{sm['stderr']:.1%}", "", f"{sm['n']:,}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    table = [
+        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows
+    ]
+    return [f"evaluated {results['model']}", *table]
+
+
+def chance_rate(task: dict) -> float:
+    """Expected accuracy of guessing: 1/choices averaged over items (multiple choice); 0 for open answers."""
+    lls = [rec["ll"] for rec in task["items"] if "gold" in rec and rec.get("ll")]
+    return sum(1 / len(x) for x in lls) / len(lls) if lls else 0.0
+
+
+def chance_warnings(results: dict) -> list[tuple[str, str]]:
+    """(task, message) for each task where no 0/1 metric is better than chance: a one-sided binomial test against
+    the task's chance rate (multiple choice), or no correct answer at all (open answers, where chance is ~0)."""
+    from scipy.stats import binomtest
+
+    from ledgerlm.ledger import WARN_P
+
+    out = []
+    for t, r in results["tasks"].items():
+        chance = chance_rate(r)
+        scores = {m: v for m, v in r["metrics"].items() if _pct(m) and v.get("n")}
+        if not scores:
+            continue
+        verdicts = []
+        for m, v in scores.items():
+            k, n = round(v["value"] * v["n"]), v["n"]
+            p = float(binomtest(k, n, chance, alternative="greater").pvalue) if chance > 0 else (1.0 if k == 0 else 0.0)
+            verdicts.append((p, m, k, n))
+        p, m, k, n = min(verdicts)
+        if p >= WARN_P:
+            if chance > 0:
+                why = f"one-sided binomial p = {p:.2g} >= {WARN_P}"
+                out.append((t, f"{m} {k / n:.1%} ({k}/{n}) is not better than chance {chance:.1%} ({why})"))
+            else:
+                out.append((t, f"no item answered correctly ({m} 0/{n}): the model is at chance on this task"))
+    return out
 
 
 def plan(cfg: Config, ctx) -> list[str]:
@@ -218,14 +279,21 @@ def direct_main(args) -> int | None:
     cfg = from_dict(Config, raw, prefix="eval")
     if cfg.model in ("auto", *MODEL_STAGES):
         raise ConfigError("eval.model", "with --out FILE.json give --model a model folder (or A,B for an ensemble)")
+    from ledgerlm.progress import Progress, say
+
+    def progress(it, total=None, desc=None, unit="batch"):
+        return Progress(it, total, f"[eval] {desc}", unit=unit)
+
     try:
-        results, md = _evaluate(cfg, [m.strip() for m in cfg.model.split(",") if m.strip()], "auto")
+        results, md = _evaluate(cfg, [m.strip() for m in cfg.model.split(",") if m.strip()], "auto", progress=progress)
     except TaskDataError as e:
         raise ConfigError("eval.data_dir", str(e)) from None
     out = Path(out)
     atomic_write_json(out, results)
     atomic_write_text(out.with_suffix(".md"), md)
     print(md)
+    for task, message in chance_warnings(results):
+        say(f"warning [eval] eval_at_chance: {task}: {message}")
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
 

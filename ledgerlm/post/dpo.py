@@ -44,6 +44,7 @@ from ledgerlm.post.preference import (
     check_pair_config,
     data_hash,
     encode_pair,
+    heldout_summary,
     load_split,
     pad_batch,
     sequence_logps,
@@ -263,7 +264,10 @@ def run(cfg: Config, ctx):
     queue: list[int] = []
     t0 = time.time()
     first = last = {}
-    with MetricsLog(out / "metrics.jsonl") as mlog:
+    with (
+        MetricsLog(out / "metrics.jsonl") as mlog,
+        ctx.steps(total, show=("loss", "reward_acc", "heldout_acc")) as view,
+    ):
         for step in range(total):
             idx = []
             while len(idx) < cfg.batch_size:
@@ -316,6 +320,7 @@ def run(cfg: Config, ctx):
             first = first or rec
             last = rec
             mlog.write(rec)
+            view.log(rec)
 
     final = evaluate()
     n_ho = len(held)
@@ -349,4 +354,5 @@ def run(cfg: Config, ctx):
             "ref_seconds": round(ref_seconds, 3),
         },
         extra={"init_model": str(init_dir), "loss": cfg.loss, "beta": cfg.beta},
+        summary=heldout_summary(ctx, "DPO", heldout, n_ho, ("reference model", init_logp_acc)),
     )

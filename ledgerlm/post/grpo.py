@@ -375,11 +375,15 @@ def agg_weight(mask: torch.Tensor, agg: str) -> float:
 
 
 @torch.no_grad()
-def greedy_exact_match(model, sampler: Sampler, problems, cfg: Config, device) -> tuple[list[bool], float, list[str]]:
-    """Greedy completions for `problems` -> (correct per problem, truncation rate, texts)."""
+def greedy_exact_match(
+    model, sampler: Sampler, problems, cfg: Config, device, progress=None
+) -> tuple[list[bool], float, list[str]]:
+    """Greedy completions for `problems` -> (correct per problem, truncation rate, texts). `progress` wraps the
+    loop over batches (StageContext.progress)."""
     correct, trunc, texts = [], 0, []
     max_new = cfg.eval_max_new_tokens or cfg.max_new_tokens
-    for i in range(0, len(problems), cfg.eval_batch_size):
+    batches = range(0, len(problems), cfg.eval_batch_size)
+    for i in progress(batches) if progress else batches:
         chunk = problems[i : i + cfg.eval_batch_size]
         _, tx, tr = sampler.sample(model, [sampler.prompt(p["question"]) for p in chunk], 0.0, 0, 1.0, None, max_new)
         for p, t in zip(chunk, tx):
@@ -465,7 +469,9 @@ def run(cfg: Config, ctx):
     rng = random.Random(f"rl|{ctx.seed}")
 
     t0 = time.time()
-    before, before_trunc, before_texts = greedy_exact_match(policy, sampler, held, cfg, device)
+    before, before_trunc, before_texts = greedy_exact_match(
+        policy, sampler, held, cfg, device, lambda it: ctx.progress(it, desc="held-out EM before", unit="batch")
+    )
     start = sampled_pass_at_k(policy, sampler, held[: cfg.passk_problems], cfg, gen) if cfg.passk_problems else {}
     ctx.log.info(
         "rl start: held-out EM %.3f (greedy truncation %.2f), sampled %s", sum(before) / len(held), before_trunc, start
@@ -478,15 +484,16 @@ def run(cfg: Config, ctx):
     skipped = 0
     totals = {"completions": 0, "truncated": 0, "zero_std_groups": 0, "groups": 0}
     samples = []
-    with MetricsLog(out / "metrics.jsonl") as mlog:
-        mlog.write(
-            {
-                "step": 0,
-                "heldout_em": sum(before) / len(held),
-                "heldout_truncation": before_trunc,
-                **{f"start_{k}": v for k, v in start.items()},
-            }
-        )
+    view = ctx.steps(cfg.steps, show=("reward_mean", "accuracy", "zero_std_frac"))
+    with MetricsLog(out / "metrics.jsonl") as mlog, view:
+        row0 = {
+            "step": 0,
+            "heldout_em": sum(before) / len(held),
+            "heldout_truncation": before_trunc,
+            **{f"start_{k}": v for k, v in start.items()},
+        }
+        mlog.write(row0)
+        view.log(row0)
         for step in range(cfg.steps):
             ts = time.time()
             items = []
@@ -596,6 +603,7 @@ def run(cfg: Config, ctx):
                     rec["kl"] = sum(kls) / len(kls)
             rec["step_s"] = round(time.time() - ts, 3)
             mlog.write(rec)
+            view.log(rec)
             for i in range(min(cfg.log_samples, len(texts))):
                 samples.append(
                     {
@@ -617,7 +625,9 @@ def run(cfg: Config, ctx):
             )
 
     policy.eval()
-    after, after_trunc, after_texts = greedy_exact_match(policy, sampler, held, cfg, device)
+    after, after_trunc, after_texts = greedy_exact_match(
+        policy, sampler, held, cfg, device, lambda it: ctx.progress(it, desc="held-out EM after", unit="batch")
+    )
     test = paired_exact_match(before, after)
     write_jsonl(out / "samples.jsonl", samples)
     atomic_write_json(
@@ -664,4 +674,32 @@ def run(cfg: Config, ctx):
             "seconds": round(time.time() - t0, 3),
         },
         extra={"init_model": str(init_dir)},
+        summary=rl_summary(ctx, test, totals, after_trunc),
     )
+
+
+def rl_summary(ctx, test: dict, totals: dict, truncation: float) -> list[str]:
+    """Before/after on the held-out problems with its paired test; warns when most groups gave no learning signal
+    (every sample got the same reward) or the held-out change is not significant."""
+    from ledgerlm.ledger import WARN_P
+
+    n, p = test["n"], test["p_mcnemar"]
+    zero = totals["zero_std_groups"] / max(1, totals["groups"])
+    lines = [
+        f"held-out exact match {test['before']:.1%} → {test['after']:.1%} on {n} problems "
+        f"(+{test['gained']} / -{test['lost']}, McNemar p = {p:.2g}); greedy truncation after {truncation:.0%}",
+        f"{zero:.0%} of {totals['groups']} training groups had zero reward variance (no learning signal)",
+    ]
+    if zero > 0.5:
+        ctx.warn(
+            "zero_variance_groups",
+            f"{zero:.0%} of {totals['groups']} groups gave every sample the same reward, so most steps had nothing "
+            "to learn from: size the problems to what the model can sometimes solve, or raise group_size/temperature",
+        )
+    if not p < WARN_P:
+        ctx.warn(
+            "no_significant_change",
+            f"held-out exact match {test['before']:.1%} → {test['after']:.1%} on {n} problems is not a significant "
+            f"change (McNemar p = {p:.2g} >= {WARN_P})",
+        )
+    return lines

@@ -199,7 +199,7 @@ def run(cfg: Config, ctx):
     env = MetricEnv(cfg, ctx, ctx.device, tuned_dir)
     fns = {m: metric_fn(m) for m in cfg.metrics}
     rows = []
-    for alpha in cfg.alphas:
+    for alpha in ctx.progress(cfg.alphas, desc="alphas", unit="alpha"):
         model.load_state_dict(interpolate_state(base_sd, tuned_sd, alpha))
         model.eval()
         row = {"alpha": float(alpha)}
@@ -227,4 +227,13 @@ def run(cfg: Config, ctx):
         counters={"alphas": len(rows)},
         metrics=metrics,
         extra={"rule": rule, "base": str(base_dir), "tuned": str(tuned_dir)},
+        summary=[
+            f"chose α = {best['alpha']:g} ({rule})",
+            *(
+                f"α = {r['alpha']:g}: "
+                + ", ".join(f"{m} {r[m]:.4g}" for m in cfg.metrics)
+                + ("  <- chosen" if r is best else "")
+                for r in rows
+            ),
+        ],
     )

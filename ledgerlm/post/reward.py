@@ -45,6 +45,7 @@ from ledgerlm.post.common import (
 from ledgerlm.post.preference import (
     check_pair_config,
     encode_pair,
+    heldout_summary,
     load_split,
     pad_batch,
     write_heldout,
@@ -220,15 +221,15 @@ def run(cfg: Config, ctx):
     queue: list[int] = []
     t0 = time.time()
     first = last = {}
-    with MetricsLog(out / "metrics.jsonl") as mlog:
-        mlog.write(
-            {
-                "step": 0,
-                "heldout_acc": init_eval["acc"],
-                "heldout_margin": init_eval["margin"],
-                "heldout_abs_margin": init_eval["abs_margin"],
-            }
-        )
+    with MetricsLog(out / "metrics.jsonl") as mlog, ctx.steps(total, show=("loss", "acc", "heldout_acc")) as view:
+        row0 = {
+            "step": 0,
+            "heldout_acc": init_eval["acc"],
+            "heldout_margin": init_eval["margin"],
+            "heldout_abs_margin": init_eval["abs_margin"],
+        }
+        mlog.write(row0)
+        view.log(row0)
         for step in range(total):
             idx = []
             while len(idx) < cfg.batch_size:
@@ -271,6 +272,7 @@ def run(cfg: Config, ctx):
             first = first or rec
             last = rec
             mlog.write(rec)
+            view.log(rec)
 
     final = evaluate()
     n_ho = len(enc_ho)
@@ -302,6 +304,7 @@ def run(cfg: Config, ctx):
             "final_loss": last.get("loss"),
         },
         extra={"init_model": str(init_dir)},
+        summary=heldout_summary(ctx, "reward model", heldout, n_ho, ("before training", init_eval["acc"])),
     )
 
 

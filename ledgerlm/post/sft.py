@@ -438,7 +438,10 @@ def run(cfg: Config, ctx):
             ckpt_dir, done, model.state_dict(), opt.state_dict(), state, extra, keep_last=cfg.keep_ckpts
         )
 
-    with mlog:
+    view = ctx.steps(total, start=start, show=("loss", "val_loss", "tok_s"))
+    if latest is None and val:
+        ctx.tracker.log({"val_loss": initial}, 0)
+    with mlog, view:
         for step in range(start, total):
             batch_rows = []
             while len(batch_rows) < cfg.batch_size:
@@ -467,6 +470,7 @@ def run(cfg: Config, ctx):
             if not math.isfinite(last_loss):
                 raise FloatingPointError(f"sft: loss is {last_loss} at step {step + 1}")
             mlog.write(rec)
+            view.log(rec)
             # not at the last step: the model is saved right below, and a kill before that redoes the last few steps
             if (step + 1) % ckpt_every == 0 and step + 1 < total:
                 save(step + 1)
@@ -506,4 +510,12 @@ def run(cfg: Config, ctx):
             "train_seconds": round(time.time() - t0, 2),
         },
         extra={"base_model": str(base_dir), "resumed_from_step": start},
+        summary=[
+            (
+                f"held-out assistant loss {initial:.3f} → {final:.3f} on {len(val):,} conversations"
+                if val and final is not None
+                else "no held-out conversations: no validation loss"
+            )
+            + f"; train loss {first_loss:.3f} → {last_loss:.3f} over {total:,} steps, {seen_tokens:,} tokens"
+        ],
     )

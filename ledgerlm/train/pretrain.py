@@ -171,6 +171,7 @@ def train(
     log=None,
     tokenizer=None,
     info: DistInfo | None = None,
+    progress=None,  # progress(total, start=...) -> the live view of the steps (StageContext.steps); None: quiet
 ) -> dict:
     """Train (or resume) into out_dir; returns a summary dict. `source` yields token windows of cfg.seq_len."""
     log = log or logging.getLogger("ledgerlm.pretrain")
@@ -282,6 +283,7 @@ def train(
 
     metrics_f = open(metrics_path, "a") if info.is_main else None  # noqa: SIM115 - closed in finally
     tok_s_hist, mfu_hist, last_val = [], [], None
+    view = progress(steps, start=start) if progress and info.is_main else None
     try:
         for step in range(start, steps):
             t0 = time.perf_counter()
@@ -346,6 +348,8 @@ def train(
             if metrics_f:
                 metrics_f.write(json.dumps(row) + "\n")
                 metrics_f.flush()
+            if view:
+                view.log(row)
             if done % max(1, cfg.log_every) == 0 or done == steps:
                 log.info(
                     "step %d/%d loss %.4f%s lr %.2e gnorm %.3f tok/s %.0f%s",
@@ -365,6 +369,8 @@ def train(
     finally:
         if metrics_f:
             metrics_f.close()
+        if view:
+            view.close()
 
     # final weights: raw, EMA or snapshot average, chosen on validation loss unless fixed by select_final.
     # Candidates are compared on a plain (unwrapped / FSDP-gathered) copy of the model.
@@ -488,7 +494,17 @@ def run(cfg: Config, ctx):
         log=ctx.log,
         tokenizer=tok_file if tok_file.exists() else None,
         info=info,
+        progress=ctx.steps,
     )
+    rows = [json.loads(x) for x in res["metrics_path"].read_text().split("\n") if x] if info.is_main else []
+    loss = f"train loss {rows[0]['loss']:.3f} → {rows[-1]['loss']:.3f}; " if rows else ""
+    speed = f", {res['tok_s_mean']:,.0f} tokens/s" if res["tok_s_mean"] else ""
+    speed += f", MFU {res['mfu_mean']:.1%}" if res["mfu_mean"] else ""
+    summary = [
+        f"{res['steps']:,} steps, {res['tokens']:,} tokens ({res['data_epochs']:.2f} epochs), "
+        f"{res['params']:,} parameters{speed}",
+        f"{loss}validation loss {res['val_loss']:.3f} ({res['final']} weights)",
+    ]
     return StageResult(
         outputs={"model": res["model_dir"], "metrics": res["metrics_path"]},
         counters={"steps": res["steps"], "tokens": res["tokens"], "params": res["params"]},
@@ -519,4 +535,5 @@ def run(cfg: Config, ctx):
                 "optimizer": cfg.optimizer,
             },
         },
+        summary=summary,
     )
