@@ -53,6 +53,13 @@ def _tokenize(capsys, path: Path, out: Path, *extra: str) -> tuple[int, str, lis
     return rc, err, [r for _, r in iter_jsonl(q)] if q.is_file() else []
 
 
+@pytest.fixture(autouse=True)
+def _no_progress(monkeypatch):
+    """These tests read stderr for the error line alone; progress lines (also on stderr off a TTY) are tested
+    in test_progress.py."""
+    monkeypatch.setenv("LEDGERLM_PROGRESS", "off")
+
+
 def _one_line(err: str) -> str:
     lines = [ln for ln in err.split("\n") if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
