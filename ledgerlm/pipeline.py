@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ledgerlm import ledger
+from ledgerlm import hub, ledger
 from ledgerlm.config import TOP_LEVEL, ConfigError, apply_overrides, from_dict, load_raw_recipe, to_dict
 from ledgerlm.samples import SamplesConfig, sample_model
 
@@ -63,6 +63,7 @@ class Recipe:
     sections: dict[str, Any] = field(default_factory=dict)  # stage -> validated Config
     source: str | None = None  # the file it came from
     samples: SamplesConfig = field(default_factory=SamplesConfig)
+    hub_mirror: hub.HubMirror = field(default_factory=hub.HubMirror)  # Hub names served from local copies
 
     def section(self, stage: str) -> Any:
         if stage not in self.sections:
@@ -75,6 +76,7 @@ class Recipe:
             "seed": self.seed,
             "device": self.device,
             "stages": self.stages,
+            **({"hub_mirror": to_dict(self.hub_mirror)} if self.hub_mirror.path else {}),
             **{k: to_dict(v) for k, v in self.sections.items()},
         }
 
@@ -103,7 +105,8 @@ def build_recipe(raw: dict, file: str | Path | None = None, need_all: bool = Tru
         if s not in STAGES and s not in CHECKS:
             raise ConfigError(f"stages[{i}]", f"unknown stage {s!r} (known: {', '.join(STAGES)}, audit)", file)
     samples = from_dict(SamplesConfig, raw.get("samples") or {}, prefix="samples", file=file)
-    recipe = Recipe(**top, source=str(file) if file else None, samples=samples)
+    mirror = from_dict(hub.HubMirror, raw.get("hub_mirror") or {}, prefix="hub_mirror", file=file)
+    recipe = Recipe(**top, source=str(file) if file else None, samples=samples, hub_mirror=mirror)
     for name in STAGES:
         if name in raw or (need_all and name in top["stages"]):
             try:
@@ -153,13 +156,38 @@ def stage_inputs(mod: ModuleType, cfg: Any, ctx: ledger.StageContext) -> dict[st
     for name, p in declared.items():
         if isinstance(p, str) and p.startswith("hub:"):
             out[name] = {"path": p, "kind": "hub"}
+            local = hub.local_copy(p)  # with a Hub mirror, what is read is on disk: hash it (audit re-hashes it)
+            if local is not None:
+                mirror = ledger.hash_artifact(local, ctx.run_dir)
+                out[name].update(sha256=mirror["sha256"], mirror=mirror)
         else:
             out[name] = ledger.hash_artifact(Path(p), ctx.run_dir)
     return out
 
 
+def prepare_mirror(recipe: Recipe, run_dir: Path, echo=print) -> Path | None:
+    """The recipe's Hub mirror directory (None: the real Hub); a generated one is built here the first time."""
+    path = recipe.hub_mirror.resolve(run_dir)
+    if path is None:
+        return None
+    if recipe.hub_mirror.generate == "rehearsal":
+        from ledgerlm.data import rehearsal
+
+        if not rehearsal.is_built(path):
+            echo(f"[hub_mirror] generating the rehearsal's Hub repositories → {path}")
+            rehearsal.write_mirror(path)
+    elif not path.is_dir():
+        raise ConfigError("hub_mirror.path", f"directory does not exist: {path}", recipe.source)
+    return path
+
+
 def run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool = False, echo=print) -> tuple[str, dict | None]:
     """Run one stage unless its record already matches config and inputs. Returns ('ran'|'skipped', record)."""
+    with hub.using(prepare_mirror(recipe, Path(run_dir), echo)):
+        return _run_stage(recipe, stage, run_dir, force, echo)
+
+
+def _run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool, echo) -> tuple[str, dict | None]:
     run_dir = Path(run_dir)
     mod = stage_module(stage)
     cfg = recipe.section(stage)
