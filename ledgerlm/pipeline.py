@@ -366,6 +366,8 @@ def _hub_reachable() -> bool:
 def _check_note(p, run_dir: Path) -> str:
     """What `plan` could verify about one input: a Hub dataset/model exists, a local path exists."""
     if isinstance(p, str) and p.startswith("hub:"):
+        if hub.mirror() is not None:
+            return f"  [in the Hub mirror {hub.mirror()}]" if hub.local_copy(p) else "  [NOT in the Hub mirror]"
         if not _hub_reachable():
             return "  [not checked: the Hugging Face Hub is unreachable from here]"
         name = p[4:].split("[")[0]
@@ -389,6 +391,18 @@ def plan_lines(recipe: Recipe, run_dir: Path) -> list[str]:
         f"recipe {recipe.name!r} ({recipe.source}) seed={recipe.seed} device={resolve_device(recipe.device)}",
         f"run directory: {run_dir}",
     ]
+    mirror = recipe.hub_mirror.resolve(run_dir)
+    if mirror is not None:
+        built = mirror.is_dir()
+        lines.append(f"Hub names are read from the mirror {mirror}" + ("" if built else " (made when the run starts)"))
+        if built:
+            with hub.using(mirror):
+                return lines + _plan_stages(recipe, run_dir)
+    return lines + _plan_stages(recipe, run_dir)
+
+
+def _plan_stages(recipe: Recipe, run_dir: Path) -> list[str]:
+    lines = []
     for i, stage in enumerate(recipe.stages, 1):
         if stage in CHECKS:
             lines.append(f"{i:2d}. {stage}: re-hash every recorded artifact and check the chain")

@@ -318,6 +318,16 @@ def test_rehearsal_runs_every_stage_offline_and_its_audit_passes(tmp_path):
     assert [t["content"] for t in tok["added_tokens"][:3]] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     assert records["tokenize"]["inputs"]["tokenizer"]["mirror"]["kind"] == "dir"  # the mirrored repo, hashed
 
+    # both phases ran: the anneal mixture drew from all four sources
+    drawn = records["pretrain"]["extra"]["loader"]["drawn"]
+    assert sorted(drawn) == sorted(sources) and all(sum(v.values()) > 0 for v in drawn.values()), drawn
+    assert records["pretrain"]["counters"]["tokens"] == load_recipe(REHEARSAL).section("pretrain").tokens
+    # SFT on smol-smoltalk's messages, GRPO on GSM8K's train split: both read from the mirror by their Hub names
+    assert records["sft"]["inputs"]["data"]["path"] == "hub:HuggingFaceTB/smol-smoltalk"
+    assert records["sft"]["counters"]["quarantined"] == 0 and records["sft"]["counters"]["steps"] > 0
+    assert records["rl"]["inputs"]["task"]["mirror"]["kind"] == "dir"
+    assert records["rl"]["counters"]["rows"] == rehearsal.N["gsm8k_train"]
+
     results = json.loads((run / "eval" / "results.json").read_text())
     assert set(load_recipe(REAL).section("eval").tasks) <= set(json.dumps(results).split('"'))
     assert (run / "report" / "report.html").is_file()
