@@ -156,10 +156,13 @@ def stage_inputs(mod: ModuleType, cfg: Any, ctx: ledger.StageContext) -> dict[st
     for name, p in declared.items():
         if isinstance(p, str) and p.startswith("hub:"):
             out[name] = {"path": p, "kind": "hub"}
-            local = hub.local_copy(p)  # with a Hub mirror, what is read is on disk: hash it (audit re-hashes it)
-            if local is not None:
+            local = hub.local_copy(p)  # read from a Hub mirror
+            generated = getattr(getattr(ctx.recipe, "hub_mirror", None), "generate", "")
+            if local is not None and generated:  # small and made by us: hashed like any input, re-hashed by audit
                 mirror = ledger.hash_artifact(local, ctx.run_dir)
                 out[name].update(sha256=mirror["sha256"], mirror=mirror)
+            elif local is not None:  # a real mirror may hold terabytes: recorded by path, as the Hub is by name
+                out[name]["mirror_path"] = str(local)
         else:
             out[name] = ledger.hash_artifact(Path(p), ctx.run_dir)
     return out
