@@ -180,8 +180,14 @@ def main() -> int:
             f"| {engine} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['load']} | {r['kept']} / {r['read']} | {eq} |"
         )
     body = "\n".join(rows)
-    body += "\n\nCommands (from the work directory's layout; `--out` is the run directory):\n\n"
-    body += "\n".join(f"- {e}: `{r['command']}`" for e, r in results.items())
+    body += (
+        "\n\nData: the rehearsal's Hub mirror made into local Parquet copies as docs/recipes.md says (4 sources, "
+        f"{ref['read'] if ref else '?'} documents). CPU is this process's children: the whole run for the local "
+        "executor, only the driver for Ray and Slurm (their tasks run in processes the cluster starts: compare wall "
+        "times). Each of the 4 curate steps is a new Ray task set or Slurm job array whose workers start Python "
+        "afresh. Commands ($W = the work directory, with hub/ and data/):\n\n"
+    )
+    body += "\n".join(f"- {e}: `{r['command'].replace(str(out), '$W')}`" for e, r in results.items())
     if ref:
         body += "\n\nOutput sha256 (every engine): " + ", ".join(f"{k} {v[:12]}…" for k, v in ref["outputs"].items())
     print(body)
