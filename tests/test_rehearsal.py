@@ -331,3 +331,44 @@ def test_rehearsal_runs_every_stage_offline_and_its_audit_passes(tmp_path):
     results = json.loads((run / "eval" / "results.json").read_text())
     assert set(load_recipe(REAL).section("eval").tasks) <= set(json.dumps(results).split('"'))
     assert (run / "report" / "report.html").is_file()
+
+
+# ----------------------------------------------------------------------------- what the rehearsal found, one by one
+
+
+def test_malformed_records_with_several_output_shards(tmp_path):
+    """An empty or broken record crashed curation whenever curate.shards > 1 (its id is 'bad-<hex>')."""
+    from ledgerlm.cli import main
+
+    good = " ".join(f"word{i} is part of a plain sentence about the harbor and the boats." for i in range(12))
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"text": good}) + "\n{broken\n" + json.dumps({"text": ""}) + "\n", encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["curate", "--input", f"s={src}", "--out", str(run), "shards=4", "executor.workers=1"]) == 0
+    counters = json.loads((run / "ledger" / "curate.json").read_text())["counters"]
+    malformed = {k: v for k, v in counters["dropped"].items() if k.startswith("malformed:")}
+    assert malformed == {"malformed:json": 1, "malformed:empty": 1} and counters["read"] == 3
+    excluded = "".join(p.read_text() for p in (run / "curate" / "excluded").glob("*.jsonl"))
+    assert excluded.count('"malformed:') == 2
+
+
+def test_text_field_list_joins_just_those_fields(tmp_path):
+    """OpenR1-Math-220k: "problem,solution,generations", not "*" (whose `messages` repeat a generation verbatim)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ledgerlm.data.sources import SourceSpec, iter_records
+
+    row = rehearsal.reasoning_rows()[0]
+    pq.write_table(
+        pa.Table.from_pylist([row], schema=rehearsal.SCHEMAS["open-r1/OpenR1-Math-220k"]), tmp_path / "r.parquet"
+    )
+    spec = SourceSpec(name="r", path=str(tmp_path / "r.parquet"), text_field="problem,solution,generations")
+    (rec,) = list(iter_records(spec))
+    assert rec.text == "\n".join([row["problem"], row["solution"], *row["generations"]])
+    assert rec.text.count(row["generations"][0]) == 1
+    (star,) = list(iter_records(SourceSpec(name="r", path=str(tmp_path / "r.parquet"), text_field="*")))
+    assert star.text.count(row["generations"][0]) == 2  # what made every document a 10-gram repeat
+    bad = SourceSpec(name="r", path=str(tmp_path / "r.parquet"), text_field="problem,nope")
+    with pytest.raises(ValueError, match="no column 'nope'"):
+        list(iter_records(bad))
