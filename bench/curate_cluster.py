@@ -72,19 +72,21 @@ def overrides(mirror: Path, data: Path, kind: str, tasks: int) -> list[str]:
     return out
 
 
-def run_curate(recipe: str, run_dir: Path, overrides: list[str], env: dict | None = None) -> dict:
-    """`ledgerlm curate --recipe RECIPE --out RUN_DIR OVERRIDES...` -> {outputs, wall_s, cpu_s, load}."""
-    shutil.rmtree(run_dir, ignore_errors=True)
-    cmd = [sys.executable, "-m", "ledgerlm", "curate", "--recipe", recipe, "--out", str(run_dir), *overrides]
+def run_curate(recipe: str, cwd: Path, run_dir: str, overrides: list[str], env: dict | None = None) -> dict:
+    """`ledgerlm curate --recipe RECIPE --out RUN_DIR OVERRIDES...` in `cwd` -> {outputs, wall_s, cpu_s, load}.
+
+    RUN_DIR is relative, as users write it: Ray's workers, which start elsewhere, once failed on that."""
+    shutil.rmtree(cwd / run_dir, ignore_errors=True)
+    cmd = [sys.executable, "-m", "ledgerlm", "curate", "--recipe", recipe, "--out", run_dir, *overrides]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
-    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     wall = time.time() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    rec = json.loads((run_dir / "ledger" / "curate.json").read_text())
+    rec = json.loads((cwd / run_dir / "ledger" / "curate.json").read_text())
     return {
         "outputs": {k: v["sha256"] for k, v in rec["outputs"].items()},
         "kept": rec["counters"]["kept"],
@@ -138,11 +140,11 @@ def slurm_up() -> bool:
 def run_engine(engine: str, out: Path, tasks: int) -> dict:
     mirror, data = local_copies(out)
     if engine == "local":
-        return run_curate("curate-slurm", out / "run-local", overrides(mirror, data, "local", tasks))
+        return run_curate("curate-slurm", out, "run-local", overrides(mirror, data, "local", tasks))
     if engine == "slurm":
-        return run_curate("curate-slurm", out / "run-slurm", overrides(mirror, data, "slurm", tasks))
+        return run_curate("curate-slurm", out, "run-slurm", overrides(mirror, data, "slurm", tasks))
     with ray_head(os.cpu_count() or 2) as address:
-        r = run_curate("curate-ray", out / "run-ray", overrides(mirror, data, "ray", tasks), {"RAY_ADDRESS": address})
+        r = run_curate("curate-ray", out, "run-ray", overrides(mirror, data, "ray", tasks), {"RAY_ADDRESS": address})
     if address not in r["output"]:  # ray.init() says which cluster it joined: ours, not one it started itself
         raise RuntimeError(f"the Ray driver did not report joining {address}:\n{r['output'][-2000:]}")
     return r
@@ -185,7 +187,7 @@ def main() -> int:
         f"{ref['read'] if ref else '?'} documents). CPU is this process's children: the whole run for the local "
         "executor, only the driver for Ray and Slurm (their tasks run in processes the cluster starts: compare wall "
         "times). Each of the 4 curate steps is a new Ray task set or Slurm job array whose workers start Python "
-        "afresh. Commands ($W = the work directory, with hub/ and data/):\n\n"
+        "afresh. Commands, run in $W (the work directory, with hub/ and data/):\n\n"
     )
     body += "\n".join(f"- {e}: `{r['command'].replace(str(out), '$W')}`" for e, r in results.items())
     if ref:

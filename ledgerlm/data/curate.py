@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -701,9 +701,12 @@ def curate(cfg: Config, out_dir: Path, log=None, resume: bool = False, logs_dir:
     if not cfg.sources:
         raise ValueError("curate: no sources (give --input PATH or curate.sources in the recipe)")
     quality_configs(cfg)  # a bad per-source gate override fails here, before anything is written
-    out_dir = Path(out_dir)
+    # absolute paths: Ray's workers do not start in this directory (a relative --out failed there)
+    out_dir = Path(out_dir).resolve()
+    if cfg.executor.kind == "ray":
+        cfg = replace(cfg, sources=[replace(s, path=s.path and os.path.abspath(s.path)) for s in cfg.sources])
     work = out_dir / ".work"
-    logs = Path(logs_dir) if logs_dir is not None else work / "logs"
+    logs = Path(logs_dir).resolve() if logs_dir is not None else work / "logs"
     for d in (work, logs):
         if not resume and d.exists():
             shutil.rmtree(d)
