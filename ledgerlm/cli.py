@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ledgerlm import __version__, ledger
-from ledgerlm.config import ConfigError, apply_overrides, load_raw_recipe, parse_override, to_dict
+from ledgerlm.config import TOP_LEVEL, ConfigError, apply_overrides, load_raw_recipe, parse_override, to_dict
 from ledgerlm.io import atomic_write_json
 from ledgerlm.pipeline import (
     STAGES,
@@ -116,7 +116,7 @@ def _stage_recipe(args, stage: str):
     over = []
     for o in args.overrides:
         parts, value = parse_override(o)
-        if parts[0] != stage and parts[0] not in STAGES and parts[0] not in ("seed", "device", "name"):
+        if parts[0] != stage and parts[0] not in STAGES and parts[0] not in TOP_LEVEL:
             parts = [stage, *parts]  # keys may be given relative to the stage's own section
         over.append((parts, value))
     raw = apply_overrides(raw, dict((".".join(p), v) for p, v in over))

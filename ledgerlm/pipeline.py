@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ledgerlm import ledger
+from ledgerlm import hub, ledger
 from ledgerlm.config import TOP_LEVEL, ConfigError, apply_overrides, coerce, from_dict, load_raw_recipe, to_dict
 from ledgerlm.device import resolve_device
 from ledgerlm.progress import LoggingConfig, divert_stderr, fmt_duration, say
@@ -62,6 +62,7 @@ class Recipe:
     source: str | None = None  # the file it came from
     samples: SamplesConfig = field(default_factory=SamplesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)  # progress display and metric tracking
+    hub_mirror: hub.HubMirror = field(default_factory=hub.HubMirror)  # Hub names served from local copies
 
     def section(self, stage: str) -> Any:
         if stage not in self.sections:
@@ -75,6 +76,7 @@ class Recipe:
             "device": self.device,
             "stages": self.stages,
             "logging": to_dict(self.logging),
+            **({"hub_mirror": to_dict(self.hub_mirror)} if self.hub_mirror.path else {}),
             **{k: to_dict(v) for k, v in self.sections.items()},
         }
 
@@ -102,7 +104,8 @@ def build_recipe(raw: dict, file: str | Path | None = None, need_all: bool = Tru
             raise ConfigError(f"stages[{i}]", f"unknown stage {s!r} (known: {', '.join(STAGES)}, audit)", file)
     samples = from_dict(SamplesConfig, raw.get("samples") or {}, prefix="samples", file=file)
     logging_cfg = from_dict(LoggingConfig, raw.get("logging") or {}, prefix="logging", file=file)
-    recipe = Recipe(**top, source=str(file) if file else None, samples=samples, logging=logging_cfg)
+    mirror = from_dict(hub.HubMirror, raw.get("hub_mirror") or {}, prefix="hub_mirror", file=file)
+    recipe = Recipe(**top, source=str(file) if file else None, samples=samples, hub_mirror=mirror, logging=logging_cfg)
     for name in STAGES:
         if name in raw or (need_all and name in top["stages"]):
             recipe.sections[name] = from_dict(stage_module(name).Config, raw.get(name) or {}, prefix=name, file=file)
@@ -158,13 +161,41 @@ def stage_inputs(mod: ModuleType, cfg: Any, ctx: ledger.StageContext) -> dict[st
     for name, p in declared.items():
         if isinstance(p, str) and p.startswith("hub:"):
             out[name] = {"path": p, "kind": "hub"}
+            local = hub.local_copy(p)  # read from a Hub mirror
+            generated = getattr(getattr(ctx.recipe, "hub_mirror", None), "generate", "")
+            if local is not None and generated:  # small and made by us: hashed like any input, re-hashed by audit
+                mirror = ledger.hash_artifact(local, ctx.run_dir)
+                out[name].update(sha256=mirror["sha256"], mirror=mirror)
+            elif local is not None:  # a real mirror may hold terabytes: recorded by path, as the Hub is by name
+                out[name]["mirror_path"] = str(local)
         else:
             out[name] = ledger.hash_artifact(Path(p), ctx.run_dir)
     return out
 
 
+def prepare_mirror(recipe: Recipe, run_dir: Path, echo=print) -> Path | None:
+    """The recipe's Hub mirror directory (None: the real Hub); a generated one is built here the first time."""
+    path = recipe.hub_mirror.resolve(run_dir)
+    if path is None:
+        return None
+    if recipe.hub_mirror.generate == "rehearsal":
+        from ledgerlm.data import rehearsal
+
+        if not rehearsal.is_built(path):
+            echo(f"[hub_mirror] generating the rehearsal's Hub repositories → {path}")
+            rehearsal.write_mirror(path)
+    elif not path.is_dir():
+        raise ConfigError("hub_mirror.path", f"directory does not exist: {path}", recipe.source)
+    return path
+
+
 def run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool = False, echo=print) -> tuple[str, dict | None]:
     """Run one stage unless its record already matches config and inputs. Returns ('ran'|'skipped', record)."""
+    with hub.using(prepare_mirror(recipe, Path(run_dir), echo)):
+        return _run_stage(recipe, stage, run_dir, force, echo)
+
+
+def _run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool, echo) -> tuple[str, dict | None]:
     run_dir = Path(run_dir)
     mod = stage_module(stage)
     cfg = recipe.section(stage)
@@ -387,6 +418,8 @@ def _hub_reachable() -> bool:
 def _check_note(p, run_dir: Path) -> str:
     """What `plan` could verify about one input: a Hub dataset/model exists, a local path exists."""
     if isinstance(p, str) and p.startswith("hub:"):
+        if hub.mirror() is not None:
+            return f"  [in the Hub mirror {hub.mirror()}]" if hub.local_copy(p) else "  [NOT in the Hub mirror]"
         if not _hub_reachable():
             return "  [not checked: the Hugging Face Hub is unreachable from here]"
         name = p[4:].split("[")[0]
@@ -410,6 +443,18 @@ def plan_lines(recipe: Recipe, run_dir: Path) -> list[str]:
         f"recipe {recipe.name!r} ({recipe.source}) seed={recipe.seed} device={resolve_device(recipe.device)}",
         f"run directory: {run_dir}",
     ]
+    mirror = recipe.hub_mirror.resolve(run_dir)
+    if mirror is not None:
+        built = mirror.is_dir()
+        lines.append(f"Hub names are read from the mirror {mirror}" + ("" if built else " (made when the run starts)"))
+        if built:
+            with hub.using(mirror):
+                return lines + _plan_stages(recipe, run_dir)
+    return lines + _plan_stages(recipe, run_dir)
+
+
+def _plan_stages(recipe: Recipe, run_dir: Path) -> list[str]:
+    lines = []
     for i, stage in enumerate(recipe.stages, 1):
         if stage in CHECKS:
             lines.append(f"{i:2d}. {stage}: re-hash every recorded artifact and check the chain")

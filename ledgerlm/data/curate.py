@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +147,8 @@ def _words(text: str) -> int:
 
 
 def _shard_of(doc_id: str, shards: int) -> int:
-    return int(doc_id[:8], 16) % shards if shards > 1 else 0
+    # a malformed record's id is "bad-<hex>" (sources.Record.id): shard it by its hex part too
+    return int(doc_id.removeprefix("bad-")[:8], 16) % shards if shards > 1 else 0
 
 
 class _Shards:
@@ -629,6 +630,14 @@ def _load_bench_cache(work: Path) -> list[Benchmark]:
     ]
 
 
+def _venv_activate() -> str | None:
+    """The activate script of the virtual environment running this process (datatrove `source`s it in each job;
+    $VIRTUAL_ENV is unset when ledgerlm runs as .venv/bin/ledgerlm, and is a directory, not a script)."""
+    venv = os.environ.get("VIRTUAL_ENV") or (sys.prefix if sys.prefix != sys.base_prefix else None)
+    script = Path(venv) / "bin" / "activate" if venv else None
+    return str(script) if script is not None and script.is_file() else None
+
+
 def _execute(cfg: Config, step, tasks: int, logs: Path, resume: bool) -> None:
     """Run one step on the configured datatrove executor and wait for it."""
     ex = cfg.executor
@@ -641,6 +650,10 @@ def _execute(cfg: Config, step, tasks: int, logs: Path, resume: bool) -> None:
     elif ex.kind == "ray":
         from datatrove.executor import RayPipelineExecutor
 
+        from ledgerlm import hub
+
+        # Ray's workers do not inherit this process's environment: hand them the Hub mirror, if one is in use
+        mirror = {"runtime_env": {"env_vars": {hub.ENV: str(hub.mirror())}}} if hub.mirror() else None
         RayPipelineExecutor(
             [step],
             tasks=tasks,
@@ -648,6 +661,7 @@ def _execute(cfg: Config, step, tasks: int, logs: Path, resume: bool) -> None:
             logging_dir=str(logs),
             skip_completed=resume,
             cpus_per_task=ex.slurm_cpus_per_task,
+            ray_remote_kwargs=mirror,
         ).run()
     else:
         from datatrove.executor import SlurmPipelineExecutor
@@ -663,7 +677,7 @@ def _execute(cfg: Config, step, tasks: int, logs: Path, resume: bool) -> None:
             logging_dir=str(logs),
             skip_completed=resume,
             job_name=f"curate-{logs.name}",
-            venv_path=os.environ.get("VIRTUAL_ENV"),
+            venv_path=_venv_activate(),
         )
         job.run()
         # sbatch returns at once: wait for every task's completion marker before the next step reads its outputs
@@ -688,9 +702,12 @@ def curate(
     quality_configs(cfg)  # a bad per-source gate override fails here, before anything is written
     if not resume:  # (a resumed run has the same inputs: the ledger compared their hashes)
         check_sources(cfg.sources)  # a missing, unknown-format or empty input: one line, exit 2
-    out_dir = Path(out_dir)
+    # absolute paths: Ray's workers do not start in this directory (a relative --out failed there)
+    out_dir = Path(out_dir).resolve()
+    if cfg.executor.kind == "ray":
+        cfg = replace(cfg, sources=[replace(s, path=s.path and os.path.abspath(s.path)) for s in cfg.sources])
     work = out_dir / ".work"
-    logs = Path(logs_dir) if logs_dir is not None else work / "logs"
+    logs = Path(logs_dir).resolve() if logs_dir is not None else work / "logs"
     for d in (work, logs):
         if not resume and d.exists():
             shutil.rmtree(d)
