@@ -68,8 +68,11 @@ def plan(hashes: np.ndarray, doc_rank: np.ndarray, min_docs: int) -> tuple[np.nd
     return uniq[keep], r[first[keep]]
 
 
-def apply(text: str, cfg: SegDedupConfig, boiler: np.ndarray, owner: np.ndarray, my_rank: int) -> tuple[str, int]:
-    """Remove the boilerplate segments this document does not own; returns (new text, segments removed)."""
+def apply(
+    text: str, cfg: SegDedupConfig, boiler: np.ndarray, owner: np.ndarray, my_rank: int, owned: list | None = None
+) -> tuple[str, int]:
+    """Remove the boilerplate segments this document does not own; returns (new text, segments removed).
+    `owned`, if given, receives (hash, segment) for each boilerplate segment this document keeps as its owner."""
     if len(boiler) == 0:
         return text, 0
     out, removed = [], 0
@@ -77,9 +80,12 @@ def apply(text: str, cfg: SegDedupConfig, boiler: np.ndarray, owner: np.ndarray,
         h = segment_hash(s, cfg.min_chars)
         if h is not None:
             i = int(np.searchsorted(boiler, np.uint64(h)))
-            if i < len(boiler) and boiler[i] == h and owner[i] != my_rank:
-                removed += 1
-                continue
+            if i < len(boiler) and boiler[i] == h:
+                if owner[i] != my_rank:
+                    removed += 1
+                    continue
+                if owned is not None:
+                    owned.append((h, s.strip()))
         out.append(s)
     if not removed:
         return text, 0
