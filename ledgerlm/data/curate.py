@@ -724,6 +724,9 @@ class ApplyStep(_Step):
         excl: dict[int, list[bytes]] = {}
         owned: list[bytes] = []  # boilerplate segments this chunk's documents own: (hash, text), for `inspect`
         matched = set(np.load(wd.scan(c, "match.npz"))["doc"].tolist())
+        n_words = np.load(wd.scan(c, "meta.npz"))["words"]
+        seg = np.load(wd.scan(c, "seg.npz"))  # only documents holding a boilerplate segment are re-split
+        has_boiler = set(seg["d"][np.isin(seg["h"], self.boiler)].tolist()) if len(self.boiler) else set()
 
         def drop(rec, why: Drop, details: dict, words: int, g: int) -> None:
             counters.drop(why, words)
@@ -736,14 +739,14 @@ class ApplyStep(_Step):
                 d = json.loads(line)
                 g = base + j
                 rec = Record(d["source"], d["file"], d["line"], text=d["text"], orig_id=d["orig_id"], _id=d["id"])
-                words = _words(d["text"])
+                words = int(n_words[j])
                 if g in self.removed:
                     counters.drop(NEAR_DUP, words)
                     line = keyed_line(_excluded(rec, NEAR_DUP.reason, self._near_dup_details(g)))
                     excl.setdefault(_shard_of(rec.id, cfg.shards), []).append(line)
                     continue
                 text = d["text"]
-                if cfg.segment_dedup.enabled and len(self.boiler):
+                if j in has_boiler:
                     mine: list = []
                     my_rank = int(self.id_rank[g])
                     text, k = segdedup.apply(text, cfg.segment_dedup, self.boiler, self.owner, my_rank, owned=mine)
@@ -773,7 +776,7 @@ class ApplyStep(_Step):
                 if rec.orig_id is not None:
                     out["orig_id"] = rec.orig_id
                 counters.totals["kept"] += 1
-                counters.totals["kept_words"] += _words(text)
+                counters.totals["kept_words"] += words if text is d["text"] else _words(text)
                 kept.setdefault(_shard_of(rec.id, cfg.shards), []).append(keyed_line(out))
         for sub, by_shard in (("kept", kept), ("excl", excl)):
             for shard, lines in by_shard.items():
@@ -871,7 +874,11 @@ def _execute(cfg: Config, step: _Step, tasks: int, logs: Path, resume: bool) -> 
         from datatrove.executor import LocalPipelineExecutor
 
         step.in_pool = workers > 1
-        LocalPipelineExecutor([step], tasks=tasks, workers=workers, logging_dir=str(logs), skip_completed=resume).run()
+        # fork: pool workers are children of this process (their CPU time and peak memory are accounted to it,
+        # and they die with it, see _Step.run)
+        LocalPipelineExecutor(
+            [step], tasks=tasks, workers=workers, logging_dir=str(logs), skip_completed=resume, start_method="fork"
+        ).run()
     elif ex.kind == "ray":
         from datatrove.executor import RayPipelineExecutor
 

@@ -145,13 +145,26 @@ def ngram_repetition(h: np.ndarray, lens: np.ndarray, top: list[int], dup: list[
     ("top", n): characters of the most frequent n-gram times its count / all word characters (0 if none repeats);
     ("dup", n): share of word characters covered by n-grams that already occurred earlier in the document.
     """
-    sizes = sorted({*top, *dup})
-    grams = ngram_hash_family(h, sizes, mix=False)  # distinct n never collide: the size is part of the value
     total = int(lens.sum())
     out = {("top", n): 0.0 for n in top} | {("dup", n): 0.0 for n in dup}
+    # a repeated m-gram contains a repeated n-gram for every n < m: when the smallest dup size has no repeat, the
+    # larger ones have none either and need no sorting (the common case on clean text)
+    small = sorted({*top, min(dup)}) if dup else sorted(top)
+    if dup and len(small) < len({*top, *dup}):
+        part = _ngram_stats(h, lens, total, small, top, [min(dup)], out)
+        if part == 0:
+            return out
+    if total:
+        _ngram_stats(h, lens, total, sorted({*top, *dup}), top, dup, out)
+    return out
+
+
+def _ngram_stats(h, lens, total, sizes, top, dup, out) -> int:
+    """Fill `out` for `sizes`; returns the number of repeated n-grams of the dup sizes."""
+    grams = ngram_hash_family(h, sizes, mix=False)  # distinct n never collide: the size is part of the value
     parts = [grams[n] for n in sizes]
     if total == 0 or not sum(len(p) for p in parts):
-        return out
+        return 0
     lengths = [len(p) for p in parts]
     offs = np.cumsum([0] + lengths)
     g = np.concatenate(parts)
@@ -167,6 +180,7 @@ def ngram_repetition(h: np.ndarray, lens: np.ndarray, top: list[int], dup: list[
     repeated = counts > 1
     is_dup = np.ones(len(g), dtype=bool)
     is_dup[first] = False
+    repeats = 0
     for j, n in enumerate(sizes):
         if n in top:
             sel = np.flatnonzero((size_of == j) & repeated)
@@ -176,12 +190,13 @@ def ngram_repetition(h: np.ndarray, lens: np.ndarray, top: list[int], dup: list[
                 out[("top", n)] = float(lens[i : i + n].sum() * counts[k]) / total
         if n in dup:
             pos = np.flatnonzero(is_dup[offs[j] : offs[j + 1]])
+            repeats += len(pos)
             if len(pos):
                 cover = np.zeros(len(lens) + 1, dtype=np.int32)
-                np.add.at(cover, pos, 1)
-                np.add.at(cover, pos + n, -1)
+                cover[pos] += 1  # positions are distinct: fancy-index adds are exact (no np.add.at needed)
+                cover[pos + n] -= 1
                 out[("dup", n)] = float(lens[np.cumsum(cover[:-1]) > 0].sum()) / total
-    return out
+    return repeats
 
 
 class QualityGates:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import xxhash
 
-_WS = re.compile(r"\s+")
 _PARA = re.compile(r"(\n\s*\n)")
 
 
@@ -42,7 +41,7 @@ def split_segments(text: str, unit: str) -> list[str]:
 
 
 def segment_hash(seg: str, min_chars: int) -> int | None:
-    norm = _WS.sub(" ", seg).strip().lower()
+    norm = " ".join(seg.split()).lower()  # = collapsing \s+ runs and stripping, without a regex
     if len(norm) < min_chars:
         return None
     return xxhash.xxh3_64_intdigest(norm.encode("utf-8", "surrogatepass"))
