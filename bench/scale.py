@@ -148,11 +148,27 @@ def main(argv=None) -> int:
     p.add_argument("--tokenize-max", type=int, default=100_000, help="tokenize only corpora up to this many docs")
     p.add_argument("--dir", type=Path, default=ROOT / ".bench-scale", help="scratch directory (removed per size)")
     p.add_argument("--no-record", action="store_true")
+    p.add_argument("--report-only", action="store_true", help="only write the table from the saved results")
     args = p.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
     workers = [int(x) for x in args.workers.split(",")]
+    # results accumulate across invocations (e.g. the 1M run in the background): one table from all of them
+    args.dir.mkdir(parents=True, exist_ok=True)
+    saved = args.dir / "results.json"
     rows, fd = [], {}
-    for n in sizes:
+
+    def save() -> None:  # re-read first: another invocation may have saved its sizes meanwhile
+        prev = json.loads(saved.read_text()) if saved.exists() else {"rows": [], "fd": {}}
+        keep = [
+            r
+            for r in prev["rows"]
+            if (r["docs"], r["stage"], r["workers"]) not in {(x["docs"], x["stage"], x["workers"]) for x in rows}
+        ]
+        tmp = saved.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"rows": keep + rows, "fd": {**prev["fd"], **{str(k): v for k, v in fd.items()}}}))
+        os.replace(tmp, saved)
+
+    for n in [] if args.report_only else sizes:
         d = args.dir / str(n)
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
@@ -167,9 +183,11 @@ def main(argv=None) -> int:
             m = measured([sys.executable, *cur, "--tasks", str(w), "--workers", str(w)], ROOT)
             rows.append({"docs": n, "stage": "curate", "workers": w, **m})
             print(f"[{n}] curate W={w}: {json.dumps(rows[-1])[:300]}", flush=True)
+            save()
             hashes[("curate", w)] = tree_hash(run / "curate" / "kept", run / "curate" / "excluded")
-            if w == workers[0]:
+            if n not in fd:
                 fd[n] = false_drops(run, family, corpus)
+                save()
                 print(f"[{n}] near-dup check: {fd[n]}", flush=True)
             if n <= args.tokenize_max:
                 tok = ["-m", "ledgerlm", "tokenize", "--out", str(run), "--tokenizer", "train", "--vocab-size", "4096"]
@@ -183,12 +201,16 @@ def main(argv=None) -> int:
                     r["same_hash"] = len(got) == 1
                     r["hash"] = hashes[(stage, r["workers"])]
         shutil.rmtree(d)  # the next size needs the disk
-    report(rows, fd, sizes, workers, args)
+        save()
+    allr = json.loads(saved.read_text())
+    rows = sorted(allr["rows"], key=lambda r: (r["docs"], r["stage"], r["workers"]))
+    fd = {int(k): v for k, v in sorted(allr["fd"].items(), key=lambda kv: int(kv[0]))}
+    report(rows, fd, sorted({r["docs"] for r in rows}), workers, args)
     return 0
 
 
 def report(rows, fd, sizes, workers, args) -> None:
-    cur = [r for r in rows if r["stage"] == "curate" and r["workers"] == workers[0]]
+    cur = [r for r in rows if r["stage"] == "curate"]  # CPU time and per-process peak do not depend on W
     a_cpu, b_cpu = fit([r["docs"] for r in cur], [r["cpu"] for r in cur])
     a_rss, b_rss = fit([r["docs"] for r in cur], [r["rss_kb"] * 1024 for r in cur])
     costs = {
@@ -198,7 +220,7 @@ def report(rows, fd, sizes, workers, args) -> None:
         "curate_work_bytes_per_input_byte": 2.2,  # docs copy + runs (text twice) + small arrays, measured below
         "measured_docs": [r["docs"] for r in cur],
     }
-    tok = [r for r in rows if r["stage"] == "tokenize" and r["workers"] == workers[0]]
+    tok = [r for r in rows if r["stage"] == "tokenize"]
     if len(tok) >= 2:
         a_t, b_t = fit([r["docs"] for r in tok], [r["cpu"] for r in tok])
         costs["tokenize_cpu_s_per_doc"] = b_t
@@ -225,7 +247,7 @@ def report(rows, fd, sizes, workers, args) -> None:
     cpu_h = {m: b_cpu * m / 3600 for m in ex}
     lines += [
         "",
-        f"Fit over W={workers[0]} curate runs: CPU = {b_cpu * 1e3:.3f} ms/doc ({1 / b_cpu:,.0f} docs per CPU-second); "
+        f"Fit over all curate runs: CPU = {b_cpu * 1e3:.3f} ms/doc ({1 / b_cpu:,.0f} docs per CPU-second); "
         f"peak RSS = {a_rss / 2**30:.2f} GB + {b_rss:.1f} B/doc. Peak RSS from {sizes[0]:,} to {sizes[-1]:,} docs: "
         f"x{max(rss) / min(rss):.2f}.",
         f"Extrapolated to a 16-core 128 GB host: 15M docs {cpu_h[15_000_000]:.1f} CPU-hours "
