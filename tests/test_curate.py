@@ -296,6 +296,15 @@ def test_inspect_prints_samples(result, capsys):
     assert inspect_main([str(out.parent / out.name), "--reason", "near_dup", "-n", "2"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("30 documents excluded for 'near_dup'; showing 2") and text.count("\n--- ") == 2
+    # each near-duplicate is shown beside the text of the copy kept in its place
+    assert text.count("+++ kept twin ") == 2
+    twin = text.split("+++ kept twin ")[1].split("\n")[1].strip()
+    kept = {d["text"][:40] for d in read_dir(out / "kept")}
+    assert twin[:40] in kept
+    # removed boilerplate lines, with the number of documents each was in
+    assert inspect_main([str(out), "--boilerplate", "-n", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "boilerplate lines removed" in text and BOILER[0][:30] in text
     assert inspect_main([str(out), "--reason", "quality"]) == 0
     assert "quality:" in capsys.readouterr().out
     assert inspect_main([str(out), "--reason", "nonexistent"]) == 1

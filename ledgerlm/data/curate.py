@@ -959,7 +959,9 @@ def curate(cfg: Config, out_dir: Path, log=None, resume: bool = False, logs_dir:
     _GUARD_PID = os.getpid()
     try:
         for name, step, n in steps(cfg, str(work), str(out_dir)):
-            if n == 0:
+            if n == 0:  # switched off (near-dedup or segment dedup)
+                if progress is not None:
+                    progress(name)
                 continue
             t = time.time()
             _execute(cfg, step, n, logs / name, resume)
@@ -1085,13 +1087,21 @@ def inputs(cfg: Config, ctx) -> dict:
 def run(cfg: Config, ctx):
     from ledgerlm.ledger import StageResult
 
-    res = curate(
-        cfg,
-        ctx.out_dir,
-        log=ctx.log,
-        resume=getattr(ctx, "resuming", False),
-        logs_dir=ctx.run_dir / "logs" / "curate-datatrove",
-    )
+    bar = ctx.progress(total=len(steps(cfg, "", "")), desc="curate", unit="step")  # scan, index, ... merge
+
+    def step_done(name: str) -> None:
+        bar.set_postfix_str(name)
+        bar.update(1)
+
+    with bar:
+        res = curate(
+            cfg,
+            ctx.out_dir,
+            log=ctx.log,
+            resume=getattr(ctx, "resuming", False),
+            logs_dir=ctx.run_dir / "logs" / "curate-datatrove",
+            progress=step_done,
+        )
     c = res["counters"]
     ctx.log.info("curate: read %d, kept %d, dropped %s", c["read"], c["kept"], c["dropped"])
     outputs = {"kept": ctx.out_dir / "kept", "excluded": ctx.out_dir / "excluded"}
@@ -1114,7 +1124,8 @@ def run(cfg: Config, ctx):
 def plan(cfg: Config, ctx) -> list[str]:
     lines = [
         f"sources: {', '.join(s.name for s in cfg.sources) or '(none)'}; executor {cfg.executor.kind} "
-        f"x{cfg.executor.tasks} tasks"
+        f"x{cfg.executor.tasks} tasks, {cfg.executor.workers} workers; memory per scan/apply process: chunks of "
+        f"{cfg.chunk_docs:,} documents or {cfg.chunk_mb} MB"
     ]
     own = quality_by_source(cfg)
     if own:
@@ -1124,7 +1135,8 @@ def plan(cfg: Config, ctx) -> list[str]:
         )
     if cfg.near_dedup.enabled:
         nd = cfg.near_dedup
-        lines.append(f"near-dedup: MinHash {nd.ngram}-grams, {nd.bands}x{nd.rows}; keep {KEEP_RULE}")
+        check = f"verified at exact Jaccard >= {nd.exact_jaccard}" if nd.exact_jaccard else "UNVERIFIED LSH groups"
+        lines.append(f"near-dedup: MinHash {nd.ngram}-grams, {nd.bands}x{nd.rows}, {check}; keep {KEEP_RULE}")
     if cfg.decontam.active:
         lines.append(f"decontaminate against {cfg.decontam.tasks + cfg.decontam.files} ({cfg.decontam.action})")
     return lines
