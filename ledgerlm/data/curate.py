@@ -322,11 +322,13 @@ class _ScanChunk:
         self.offset = 0
 
     def full(self) -> bool:
-        return len(self.cols["id"]) >= self.cfg.chunk_docs or self.text_bytes >= self.cfg.chunk_mb << 20
+        """Records read (kept or not) and bytes held (texts written, excluded records kept for the sorted run)."""
+        return self.consumed >= self.cfg.chunk_docs or self.text_bytes >= self.cfg.chunk_mb << 20
 
     def exclude(self, rec: Record, why: Drop, details: dict, words: int) -> None:
         self.counters.drop(why, words)
         line = keyed_line(_excluded(rec, why.reason, details))
+        self.text_bytes += len(line)
         self.excl.setdefault(_shard_of(rec.id, self.cfg.shards), []).append(line)
 
     def add(self, rec: Record) -> None:
