@@ -1106,7 +1106,11 @@ def run(cfg: Config, ctx):
         )
     c = res["counters"]
     ctx.log.info("curate: read %d, kept %d, dropped %s", c["read"], c["kept"], c["dropped"])
-    outputs = {"kept": ctx.out_dir / "kept", "excluded": ctx.out_dir / "excluded"}
+    outputs = {
+        "kept": ctx.out_dir / "kept",
+        "excluded": ctx.out_dir / "excluded",
+        "boilerplate": ctx.out_dir / "boilerplate.jsonl",  # the segments removed, with their document counts
+    }
     if cfg.decontam.active:
         outputs["contamination_md"] = ctx.out_dir / "contamination.md"
         outputs["contamination_csv"] = ctx.out_dir / "contamination.csv"
