@@ -195,7 +195,7 @@ def main(argv=None) -> int:
                 m = measured([sys.executable, *tok, "--sample-bytes", "20000000", "--workers", str(w)], ROOT)
                 rows.append({"docs": n, "stage": "tokenize", "workers": w, **m})
                 print(f"[{n}] tokenize W={w}: {json.dumps(rows[-1])[:300]}", flush=True)
-        for stage in ("curate",):
+        for stage in ("curate",) if len(workers) > 1 else ():  # "same" only where both were measured
             got = {hashes[(stage, w)] for w in workers}
             for r in rows:
                 if r["docs"] == n and r["stage"] == stage:
@@ -215,7 +215,8 @@ def report(rows, fd, sizes, workers, args) -> None:
     a_cpu, b_cpu = fit([r["docs"] for r in cur], [r["cpu"] for r in cur])
     # scan/apply memory grows with the chunk until a task has chunk_docs (20,000) documents, then stays flat: the growth
     # that remains (the global steps' numpy columns) is fitted on the sizes past that, when there are two of them
-    big = [r for r in cur if r["docs"] >= 100_000]
+    by_w = {w: [r for r in cur if r["docs"] >= 100_000 and r["workers"] == w] for w in {r["workers"] for r in cur}}
+    big = max(by_w.values(), key=lambda rs: (len({r["docs"] for r in rs}), -len(rs)))  # one W: peaks differ by W
     big = big if len({r["docs"] for r in big}) >= 2 else cur
     a_rss, b_rss = fit([r["docs"] for r in big], [r["rss_kb"] * 1024 for r in big])
     a_rss = max(a_rss, 0.0)
@@ -223,13 +224,17 @@ def report(rows, fd, sizes, workers, args) -> None:
         "curate_cpu_s_per_doc": b_cpu,
         "curate_rss_base_bytes": max(a_rss, min(r["rss_kb"] * 1024 for r in cur)),
         "curate_rss_bytes_per_doc": max(b_rss, 0.0),
-        "curate_work_bytes_per_input_byte": 2.2,  # docs copy + runs (text twice) + small arrays, measured below
         "measured_docs": [r["docs"] for r in cur],
     }
     tok = [r for r in rows if r["stage"] == "tokenize"]
-    if len(tok) >= 2:
-        a_t, b_t = fit([r["docs"] for r in tok], [r["cpu"] for r in tok])
-        costs["tokenize_cpu_s_per_doc"] = b_t
+    if tok:  # one size only: the mean cost per document (no slope to fit)
+        many = len({r["docs"] for r in tok}) >= 2
+        b_t = (
+            fit([r["docs"] for r in tok], [r["cpu"] for r in tok])[1]
+            if many
+            else np.mean([r["cpu"] / r["docs"] for r in tok])
+        )
+        costs["tokenize_cpu_s_per_doc"] = float(b_t)
         costs["tokenize_rss_bytes"] = max(r["rss_kb"] * 1024 for r in tok)
     lines = [
         "| documents | stage | W | wall s | load (before, after) | CPU s | docs / CPU s | peak RSS (largest process) |"
@@ -255,7 +260,7 @@ def report(rows, fd, sizes, workers, args) -> None:
         "",
         f"Fit over all curate runs: CPU = {a_cpu:.1f} s + {b_cpu * 1e3:.3f} ms/doc ({1 / b_cpu:,.0f} docs per CPU-second "
         f"at the margin; {1e6 / (a_cpu + b_cpu * 1e6):,.0f} for a whole 1M-document run); peak RSS of the largest "
-        f"process = {a_rss / 2**30:.2f} GB + {b_rss:.1f} B/doc (fitted on sizes >= 100k: "
+        f"process = {a_rss / 2**30:.2f} GB + {b_rss:.1f} B/doc (fitted on W={big[0]['workers']}, sizes "
         f"{sorted({r['docs'] for r in big})}). Peak RSS from {sizes[0]:,} to {sizes[-1]:,} docs: "
         f"x{max(rss) / min(rss):.2f}.",
         f"Extrapolated to a 16-core 128 GB host: 15M docs {cpu_h[15_000_000]:.1f} CPU-hours "

@@ -88,6 +88,7 @@ def estimate_lines(recipe, gpu: str = "h100", mfu: float | None = None) -> list[
 SCALE_COSTS = Path(__file__).resolve().parent / "data" / "scale_costs.json"  # written by `python -m bench.scale`
 DOC_BYTES = 4000  # mean document size of the scale benchmark's web-like corpus (FineWeb-Edu is ~4.5 KB)
 BYTES_PER_TOKEN = 4.2  # English web text, 49k-vocab BPE
+WORK_COPIES = 2  # the work directory holds the text twice at its peak (scan's copy and apply's sorted runs)
 
 
 def _corpus_docs(cfg) -> tuple[int, int, list[str]]:
@@ -136,7 +137,7 @@ def data_lines(recipe, cpus: int = 16, ram_gib: float = 128.0) -> list[str]:
             f"~{cpu_h / min(workers, cpus):.1f} h on {min(workers, cpus)} workers",
             f"  curate memory: <= {per_proc:.1f} GiB per worker process, {per_proc * workers:.1f} GiB for "
             f"{workers} workers; disk: outputs ~{size / 1e9:.0f} GB + work directory ~"
-            f"{size * c['curate_work_bytes_per_input_byte'] / 1e9:.0f} GB while it runs",
+            f"{size * WORK_COPIES / 1e9:.0f} GB while it runs",
         ]
         if per_proc > ram_gib:
             raise ConfigError(
