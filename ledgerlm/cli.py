@@ -23,7 +23,7 @@ from ledgerlm.pipeline import (
     run_pipeline,
     run_stage,
 )
-from ledgerlm.plan import estimate_lines
+from ledgerlm.plan import data_lines, estimate_lines
 
 STAGE_HELP = {
     "curate": "quality gates, near-dedup, segment dedup and decontamination of raw text",
@@ -73,6 +73,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--mfu", type=float, default=None, help="model FLOPs utilisation to assume (default: measured/stated)"
     )
+    p.add_argument("--cpus", type=int, default=16, help="CPU cores of the host for the data stages (default 16)")
+    p.add_argument("--ram", type=float, default=128, help="host RAM in GiB for the data stages (default 128)")
 
     for stage, helptext in STAGE_HELP.items():
         p = sub.add_parser(stage, help=helptext, description=helptext)
@@ -156,7 +158,8 @@ def _dispatch(args) -> int:
         recipe = load_recipe(args.recipe, args.overrides)
         out = args.out or Path("runs") / recipe.name
         if cmd == "plan":
-            print("\n".join(plan_lines(recipe, out) + estimate_lines(recipe, args.gpu, args.mfu)))
+            data = data_lines(recipe, args.cpus, args.ram)  # refuses (ConfigError, exit 2) a recipe that cannot fit
+            print("\n".join(plan_lines(recipe, out) + estimate_lines(recipe, args.gpu, args.mfu) + data))
             return 0
         return run_pipeline(recipe, out, force=args.force)
     if cmd in STAGE_HELP:
