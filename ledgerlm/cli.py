@@ -149,9 +149,28 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a path or benchmark the user named is not there: one line, no traceback
+        from ledgerlm.eval.tasks import TaskDataError
+
+        if not isinstance(e, UserInputError | TaskDataError):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except NotImplementedStage as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+
+
+class UserInputError(Exception):
+    pass
+
+
+def _existing_run(run_dir: Path) -> Path:
+    """A run directory with at least one stage record, or a one-line error that says what to give instead."""
+    if not ledger.read_records(run_dir):
+        what = "does not exist" if not run_dir.exists() else f"has no stage records under {ledger.ledger_dir(run_dir)}"
+        raise ConfigError("", f"{run_dir} {what}: give a run directory (ledgerlm run ... --out DIR made one)")
+    return run_dir
 
 
 def _dispatch(args) -> int:
@@ -160,9 +179,11 @@ def _dispatch(args) -> int:
         recipe = load_recipe(args.recipe, args.overrides)
         out = args.out or Path("runs") / recipe.name
         if cmd == "plan":
-            from ledgerlm.plan import estimate_lines
+            from ledgerlm.plan import GPUS, estimate_lines
 
-            print("\n".join(plan_lines(recipe, out) + estimate_lines(recipe, args.gpu, args.mfu)))
+            gpu = GPUS.get(args.gpu.lower())
+            target = None if gpu is None else "cpu" if args.gpu.lower() == "cpu" else f"cuda ({gpu.name})"
+            print("\n".join(plan_lines(recipe, out, target) + estimate_lines(recipe, args.gpu, args.mfu)))
             return 0
         return run_pipeline(recipe, out, force=args.force)
     if cmd in STAGE_HELP:
@@ -174,10 +195,10 @@ def _dispatch(args) -> int:
             return rc
         recipe = _stage_recipe(args, cmd)
         out = args.out or Path("runs") / recipe.name
-        out.mkdir(parents=True, exist_ok=True)
         from ledgerlm.pipeline import preflight
 
-        preflight(recipe, out)
+        preflight(recipe, out)  # before anything is created: a failed command leaves no directory behind
+        out.mkdir(parents=True, exist_ok=True)
         # Remember the recipe in the run directory, so the next stage run alone there uses the same settings.
         saved_path = out / "recipe.json"
         saved = json.loads(saved_path.read_text()) if saved_path.is_file() else recipe.to_dict()
@@ -186,6 +207,7 @@ def _dispatch(args) -> int:
         run_stage(recipe, cmd, out, force=args.force)
         return 0
     if cmd == "audit":
+        _existing_run(args.run_dir)
         problems, checked = ledger.audit(args.run_dir)
         if problems:
             print(f"audit FAILED for {args.run_dir}: {len(problems)} problem(s)")
@@ -195,6 +217,7 @@ def _dispatch(args) -> int:
         print(f"audit OK for {args.run_dir}: {checked} artifacts re-hashed, chain intact")
         return 0
     if cmd == "report":
+        _existing_run(args.run_dir)
         raw = json.loads((args.run_dir / "recipe.json").read_text()) if (args.run_dir / "recipe.json").is_file() else {}
         raw = {**raw, "stages": ["report"]}
         recipe = build_recipe(raw, args.run_dir / "recipe.json", need_all=False)
@@ -203,7 +226,10 @@ def _dispatch(args) -> int:
     module, _ = TOOLS[cmd]
     if importlib.util.find_spec(module) is None:
         raise NotImplementedStage(f"`ledgerlm {cmd}` is not implemented yet")
-    return int(importlib.import_module(module).main(args) or 0)
+    try:
+        return int(importlib.import_module(module).main(args) or 0)
+    except FileNotFoundError as e:  # tools only read what the user named
+        raise UserInputError(str(e)) from None
 
 
 if __name__ == "__main__":

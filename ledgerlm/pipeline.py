@@ -18,7 +18,15 @@ from types import ModuleType
 from typing import Any
 
 from ledgerlm import ledger
-from ledgerlm.config import TOP_LEVEL, ConfigError, apply_overrides, from_dict, load_raw_recipe, to_dict
+from ledgerlm.config import (
+    TOP_LEVEL,
+    ConfigError,
+    apply_overrides,
+    check_across_sections,
+    from_dict,
+    load_raw_recipe,
+    to_dict,
+)
 from ledgerlm.samples import SamplesConfig, sample_model
 
 # Stage name -> module. Order here is the canonical pipeline order.
@@ -113,6 +121,7 @@ def build_recipe(raw: dict, file: str | Path | None = None, need_all: bool = Tru
                     raise ConfigError(name, f"stage {name!r} is not implemented yet", file) from None
                 continue
             recipe.sections[name] = from_dict(mod.Config, raw.get(name) or {}, prefix=name, file=file)
+    check_across_sections(recipe.sections, file)
     return recipe
 
 
@@ -355,10 +364,12 @@ def _check_note(p, run_dir: Path) -> str:
     return "" if path.exists() else "  [MISSING]"
 
 
-def plan_lines(recipe: Recipe, run_dir: Path) -> list[str]:
-    """What `ledgerlm plan` prints: each stage, what it reads and what it would do."""
+def plan_lines(recipe: Recipe, run_dir: Path, target: str | None = None) -> list[str]:
+    """What `ledgerlm plan` prints: each stage, what it reads and what it would do. `target` names the device the
+    plan is for (e.g. "cuda (H100 SXM)"), which need not be this machine's."""
+    device = target or resolve_device(recipe.device)
     lines = [
-        f"recipe {recipe.name!r} ({recipe.source}) seed={recipe.seed} device={resolve_device(recipe.device)}",
+        f"recipe {recipe.name!r} ({recipe.source}) seed={recipe.seed} device={device}",
         f"run directory: {run_dir}",
     ]
     for i, stage in enumerate(recipe.stages, 1):
@@ -368,7 +379,7 @@ def plan_lines(recipe: Recipe, run_dir: Path) -> list[str]:
         mod = stage_module(stage)
         cfg = recipe.section(stage)
         ctx = ledger.StageContext(
-            run_dir=Path(run_dir), stage=stage, recipe=recipe, seed=recipe.seed, device=resolve_device(recipe.device)
+            run_dir=Path(run_dir), stage=stage, recipe=recipe, seed=recipe.seed, device=device.split(" ")[0]
         )
         lines.append(f"{i:2d}. {stage} ({STAGES[stage]})")
         if hasattr(mod, "inputs"):

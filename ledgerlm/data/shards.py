@@ -108,7 +108,11 @@ def iter_documents(
                     text = rec[text_field]
                     source = rec.get(source_field) or fallback
                     rid = rec.get("id")
-                    key = f"{source}\0{rid}" if rid is not None else "text:" + xxhash.xxh128_hexdigest(text)
+                    key = (
+                        f"{source}\0{rid}"
+                        if rid is not None
+                        else "text:" + xxhash.xxh128_hexdigest(text.encode("utf-8", "surrogatepass"))
+                    )
                     yield Doc(source, key, text, str(path), lineno)
                 else:
                     quarantine({"file": str(path), "line": lineno, "reason": reason, "record": line[:200]})

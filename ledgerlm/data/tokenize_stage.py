@@ -23,6 +23,7 @@ from pathlib import Path
 
 import xxhash
 
+from ledgerlm.config import ConfigError
 from ledgerlm.data import shards as sh
 from ledgerlm.data.tokenizer import (
     EOT,
@@ -30,6 +31,7 @@ from ledgerlm.data.tokenizer import (
     describe,
     eot_id,
     load_tokenizer,
+    max_learnable_vocab,
     save_hf_tokenizer_files,
     train_tokenizer,
 )
@@ -145,6 +147,12 @@ def run(cfg: Config, ctx) -> StageResult:
         sample = sample_texts(files, cfg, ctx.seed)
         if not sample:
             raise ValueError(f"no training text found in {[str(f) for f in files]}")
+        if (cap := max_learnable_vocab(sample, cfg.vocab_size)) < cfg.vocab_size:
+            raise ConfigError(
+                "tokenize.vocab_size",
+                f"{cfg.vocab_size:,} tokens asked, but this data can give at most {cap:,} (its sample has too few "
+                "distinct words); lower vocab_size or tokenize more data",
+            )
         tok = train_tokenizer(sample, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency)
         tok_info = {"trained": True, "sample_docs": len(sample), "sample_chars": sum(map(len, sample))}
         del sample

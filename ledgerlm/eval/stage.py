@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledgerlm.config import ConfigError
 from ledgerlm.eval import gsm8k as g8
 from ledgerlm.eval.evaluate import evaluate, load_references, summary_metrics, to_markdown
-from ledgerlm.eval.tasks import ALL_TASKS, GENERATIVE, SIX_TASKS, SPECS, TaskDataError, local_source
+from ledgerlm.eval.tasks import ALL_TASKS, GENERATIVE, SIX_TASKS, SPECS, TaskDataError, hub_unavailable, local_source
 
 # Later stages first: "auto" picks the most post-trained model present in the run.
 MODEL_STAGES = ("rl", "dpo", "interpolate", "sft", "pretrain")
@@ -57,6 +58,8 @@ class Config:
             raise ValueError(f"gsm8k_shots must be a non-empty list of counts >= 0, got {self.gsm8k_shots}")
         if self.gsm8k_max_new_tokens < 1:
             raise ValueError("gsm8k_max_new_tokens must be >= 1")
+        if (why := hub_unavailable(self.tasks, self.data_dir)) is not None:
+            raise ValueError(f"tasks: {why}")
 
 
 def resolve_model(cfg: Config, ctx) -> list[Path | str]:
@@ -77,7 +80,31 @@ def resolve_model(cfg: Config, ctx) -> list[Path | str]:
         )
     if cfg.model in MODEL_STAGES:
         return [ctx.stage_dir(cfg.model) / "model"]
-    return [Path(p) if Path(p).exists() else p for p in (s.strip() for s in cfg.model.split(",")) if p]
+    return model_specs(cfg.model)
+
+
+_HUB_NAME = re.compile(r"[\w.-]+(/[\w.-]+)?")
+
+
+def model_specs(model: str) -> list[Path | str]:
+    """Each comma-separated model: an existing model folder (Path) or a Hub name (str); anything else is an error
+    that says what a model argument can be."""
+    out: list[Path | str] = []
+    for spec in (s.strip() for s in model.split(",")):
+        p = Path(spec).expanduser()
+        if p.is_dir() and not (p / "config.json").is_file():
+            raise ConfigError("eval.model", f"{spec} has no config.json: not a model folder (try RUN/<stage>/model)")
+        if p.exists():
+            out.append(p)
+        elif spec and _HUB_NAME.fullmatch(spec) and not spec.startswith("."):
+            out.append(spec)
+        elif spec:
+            raise ConfigError(
+                "eval.model",
+                f"no model at {spec}: give a model folder (RUN/<stage>/model), a stage name ({', '.join(MODEL_STAGES)})"
+                " inside a run, or a Hub name such as org/model",
+            )
+    return out
 
 
 def inputs(cfg: Config, ctx) -> dict:
@@ -131,7 +158,10 @@ def run(cfg: Config, ctx):
     from ledgerlm.ledger import StageResult
 
     models = resolve_model(cfg, ctx)
-    results, md = _evaluate(cfg, models, ctx.device, log=ctx.log.info, progress=ctx.progress)
+    try:
+        results, md = _evaluate(cfg, models, ctx.device, log=ctx.log.info, progress=ctx.progress)
+    except TaskDataError as e:
+        raise ConfigError("eval.data_dir", str(e)) from None
     atomic_write_json(ctx.out_dir / "results.json", results)
     atomic_write_text(ctx.out_dir / "results.md", md)
     counters = {f"{t}.n": r["n"] for t, r in results["tasks"].items()}
@@ -210,7 +240,7 @@ def direct_main(args) -> int | None:
     if cfg.model in ("auto", *MODEL_STAGES):
         raise ConfigError("eval.model", "with --out FILE.json give --model a model folder (or A,B for an ensemble)")
     try:
-        results, md = _evaluate(cfg, [m.strip() for m in cfg.model.split(",") if m.strip()], "auto")
+        results, md = _evaluate(cfg, model_specs(cfg.model), "auto")
     except TaskDataError as e:
         raise ConfigError("eval.data_dir", str(e)) from None
     out = Path(out)
