@@ -77,3 +77,24 @@ def test_vocabulary_larger_than_the_data_can_give(cwd, capsys):
     assert main(["tokenize", "--input", "data.jsonl", "--vocab-size", "5000", "--out", "run"]) == 2
     err = capsys.readouterr().err.strip()
     assert "tokenize.vocab_size: 5,000 tokens asked, but this data can give at most" in err and "\n" not in err
+
+
+def test_generation_defaults_follow_task_and_model_context():
+    from ledgerlm.eval.stage import generation_defaults
+
+    assert generation_defaults("arith", 256) == ([0], 64)  # the demo's 1M-parameter model
+    assert generation_defaults("gsm8k", 256) == ([0], 64)
+    assert generation_defaults("arith", 2048) == ([0, 5], 96)  # SmolLM-135M's context
+    assert generation_defaults("gsm8k", 2048) == ([0, 5], 256)
+    assert generation_defaults("gsm8k", 1024) == ([0], 256)  # five GSM8K shots + 256 tokens do not fit
+
+
+def test_arith_task_options():
+    from ledgerlm.post import arith
+
+    assert arith.task_options("arith") == {}
+    assert arith.task_options("arith:max_ops=1,max_value=10") == {"max_ops": 1, "max_value": 10}
+    with pytest.raises(ValueError, match="options are max_ops=N"):
+        arith.task_options("arith:ops=2")
+    easy = arith.generate(20, "heldout", 0, **arith.task_options("arith:max_ops=1,max_value=9"))
+    assert all(len(p.steps) == 1 for p in easy)

@@ -182,6 +182,21 @@ def generate(
     return out
 
 
+def task_options(spec: str) -> dict:
+    """Generator options from a task spec: "arith" -> {}; "arith:max_ops=1,max_value=10" -> {"max_ops": 1,
+    "max_value": 10} (the problems' difficulty, e.g. sized to what a small model can sometimes solve)."""
+    name, _, opts = spec.partition(":")
+    if name != "arith":
+        raise ValueError(f"not an arith task spec: {spec!r}")
+    out: dict = {}
+    for part in filter(None, opts.split(",")):
+        key, eq, value = part.partition("=")
+        if key not in ("max_ops", "max_value") or not eq or not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{spec!r}: options are max_ops=N and max_value=N (N >= 1), got {part!r}")
+        out[key] = int(value)
+    return out
+
+
 CORRUPTIONS = ("arith", "final")
 
 
