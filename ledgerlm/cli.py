@@ -7,6 +7,7 @@ import dataclasses
 import importlib
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -159,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     except NotImplementedStage as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except BrokenPipeError:  # `ledgerlm plan ... | head` closed the pipe: stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 class UserInputError(Exception):

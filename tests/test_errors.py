@@ -98,3 +98,17 @@ def test_arith_task_options():
         arith.task_options("arith:ops=2")
     easy = arith.generate(20, "heldout", 0, **arith.task_options("arith:max_ops=1,max_value=9"))
     assert all(len(p.steps) == 1 for p in easy)
+
+
+def test_unfinished_pairs_stop_before_the_answer_line():
+    from ledgerlm.post import arith
+
+    pairs = arith.preference_pairs(40, "train", seed=0, kinds=("final", "unfinished"))
+    assert {p["kind"] for p in pairs} == {"final", "unfinished"}
+    for p in pairs:
+        if p["kind"] == "unfinished":
+            assert "####" not in p["rejected"] and p["chosen"].startswith(p["rejected"])
+    # the default kinds draw exactly as before (arith twice as often as final)
+    assert arith.preference_pairs(5, "train", seed=0) == arith.preference_pairs(
+        5, "train", seed=0, kinds=("final", "arith")
+    )

@@ -197,7 +197,8 @@ def task_options(spec: str) -> dict:
     return out
 
 
-CORRUPTIONS = ("arith", "final")
+CORRUPTIONS = ("arith", "final")  # the default kinds
+KINDS = (*CORRUPTIONS, "unfinished")
 
 
 def corrupt(
@@ -207,11 +208,16 @@ def corrupt(
 
     "arith": an arithmetic slip in one step, carried consistently through the later steps (only checking the
     arithmetic reveals it); "final": correct steps but a different number on the `####` line (an inconsistency
-    visible at the end). With both kinds allowed, "arith" is drawn twice as often."""
-    bad = set(kinds) - set(CORRUPTIONS)
+    visible at the end); "unfinished": the solution stops before its `####` line (as a small model's answer cut off
+    by its token budget does), so it gives no answer. With exactly "arith" and "final", "arith" is drawn twice as
+    often; otherwise the allowed kinds are drawn equally."""
+    bad = set(kinds) - set(KINDS)
     if bad or not kinds:
-        raise ValueError(f"corruption kinds must be among {CORRUPTIONS}, got {kinds}")
-    kind = rng.choice(["arith", "final", "arith"] if len(set(kinds)) == 2 else list(kinds))
+        raise ValueError(f"corruption kinds must be among {KINDS}, got {kinds}")
+    kind = rng.choice(["arith", "final", "arith"] if set(kinds) == set(CORRUPTIONS) else sorted(set(kinds)))
+    if kind == "unfinished":
+        lines = p.solution.split("\n")[:-1]  # the steps, without "#### N"
+        return "\n".join(lines[: rng.randint(1, len(lines))]), "unfinished"
     steps = list(p.steps)
     i = rng.randrange(len(steps))
     a, op, b, r = steps[i]
