@@ -84,7 +84,7 @@ def test_eval_names_its_model_and_hides_uncovered_references(tmp_path):
         extra={"model": "/runs/demo/rl/model", "limit": 200, "references": refs},
     )
     md, _ = _run(tmp_path, ev)
-    assert "`rl/model` scored exact match strict 6.0% [95% CI 3.0%, 10.0%] on arith 0shot (n = 200" in md
+    assert "`rl/model` scored exact match strict 6.0% [95% CI 3.0%, 10.0%] on arith, 0-shot (n = 200" in md
     assert "SmolLM-135M" not in md  # its row covers piqa, which this run did not score
     (tmp_path / "ledger" / "eval.json").write_text(
         json.dumps({**ev, "metrics": {**ev["metrics"], "piqa.acc_norm": 0.6, "piqa.n": 1838}})

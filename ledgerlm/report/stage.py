@@ -761,7 +761,7 @@ def _eval_section(card: Card, records: dict) -> None:
         tasks.append(task)
         rows.append(
             [
-                task.replace("_", " "),
+                _task_name(task),
                 metric.replace("_", " "),
                 card.num(value),
                 card.num(m.get(f"{key}_stderr")),
@@ -778,7 +778,7 @@ def _eval_section(card: Card, records: dict) -> None:
         card.verdict(
             "eval",
             f"`{model}` scored {metric.replace('_', ' ')} {card.pct(m[head])} [95% CI {card.pct(lo)}, "
-            f"{card.pct(hi)}] on {task.replace('_', ' ')} (n = {card.num(m.get(f'{task}.n'))}, {scope}).",
+            f"{card.pct(hi)}] on {_task_name(task)} (n = {card.num(m.get(f'{task}.n'))}, {scope}).",
         )
     else:
         card.verdict("eval", f"`{model}` was evaluated ({scope}).")
@@ -806,6 +806,12 @@ def _eval_section(card: Card, records: dict) -> None:
                 for r in refs
             ],
         )
+
+
+def _task_name(task: str) -> str:
+    """ "arith_0shot" -> "arith, 0-shot", "arc_easy" -> "arc easy"."""
+    m = re.fullmatch(r"(.+)_(\d+)shot", task)
+    return f"{m.group(1).replace('_', ' ')}, {m.group(2)}-shot" if m else task.replace("_", " ")
 
 
 def _headline(m: dict) -> str | None:
