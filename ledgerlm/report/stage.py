@@ -614,7 +614,12 @@ def _post_section(card: Card, records: dict) -> None:
                     ),
                     ("held-out pair accuracy [95% CI]", f"{card.pct(acc)} [{card.pct(lo)}, {card.pct(hi)}]"),
                     ("p, binomial test against 50%", m.get("heldout_p_binomial")),
-                    ("held-out accuracy before training", card.pct(m.get(start_key))),
+                    (
+                        "starting model's log-probs prefer the chosen side"
+                        if stage == "dpo"
+                        else "held-out accuracy before training (untrained head)",
+                        card.pct(m.get(start_key)),
+                    ),
                     ("mean held-out margin (chosen − rejected)", m.get("heldout_margin")),
                     (
                         "training loss, first → last",
