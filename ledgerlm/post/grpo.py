@@ -91,9 +91,9 @@ class Config:
 
     def validate(self) -> None:
         if self.task.split(":")[0] == "arith":
-            from ledgerlm.post.arith import task_options
+            from ledgerlm.post.arith import generate, task_options
 
-            task_options(self.task)  # raises ValueError naming a bad option
+            generate(self.n_train or 2000, "train", 0, **task_options(self.task))  # a bad option, or too few problems
         if self.advantage not in ADV_MODES:
             raise ValueError(f"advantage must be one of {ADV_MODES}, got {self.advantage!r}")
         if self.loss_agg not in AGG_MODES:
