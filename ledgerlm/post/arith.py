@@ -171,7 +171,9 @@ def generate(
     while len(out) < n:
         attempts += 1
         if attempts > 200 * n + 10_000:
-            raise ValueError(f"only {len(out)} distinct {split} problems found (asked {n}); ask for fewer, or raise max_value")
+            raise ValueError(
+                f"only {len(out)} distinct {split} problems found (asked {n}); ask for fewer, or raise max_value"
+            )
         name = names[rng.randrange(len(names))]
         ops = _operands(name, rng, max_value)
         key = f"{name}|{','.join(map(str, ops))}"
