@@ -256,7 +256,7 @@ def _run_section(card: Card, records: dict, cfg: Config) -> None:
     card.html.append("<!-- summary -->")
     card.heading("Run")
     card.table(
-        ["", ""],
+        ["", "value"],
         [
             ["recipe", f"`{first.get('recipe')}` (`{first.get('recipe_file')}`)"],
             ["seed", card.plain(first.get("seed"))],
@@ -290,7 +290,10 @@ def _stages_section(card: Card, records: dict, cfg: Config) -> None:
             ]
         )
     rows.append(["**total**", "", f"**{card.num(total_s, 3)}**", f"**{card.usd(total_usd)}**", "", "", ""])
-    card.table(["stage", "device", "wall time (s)", "cost", "output files", "output size (MB)", "warnings"], rows)
+    header = ["stage", "device", "wall time (s)", "cost", "output files", "output size (MB)", "warnings"]
+    if not any(r.get("warnings") for r in records.values()):  # no empty column
+        header, rows = header[:-1], [r[:-1] for r in rows]
+    card.table(header, rows)
     card.para(
         f"Cost = wall time × {card.usd(cfg.gpu_usd_per_hour)} per GPU-hour or {card.usd(cfg.cpu_usd_per_hour)} "
         "per CPU-hour (the report's settings `gpu_usd_per_hour`, `cpu_usd_per_hour`)."
