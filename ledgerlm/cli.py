@@ -12,6 +12,8 @@ from pathlib import Path
 
 from ledgerlm import __version__, ledger
 from ledgerlm.config import TOP_LEVEL, ConfigError, apply_overrides, load_raw_recipe, parse_override, to_dict
+from ledgerlm.device import GPUS
+from ledgerlm.eval.tasks import TaskDataError
 from ledgerlm.io import atomic_write_json
 from ledgerlm.pipeline import (
     STAGES,
@@ -142,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `ledgerlm plan ... | head` closed the pipe: stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as e:
         if not disk_full(e):
             raise
@@ -150,6 +155,21 @@ def main(argv: list[str] | None = None) -> int:
         where = e.filename or "the run directory"
         print(f"error: disk full writing {where} ({os.strerror(e.errno)}); free space and re-run", file=sys.stderr)
         return 1
+    except (UserInputError, TaskDataError) as e:  # a path or benchmark the user named is not there: one line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+class UserInputError(Exception):
+    pass
+
+
+def _existing_run(run_dir: Path) -> Path:
+    """A run directory with at least one stage record, or a one-line error that says what to give instead."""
+    if not ledger.read_records(run_dir):
+        what = "does not exist" if not run_dir.exists() else f"has no stage records under {ledger.ledger_dir(run_dir)}"
+        raise ConfigError("", f"{run_dir} {what}: give a run directory (ledgerlm run ... --out DIR made one)")
+    return run_dir
 
 
 def _dispatch(args) -> int:
@@ -158,8 +178,10 @@ def _dispatch(args) -> int:
         recipe = load_recipe(args.recipe, args.overrides)
         out = args.out or Path("runs") / recipe.name
         if cmd == "plan":
+            gpu = GPUS.get(args.gpu.lower())
+            target = None if gpu is None else "cpu" if args.gpu.lower() == "cpu" else f"cuda ({gpu.name})"
             data = data_lines(recipe, args.cpus, args.ram)  # refuses (ConfigError, exit 2) a recipe that cannot fit
-            print("\n".join(plan_lines(recipe, out) + estimate_lines(recipe, args.gpu, args.mfu) + data))
+            print("\n".join(plan_lines(recipe, out, target) + estimate_lines(recipe, args.gpu, args.mfu) + data))
             return 0
         return run_pipeline(recipe, out, force=args.force)
     if cmd in STAGE_HELP:
@@ -169,8 +191,8 @@ def _dispatch(args) -> int:
             return rc
         recipe = _stage_recipe(args, cmd)
         out = args.out or Path("runs") / recipe.name
+        preflight(recipe, out)  # before anything is created: a failed command leaves no directory behind
         out.mkdir(parents=True, exist_ok=True)
-        preflight(recipe, out)
         # Remember the recipe in the run directory, so the next stage run alone there uses the same settings.
         saved_path = out / "recipe.json"
         saved = json.loads(saved_path.read_text()) if saved_path.is_file() else recipe.to_dict()
@@ -179,6 +201,7 @@ def _dispatch(args) -> int:
         run_stage(recipe, cmd, out, force=args.force)
         return 0
     if cmd == "audit":
+        _existing_run(args.run_dir)
         problems, checked = ledger.audit(args.run_dir)
         if problems:
             print(f"audit FAILED for {args.run_dir}: {len(problems)} problem(s)")
@@ -188,13 +211,17 @@ def _dispatch(args) -> int:
         print(f"audit OK for {args.run_dir}: {checked} artifacts re-hashed, chain intact")
         return 0
     if cmd == "report":
+        _existing_run(args.run_dir)
         raw = json.loads((args.run_dir / "recipe.json").read_text()) if (args.run_dir / "recipe.json").is_file() else {}
         raw = {**raw, "stages": ["report"]}
         recipe = build_recipe(raw, args.run_dir / "recipe.json", need_all=False)
         run_stage(recipe, "report", args.run_dir, force=True)
         return 0
     module, _ = TOOLS[cmd]
-    return int(importlib.import_module(module).main(args) or 0)
+    try:
+        return int(importlib.import_module(module).main(args) or 0)
+    except FileNotFoundError as e:  # tools only read what the user named
+        raise UserInputError(str(e)) from None
 
 
 if __name__ == "__main__":

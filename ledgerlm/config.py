@@ -116,8 +116,38 @@ def coerce(value: Any, tp: Any, key: str, file: str | Path | None = None) -> Any
     raise ConfigError(key, f"unsupported type {tp!r} in config schema", file)
 
 
+_BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b), "le": ("<=", lambda v, b: v <= b),
+           "lt": ("<", lambda v, b: v < b)}  # fmt: skip
+
+
+def ranged(default: Any, **bounds: float) -> Any:
+    """A dataclass field whose value from_dict checks against `ge`/`gt`/`le`/`lt`, e.g. `micro_batch: int =
+    ranged(8, ge=1)`: a recipe asking for micro_batch=-4 stops at validation, naming key and file."""
+    unknown = set(bounds) - set(_BOUNDS)
+    if unknown:
+        raise TypeError(f"ranged: unknown bounds {sorted(unknown)}")
+    factory = isinstance(default, list | dict)
+    return dataclasses.field(
+        **({"default_factory": lambda: type(default)(default)} if factory else {"default": default}),
+        metadata={"bounds": bounds},
+    )
+
+
+def check_bounds(value: Any, bounds: dict, key: str, file: str | Path | None = None) -> None:
+    """Raise ConfigError unless the number `value` (or every number in a list of them) is within `bounds`."""
+    for v in value if isinstance(value, list | tuple) else [value]:
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            continue
+        for name, bound in bounds.items():
+            sign, ok = _BOUNDS[name]
+            if not ok(v, bound):
+                got = value if v is value else f"{v} in {value}"
+                raise ConfigError(key, f"must be {sign} {bound}, got {got}", file)
+
+
 def from_dict(cls: type, data: Any, prefix: str = "", file: str | Path | None = None) -> Any:
-    """Build dataclass `cls` from a mapping; unknown keys, wrong types and missing required fields are errors.
+    """Build dataclass `cls` from a mapping; unknown keys, wrong types and missing required fields are errors, and so
+    is a number outside the bounds of a `ranged` field.
 
     The object's `validate()` may raise ValueError (reported against `prefix`) or ConfigError with a key relative to
     the object (e.g. a nested partial section it checks itself), which is reported as `prefix.key` in `file`.
@@ -136,6 +166,7 @@ def from_dict(cls: type, data: Any, prefix: str = "", file: str | Path | None = 
         key = _join(prefix, name)
         if name in data:
             kwargs[name] = coerce(data[name], hints[name], key, file)
+            check_bounds(kwargs[name], f.metadata.get("bounds", {}), key, file)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(key, "required key is missing", file)
     obj = cls(**kwargs)
@@ -148,6 +179,18 @@ def from_dict(cls: type, data: Any, prefix: str = "", file: str | Path | None = 
         except ConfigError as e:
             raise ConfigError(_join(prefix, e.key), e.message, e.file or file) from None
     return obj
+
+
+def check_across_sections(sections: dict[str, Any], file: str | Path | None = None) -> None:
+    """Rules between two stages' sections (each valid alone), checked with the recipe, before anything runs."""
+    tok, pre = sections.get("tokenize"), sections.get("pretrain")
+    if tok is not None and pre is not None and tok.val_fraction == 0 and pre.val_batches and pre.eval_every:
+        raise ConfigError(
+            "tokenize.val_fraction",
+            "is 0, so pretraining has no held-out text for its validation loss; hold some out (e.g. 0.01), "
+            "or set pretrain.val_batches=0 to train without one",
+            file,
+        )
 
 
 def to_dict(obj: Any) -> Any:

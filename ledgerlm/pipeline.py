@@ -23,7 +23,16 @@ from types import ModuleType
 from typing import Any
 
 from ledgerlm import hub, ledger
-from ledgerlm.config import TOP_LEVEL, ConfigError, apply_overrides, coerce, from_dict, load_raw_recipe, to_dict
+from ledgerlm.config import (
+    TOP_LEVEL,
+    ConfigError,
+    apply_overrides,
+    check_across_sections,
+    coerce,
+    from_dict,
+    load_raw_recipe,
+    to_dict,
+)
 from ledgerlm.device import resolve_device
 from ledgerlm.progress import LoggingConfig, divert_stderr, fmt_duration, say
 from ledgerlm.samples import SamplesConfig, sample_model
@@ -109,6 +118,7 @@ def build_recipe(raw: dict, file: str | Path | None = None, need_all: bool = Tru
     for name in STAGES:
         if name in raw or (need_all and name in top["stages"]):
             recipe.sections[name] = from_dict(stage_module(name).Config, raw.get(name) or {}, prefix=name, file=file)
+    check_across_sections(recipe.sections, file)
     return recipe
 
 
@@ -437,10 +447,12 @@ def _check_note(p, run_dir: Path) -> str:
     return "" if path.exists() else "  [MISSING]"
 
 
-def plan_lines(recipe: Recipe, run_dir: Path) -> list[str]:
-    """What `ledgerlm plan` prints: each stage, what it reads and what it would do."""
+def plan_lines(recipe: Recipe, run_dir: Path, target: str | None = None) -> list[str]:
+    """What `ledgerlm plan` prints: each stage, what it reads and what it would do. `target` names the device the
+    plan is for (e.g. "cuda (H100 SXM)"), which need not be this machine's."""
+    device = target or resolve_device(recipe.device)
     lines = [
-        f"recipe {recipe.name!r} ({recipe.source}) seed={recipe.seed} device={resolve_device(recipe.device)}",
+        f"recipe {recipe.name!r} ({recipe.source}) seed={recipe.seed} device={device}",
         f"run directory: {run_dir}",
     ]
     mirror = recipe.hub_mirror.resolve(run_dir)
@@ -449,11 +461,11 @@ def plan_lines(recipe: Recipe, run_dir: Path) -> list[str]:
         lines.append(f"Hub names are read from the mirror {mirror}" + ("" if built else " (made when the run starts)"))
         if built:
             with hub.using(mirror):
-                return lines + _plan_stages(recipe, run_dir)
-    return lines + _plan_stages(recipe, run_dir)
+                return lines + _plan_stages(recipe, run_dir, device.split(" ")[0])
+    return lines + _plan_stages(recipe, run_dir, device.split(" ")[0])
 
 
-def _plan_stages(recipe: Recipe, run_dir: Path) -> list[str]:
+def _plan_stages(recipe: Recipe, run_dir: Path, device: str) -> list[str]:
     lines = []
     for i, stage in enumerate(recipe.stages, 1):
         if stage in CHECKS:
@@ -462,7 +474,7 @@ def _plan_stages(recipe: Recipe, run_dir: Path) -> list[str]:
         mod = stage_module(stage)
         cfg = recipe.section(stage)
         ctx = ledger.StageContext(
-            run_dir=Path(run_dir), stage=stage, recipe=recipe, seed=recipe.seed, device=resolve_device(recipe.device)
+            run_dir=Path(run_dir), stage=stage, recipe=recipe, seed=recipe.seed, device=device
         )
         lines.append(f"{i:2d}. {stage} ({STAGES[stage]})")
         if hasattr(mod, "inputs"):

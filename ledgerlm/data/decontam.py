@@ -46,6 +46,10 @@ class DecontamConfig:
             raise ValueError(f"action must be drop|cut, got {self.action!r}")
         if not 1 <= self.min_n <= self.max_n <= 64:
             raise ValueError("need 1 <= min_n <= max_n <= 64")
+        from ledgerlm.eval.tasks import hub_unavailable  # lazy, as in load_benchmarks
+
+        if (why := hub_unavailable(self.tasks, self.data_dir)) is not None:
+            raise ValueError(f"tasks: {why}")
 
     @property
     def active(self) -> bool:

@@ -32,6 +32,7 @@ from ledgerlm.data.tokenizer import (
     describe,
     eot_id,
     load_tokenizer,
+    max_learnable_vocab,
     save_hf_tokenizer_files,
     train_tokenizer,
 )
@@ -183,6 +184,12 @@ def run(cfg: Config, ctx) -> StageResult:
         sample = sample_texts(files, cfg, ctx.seed, bad.append)
         if not sample:  # the whole input was read: nothing valid in the train split
             _no_documents(files, bad, out / "quarantine.jsonl")
+        if (cap := max_learnable_vocab(sample, cfg.vocab_size)) < cfg.vocab_size:
+            raise ConfigError(
+                "tokenize.vocab_size",
+                f"{cfg.vocab_size:,} tokens asked, but this data can give at most {cap:,} (its sample has too few "
+                "distinct words); lower vocab_size or tokenize more data",
+            )
         tok = train_tokenizer(sample, cfg.vocab_size, cfg.min_frequency, show_progress=ctx.on_terminal)
         tok_info = {"trained": True, "sample_docs": len(sample), "sample_chars": sum(map(len, sample))}
         del sample

@@ -62,6 +62,22 @@ def train_tokenizer(
     return tok
 
 
+def max_learnable_vocab(texts: Iterable[str], enough: int) -> int:
+    """An upper bound on the vocabulary BPE can learn from `texts`: the bytes and special tokens, plus len - 1 merges
+    per distinct pre-tokenised word (merges never cross word boundaries). Stops counting once the bound reaches
+    `enough`, so on real text it costs a few kilobytes of pre-tokenisation."""
+    split = new_tokenizer().pre_tokenizer.pre_tokenize_str
+    bound, seen = MIN_VOCAB, set()
+    for text in texts:
+        for word, _ in split(text):
+            if word not in seen:
+                seen.add(word)
+                bound += len(word) - 1  # byte-level: one character per byte
+        if bound >= enough:
+            break
+    return bound
+
+
 def load_tokenizer(path_or_hub_name: str | os.PathLike) -> Tokenizer:
     """Load a tokenizer from a tokenizer.json file, a directory containing one, or a Hub repo id."""
     p = Path(path_or_hub_name)

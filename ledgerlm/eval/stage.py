@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from ledgerlm.config import ConfigError, apply_overrides, from_dict, parse_overr
 from ledgerlm.eval import gsm8k as g8
 from ledgerlm.eval.evaluate import evaluate, load_references, summary_metrics, to_markdown
 from ledgerlm.eval.harness import load_lm
-from ledgerlm.eval.tasks import ALL_TASKS, GENERATIVE, SIX_TASKS, SPECS, TaskDataError, local_source
+from ledgerlm.eval.tasks import ALL_TASKS, GENERATIVE, SIX_TASKS, SPECS, TaskDataError, hub_unavailable, local_source
 from ledgerlm.io import atomic_write_json, atomic_write_text
 from ledgerlm.ledger import StageResult
 
@@ -36,8 +37,8 @@ class Config:
     dtype: str | None = None  # float32 | bfloat16 | float16; None = float32
     device: str | None = None  # None = the recipe's device
     ensemble_mode: str = "prob"  # prob (mean of probabilities) | logit (mean of logits)
-    gsm8k_shots: list[int] = field(default_factory=lambda: [0, 5])
-    gsm8k_max_new_tokens: int = g8.MAX_NEW_TOKENS
+    gsm8k_shots: list[int] | None = None  # None = by task and model context (generation_defaults)
+    gsm8k_max_new_tokens: int | None = None  # None = by task and model context (generation_defaults)
     gsm8k_generation: str = "chat"  # chat: stop at <|im_end|>/EOS | lm-eval: reproduce lm-eval's completions
     references: Path | None = None  # YAML of reported rows; None = ledgerlm/eval/references.yaml
 
@@ -57,12 +58,32 @@ class Config:
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         if self.ensemble_mode not in ("prob", "logit"):
             raise ValueError(f"ensemble_mode must be prob or logit, got {self.ensemble_mode!r}")
-        if any(k < 0 for k in self.gsm8k_shots) or not self.gsm8k_shots:
+        if self.gsm8k_shots is not None and (any(k < 0 for k in self.gsm8k_shots) or not self.gsm8k_shots):
             raise ValueError(f"gsm8k_shots must be a non-empty list of counts >= 0, got {self.gsm8k_shots}")
-        if self.gsm8k_max_new_tokens < 1:
+        if self.gsm8k_max_new_tokens is not None and self.gsm8k_max_new_tokens < 1:
             raise ValueError("gsm8k_max_new_tokens must be >= 1")
         if self.gsm8k_generation not in ("chat", "lm-eval"):
             raise ValueError(f"gsm8k_generation must be chat or lm-eval, got {self.gsm8k_generation!r}")
+        if (why := hub_unavailable(self.tasks, self.data_dir)) is not None:
+            raise ValueError(f"tasks: {why}")
+
+
+# Generation budgets per generative task: lm-eval's 256 tokens for GSM8K; the built-in arith task's longest worked
+# solution (three steps and the #### line) is under 60 tokens even with a 2k-token vocabulary. A shot costs about
+# as many tokens as a solved example.
+GEN_BUDGET = {"gsm8k": g8.MAX_NEW_TOKENS, "arith": 96}
+SHOT_TOKENS = {"gsm8k": 160, "arith": 60}
+FEW_SHOT = 5  # lm-eval's GSM8K setting
+
+
+def generation_defaults(task: str, max_length: int) -> tuple[list[int], int]:
+    """(shot counts, max new tokens) for a generative task on a model with a `max_length`-token context: the task's
+    budget, at most a quarter of the context; 0- and 5-shot when five solved examples, the question and the answer
+    fit the context, else 0-shot only (a 256-token demo model gets [0] and 64 tokens, SmolLM's 2048 gets [0, 5])."""
+    new = min(GEN_BUDGET.get(task, g8.MAX_NEW_TOKENS), max(8, max_length // 4))
+    per_shot = SHOT_TOKENS.get(task, 160)
+    shots = [0, FEW_SHOT] if (FEW_SHOT + 1) * per_shot + new <= max_length else [0]
+    return shots, new
 
 
 def resolve_model(cfg: Config, ctx) -> list[Path | str]:
@@ -83,7 +104,31 @@ def resolve_model(cfg: Config, ctx) -> list[Path | str]:
         )
     if cfg.model in MODEL_STAGES:
         return [ctx.stage_dir(cfg.model) / "model"]
-    return [Path(p) if Path(p).exists() else p for p in (s.strip() for s in cfg.model.split(",")) if p]
+    return model_specs(cfg.model)
+
+
+_HUB_NAME = re.compile(r"[\w.-]+(/[\w.-]+)?")
+
+
+def model_specs(model: str) -> list[Path | str]:
+    """Each comma-separated model: an existing model folder (Path) or a Hub name (str); anything else is an error
+    that says what a model argument can be."""
+    out: list[Path | str] = []
+    for spec in (s.strip() for s in model.split(",")):
+        p = Path(spec).expanduser()
+        if p.is_dir() and not (p / "config.json").is_file():
+            raise ConfigError("eval.model", f"{spec} has no config.json: not a model folder (try RUN/<stage>/model)")
+        if p.exists():
+            out.append(p)
+        elif spec and _HUB_NAME.fullmatch(spec) and not spec.startswith("."):
+            out.append(spec)
+        elif spec:
+            raise ConfigError(
+                "eval.model",
+                f"no model at {spec}: give a model folder (RUN/<stage>/model), a stage name ({', '.join(MODEL_STAGES)})"
+                " inside a run, or a Hub name such as org/model",
+            )
+    return out
 
 
 def inputs(cfg: Config, ctx) -> dict:
@@ -91,7 +136,8 @@ def inputs(cfg: Config, ctx) -> dict:
     for i, m in enumerate(resolve_model(cfg, ctx)):
         out[f"model_{i}" if "," in cfg.model else "model"] = m if isinstance(m, Path) else f"hub:{m}"
     for t in cfg.tasks:
-        splits = [SPECS[t].split] + (["train"] if t in GENERATIVE and any(cfg.gsm8k_shots) else [])
+        few_shot = cfg.gsm8k_shots is None or any(cfg.gsm8k_shots)  # auto may choose few-shot: hash the pool
+        splits = [SPECS[t].split] + (["train"] if t in GENERATIVE and few_shot else [])
         for split in splits:
             if t == "arith":
                 continue  # generated by our code: nothing external to hash
@@ -114,24 +160,38 @@ def _evaluate(cfg: Config, models: list, device: str, log=print, progress=None) 
     lm = load_lm(
         spec, device=cfg.device or device, backend=cfg.backend, dtype=cfg.dtype, ensemble_mode=cfg.ensemble_mode
     )
-    if any(t in GENERATIVE for t in cfg.tasks) and cfg.gsm8k_max_new_tokens >= lm.max_length:
-        raise ConfigError(
-            "eval.gsm8k_max_new_tokens",
-            f"{cfg.gsm8k_max_new_tokens} new tokens do not fit the model's {lm.max_length} positions with a prompt "
-            f"(at most {lm.max_length - 1}; lm-eval refuses this too)",
+    # Generative tasks run with their own shots and budget (explicit settings win over generation_defaults).
+    groups: dict[tuple, list[str]] = {}
+    for t in cfg.tasks:
+        shots, new = generation_defaults(t, lm.max_length) if t in GENERATIVE else ([0], 1)
+        key = (tuple(cfg.gsm8k_shots or shots), cfg.gsm8k_max_new_tokens or new) if t in GENERATIVE else ()
+        groups.setdefault(key, []).append(t)
+    results = None
+    for key, tasks in groups.items():
+        shots, new = key or ((0,), g8.MAX_NEW_TOKENS)
+        if key and new >= lm.max_length:
+            raise ConfigError(
+                "eval.gsm8k_max_new_tokens",
+                f"{new} new tokens do not fit the model's {lm.max_length} positions with a prompt "
+                f"(at most {lm.max_length - 1}; lm-eval refuses this too)",
+            )
+        part = evaluate(
+            lm,
+            tasks,
+            data_dir=cfg.data_dir,
+            limit=cfg.limit,
+            batch_size=cfg.batch_size,
+            gsm8k_shots=list(shots),
+            gsm8k_max_new_tokens=new,
+            gsm8k_generation=cfg.gsm8k_generation,
+            progress=progress,
+            log=log,
         )
-    results = evaluate(
-        lm,
-        cfg.tasks,
-        data_dir=cfg.data_dir,
-        limit=cfg.limit,
-        batch_size=cfg.batch_size,
-        gsm8k_shots=cfg.gsm8k_shots,
-        gsm8k_max_new_tokens=cfg.gsm8k_max_new_tokens,
-        gsm8k_generation=cfg.gsm8k_generation,
-        progress=progress,
-        log=log,
-    )
+        if results is None:
+            results = part
+        else:
+            results["tasks"].update(part["tasks"])
+            results.update({k: v for k, v in part.items() if k == "six_task_mean"})
     results["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()}
     results["device"] = lm.device
     return results, to_markdown(results, load_references(cfg.references))
@@ -139,7 +199,10 @@ def _evaluate(cfg: Config, models: list, device: str, log=print, progress=None) 
 
 def run(cfg: Config, ctx):
     models = resolve_model(cfg, ctx)
-    results, md = _evaluate(cfg, models, ctx.device, log=ctx.log.info, progress=ctx.progress)
+    try:
+        results, md = _evaluate(cfg, models, ctx.device, log=ctx.log.info, progress=ctx.progress)
+    except TaskDataError as e:
+        raise ConfigError("eval.data_dir", str(e)) from None
     atomic_write_json(ctx.out_dir / "results.json", results)
     atomic_write_text(ctx.out_dir / "results.md", md)
     counters = {f"{t}.n": r["n"] for t, r in results["tasks"].items()}
@@ -222,8 +285,10 @@ def plan(cfg: Config, ctx) -> list[str]:
     lines = [
         f"tasks: {', '.join(cfg.tasks)} ({'first ' + str(cfg.limit) + ' items each' if cfg.limit else 'full splits'})"
     ]
-    if "gsm8k" in cfg.tasks:
-        lines.append(f"gsm8k: {cfg.gsm8k_shots} shots, up to {cfg.gsm8k_max_new_tokens} generated tokens per item")
+    for t in (t for t in cfg.tasks if t in GENERATIVE):
+        shots = cfg.gsm8k_shots or "0 (and 5 if the model's context fits them)"
+        new = cfg.gsm8k_max_new_tokens or f"{GEN_BUDGET[t]} (at most a quarter of the model's context)"
+        lines.append(f"{t}: {shots} shots, up to {new} generated tokens per item")
     lines.append(f"data: {cfg.data_dir or 'Hugging Face Hub'}")
     return lines
 
@@ -240,8 +305,12 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["auto", "hf", "ledgerlm"], default=None)
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     p.add_argument("--device", default=None, help="cuda / cpu (default: the recipe's device)")
-    p.add_argument("--gsm8k-shots", default=None, help="comma-separated shot counts, e.g. 0,5")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="GSM8K generation budget")
+    p.add_argument(
+        "--gsm8k-shots", default=None, help="comma-separated shot counts, e.g. 0,5 (default: by task and model context)"
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=None, help="generation budget (default: by task and model context)"
+    )
     p.add_argument(
         "--gsm8k-generation", choices=["chat", "lm-eval"], default=None, help="chat: stop at <|im_end|> (default)"
     )
@@ -285,7 +354,7 @@ def direct_main(args) -> int | None:
         return Progress(it, total, f"[eval] {desc}", unit=unit)
 
     try:
-        results, md = _evaluate(cfg, [m.strip() for m in cfg.model.split(",") if m.strip()], "auto", progress=progress)
+        results, md = _evaluate(cfg, model_specs(cfg.model), "auto", progress=progress)
     except TaskDataError as e:
         raise ConfigError("eval.data_dir", str(e)) from None
     out = Path(out)

@@ -318,17 +318,40 @@ def _local_records(name: str, split: str, data_dir) -> tuple[str, Iterator]:
     return str(path), recs
 
 
+def hub_unavailable(tasks, data_dir) -> str | None:
+    """Why `tasks` cannot be loaded here, checked before any work: they would come from the Hub (no data_dir) and
+    `datasets` (the `hf` extra) is not installed. None when they can be."""
+    hub = [t for t in tasks if t in SPECS and t != "arith" and data_dir is None]
+    if not hub:
+        return None
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("datasets") is not None:
+            return None
+    except (ValueError, ImportError):  # a module set to None in sys.modules: blocked
+        pass
+    return (
+        f"{', '.join(hub)} would be read from the Hugging Face Hub, which needs the hf extra "
+        "(pip install 'ledgerlm[hf]'); or give local copies with --data-dir (see docs/eval.md)"
+    )
+
+
 def _hub_records(name: str, split: str) -> tuple[str, Iterator]:
     spec = SPECS[name]
     try:
         import datasets
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise TaskDataError(
-            f"task {name!r}: loading from the Hub needs `datasets` (pip install ledgerlm[hf]) or pass data_dir"
-        ) from e
+        raise TaskDataError(hub_unavailable([name], None)) from e
     from ledgerlm import hub
 
-    ds = datasets.load_dataset(hub.dataset(spec.hub_path), spec.hub_name, split=split, **hub.cache_kwargs())
+    try:
+        ds = datasets.load_dataset(hub.dataset(spec.hub_path), spec.hub_name, split=split, **hub.cache_kwargs())
+    except (ConnectionError, OSError) as e:  # offline, or the dataset moved: say what to do instead
+        raise TaskDataError(
+            f"task {name!r}: could not load {spec.hub_path} from the Hugging Face Hub ({e}); "
+            "give local copies with --data-dir (see docs/eval.md)"
+        ) from None
     src = f"hub:{spec.hub_path}" + (f"/{spec.hub_name}" if spec.hub_name else "") + f"[{split}]"
     return src, ((i + 1, dict(r), None) for i, r in enumerate(ds))
 

@@ -171,7 +171,9 @@ def generate(
     while len(out) < n:
         attempts += 1
         if attempts > 200 * n + 10_000:
-            raise ValueError(f"only {len(out)} distinct {split} problems found (asked {n}); raise max_value")
+            raise ValueError(
+                f"only {len(out)} distinct {split} problems found (asked {n}); ask for fewer, or raise max_value"
+            )
         name = names[rng.randrange(len(names))]
         ops = _operands(name, rng, max_value)
         key = f"{name}|{','.join(map(str, ops))}"
@@ -182,7 +184,23 @@ def generate(
     return out
 
 
-CORRUPTIONS = ("arith", "final")
+def task_options(spec: str) -> dict:
+    """Generator options from a task spec: "arith" -> {}; "arith:max_ops=1,max_value=10" -> {"max_ops": 1,
+    "max_value": 10} (the problems' difficulty, e.g. sized to what a small model can sometimes solve)."""
+    name, _, opts = spec.partition(":")
+    if name != "arith":
+        raise ValueError(f"not an arith task spec: {spec!r}")
+    out: dict = {}
+    for part in filter(None, opts.split(",")):
+        key, eq, value = part.partition("=")
+        if key not in ("max_ops", "max_value") or not eq or not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{spec!r}: options are max_ops=N and max_value=N (N >= 1), got {part!r}")
+        out[key] = int(value)
+    return out
+
+
+CORRUPTIONS = ("arith", "final")  # the default kinds
+KINDS = (*CORRUPTIONS, "unfinished")
 
 
 def corrupt(
@@ -192,11 +210,16 @@ def corrupt(
 
     "arith": an arithmetic slip in one step, carried consistently through the later steps (only checking the
     arithmetic reveals it); "final": correct steps but a different number on the `####` line (an inconsistency
-    visible at the end). With both kinds allowed, "arith" is drawn twice as often."""
-    bad = set(kinds) - set(CORRUPTIONS)
+    visible at the end); "unfinished": the solution stops before its `####` line (as a small model's answer cut off
+    by its token budget does), so it gives no answer. With exactly "arith" and "final", "arith" is drawn twice as
+    often; otherwise the allowed kinds are drawn equally."""
+    bad = set(kinds) - set(KINDS)
     if bad or not kinds:
-        raise ValueError(f"corruption kinds must be among {CORRUPTIONS}, got {kinds}")
-    kind = rng.choice(["arith", "final", "arith"] if len(set(kinds)) == 2 else list(kinds))
+        raise ValueError(f"corruption kinds must be among {KINDS}, got {kinds}")
+    kind = rng.choice(["arith", "final", "arith"] if set(kinds) == set(CORRUPTIONS) else sorted(set(kinds)))
+    if kind == "unfinished":
+        lines = p.solution.split("\n")[:-1]  # the steps, without "#### N"
+        return "\n".join(lines[: rng.randint(1, len(lines))]), "unfinished"
     steps = list(p.steps)
     i = rng.randrange(len(steps))
     a, op, b, r = steps[i]

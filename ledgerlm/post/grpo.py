@@ -60,7 +60,7 @@ AGG_MODES = ("grpo", "dapo", "drgrpo")
 @dataclass
 class Config:
     init: str = "auto"  # stage name or model dir; "auto" = the latest of dpo, interpolate, sft that has a model
-    task: str = "arith"  # arith (built-in) | GSM8K-format JSONL (question/answer) | HF dataset name (openai/gsm8k)
+    task: str = "arith"  # arith[:max_ops=N,max_value=N] (built-in) | GSM8K-format JSONL | HF dataset (openai/gsm8k)
     split: str = "train"  # HF split for the training prompts
     subset: str = "main"  # HF config (openai/gsm8k needs "main")
     n_train: int = 2000  # size of the prompt pool (0 = whole source)
@@ -97,6 +97,10 @@ class Config:
     log_samples: int = 2  # completions per step written to samples.jsonl
 
     def validate(self) -> None:
+        if self.task.split(":")[0] == "arith":
+            from ledgerlm.post.arith import generate, task_options
+
+            generate(self.n_train or 2000, "train", 0, **task_options(self.task))  # a bad option, or too few problems
         if self.advantage not in ADV_MODES:
             raise ValueError(f"advantage must be one of {ADV_MODES}, got {self.advantage!r}")
         if self.loss_agg not in AGG_MODES:
@@ -254,9 +258,10 @@ def verifiable_reward(text: str, gold: str, extract: str = "strict", format_bonu
 
 def load_problems(cfg: Config, seed: int) -> tuple[list[dict], list[dict], dict]:
     """(train pool, held-out problems, counters); each problem {"question", "answer"} in GSM8K format."""
-    if cfg.task == "arith":
-        tr = [p.record() for p in arith.generate(cfg.n_train or 2000, "train", seed)]
-        ho = [p.record() for p in arith.generate(cfg.n_eval, "heldout", seed)]
+    if cfg.task.split(":")[0] == "arith":  # "arith" or "arith:max_ops=1,max_value=10" (easier problems)
+        opts = arith.task_options(cfg.task)
+        tr = [p.record() for p in arith.generate(cfg.n_train or 2000, "train", seed, **opts)]
+        ho = [p.record() for p in arith.generate(cfg.n_eval, "heldout", seed, **opts)]
         return tr, ho, {"train": len(tr), "heldout": len(ho)}
     rows, counters, bad = [], {"rows": 0, "quarantined": 0}, []
     p = Path(cfg.task).expanduser()
@@ -431,7 +436,7 @@ def _init_dir(cfg: Config, ctx) -> Path:
 
 def inputs(cfg: Config, ctx) -> dict[str, Path]:
     out: dict = {"init_model": _init_dir(cfg, ctx)}
-    if cfg.task != "arith":
+    if cfg.task.split(":")[0] != "arith":
         p = Path(cfg.task).expanduser()
         out["task"] = p if p.exists() else f"hub:{cfg.task.removeprefix('hf:')}"
     return out

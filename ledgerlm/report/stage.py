@@ -1,8 +1,12 @@
 """The report card: report.md and a self-contained report.html, built from the ledger alone.
 
 Every number shown is read from a stage's ledger record, or from an artifact that record lists and whose sha256
-still matches (the loss curves in metrics.jsonl, say). Numbers pass through `Card.num`, which remembers each one it
-printed, so a test can check that nothing in the report came from anywhere else.
+still matches (the loss curves in metrics.jsonl, say), or derived from those (totals, costs, percentages). Numbers
+pass through the `Card` formatters, which remember each one they printed, so a test can check that nothing in the
+report came from anywhere else.
+
+Each stage gets one verdict line (what it did, in its own units, and whether that is better than chance where a
+test applies) followed by its table and figures; warnings the stage recorded are shown beside it.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +37,7 @@ SECTIONS = [
     "Sample generations",
     "Environment and code",
 ]
+ALPHA = 0.05  # significance level of the verdicts' tests
 
 
 @dataclass
@@ -60,8 +66,10 @@ class Card:
     html: list[str] = field(default_factory=list)
     numbers: set[str] = field(default_factory=set)  # every number printed, as printed
     images: dict[str, bytes] = field(default_factory=dict)
+    verdicts: list[tuple[str, str]] = field(default_factory=list)  # (stage, verdict line), for the summary
 
-    def num(self, x: Any, digits: int = 4) -> str:
+    def num(self, x: Any, digits: int = 3) -> str:
+        """A count with thousands separators; a measurement to `digits` significant digits (no exponent above 1e-3)."""
         if x is None:
             return "—"
         if isinstance(x, bool):
@@ -69,11 +77,47 @@ class Card:
         if isinstance(x, int):
             s = f"{x:,}"
         elif isinstance(x, float):
-            s = f"{x:.{digits}g}" if abs(x) < 1e6 else f"{x:,.0f}"
+            if not math.isfinite(x):
+                return "not a number" if math.isnan(x) else ("∞" if x > 0 else "−∞")
+            if abs(x) >= 10**digits:
+                s = f"{x:,.0f}"
+            elif x == 0:
+                s = "0"
+            elif abs(x) >= 1e-3:  # `digits` significant digits, written out in full
+                s = f"{x:.{max(0, digits - 1 - math.floor(math.log10(abs(x))))}f}"
+                s = s.rstrip("0").rstrip(".") if "." in s else s
+            else:
+                s = f"{x:.{digits - 1}e}"
         else:
             return str(x)
         self.numbers.add(s)
         return s
+
+    def plain(self, x: Any) -> str:
+        """An identifier-like integer (a seed, a year): no separators."""
+        s = str(x)
+        self.numbers.add(s)
+        return s
+
+    def usd(self, x: float) -> str:
+        s = f"{x:.2f}"
+        self.numbers.add(s)
+        return f"${s}"
+
+    def pct(self, fraction: float | None, digits: int = 1) -> str:
+        if fraction is None or not math.isfinite(fraction):
+            return "—"
+        s = f"{100 * fraction:.{digits}f}"
+        self.numbers.add(s)
+        return f"{s}%"
+
+    def formats(self, x: float) -> set[str]:
+        """Every way this card may print the number x (for tests that trace report numbers back to the ledger)."""
+        probe = Card(self.run_dir)
+        out = {probe.num(x, d) for d in (2, 3, 4)} | {probe.plain(x)}
+        if isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x):
+            out |= {probe.usd(x)[1:], probe.pct(x)[:-1], probe.pct(x, 0)[:-1]}
+        return out
 
     def heading(self, text: str, level: int = 2) -> None:
         self.md.append(f"\n{'#' * level} {text}\n")
@@ -83,7 +127,18 @@ class Card:
         self.md.append(text + "\n")
         self.html.append(f"<p>{_inline_html(text)}</p>")
 
-    def table(self, header: list[str], rows: list[list[str]]) -> None:
+    def verdict(self, stage: str, text: str) -> None:
+        self.verdicts.append((stage, text))
+        self.md.append(f"**Verdict:** {text}\n")
+        self.html.append(f"<p class='verdict'><b>Verdict:</b> {_inline_html(text)}</p>")
+
+    def warnings(self, rec: dict) -> None:
+        for w in rec.get("warnings") or []:
+            code, message = w.get("code", "warning"), w.get("message", "")
+            self.md.append(f"> ⚠ **{code}**: {message}\n")
+            self.html.append(f"<p class='warn'>⚠ <b>{html.escape(code)}</b>: {_inline_html(message)}</p>")
+
+    def table(self, header: list[str], rows: list[list[str]], wide: bool = False) -> None:
         if not rows:
             self.para("_(none)_")
             return
@@ -93,11 +148,14 @@ class Card:
         self.md.append("")
         th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         trs = "".join("<tr>" + "".join(f"<td>{_inline_html(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-        self.html.append(f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>")
+        cls = " class='wide'" if wide else ""
+        self.html.append(
+            f"<div class='scroll'><table{cls}><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>"
+        )
 
     def figure(self, name: str, fig) -> None:
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
         import matplotlib.pyplot as plt
 
         plt.close(fig)
@@ -140,15 +198,51 @@ def _artifact_jsonl(rec: dict, run_dir: Path, suffix: str) -> list[dict]:
     return []
 
 
-def _scalars(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
-    out = []
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out += _scalars(v, key + ".")
-        elif isinstance(v, int | float | bool | str) and not (isinstance(v, str) and len(v) > 80):
-            out.append((key, v))
-    return out
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_model_path(p: str) -> str:
+    """A model folder as the reader knows it: `rl/model` for a run's own stage, else the path as given."""
+    parts = Path(p).parts
+    return "/".join(parts[-2:]) if len(parts) >= 2 and parts[-1] == "model" else p
+
+
+# Curation reasons in words; the code (for `ledgerlm inspect --reason`) is shown beside the words.
+REASONS = {
+    "near_dup": "near-duplicate of a kept document",
+    "exact_dup": "exact duplicate",
+    "quality:gopher_stop_words": "too few stop words (Gopher)",
+    "quality:gopher_word_count": "too short or too long (Gopher)",
+    "quality:gopher_mean_word_length": "unusual mean word length (Gopher)",
+    "quality:gopher_alpha_words": "too few alphabetic words (Gopher)",
+    "quality:gopher_symbol_ratio": "too many symbols (Gopher)",
+    "quality:gopher_dup_lines": "repeated lines (Gopher)",
+    "quality:gopher_dup_paragraphs": "repeated paragraphs (Gopher)",
+    "quality:gopher_dup_line_chars": "characters in repeated lines (Gopher)",
+    "quality:gopher_top_2gram": "dominant 2-gram (Gopher)",
+    "quality:gopher_top_3gram": "dominant 3-gram (Gopher)",
+    "quality:gopher_top_4gram": "dominant 4-gram (Gopher)",
+    "quality:c4_curly_bracket": "curly bracket, likely code (C4)",
+    "quality:c4_lorem_ipsum": "lorem ipsum (C4)",
+    "quality:c4_javascript": "mentions javascript (C4)",
+    "quality:c4_policy": "cookie/policy boilerplate (C4)",
+    "quality:fineweb_line_punct": "lines without end punctuation (FineWeb)",
+    "quality:fineweb_short_lines": "mostly short lines (FineWeb)",
+    "quality:fineweb_char_dup": "duplicated characters (FineWeb)",
+    "quality:fineweb_list_ratio": "mostly list lines (FineWeb)",
+}
+
+
+def _reason(code: str) -> str:
+    if code in REASONS:
+        return REASONS[code]
+    m = re.fullmatch(r"quality:gopher_dup_(\d+)gram", code)
+    if m:
+        return f"repeated {m.group(1)}-grams (Gopher)"
+    if code.startswith("contaminated:"):
+        return f"overlaps benchmark {code.split(':', 1)[1]}"
+    return code.split(":", 1)[-1].replace("_", " ")
 
 
 # ----------------------------------------------------------------------------- sections
@@ -157,13 +251,14 @@ def _scalars(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
 def _run_section(card: Card, records: dict, cfg: Config) -> None:
     first = next(iter(records.values()))
     card.heading(cfg.title or f"ledgerlm report — {first.get('recipe', '?')}", 1)
+    card.md.append("<!-- summary -->")  # the verdicts of every stage, filled in by build()
+    card.html.append("<!-- summary -->")
     card.heading("Run")
     card.table(
-        ["field", "value"],
+        ["", "value"],
         [
-            ["recipe", f"`{first.get('recipe')}`"],
-            ["recipe file", f"`{first.get('recipe_file')}`"],
-            ["seed", card.num(first.get("seed"))],
+            ["recipe", f"`{first.get('recipe')}` (`{first.get('recipe_file')}`)"],
+            ["seed", card.plain(first.get("seed"))],
             ["stages recorded", ", ".join(records)],
             ["first stage started", first.get("started", "")],
             ["last stage ended", max((r.get("ended", "") for r in records.values()), default="")],
@@ -181,14 +276,26 @@ def _stages_section(card: Card, records: dict, cfg: Config) -> None:
         total_s, total_usd = total_s + secs, total_usd + usd
         n_out = sum(a.get("n_files", 1) for a in r.get("outputs", {}).values())
         size = sum(a.get("size", 0) for a in r.get("outputs", {}).values())
+        warn = len(r.get("warnings") or [])
         rows.append(
-            [name, r.get("status"), r.get("device"), card.num(secs), card.num(usd), card.num(n_out), card.num(size)]
+            [
+                name,
+                r.get("device") or "",
+                card.num(secs, 3),
+                card.usd(usd),
+                card.num(n_out),
+                card.num(size / 1e6, 3),
+                f"⚠ {card.num(warn)}" if warn else "",
+            ]
         )
-    rows.append(["**total**", "", "", card.num(total_s), card.num(total_usd), "", ""])
-    card.table(["stage", "status", "device", "seconds", "cost (USD)", "output files", "output bytes"], rows)
+    rows.append(["**total**", "", f"**{card.num(total_s, 3)}**", f"**{card.usd(total_usd)}**", "", "", ""])
+    header = ["stage", "device", "wall time (s)", "cost", "output files", "output size (MB)", "warnings"]
+    if not any(r.get("warnings") for r in records.values()):  # no empty column
+        header, rows = header[:-1], [r[:-1] for r in rows]
+    card.table(header, rows)
     card.para(
-        f"Cost assumes {card.num(cfg.gpu_usd_per_hour)} USD per GPU-hour and {card.num(cfg.cpu_usd_per_hour)} "
-        "USD per CPU-hour (report settings), times each stage's recorded wall time."
+        f"Cost = wall time × {card.usd(cfg.gpu_usd_per_hour)} per GPU-hour or {card.usd(cfg.cpu_usd_per_hour)} "
+        "per CPU-hour (the report's settings `gpu_usd_per_hour`, `cpu_usd_per_hour`)."
     )
 
 
@@ -199,38 +306,67 @@ def _curation_section(card: Card, records: dict) -> None:
         card.para("Curation was not run in this run.")
         return
     c = rec.get("counters", {})
+    dropped = c.get("dropped", {})
+    read, kept = c.get("read"), c.get("kept")
+    if read:
+        top = max(dropped.items(), key=lambda kv: kv[1], default=None)
+        why = f"; the largest cut: {_reason(top[0]).lower()} ({card.num(top[1])} documents)" if top else ""
+        card.verdict("curate", f"kept {card.num(kept)} of {card.num(read)} documents ({card.pct(kept / read)}){why}.")
+    card.warnings(rec)
     steps = c.get("by_step") or []
     if steps:
-        rows = [
+        card.table(
+            ["step", "documents in", "kept", "dropped", "words in", "words kept"],
             [
-                s.get("step"),
-                card.num(s.get("in")),
-                card.num(s.get("kept")),
-                card.num(s.get("dropped_docs")),
-                card.num(s.get("tokens_in")),
-                card.num(s.get("tokens_kept")),
-            ]
-            for s in steps
-        ]
-        card.table(["step", "docs in", "docs kept", "docs dropped", "tokens in", "tokens kept"], rows)
-    dropped = c.get("dropped", {})
-    tokens = c.get("dropped_tokens", {})
+                [
+                    s.get("step", "").replace("_", " "),
+                    card.num(s.get("in")),
+                    card.num(s.get("kept")),
+                    card.num(s.get("dropped_docs")),
+                    card.num(s.get("tokens_in")),
+                    card.num(s.get("tokens_kept")),
+                ]
+                for s in steps
+            ],
+        )
+        card.para(
+            "Words are whitespace-separated words, counted before tokenisation (the Tokenizer section has tokens)."
+        )
+    words = c.get("dropped_tokens", {})
     card.table(
-        ["reason", "documents", "tokens"],
-        [[f"`{k}`", card.num(v), card.num(tokens.get(k))] for k, v in sorted(dropped.items(), key=lambda kv: -kv[1])],
+        ["why dropped", "reason code", "documents", "words"],
+        [
+            [_reason(k), f"`{k}`", card.num(v), card.num(words.get(k))]
+            for k, v in sorted(dropped.items(), key=lambda kv: -kv[1])
+        ],
     )
     card.para(
-        f"Read {card.num(c.get('read'))} documents, kept {card.num(c.get('kept'))}; every excluded document is "
-        "under `curate/excluded/` with its reason (`ledgerlm inspect RUN --reason R`)."
+        "Every excluded document is kept under `curate/excluded/` with its reason: "
+        "`ledgerlm inspect RUN --reason CODE -n 3` prints examples."
     )
     if dropped:
         plt = _plt()
-        fig, ax = plt.subplots(figsize=(7, 0.35 * len(dropped) + 1))
         items = sorted(dropped.items(), key=lambda kv: kv[1])
-        ax.barh([k for k, _ in items], [v for _, v in items], color="#b5523b")
+        fig, ax = plt.subplots(figsize=(9, 0.3 * len(items) + 1.2), layout="constrained")
+        ax.barh([_reason(k) for k, _ in items], [v for _, v in items], color="#b5523b")
         ax.set_xlabel("documents dropped")
         ax.set_title("Why documents were dropped")
         card.figure("curation_funnel.png", fig)
+
+
+CONTAMINATION_COLUMNS = [  # ledger key -> column, in reading order
+    ("benchmark", "benchmark"),
+    ("items", "items"),
+    ("items_contaminated", "items with an overlap"),
+    ("pct_items_contaminated", "% of items"),
+    ("n", "n-gram size"),
+    ("docs_touched", "corpus docs touched"),
+    ("docs_dropped", "docs dropped"),
+    ("docs_cut", "docs cut"),
+    ("action", "action"),
+    ("items_shorter_than_n", "items shorter than n"),
+    ("ngrams_ignored_common", "common n-grams ignored"),
+]
 
 
 def _contamination_section(card: Card, records: dict) -> None:
@@ -239,9 +375,15 @@ def _contamination_section(card: Card, records: dict) -> None:
     if not rows:
         card.para("No decontamination was configured in this run.")
         return
-    header = list(rows[0].keys())
+    cols = [(k, label) for k, label in CONTAMINATION_COLUMNS if any(k in r for r in rows)]
+    cols += [(k, k.replace("_", " ")) for k in rows[0] if k not in dict(CONTAMINATION_COLUMNS)]
     card.table(
-        header, [[card.num(r.get(h)) if not isinstance(r.get(h), str) else r.get(h) for h in header] for r in rows]
+        [label for _, label in cols],
+        [[card.num(r.get(k)) if not isinstance(r.get(k), str) else r.get(k) for k, _ in cols] for r in rows],
+    )
+    card.para(
+        "An item overlaps when one of its n-grams occurs in a corpus document (n-grams in very many documents are "
+        "ignored as common); the documents it touches are dropped or cut as the action says."
     )
 
 
@@ -251,24 +393,99 @@ def _tokenizer_section(card: Card, records: dict) -> None:
     if not rec:
         card.para("Tokenisation was not run in this run.")
         return
-    card.table(["metric", "value"], [[f"`{k}`", card.num(v)] for k, v in _scalars(rec.get("metrics", {}))])
-    card.table(["counter", "value"], [[f"`{k}`", card.num(v)] for k, v in _scalars(rec.get("counters", {}))])
+    m, c = rec.get("metrics", {}), rec.get("counters", {})
+    asked = (rec.get("config") or {}).get("vocab_size")
+    vocab, bpt = m.get("vocab_size"), m.get("bytes_per_token")
+    on = {"val": "held-out", "train": "training"}.get(m.get("bytes_per_token_on"), m.get("bytes_per_token_on"))
+    text = f"a {card.num(vocab)}-token vocabulary"
+    if asked and vocab and (rec.get("extra") or {}).get("tokenizer", {}).get("trained") and vocab < asked:
+        text += f" (asked for {card.num(asked)}: the data did not support more)"
+    if _finite(bpt):
+        text += f", {card.num(bpt)} bytes per token on {on} text"
+    tokens = c.get("tokens") or {}
+    total = sum(v for split in tokens.values() for v in split.values())
+    card.verdict("tokenize", f"{text}; {card.num(total)} tokens written.")
+    card.warnings(rec)
+    docs = c.get("documents_per_source") or {}
+    rows = []
+    for src in sorted(set(docs) | set(tokens)):
+        d, t = docs.get(src, {}), tokens.get(src, {})
+        per = (m.get("bytes_per_token_per_source") or {}).get(src)
+        rows.append(
+            [
+                src,
+                card.num(d.get("train")),
+                card.num(d.get("val")),
+                card.num(t.get("train")),
+                card.num(t.get("val")),
+                card.num(per) if _finite(per) else "—",
+            ]
+        )
+    card.table(
+        ["source", "training documents", "held-out documents", "training tokens", "held-out tokens", "bytes/token"],
+        rows,
+    )
+    card.para(
+        f"{card.num(c.get('shards'))} shard(s) from {card.num(c.get('input_files'))} input file(s); "
+        f"{card.num(c.get('documents_quarantined', 0))} malformed document(s) quarantined."
+    )
 
 
-def _curve(card: Card, name: str, title: str, rows: list[dict], keys: list[str], x: str = "step") -> None:
-    present = [k for k in keys if any(k in r for r in rows)]
+def _curve(
+    card: Card, name: str, title: str, rows: list[dict], panels: list[tuple[str, list[str]]], x: str = "step"
+) -> None:
+    """One subplot per (panel title, keys) that has data; several keys share a panel (loss and validation loss)."""
+    present = [(t, [k for k in keys if any(_finite(r.get(k)) for r in rows)]) for t, keys in panels]
+    present = [(t, keys) for t, keys in present if keys]
     if not present:
         return
     plt = _plt()
-    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.2), squeeze=False)
-    for ax, k in zip(axes[0], present, strict=True):
-        pts = [(r[x], r[k]) for r in rows if r.get(k) is not None and x in r]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 40 else None)
-        ax.set_title(k)
+    n = len(present)
+    cols = min(n, 3)
+    nrows = math.ceil(n / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.9 * cols, 2.9 * nrows + 0.4), squeeze=False, layout="constrained")
+    for ax, (t, keys) in zip(axes.flat, present):
+        for k in keys:
+            pts = [(r[x], r[k]) for r in rows if _finite(r.get(k)) and x in r]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 40 else None, label=_label(k))
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
+        ax.set_title(t, fontsize=10)
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=12)
     card.figure(name, fig)
+
+
+LABELS = {
+    "loss": "training loss",
+    "val_loss": "held-out loss",
+    "lr": "learning rate",
+    "tokens_per_s": "tokens/s",
+    "tok_s": "tokens/s",
+    "mfu": "MFU",
+    "reward_acc": "training batch",
+    "acc": "training batch",
+    "heldout_acc": "held-out pairs",
+    "reward_mean": "mean reward",
+    "pass_at_k": "pass@k",
+    "zero_std_frac": "groups with zero variance",
+    "truncation_rate": "truncated completions",
+    "mean_length": "completion length (tokens)",
+    "kl": "KL to reference",
+    "heldout_accuracy": "held-out pair accuracy",
+    "sft_val_loss": "held-out SFT chat loss",
+}
+
+
+def _label(k: str) -> str:
+    return LABELS.get(k, k.replace("heldout", "held-out").replace("_", " "))
+
+
+def _kv_table(card: Card, rows: list[tuple[str, Any]]) -> None:
+    card.table(["", "value"], [[label, v if isinstance(v, str) else card.num(v)] for label, v in rows if v is not None])
 
 
 def _pretrain_section(card: Card, records: dict) -> None:
@@ -277,16 +494,64 @@ def _pretrain_section(card: Card, records: dict) -> None:
     if not rec:
         card.para("Pretraining was not run in this run.")
         return
+    m, c, x = rec.get("metrics", {}), rec.get("counters", {}), rec.get("extra") or {}
     rows = _artifact_jsonl(rec, card.run_dir, "metrics.jsonl")
-    _curve(card, "pretrain_loss.png", "Pretraining", rows, ["loss", "val_loss", "lr", "tokens_per_s", "mfu"])
-    card.table(["metric", "value"], [[f"`{k}`", card.num(v)] for k, v in _scalars(rec.get("metrics", {}))])
-    kit = {
-        k: v
-        for k, v in rec.get("config", {}).items()
-        if k in ("dropout", "weight_decay", "ema", "average_last_k", "epochs", "optimizer", "muon") and v
-    }
+    vals = [r["val_loss"] for r in rows if _finite(r.get("val_loss"))]
+    final = m.get("val_loss")
+    if vals and _finite(final):
+        card.verdict(
+            "pretrain",
+            f"held-out loss {card.num(vals[0])} → {card.num(final)} over {card.num(c.get('steps'))} steps "
+            f"({card.num(c.get('tokens'))} tokens, {card.num(c.get('params'))} parameters).",
+        )
+    else:
+        card.verdict("pretrain", "no held-out loss was measured (no validation batches): the curve is training loss.")
+    card.warnings(rec)
+    panels = [("loss", ["loss", "val_loss"]), ("learning rate", ["lr"]), ("tokens/s", ["tok_s", "tokens_per_s"])]
+    if any(_finite(r.get("mfu")) for r in rows):  # GPU only: no empty MFU panel on CPU runs
+        panels.append(("model FLOPs utilisation", ["mfu"]))
+    _curve(card, "pretrain_loss.png", "Pretraining", rows, panels)
+    by_w = m.get("val_loss_by_weights") or {}
+    _kv_table(
+        card,
+        [
+            ("held-out loss of the kept weights", m.get("val_loss") if _finite(m.get("val_loss")) else None),
+            ("weights kept", x.get("final_weights")),
+            *[(f"held-out loss, {k} weights", v) for k, v in by_w.items() if _finite(v) and len(by_w) > 1],
+            ("mean tokens/s", m.get("tok_s")),
+            ("mean MFU", m.get("mfu") if _finite(m.get("mfu")) else None),
+            ("training time (s)", m.get("train_seconds")),
+            ("tokens per step", x.get("batch_tokens")),
+            ("passes over the data (epochs)", x.get("data_epochs")),
+        ],
+    )
+    kit = {k: v for k, v in (x.get("data_efficiency") or {}).items() if v and k != "optimizer"}
     if kit:
-        card.para("Data-efficiency switches: " + ", ".join(f"`{k}={v}`" for k, v in kit.items()))
+        card.para("Data-efficiency switches: " + ", ".join(f"{k} = {card.num(v)}" for k, v in kit.items()))
+
+
+def _significance(card: Card, acc: float, n: int | None, p: float | None) -> str:
+    test = f"n = {card.num(n)}, p = {card.num(p, 2)}" if n else f"p = {card.num(p, 2)}"
+    if p is not None and p < ALPHA:
+        return f"{card.pct(acc)} of held-out pairs ranked correctly, better than chance ({test})"
+    return f"no better than chance: {card.pct(acc)} of held-out pairs ranked correctly ({test})"
+
+
+def _pairwise_why(card: Card, m: dict, start_key: str, start_label: str) -> str:
+    """Why a pairwise stage (dpo, reward) did not beat chance, from what it recorded."""
+    first, last = m.get("first_loss"), m.get("final_loss")
+    train_acc = m.get("final_train_reward_acc")
+    if _finite(first) and _finite(last) and last >= first * 0.95:
+        moved = "did not fall" if last >= first else "hardly fell"
+        return (
+            f" — its training loss {moved} ({card.num(first)} → {card.num(last)}): too few steps or too low a "
+            "learning rate for these pairs"
+        )
+    if _finite(train_acc) and train_acc > 0.7:
+        return f" — it fits its training pairs ({card.pct(train_acc)}) but does not generalise to unseen ones"
+    if _finite(m.get(start_key)):
+        return f" — it started at {card.pct(m[start_key])} ({start_label}) and training did not move it"
+    return ""
 
 
 def _post_section(card: Card, records: dict) -> None:
@@ -297,33 +562,186 @@ def _post_section(card: Card, records: dict) -> None:
         if not rec:
             continue
         shown = True
-        card.heading(stage, 3)
-        m = rec.get("metrics", {})
-        sweep = m.get("sweep") if isinstance(m.get("sweep"), list) else None
-        if sweep:
-            header = list(sweep[0].keys())
-            card.table(header, [[card.num(r.get(h)) for h in header] for r in sweep])
-        card.table(["metric", "value"], [[f"`{k}`", card.num(v)] for k, v in _scalars(m)])
+        m, c = rec.get("metrics", {}), rec.get("counters", {})
+        card.heading({"sft": "SFT", "dpo": "DPO", "reward": "Reward model", "rl": "RL (GRPO)"}.get(stage, stage), 3)
         rows = _artifact_jsonl(rec, card.run_dir, "metrics.jsonl")
-        if stage == "rl":
+        if stage == "sft":
+            a, b = m.get("initial_val_loss"), m.get("final_val_loss")
+            if _finite(a) and _finite(b):
+                verb = "lowered" if b < a else "did not lower"
+                card.verdict("sft", f"SFT {verb} held-out chat loss {card.num(a)} → {card.num(b)}.")
+            card.warnings(rec)
+            _kv_table(
+                card,
+                [
+                    (
+                        "conversations (train / held-out)",
+                        f"{card.num(c.get('conversations_train'))} / {card.num(c.get('conversations_val'))}",
+                    ),
+                    ("optimizer steps", c.get("steps")),
+                    ("tokens trained on", c.get("tokens")),
+                    (
+                        "training loss, first → last",
+                        f"{card.num(m.get('first_train_loss'))} → {card.num(m.get('final_train_loss'))}",
+                    ),
+                    ("packing efficiency", card.pct(m.get("packing_efficiency"))),
+                    ("conversations truncated", c.get("truncated")),
+                ],
+            )
+            _curve(card, "sft_loss.png", "SFT", rows, [("loss", ["loss", "val_loss"])])
+        elif stage == "interpolate":
+            _interpolate(card, rec)
+        elif stage in ("dpo", "reward"):
+            acc, p = m.get("heldout_accuracy"), m.get("heldout_p_binomial")
+            name = "DPO" if stage == "dpo" else "reward model"
+            if _finite(acc):
+                v = _significance(card, acc, c.get("pairs_heldout"), p)
+                if p is None or p >= ALPHA:
+                    start = (
+                        ("init_logp_accuracy", "the starting model")
+                        if stage == "dpo"
+                        else ("init_heldout_accuracy", "untrained head")
+                    )
+                    v += _pairwise_why(card, m, *start)
+                card.verdict(stage, f"{name}: {v}.")
+            card.warnings(rec)
+            lo, hi = (m.get("heldout_wilson95") or [None, None])[:2]
+            start_key = "init_logp_accuracy" if stage == "dpo" else "init_heldout_accuracy"
+            _kv_table(
+                card,
+                [
+                    (
+                        "pairs (train / held-out)",
+                        f"{card.num(c.get('pairs_train'))} / {card.num(c.get('pairs_heldout'))}",
+                    ),
+                    ("held-out pair accuracy [95% CI]", f"{card.pct(acc)} [{card.pct(lo)}, {card.pct(hi)}]"),
+                    ("p, binomial test against 50%", m.get("heldout_p_binomial")),
+                    (
+                        "starting model's log-probs prefer the chosen side"
+                        if stage == "dpo"
+                        else "held-out accuracy before training (untrained head)",
+                        card.pct(m.get(start_key)),
+                    ),
+                    ("mean held-out margin (chosen − rejected)", m.get("heldout_margin")),
+                    (
+                        "training loss, first → last",
+                        f"{card.num(m.get('first_loss'))} → {card.num(m.get('final_loss'))}",
+                    ),
+                    ("optimizer steps", c.get("steps")),
+                ],
+            )
             _curve(
                 card,
-                "rl_curves.png",
-                "RLVR / GRPO",
+                f"{stage}_loss.png",
+                name,
                 rows,
-                ["reward_mean", "pass_at_k", "zero_std_frac", "truncation_rate", "mean_length", "kl"],
+                [("loss", ["loss"]), ("pair accuracy", ["reward_acc", "acc", "heldout_acc"])],
             )
-        elif rows:
-            _curve(card, f"{stage}_loss.png", stage, rows, ["loss", "val_loss", "accuracy", "reward_acc"])
+        else:
+            _rl(card, rec, rows)
     if not shown:
         card.para("No post-training stage was run in this run.")
+
+
+def _interpolate(card: Card, rec: dict) -> None:
+    m = rec.get("metrics", {})
+    metrics = (rec.get("config") or {}).get("metrics") or []
+    alphas = sorted({float(k.split("@", 1)[1]) for k in m if "@" in k})
+    key = metrics[0] if metrics else None
+    chosen = m.get("chosen_alpha")
+    if key is not None and chosen is not None:
+        card.verdict(
+            "interpolate",
+            f"chose α = {card.num(chosen)} (θ = (1−α)·base + α·SFT) by {_label(key)}: "
+            f"{card.num(m.get(f'chosen_{key}'))}.",
+        )
+    card.warnings(rec)
+    rows = []
+    for a in alphas:
+        row = [card.num(a) + (" (chosen)" if a == chosen else "")]
+        row += [card.num(m.get(f"{k}@{a:g}")) for k in metrics]
+        rows.append(row)
+    card.table(["α", *[_label(k) for k in metrics]], rows)
+
+
+def _rl(card: Card, rec: dict, rows: list[dict]) -> None:
+    m, c = rec.get("metrics", {}), rec.get("counters", {})
+    cfg = rec.get("config") or {}
+    before, after, n, p = (
+        m.get(k) for k in ("heldout_em_before", "heldout_em_after", "heldout_n", "heldout_p_mcnemar")
+    )
+    # the share of groups without learning signal at the start: sampled on held-out problems, else the first step
+    zero = m.get("start_zero_std_frac")
+    if not _finite(zero):
+        zero = next((r["zero_std_frac"] for r in rows if _finite(r.get("zero_std_frac"))), None)
+    if _finite(before) and _finite(after):
+        sig = "a significant change" if p is not None and p < ALPHA else "not a significant change"
+        v = (
+            f"held-out exact match {card.pct(before)} → {card.pct(after)} ({sig}, McNemar p = {card.num(p, 2)}) on "
+            f"{card.num(n)} {_rl_set(card, rec)}"
+        )
+        if _finite(zero):
+            v += f"; at the start {card.pct(zero, 0)} of groups had zero reward variance"
+            if zero >= 0.5:
+                v += " (no learning signal: the problems are too hard, or too easy, for this model)"
+        card.verdict("rl", v + ".")
+    card.warnings(rec)
+    lo, hi = (m.get("heldout_em_diff_ci95") or [None, None])[:2]
+    _kv_table(
+        card,
+        [
+            ("held-out exact match, before → after", f"{card.pct(before)} → {card.pct(after)}"),
+            ("change [95% CI]", f"{card.num(m.get('heldout_em_diff'))} [{card.num(lo)}, {card.num(hi)}]"),
+            ("held-out problems", n),
+            (
+                "pass@1 / pass@k at the start (sampled)",
+                f"{card.num(m.get('start_pass_at_1'))} / {card.num(m.get('start_pass_at_k'))}"
+                if "start_pass_at_1" in m
+                else None,
+            ),
+            ("groups with zero reward variance (all steps)", card.pct(m.get("zero_std_frac"))),
+            ("truncated completions", card.pct(m.get("truncation_rate"))),
+            (
+                "steps × prompts × group size",
+                f"{card.num(cfg.get('steps'))} × {card.num(cfg.get('prompts_per_step'))}"
+                f" × {card.num(cfg.get('group_size'))}"
+                if cfg
+                else None,
+            ),
+            ("skipped steps (every group at zero variance)", c.get("skipped_steps")),
+        ],
+    )
+    _curve(
+        card,
+        "rl_curves.png",
+        "RLVR / GRPO",
+        rows,
+        [
+            ("mean reward", ["reward_mean"]),
+            ("sampled pass@k (training prompts)", sorted({k for r in rows for k in r if k.startswith("pass@")})),
+            ("groups with zero variance", ["zero_std_frac"]),
+            ("truncated completions", ["truncation_rate"]),
+            ("completion length (tokens)", ["mean_length"]),
+            ("KL to reference", ["kl"]),
+        ],
+    )
+
+
+def _rl_set(card: Card, rec: dict) -> str:
+    """Which held-out problems RL scored, in words that match the Evaluation section's."""
+    task = str((rec.get("config") or {}).get("task", "arith"))
+    if task.split(":")[0] == "arith":
+        opts = task.partition(":")[2]
+        easier = f" with {opts.replace(',', ', ')}" if opts else ""
+        return f"problems of the arith held-out split{easier}, answered greedily in the chat template"
+    return f"held-out problems of {task}"
 
 
 def _grids_section(card: Card, run_dir: Path) -> None:
     card.heading("Grids")
     pngs = sorted((run_dir / "sweep").glob("**/*contour*.png")) if (run_dir / "sweep").is_dir() else []
     if not pngs:
-        card.para("No learning-rate x batch-size grid was run in this run directory (`ledgerlm sweep`).")
+        card.para("No learning-rate × batch-size grid was run in this run directory (`ledgerlm sweep`).")
         return
     for p in pngs:
         card.images[p.name] = p.read_bytes()
@@ -339,34 +757,83 @@ def _eval_section(card: Card, records: dict) -> None:
     if not rec:
         card.para("Evaluation was not run in this run.")
         return
-    m = rec.get("metrics", {})
-    rows = []  # flat ledger metrics: "<task>.<metric>", "<task>.<metric>_stderr", "<task>.<metric>_ci95", "<task>.n"
+    m, x = rec.get("metrics", {}), rec.get("extra") or {}
+    model = _is_model_path(str(x.get("model", "?")))
+    rows, tasks = [], []
     for key, value in m.items():
         task, _, metric = key.partition(".")
         if not metric or metric == "n" or metric.endswith(("_stderr", "_ci95")) or isinstance(value, dict | list):
             continue
         lo, hi = (m.get(f"{key}_ci95") or [None, None])[:2]
+        tasks.append(task)
         rows.append(
             [
-                task,
-                metric,
+                _task_name(task),
+                metric.replace("_", " "),
                 card.num(value),
                 card.num(m.get(f"{key}_stderr")),
                 f"[{card.num(lo)}, {card.num(hi)}]",
                 card.num(m.get(f"{task}.n")),
             ]
         )
+    limit = x.get("limit")
+    scope = f"the first {card.num(limit)} items of each task" if limit else "full splits"
+    head = _headline(m)
+    if head is not None:
+        task, metric = head.split(".", 1)
+        lo, hi = (m.get(f"{head}_ci95") or [None, None])[:2]
+        card.verdict(
+            "eval",
+            f"`{model}` scored {metric.replace('_', ' ')} {card.pct(m[head])} [95% CI {card.pct(lo)}, "
+            f"{card.pct(hi)}] on {_task_name(task)} (n = {card.num(m.get(f'{task}.n'))}, {scope}).",
+        )
+    else:
+        card.verdict("eval", f"`{model}` was evaluated ({scope}).")
+    card.warnings(rec)
+    card.para(f"Model evaluated: `{model}` (`{x.get('model')}`); {scope}.")
     card.table(["task", "metric", "value", "stderr", "95% CI", "n"], rows)
+    if any(t.startswith("arith") for t in tasks) and "rl" in records:
+        card.para(
+            "These arith rows score the arith held-out split with the plain `Question: … Answer:` prompt; the RL "
+            f"section's exact match is on {_rl_set(card, records['rl'])}, so the two figures are on different "
+            "sets and need not agree."
+        )
     six = m.get("six_task_mean")
     if six is not None:
         card.para(f"Six-task mean: **{card.num(six if not isinstance(six, dict) else six.get('value'))}**")
-    refs = (rec.get("extra") or {}).get("references") or []
+    # Reference rows (reported, not re-run) only beside the tasks they cover that this run scored.
+    refs = [r for r in x.get("references") or [] if set(r.get("tasks") or {}) & set(tasks)]
     if refs:
         card.para("Reference rows — reported, not re-run:")
+        scored = sorted({t for r in refs for t in r.get("tasks") or {}} & set(tasks))
         card.table(
-            ["model", "six-task mean", "source"],
-            [[r.get("model"), card.num(r.get("six_task_mean")), r.get("source", "")] for r in refs],
+            ["model", *scored, "source"],
+            [
+                [r.get("model"), *[card.num((r.get("tasks") or {}).get(t)) for t in scored], r.get("source", "")]
+                for r in refs
+            ],
         )
+
+
+def _task_name(task: str) -> str:
+    """ "arith_0shot" -> "arith, 0-shot", "arc_easy" -> "arc easy"."""
+    m = re.fullmatch(r"(.+)_(\d+)shot", task)
+    return f"{m.group(1).replace('_', ' ')}, {m.group(2)}-shot" if m else task.replace("_", " ")
+
+
+def _headline(m: dict) -> str | None:
+    """The ledger key of the score a reader looks at first: the six-task mean, else the first task's headline
+    metric (strict exact match for generative tasks, as lm-eval reports GSM8K)."""
+    from ledgerlm.eval.evaluate import HEADLINE
+
+    if _finite(m.get("six_task_mean")):
+        return None
+    keys = [k for k in m if "." in k and not k.endswith(("_stderr", "_ci95", ".n")) and _finite(m[k])]
+    for k in keys:
+        task, metric = k.split(".", 1)
+        if metric == HEADLINE.get(task) or metric == "exact_match_strict":
+            return k
+    return keys[0] if keys else None
 
 
 def _samples_section(card: Card, records: dict, cfg: Config) -> None:
@@ -380,7 +847,9 @@ def _samples_section(card: Card, records: dict, cfg: Config) -> None:
         card.heading(stage, 3)
         for s in samples[: cfg.max_samples]:
             card.md.append(f"- **{s['prompt']!s}** → `{s['completion']!s}`".replace("\n", " ⏎ "))
-            card.html.append(f"<p><b>{html.escape(s['prompt'])}</b> → <code>{html.escape(s['completion'])}</code></p>")
+            card.html.append(
+                f"<p class='sample'><b>{html.escape(s['prompt'])}</b> → <code>{html.escape(s['completion'])}</code></p>"
+            )
         card.md.append("")
     if not any_:
         card.para("No model stage recorded samples.")
@@ -405,6 +874,26 @@ def _env_section(card: Card, records: dict) -> None:
     card.table(["stage", "code", "python", "torch", "device", "CPUs"], rows)
 
 
+def _summary(card: Card, records: dict) -> tuple[list[str], list[str]]:
+    """The verdict of every stage and every warning, at the top of the report."""
+    md, page = ["\n## Summary\n"], ["<h2>Summary</h2><ul class='summary'>"]
+    for stage, text in card.verdicts:
+        md.append(f"- **{stage}**: {text}")
+        page.append(f"<li><b>{html.escape(stage)}</b>: {_inline_html(text)}</li>")
+    page.append("</ul>")
+    warns = [(s, w) for s, r in records.items() for w in r.get("warnings") or []]
+    if warns:
+        md.append("")
+        for s, w in warns:
+            md.append(f"> ⚠ **{s}** {w.get('code', '')}: {w.get('message', '')}")
+            page.append(
+                f"<p class='warn'>⚠ <b>{html.escape(s)}</b> {html.escape(w.get('code', ''))}: "
+                f"{_inline_html(w.get('message', ''))}</p>"
+            )
+    md.append("")
+    return md, page
+
+
 def build(run_dir: Path, cfg: Config | None = None) -> Card:
     cfg = cfg or Config()
     run_dir = Path(run_dir)
@@ -425,13 +914,21 @@ def build(run_dir: Path, cfg: Config | None = None) -> Card:
     _eval_section(card, records)
     _samples_section(card, records, cfg)
     _env_section(card, records)
+    md, page = _summary(card, records)
+    card.md[card.md.index("<!-- summary -->")] = "\n".join(md)
+    card.html[card.html.index("<!-- summary -->")] = "".join(page)
     return card
 
 
 _CSS = (
-    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-    "table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
-    "th{background:#f3f3f3}img{max-width:100%;margin:.5em 0}code{background:#f5f5f5;padding:0 3px}"
+    "body{font-family:system-ui,sans-serif;max-width:1120px;margin:1.5em auto;padding:0 16px;color:#222;"
+    "line-height:1.4}h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:2px;margin-top:1.6em}"
+    ".scroll{max-width:100%;overflow-x:auto}table{border-collapse:collapse;margin:.6em 0}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top;overflow-wrap:break-word}"
+    "th{background:#f3f3f3;text-align:left}td{max-width:420px}img{max-width:100%;height:auto;margin:.5em 0}"
+    "code{background:#f5f5f5;padding:0 3px;overflow-wrap:anywhere}.verdict{background:#eef5ee;padding:6px 10px;"
+    "border-left:4px solid #4a8a4a}.warn{background:#fff4e0;padding:6px 10px;border-left:4px solid #d08a00}"
+    "ul.summary li{margin:.2em 0}.sample{overflow-wrap:anywhere}"
 )
 
 
@@ -442,7 +939,9 @@ def run(cfg: Config, ctx) -> StageResult:
         atomic_write_bytes(out / name, data)
     atomic_write_text(out / "report.md", "\n".join(card.md) + "\n")
     page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>ledgerlm report</title><style>{_CSS}</style></head>"
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>ledgerlm report</title><style>{_CSS}</style></head>"
     )
     atomic_write_text(out / "report.html", page + "<body>" + "\n".join(card.html) + "</body></html>\n")
     ctx.log.info("report written to %s", out / "report.html")

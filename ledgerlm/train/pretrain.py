@@ -27,7 +27,7 @@ from typing import Literal
 
 import torch
 
-from ledgerlm.config import ConfigError
+from ledgerlm.config import ConfigError, ranged
 from ledgerlm.data.mixture import phases_from_config
 from ledgerlm.data.shards import TokenIndex
 from ledgerlm.device import autocast as bf16_autocast
@@ -56,43 +56,43 @@ from ledgerlm.train.schedule import decay_start, lr_mult
 @dataclass
 class Config:
     model: str | dict = "tiny"  # size name (tiny, small, smollm-135m, ...) or a dict of ModelConfig fields
-    seq_len: int = 256
-    micro_batch: int = 8
-    batch_tokens: int = 0  # global tokens per optimizer step; 0 = micro_batch * seq_len * world (no accumulation)
-    steps: int = 0  # length dial 1: optimizer steps
-    tokens: int = 0  # length dial 2: training tokens (steps = tokens // batch_tokens)
-    epochs: float = 0.0  # length dial 3: passes over the (possibly data_tokens-limited) training data
-    data_tokens: int = 0  # unique training tokens (0 = all); tokens > data_tokens trains several epochs
+    seq_len: int = ranged(256, ge=2)
+    micro_batch: int = ranged(8, ge=1)
+    batch_tokens: int = ranged(0, ge=0)  # global tokens per step; 0 = micro_batch * seq_len * world (no accumulation)
+    steps: int = ranged(0, ge=0)  # length dial 1: optimizer steps
+    tokens: int = ranged(0, ge=0)  # length dial 2: training tokens (steps = tokens // batch_tokens)
+    epochs: float = ranged(0.0, ge=0)  # length dial 3: passes over the (possibly data_tokens-limited) training data
+    data_tokens: int = ranged(0, ge=0)  # unique training tokens (0 = all); tokens > data_tokens trains several epochs
     phases: list[dict] = field(default_factory=list)  # [{name, tokens, mixture}] for the loader (empty = by size)
     align_to_docs: bool = False  # windows start at document starts (loader option)
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.0
-    warmup: int = 0  # steps
+    lr: float = ranged(3e-3, gt=0)
+    min_lr_ratio: float = ranged(0.0, ge=0, le=1)
+    warmup: int = ranged(0, ge=0)  # steps
     schedule: Literal["wsd", "cosine", "constant"] = "wsd"
-    decay_frac: float = 0.2  # wsd: fraction of the steps spent decaying
+    decay_frac: float = ranged(0.2, ge=0, le=1)  # wsd: fraction of the steps spent decaying
     decay_shape: Literal["linear", "1-sqrt"] = "linear"
     optimizer: Literal["adamw", "muon"] = "adamw"
-    muon_lr: float = 0.02
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    dropout: float = 0.0
-    ema: float = 0.0  # EMA decay over the decay phase (0 = off)
-    average_last_k: int = 0  # average k evenly spaced snapshots of the decay phase (0 = off)
+    muon_lr: float = ranged(0.02, gt=0)
+    weight_decay: float = ranged(0.1, ge=0)
+    beta1: float = ranged(0.9, ge=0, lt=1)
+    beta2: float = ranged(0.95, ge=0, lt=1)
+    grad_clip: float = ranged(1.0, ge=0)
+    dropout: float = ranged(0.0, ge=0, lt=1)
+    ema: float = ranged(0.0, ge=0, lt=1)  # EMA decay over the decay phase (0 = off)
+    average_last_k: int = ranged(0, ge=0)  # average k evenly spaced snapshots of the decay phase (0 = off)
     select_final: Literal["best", "raw", "ema", "avg"] = "best"  # which weights become model/ (best = lowest val)
     doc_mask: bool = False  # block-diagonal attention within packed documents (disables flash kernels)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: bool = False
     # output head + loss over chunks of this many tokens, never the whole [B, T, V] logits (0 = the plain path)
     loss_chunk_size: int = DEFAULT_CHUNK
-    eval_every: int = 100
-    val_batches: int = 8
-    ckpt_every: int = 500
-    keep_ckpts: int = 2
-    log_every: int = 10
+    eval_every: int = ranged(100, ge=0)
+    val_batches: int = ranged(8, ge=0)
+    ckpt_every: int = ranged(500, ge=0)
+    keep_ckpts: int = ranged(2, ge=1)
+    log_every: int = ranged(10, ge=1)
     parallel: Literal["none", "ddp", "fsdp"] = "none"
-    cpu_threads: int = 0  # intra-op threads on CPU (0 = torch's default); 1 is often fastest on a busy machine
+    cpu_threads: int = ranged(0, ge=0)  # CPU intra-op threads (0 = torch's default); 1 is often fastest when busy
     init_from: str = ""  # optional HF Llama dir to continue from (e.g. a downloaded SmolLM-135M)
     extra: dict = field(default_factory=dict)  # free-form notes recorded in the ledger
 
@@ -228,6 +228,12 @@ def train(
     avg = SnapshotAverage(model) if cfg.average_last_k else None
     avg_steps = set(snapshot_steps(d0 if d0 < steps else 0, steps, cfg.average_last_k))
     val = source.val_batches(cfg.val_batches, cfg.micro_batch) if cfg.val_batches else []
+    if cfg.val_batches and cfg.eval_every and not val:  # else every validation loss would be NaN
+        raise _err(
+            "val_batches",
+            f"the held-out split has less than one validation batch ({cfg.micro_batch} x {cfg.seq_len + 1} tokens); "
+            "raise tokenize.val_fraction, or set pretrain.val_batches=0 to train without a validation loss",
+        )
     eot = source.eot_id
 
     ckpt_dir = out_dir / "ckpt"

@@ -1,0 +1,100 @@
+"""The report card from hand-written ledger records: verdicts, labels, rounding, warnings (no pipeline, no browser)."""
+
+from __future__ import annotations
+
+import json
+
+from ledgerlm.report.stage import Card, build
+
+
+def _record(stage: str, **kw) -> dict:
+    base = {
+        "stage": stage,
+        "status": "ok",
+        "recipe": "demo",
+        "recipe_file": "recipes/demo.yaml",
+        "seed": 1234,
+        "device": "cpu",
+        "seconds": 12.3456,
+        "started": f"2026-01-01T00:00:0{len(stage) % 10}",
+        "ended": "2026-01-01T00:01:00",
+        "outputs": {},
+        "counters": {},
+        "metrics": {},
+        "config": {},
+        "env": {"python": "3.11", "torch": "2.13", "cpu_count": 2},
+        "code": {"git_commit": "abc"},
+    }
+    return {**base, **kw}
+
+
+def _run(tmp_path, *records):
+    (tmp_path / "ledger").mkdir()
+    for r in records:
+        (tmp_path / "ledger" / f"{r['stage']}.json").write_text(json.dumps(r))
+    card = build(tmp_path)
+    return "\n".join(card.md), "\n".join(card.html)
+
+
+def test_verdicts_labels_and_warnings(tmp_path):
+    md, page = _run(
+        tmp_path,
+        _record(
+            "tokenize",
+            config={"vocab_size": 49152},
+            metrics={"vocab_size": 4137, "bytes_per_token": 3.79431, "bytes_per_token_on": "val"},
+            counters={"documents_per_source": {"demo": {"train": 10, "val": 2}}, "tokens": {"demo": {"train": 900}}},
+            extra={"tokenizer": {"trained": True}},
+            warnings=[{"code": "vocab_smaller", "message": "asked for 49,152 tokens, got 4,137"}],
+        ),
+        _record("sft", metrics={"initial_val_loss": 1.6789, "final_val_loss": 0.7159}),
+        _record(
+            "reward",
+            counters={"pairs_heldout": 100, "pairs_train": 256},
+            metrics={"heldout_accuracy": 0.51, "heldout_p_binomial": 0.6914, "first_loss": 0.656, "final_loss": 0.709},
+        ),
+        _record(
+            "dpo",
+            counters={"pairs_heldout": 100},
+            metrics={"heldout_accuracy": 0.66, "heldout_p_binomial": 0.0009},
+        ),
+    )
+    assert "SFT lowered held-out chat loss 1.68 → 0.716" in md
+    assert "reward model: no better than chance: 51.0% of held-out pairs ranked correctly (n = 100, p = 0.69)" in md
+    assert "its training loss did not fall (0.656 → 0.709)" in md  # and here is why
+    assert "DPO: 66.0% of held-out pairs ranked correctly, better than chance (n = 100, p = 9.0e-04)" in md
+    assert "asked for 49,152: the data did not support more" in md
+    assert "⚠ **vocab_smaller**: asked for 49,152 tokens, got 4,137" in md and "class='warn'" in page
+    for raw in ("bytes_per_token_on", "documents_per_source", "heldout_p_binomial", "initial_val_loss"):
+        assert raw not in md, raw
+    assert "| seed | 1234 |" in md  # an identifier, not a count
+    assert "$0.00" in md and "12.3456" not in md  # costs to cents, times to 3 digits
+    assert "Evaluation was not run" in md and "Pretraining was not run" in md
+
+
+def test_eval_names_its_model_and_hides_uncovered_references(tmp_path):
+    refs = [{"model": "SmolLM-135M", "tasks": {"piqa": 0.68}, "source": "paper"}]
+    ev = _record(
+        "eval",
+        metrics={
+            "arith_0shot.exact_match_strict": 0.06,
+            "arith_0shot.exact_match_strict_ci95": [0.03, 0.1],
+            "arith_0shot.n": 200,
+        },  # fmt: skip
+        extra={"model": "/runs/demo/rl/model", "limit": 200, "references": refs},
+    )
+    md, _ = _run(tmp_path, ev)
+    assert "`rl/model` scored exact match strict 6.0% [95% CI 3.0%, 10.0%] on arith, 0-shot (n = 200" in md
+    assert "SmolLM-135M" not in md  # its row covers piqa, which this run did not score
+    (tmp_path / "ledger" / "eval.json").write_text(
+        json.dumps({**ev, "metrics": {**ev["metrics"], "piqa.acc_norm": 0.6, "piqa.n": 1838}})
+    )
+    assert "SmolLM-135M" in "\n".join(build(tmp_path).md)
+
+
+def test_numbers_round_to_what_they_mean():
+    card = Card(run_dir=None)
+    assert card.num(0.715957406232732) == "0.716" and card.num(1.6789777) == "1.68"
+    assert card.num(856064) == "856,064" and card.num(1234.5678) == "1,235" and card.num(0.1) == "0.1"
+    assert card.num(3e-5) == "3.00e-05" and card.num(float("nan")) == "not a number"
+    assert card.usd(0.0174) == "$0.02" and card.pct(0.0425) == "4.2%" and card.plain(1234) == "1234"
