@@ -31,13 +31,13 @@ from ledgerlm.samples import SamplesConfig, sample_model
 # Stage name -> module. Order here is the canonical pipeline order.
 STAGES: dict[str, str] = {
     "curate": "ledgerlm.data.curate",
-    "tokenize": "ledgerlm.data.tokenize_stage",
+    "tokenize": "ledgerlm.data.tokenize",
     "pretrain": "ledgerlm.train.pretrain",
     "sft": "ledgerlm.post.sft",
     "interpolate": "ledgerlm.post.interpolate",
     "dpo": "ledgerlm.post.dpo",
     "reward": "ledgerlm.post.reward",
-    "rl": "ledgerlm.post.grpo",
+    "rl": "ledgerlm.post.rl",
     "eval": "ledgerlm.eval.stage",
     "report": "ledgerlm.report.stage",
 }

@@ -265,7 +265,7 @@ def test_preference_chance_warning():
 
 
 def test_rl_zero_variance_and_no_change_warnings():
-    from ledgerlm.post.grpo import paired_exact_match, rl_summary
+    from ledgerlm.post.rl import paired_exact_match, rl_summary
 
     ctx = ledger.StageContext(run_dir=None, stage="rl", recipe=None, terminal=io.StringIO())
     flat = paired_exact_match([False] * 97 + [True] * 3, [False] * 97 + [True] * 3)
