@@ -13,29 +13,11 @@ from pathlib import Path
 from ledgerlm import __version__, ledger
 from ledgerlm.config import ConfigError, apply_overrides, load_raw_recipe, parse_override, to_dict
 from ledgerlm.io import atomic_write_json
-from ledgerlm.pipeline import (
-    STAGES,
-    build_recipe,
-    disk_full,
-    load_recipe,
-    plan_lines,
-    preflight,
-    run_pipeline,
-    run_stage,
-)
+from ledgerlm.pipeline import disk_full, plan_lines, preflight, run_pipeline, run_stage
 from ledgerlm.plan import estimate_lines
+from ledgerlm.recipe import build_recipe, load_recipe
+from ledgerlm.stage import STAGES, get
 
-STAGE_HELP = {
-    "curate": "quality gates, near-dedup, segment dedup and decontamination of raw text",
-    "tokenize": "train or load a tokenizer and write token shards",
-    "pretrain": "pretrain the model on the token shards",
-    "sft": "supervised fine-tuning on chat data (packed, assistant-only loss)",
-    "interpolate": "interpolate base and fine-tuned weights over a list of alphas and pick one",
-    "dpo": "direct preference optimisation (sigmoid or length-normalised)",
-    "reward": "train a Bradley-Terry reward model",
-    "rl": "RLVR / GRPO with verifiable rewards",
-    "eval": "zero-shot six-task evaluation and GSM8K, with confidence intervals",
-}
 # Commands that are not pipeline stages: command -> (module, help). Each module has add_args(p) and main(args) -> int.
 TOOLS = {
     "contamination": (
@@ -74,14 +56,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "--mfu", type=float, default=None, help="model FLOPs utilisation to assume (default: measured/stated)"
     )
 
-    for stage, helptext in STAGE_HELP.items():
+    # A stage's help lives in its spec: the specs are imported only when the command list is shown (or to run one).
+    listing = command not in (*STAGES, *TOOLS, "run", "plan", "report", "audit")
+    for stage in STAGES:
+        if stage == "report":
+            continue  # `ledgerlm report RUN_DIR` (below) builds the report of a run
+        spec = get(stage) if listing or stage == command else None
+        helptext = spec.help if spec else None
         p = sub.add_parser(stage, help=helptext, description=helptext)
         _add_common(p, recipe_positional=False)
-        if stage != command:
-            continue
-        mod = importlib.import_module(STAGES[stage])
-        if hasattr(mod, "add_cli_args"):
-            mod.add_cli_args(p)
+        if spec and stage == command and spec.add_cli_args:
+            spec.add_cli_args(p)
 
     p = sub.add_parser("report", help="build report.md and report.html for a run from its ledger")
     p.add_argument("run_dir", type=Path)
@@ -106,11 +91,11 @@ def _stage_recipe(args, stage: str):
         raw, source = json.loads(saved.read_text()), saved
     else:
         raw, source = {"name": stage}, None
-    mod = importlib.import_module(STAGES[stage])
-    if hasattr(mod, "cli_overrides"):
-        flags = mod.cli_overrides(args)
+    spec = get(stage)
+    if spec.cli_overrides:
+        flags = spec.cli_overrides(args)
     else:  # a stage flag named like a Config field sets that field
-        fields = {f.name for f in dataclasses.fields(mod.Config)}
+        fields = {f.name for f in dataclasses.fields(spec.config)}
         flags = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     raw = apply_overrides(raw, {f"{stage}.{k}": v for k, v in flags.items() if v is not None})
     over = []
@@ -159,9 +144,9 @@ def _dispatch(args) -> int:
             print("\n".join(plan_lines(recipe, out) + estimate_lines(recipe, args.gpu, args.mfu)))
             return 0
         return run_pipeline(recipe, out, force=args.force)
-    if cmd in STAGE_HELP:
+    if cmd in STAGES and cmd != "report":
         # A stage may handle the command itself outside any run (e.g. `ledgerlm eval ... --out FILE.json`).
-        direct = getattr(importlib.import_module(STAGES[cmd]), "direct_main", None)
+        direct = get(cmd).direct_main
         if direct is not None and (rc := direct(args)) is not None:
             return rc
         recipe = _stage_recipe(args, cmd)

@@ -134,9 +134,10 @@ def test_atomic_jsonl_roundtrip_compressed(tmp_path):
 
 
 def test_every_subcommand_has_help(capsys):
-    from ledgerlm.cli import STAGE_HELP, TOOLS
+    from ledgerlm.cli import TOOLS
+    from ledgerlm.stage import STAGES
 
-    for cmd in ["run", "plan", "report", "audit", *STAGE_HELP, *TOOLS]:
+    for cmd in ["run", "plan", "report", "audit", *STAGES, *TOOLS]:
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0

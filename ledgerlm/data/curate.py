@@ -48,6 +48,7 @@ from ledgerlm.data.quality import QualityConfig, QualityGates, overlay
 from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import Record, SourceSpec, check_sources, iter_records
 from ledgerlm.io import atomic_write_json, atomic_write_text, iter_jsonl
+from ledgerlm.stage import StageResult, StageSpec
 
 
 @dataclass
@@ -838,8 +839,6 @@ def inputs(cfg: Config, ctx) -> dict:
 
 
 def run(cfg: Config, ctx):
-    from ledgerlm.ledger import StageResult
-
     res = curate(
         cfg,
         ctx.out_dir,
@@ -1059,3 +1058,15 @@ def inspect_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ledgerlm inspect")
     add_inspect_args(p)
     return inspect_cmd(p.parse_args(argv))
+
+
+SPEC = StageSpec(
+    name="curate",
+    config=Config,
+    run=run,
+    help="quality gates, near-dedup, segment dedup and decontamination of raw text",
+    inputs=inputs,
+    plan=plan,
+    add_cli_args=add_cli_args,
+    cli_overrides=cli_overrides,
+)
