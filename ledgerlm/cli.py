@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ledgerlm import __version__, ledger
-from ledgerlm.config import ConfigError, apply_overrides, load_raw_recipe, parse_override, to_dict
+from ledgerlm.config import ConfigError, apply_overrides, builtin_recipes, load_raw_recipe, parse_override, to_dict
 from ledgerlm.io import atomic_write_json
 from ledgerlm.pipeline import disk_full, plan_lines, preflight, run_pipeline, run_stage
 from ledgerlm.plan import estimate_lines
@@ -33,7 +33,8 @@ TOOLS = {
 
 def _add_common(p: argparse.ArgumentParser, recipe_positional: bool) -> None:
     if recipe_positional:
-        p.add_argument("recipe", nargs="?", default="demo", help="built-in recipe name (e.g. demo) or a YAML path")
+        names = ", ".join(builtin_recipes())
+        p.add_argument("recipe", nargs="?", default="demo", help=f"a YAML path or a built-in recipe: {names}")
     else:
         p.add_argument("--recipe", default=None, help="recipe name or path (default: the run's recipe, else defaults)")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<recipe name>)")

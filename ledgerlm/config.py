@@ -170,6 +170,11 @@ def _join(prefix: str, key: str) -> str:
 # ----------------------------------------------------------------------------- recipes
 
 
+def builtin_recipes() -> list[str]:
+    """Names of the recipes under recipes/ (the package's and the current directory's)."""
+    return sorted({q.stem for d in RECIPE_DIRS if d.is_dir() for q in d.glob("*.y*ml")})
+
+
 def find_recipe(name_or_path: str | Path) -> Path:
     """A path to a YAML file, or the name of a built-in recipe under recipes/."""
     p = Path(name_or_path)
@@ -181,7 +186,7 @@ def find_recipe(name_or_path: str | Path) -> Path:
         for cand in (d / f"{name_or_path}.yaml", d / f"{name_or_path}.yml"):
             if cand.is_file():
                 return cand
-    known = sorted({q.stem for d in RECIPE_DIRS if d.is_dir() for q in d.glob("*.y*ml")})
+    known = builtin_recipes()
     raise ConfigError("", f"no recipe named {name_or_path!r} (built-in: {', '.join(known) or 'none'})")
 
 

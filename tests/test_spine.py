@@ -142,6 +142,12 @@ def test_every_subcommand_has_help(capsys):
             main([cmd, "--help"])
         assert e.value.code == 0
         assert "usage" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "demo-fast" in capsys.readouterr().out  # the built-in recipes are listed
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "RLVR / GRPO with verifiable rewards" in capsys.readouterr().out  # a stage's help comes from its spec
 
 
 def test_plan_validates_real_recipes_and_estimates(capsys):
