@@ -11,7 +11,15 @@ import sys
 from pathlib import Path
 
 from ledgerlm import __version__, ledger
-from ledgerlm.config import ConfigError, apply_overrides, builtin_recipes, load_raw_recipe, parse_override, to_dict
+from ledgerlm.config import (
+    ConfigError,
+    apply_overrides,
+    builtin_recipes,
+    field_docs,
+    load_raw_recipe,
+    parse_override,
+    to_dict,
+)
 from ledgerlm.io import atomic_write_json
 from ledgerlm.pipeline import disk_full, plan_lines, preflight, run_pipeline, run_stage
 from ledgerlm.plan import estimate_lines
@@ -42,6 +50,25 @@ def _add_common(p: argparse.ArgumentParser, recipe_positional: bool) -> None:
     p.add_argument("overrides", nargs="*", default=[], metavar="key.sub=value", help="recipe overrides")
 
 
+CONFIG_FLAG = "config_flag."  # dest prefix of the flags made from Config fields (they become key=value overrides)
+
+
+def _add_config_flags(p: argparse.ArgumentParser, config: type) -> None:
+    """`--field-name VALUE` for every Config field the stage's own flags do not already set, read as YAML like a
+    `field=value` override and checked with the recipe; help from the field's comment. Hand-written flags without
+    help get the field's comment too."""
+    docs = field_docs(config)
+    actions = {a.dest: a for a in p._actions}
+    for f in dataclasses.fields(config):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        text = f"{docs.get(f.name, f.name.replace('_', ' '))} (default: {default!r})"
+        flag = "--" + f.name.replace("_", "-")
+        if f.name in actions:  # the stage's own flag for this field
+            actions[f.name].help = actions[f.name].help or text
+        elif flag not in p._option_string_actions:
+            p.add_argument(flag, dest=CONFIG_FLAG + f.name, metavar="VALUE", help=text)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; only the chosen command's module is imported (keeps `--help` and `audit` fast)."""
     ap = argparse.ArgumentParser(prog="ledgerlm", description=__doc__)
@@ -66,13 +93,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         helptext = spec.help if spec else None
         p = sub.add_parser(stage, help=helptext, description=helptext)
         _add_common(p, recipe_positional=False)
-        if spec and stage == command and spec.add_cli_args:
-            spec.add_cli_args(p)
+        if spec and stage == command:
+            if spec.add_cli_args:
+                spec.add_cli_args(p)
+            _add_config_flags(p, spec.config)
 
     p = sub.add_parser("report", help="build report.md and report.html for a run from its ledger")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, help="the run directory (e.g. runs/demo)")
     p = sub.add_parser("audit", help="re-hash every artifact of a run and check the ledger chain")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, help="the run directory (e.g. runs/demo)")
 
     for name, (module, helptext) in TOOLS.items():
         p = sub.add_parser(name, help=helptext, description=helptext)
@@ -121,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(bad or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    for dest, value in list(vars(args).items()):  # flags made from Config fields are overrides of that field
+        if dest.startswith(CONFIG_FLAG) and value is not None:
+            args.overrides = [*args.overrides, f"{args.command}.{dest.removeprefix(CONFIG_FLAG)}={value}"]
     try:
         return _dispatch(args)
     except ConfigError as e:

@@ -8,6 +8,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from ledgerlm import ledger, stage
 from ledgerlm.cli import main
 
@@ -43,6 +45,12 @@ def test_walkthrough_adds_a_stage_with_one_file_and_one_registry_line(tmp_path, 
     # it is a command and a plan entry like any stage
     assert main(["hello", "--out", str(run), "text=hey"]) == 0
     assert json.loads((run / "ledger" / "hello.json").read_text())["config"]["text"] == "hey"
+    # every Config field is a flag, with the field's comment as its help
+    assert main(["hello", "--out", str(run), "--repeat", "3"]) == 0
+    assert ledger.read_record(run, "hello")["counters"] == {"lines": 3}
     capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["hello", "--help"])
+    assert "how many lines (default: 2)" in " ".join(capsys.readouterr().out.split())
     assert main(["plan", str(tmp_path / "hello.yaml"), "--out", str(run)]) == 0
     assert " 1. hello (hello_stage)" in capsys.readouterr().out

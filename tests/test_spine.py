@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
@@ -148,6 +149,12 @@ def test_every_subcommand_has_help(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "RLVR / GRPO with verifiable rewards" in capsys.readouterr().out  # a stage's help comes from its spec
+    from ledgerlm.cli import build_parser
+
+    for stage in STAGES:  # every option of every stage command has help (flags made from Config fields included)
+        sub = next(a for a in build_parser(stage)._actions if isinstance(a, argparse._SubParsersAction))
+        unhelped = [a.dest for a in sub.choices[stage]._actions if not a.help]
+        assert unhelped == [], (stage, unhelped)
 
 
 def test_plan_validates_real_recipes_and_estimates(capsys):

@@ -928,7 +928,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
         metavar="TASK_OR_FILE",
         help="benchmark task name or file to decontaminate against (repeatable)",
     )
-    p.add_argument("--decontam-action", choices=["drop", "cut"], default=None)
+    p.add_argument("--decontam-action", choices=["drop", "cut"], default=None, help="decontam.action: drop a matching document or cut the match")
     p.add_argument("--data-dir", default=None, help="local benchmark data for task names (e.g. ../shared/data)")
     p.add_argument("--tasks", type=int, default=None, help="datatrove tasks")
     p.add_argument("--workers", type=int, default=None, help="datatrove workers (processes)")
