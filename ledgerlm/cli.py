@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ledgerlm import __version__, ledger
 from ledgerlm.config import (
+    TOP_LEVEL,
     ConfigError,
     apply_overrides,
     builtin_recipes,
@@ -22,7 +23,7 @@ from ledgerlm.config import (
 )
 from ledgerlm.io import atomic_write_json
 from ledgerlm.pipeline import disk_full, plan_lines, preflight, run_pipeline, run_stage
-from ledgerlm.plan import estimate_lines
+from ledgerlm.plan import data_lines, estimate_lines
 from ledgerlm.recipe import build_recipe, load_recipe
 from ledgerlm.stage import STAGES, get
 
@@ -83,6 +84,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--mfu", type=float, default=None, help="model FLOPs utilisation to assume (default: measured/stated)"
     )
+    p.add_argument("--cpus", type=int, default=16, help="CPU cores of the host for the data stages (default 16)")
+    p.add_argument("--ram", type=float, default=128, help="host RAM in GiB for the data stages (default 128)")
 
     # A stage's help lives in its spec: the specs are imported only when the command list is shown (or to run one).
     listing = command not in (*STAGES, *TOOLS, "run", "plan", "report", "audit")
@@ -131,7 +134,7 @@ def _stage_recipe(args, stage: str):
     over = []
     for o in args.overrides:
         parts, value = parse_override(o)
-        if parts[0] != stage and parts[0] not in STAGES and parts[0] not in ("seed", "device", "name"):
+        if parts[0] != stage and parts[0] not in STAGES and parts[0] not in TOP_LEVEL:
             parts = [stage, *parts]  # keys may be given relative to the stage's own section
         over.append((parts, value))
     raw = apply_overrides(raw, dict((".".join(p), v) for p, v in over))
@@ -174,7 +177,8 @@ def _dispatch(args) -> int:
         recipe = load_recipe(args.recipe, args.overrides)
         out = args.out or Path("runs") / recipe.name
         if cmd == "plan":
-            print("\n".join(plan_lines(recipe, out) + estimate_lines(recipe, args.gpu, args.mfu)))
+            data = data_lines(recipe, args.cpus, args.ram)  # refuses (ConfigError, exit 2) a recipe that cannot fit
+            print("\n".join(plan_lines(recipe, out) + estimate_lines(recipe, args.gpu, args.mfu) + data))
             return 0
         return run_pipeline(recipe, out, force=args.force)
     if cmd in STAGES and cmd != "report":

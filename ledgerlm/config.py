@@ -22,7 +22,7 @@ from typing import Any, Literal, Union
 import yaml
 
 RECIPE_DIRS = [Path(__file__).resolve().parent.parent / "recipes", Path.cwd() / "recipes"]
-TOP_LEVEL = {"name", "description", "seed", "device", "stages", "base", "samples", "logging"}
+TOP_LEVEL = {"name", "description", "seed", "device", "stages", "base", "samples", "logging", "hub_mirror"}
 
 
 class ConfigError(Exception):

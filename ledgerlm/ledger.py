@@ -218,6 +218,8 @@ def audit(run_dir: Path) -> tuple[list[str], int]:
 
 
 def _check_input(stage: str, name: str, art: dict, produced: dict, run_dir: Path) -> list[str]:
+    if art.get("kind") == "hub" and "mirror" in art:  # read from a local Hub mirror (ledgerlm/hub.py): re-hash it
+        return [f"{stage}: input {name!r} ({art['path']}, Hub mirror): {p}" for p in _verify(art["mirror"], run_dir)]
     if art.get("kind") in ("hub", "missing"):
         return []  # a Hub dataset or an optional input that was absent: nothing on disk to re-hash
     up = produced.get(art["path"])

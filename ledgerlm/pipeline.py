@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ledgerlm import ledger
+from ledgerlm import hub, ledger
 from ledgerlm.config import ConfigError, to_dict
 from ledgerlm.device import resolve_device
 from ledgerlm.progress import divert_stderr, fmt_duration, say
@@ -68,13 +68,41 @@ def stage_inputs(spec: StageSpec, cfg: Any, ctx: StageContext) -> dict[str, dict
     for name, p in declared.items():
         if isinstance(p, str) and p.startswith("hub:"):
             out[name] = {"path": p, "kind": "hub"}
+            local = hub.local_copy(p)  # read from a Hub mirror
+            generated = getattr(getattr(ctx.recipe, "hub_mirror", None), "generate", "")
+            if local is not None and generated:  # small and made by us: hashed like any input, re-hashed by audit
+                mirror = ledger.hash_artifact(local, ctx.run_dir)
+                out[name].update(sha256=mirror["sha256"], mirror=mirror)
+            elif local is not None:  # a real mirror may hold terabytes: recorded by path, as the Hub is by name
+                out[name]["mirror_path"] = str(local)
         else:
             out[name] = ledger.hash_artifact(Path(p), ctx.run_dir)
     return out
 
 
+def prepare_mirror(recipe: Recipe, run_dir: Path, echo=print) -> Path | None:
+    """The recipe's Hub mirror directory (None: the real Hub); a generated one is built here the first time."""
+    path = recipe.hub_mirror.resolve(run_dir)
+    if path is None:
+        return None
+    if recipe.hub_mirror.generate == "rehearsal":
+        from ledgerlm.data import rehearsal
+
+        if not rehearsal.is_built(path):
+            echo(f"[hub_mirror] generating the rehearsal's Hub repositories → {path}")
+            rehearsal.write_mirror(path)
+    elif not path.is_dir():
+        raise ConfigError("hub_mirror.path", f"directory does not exist: {path}", recipe.source)
+    return path
+
+
 def run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool = False, echo=print) -> tuple[str, dict | None]:
     """Run one stage unless its record already matches config and inputs. Returns ('ran'|'skipped', record)."""
+    with hub.using(prepare_mirror(recipe, Path(run_dir), echo)):
+        return _run_stage(recipe, stage, run_dir, force, echo)
+
+
+def _run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool, echo) -> tuple[str, dict | None]:
     run_dir = Path(run_dir)
     spec = get(stage)
     cfg = recipe.section(stage)
@@ -298,6 +326,8 @@ def _hub_reachable() -> bool:
 def _check_note(p, run_dir: Path) -> str:
     """What `plan` could verify about one input: a Hub dataset/model exists, a local path exists."""
     if isinstance(p, str) and p.startswith("hub:"):
+        if hub.mirror() is not None:
+            return f"  [in the Hub mirror {hub.mirror()}]" if hub.local_copy(p) else "  [NOT in the Hub mirror]"
         if not _hub_reachable():
             return "  [not checked: the Hugging Face Hub is unreachable from here]"
         name = p[4:].split("[")[0]
@@ -321,6 +351,18 @@ def plan_lines(recipe: Recipe, run_dir: Path) -> list[str]:
         f"recipe {recipe.name!r} ({recipe.source}) seed={recipe.seed} device={resolve_device(recipe.device)}",
         f"run directory: {run_dir}",
     ]
+    mirror = recipe.hub_mirror.resolve(run_dir)
+    if mirror is not None:
+        built = mirror.is_dir()
+        lines.append(f"Hub names are read from the mirror {mirror}" + ("" if built else " (made when the run starts)"))
+        if built:
+            with hub.using(mirror):
+                return lines + _plan_stages(recipe, run_dir)
+    return lines + _plan_stages(recipe, run_dir)
+
+
+def _plan_stages(recipe: Recipe, run_dir: Path) -> list[str]:
+    lines = []
     for i, stage in enumerate(recipe.stages, 1):
         if stage in CHECKS:
             lines.append(f"{i:2d}. {stage}: re-hash every recorded artifact and check the chain")

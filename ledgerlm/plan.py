@@ -6,6 +6,8 @@ one given with --mfu, else a stated default per GPU (the numbers we measured are
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ledgerlm.device import GPUS
 
 
@@ -83,4 +85,84 @@ def estimate_lines(recipe, gpu: str = "h100", mfu: float | None = None) -> list[
                 ),
             ]
     lines.append(f"  total training compute: ~{total_h:.1f} GPU-hours (post-training and eval are small next to it)")
+    return lines
+
+
+# ----------------------------------------------------------------------------- the data side (curate, tokenize)
+
+SCALE_COSTS = Path(__file__).resolve().parent / "data" / "scale_costs.json"  # written by `python -m bench.scale`
+DOC_BYTES = 4000  # mean document size of the scale benchmark's web-like corpus (FineWeb-Edu is ~4.5 KB)
+BYTES_PER_TOKEN = 4.2  # English web text, 49k-vocab BPE
+WORK_COPIES = 2  # the work directory holds the text twice at its peak (scan's copy and apply's sorted runs)
+
+
+def _corpus_docs(cfg) -> tuple[int, int, list[str]]:
+    """(documents, bytes, notes) the curate stage will read: `limit` where set, else local file sizes / DOC_BYTES."""
+    docs = size = 0
+    notes = []
+    for s in cfg.sources:
+        if s.limit is not None:
+            docs += s.limit
+            size += s.limit * DOC_BYTES
+        elif s.path and Path(s.path).exists():
+            p = Path(s.path)
+            b = sum(f.stat().st_size for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+            docs += max(b // DOC_BYTES, 1)
+            size += b
+        else:
+            notes.append(s.name)
+    return docs, size, notes
+
+
+def data_lines(recipe, cpus: int = 16, ram_gib: float = 128.0) -> list[str]:
+    """Curate and tokenize cost on a host with `cpus` cores and `ram_gib` of memory, from the fitted costs of the
+    scale benchmark. Raises ConfigError naming the setting to change when the recipe cannot fit."""
+    import json
+
+    from ledgerlm.config import ConfigError
+
+    if "curate" not in recipe.stages and "tokenize" not in recipe.stages:
+        return []
+    if not SCALE_COSTS.exists():
+        return ["data: no measured costs (run `python -m bench.scale` to write ledgerlm/data/scale_costs.json)"]
+    c = json.loads(SCALE_COSTS.read_text())
+    lines = [f"data stages on {cpus} CPU cores, {ram_gib:.0f} GiB RAM (costs fitted by bench.scale, BENCHMARKS.md):"]
+    docs = 0
+    size = 0
+    if "curate" in recipe.stages:
+        cur = recipe.section("curate")
+        docs, size, unknown = _corpus_docs(cur)
+        if unknown:
+            lines.append(f"  curate: size of {', '.join(unknown)} unknown (no limit, not local): not counted")
+        workers = min(cur.executor.workers, cur.executor.tasks)
+        cpu_h = docs * c["curate_cpu_s_per_doc"] / 3600
+        per_proc = (c["curate_rss_base_bytes"] + c["curate_rss_bytes_per_doc"] * docs) / 2**30
+        lines += [
+            f"  curate: {docs:,} documents (~{size / 1e9:.0f} GB of text): {cpu_h:.1f} CPU-hours, "
+            f"~{cpu_h / min(workers, cpus):.1f} h on {min(workers, cpus)} workers",
+            f"  curate memory: <= {per_proc:.1f} GiB per worker process, {per_proc * workers:.1f} GiB for "
+            f"{workers} workers; disk: outputs ~{size / 1e9:.0f} GB + work directory ~"
+            f"{size * WORK_COPIES / 1e9:.0f} GB while it runs",
+        ]
+        if per_proc > ram_gib:
+            raise ConfigError(
+                "curate.sources[*].limit",
+                f"one curate process needs ~{per_proc:.0f} GiB for {docs:,} documents, the host has {ram_gib:.0f} GiB",
+            )
+        if per_proc * workers > ram_gib:
+            raise ConfigError(
+                "curate.executor.workers",
+                f"{workers} workers x {per_proc:.1f} GiB = {per_proc * workers:.0f} GiB > {ram_gib:.0f} GiB RAM; "
+                f"use at most {max(int(ram_gib // per_proc), 1)}",
+            )
+    if "tokenize" in recipe.stages and "tokenize_cpu_s_per_doc" in c and docs:
+        tok = recipe.section("tokenize")
+        workers = getattr(tok, "workers", None) or cpus
+        cpu_h = docs * c["tokenize_cpu_s_per_doc"] / 3600
+        tokens = size / BYTES_PER_TOKEN
+        lines.append(
+            f"  tokenize: {cpu_h:.1f} CPU-hours, ~{cpu_h / min(workers, cpus):.1f} h on {min(workers, cpus)} workers; "
+            f"~{tokens / 1e9:.1f}B tokens -> ~{tokens * 2 / 1e9:.0f} GB of uint16 shards; "
+            f"peak {c['tokenize_rss_bytes'] / 2**30:.1f} GiB per worker measured"
+        )
     return lines

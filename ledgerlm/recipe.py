@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ledgerlm import hub
 from ledgerlm.config import TOP_LEVEL, ConfigError, apply_overrides, coerce, from_dict, load_raw_recipe, to_dict
 from ledgerlm.progress import LoggingConfig
 from ledgerlm.samples import SamplesConfig
@@ -25,6 +26,7 @@ class Recipe:
     source: str | None = None  # the file it came from
     samples: SamplesConfig = field(default_factory=SamplesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)  # progress display and metric tracking
+    hub_mirror: hub.HubMirror = field(default_factory=hub.HubMirror)  # Hub names served from local copies
 
     def section(self, stage: str) -> Any:
         if stage not in self.sections:
@@ -38,6 +40,7 @@ class Recipe:
             "device": self.device,
             "stages": self.stages,
             "logging": to_dict(self.logging),
+            **({"hub_mirror": to_dict(self.hub_mirror)} if self.hub_mirror.path else {}),
             **{k: to_dict(v) for k, v in self.sections.items()},
         }
 
@@ -65,7 +68,8 @@ def build_recipe(raw: dict, file: str | Path | None = None, need_all: bool = Tru
             raise ConfigError(f"stages[{i}]", f"unknown stage {s!r} (known: {', '.join(STAGES)}, audit)", file)
     samples = from_dict(SamplesConfig, raw.get("samples") or {}, prefix="samples", file=file)
     logging_cfg = from_dict(LoggingConfig, raw.get("logging") or {}, prefix="logging", file=file)
-    recipe = Recipe(**top, source=str(file) if file else None, samples=samples, logging=logging_cfg)
+    mirror = from_dict(hub.HubMirror, raw.get("hub_mirror") or {}, prefix="hub_mirror", file=file)
+    recipe = Recipe(**top, source=str(file) if file else None, samples=samples, hub_mirror=mirror, logging=logging_cfg)
     for name in STAGES:
         if name in raw or (need_all and name in top["stages"]):
             recipe.sections[name] = from_dict(get(name).config, raw.get(name) or {}, prefix=name, file=file)

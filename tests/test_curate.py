@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ledgerlm.data.curate import Config, ExecutorConfig, NearDedupConfig, curate, inspect_main
+from ledgerlm.data.curate import Config, ExecutorConfig, curate
 from ledgerlm.data.decontam import DecontamConfig
+from ledgerlm.data.inspect import inspect_main
 from ledgerlm.data.quality import QualityConfig, QualityGates
 from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import SourceSpec, doc_id
@@ -172,7 +173,7 @@ def make_cfg(root: Path, tasks: int = 1, workers: int = 1, action: str = "drop",
 
 
 def read_dir(d: Path) -> list[dict]:
-    return [json.loads(x) for p in sorted(d.glob("*.jsonl")) for x in p.read_text().splitlines()]
+    return [json.loads(x) for p in sorted(d.glob("*.jsonl")) for x in p.read_text().split("\n") if x]
 
 
 def dir_hash(d: Path) -> str:
@@ -231,10 +232,11 @@ def test_each_cluster_kept_once_with_keep_rule(result):
     near = [r for r in excl if r["reason"] == "near_dup"]
     assert len(near) == 30
     ids = {d["id"] for d in kept}
-    assert all(r["details"]["kept_id"] in ids and 0.5 < r["details"]["jaccard_est"] <= 1.0 for r in near)
-    # planted near-duplicates have true Jaccard 0.8-0.9; the estimate should be close
-    est = [r["details"]["jaccard_est"] for r in near if r["details"]["jaccard_est"] < 1.0]
-    assert len(est) == 20 and 0.75 < np.mean(est) < 0.95
+    # verified by default: each dropped copy's exact Jaccard against the copy kept in its place is recorded
+    assert all(r["details"]["kept_id"] in ids and 0.75 <= r["details"]["jaccard"] <= 1.0 for r in near)
+    # planted near-duplicates have true Jaccard 0.8-0.9
+    exact = [r["details"]["jaccard"] for r in near if r["details"]["jaccard"] < 1.0]
+    assert len(exact) == 20 and 0.8 <= np.mean(exact) < 0.95
 
 
 def test_junk_and_leaks_gone(result):
@@ -271,9 +273,8 @@ def test_deterministic_and_independent_of_workers(corpus, result, tmp_path):
     root, _ = corpus
     out1, _, _ = result
     curate(make_cfg(root), tmp_path / "again")
-    # 3 tasks on 2 worker processes, and the exact-Jaccard check on (every planted pair is >= 0.8, so no change)
-    near = NearDedupConfig(exact_jaccard=0.75, exact_batch_docs=7)
-    curate(make_cfg(root, tasks=3, workers=2, near_dedup=near), tmp_path / "par")
+    # 3 tasks on 2 worker processes, in chunks of 7 documents (every step is split, same bytes out)
+    curate(make_cfg(root, tasks=3, workers=2, chunk_docs=7, segment_buckets=3), tmp_path / "par")
     for sub in ("kept", "excluded"):
         h = dir_hash(out1 / sub)
         assert dir_hash(tmp_path / "again" / sub) == h
@@ -295,6 +296,15 @@ def test_inspect_prints_samples(result, capsys):
     assert inspect_main([str(out.parent / out.name), "--reason", "near_dup", "-n", "2"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("30 documents excluded for 'near_dup'; showing 2") and text.count("\n--- ") == 2
+    # each near-duplicate is shown beside the text of the copy kept in its place
+    assert text.count("+++ kept twin ") == 2
+    twin = text.split("+++ kept twin ")[1].split("\n")[1].strip()
+    kept = {d["text"][:40] for d in read_dir(out / "kept")}
+    assert twin[:40] in kept
+    # removed boilerplate lines, with the number of documents each was in
+    assert inspect_main([str(out), "--boilerplate", "-n", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "boilerplate lines removed" in text and BOILER[0][:30] in text
     assert inspect_main([str(out), "--reason", "quality"]) == 0
     assert "quality:" in capsys.readouterr().out
     assert inspect_main([str(out), "--reason", "nonexistent"]) == 1

@@ -195,10 +195,10 @@ def test_exact_jaccard_check_rejects_loose_candidates(tmp_path):
     other = " ".join(w if i % 8 else f"zz{i}" for i, w in enumerate(words))  # shingle Jaccard about 0.25
     (tmp_path / "in.jsonl").write_text(json.dumps({"text": GOOD}) + "\n" + json.dumps({"text": other}) + "\n")
     src = [SourceSpec(name="s", path=str(tmp_path / "in.jsonl"))]
-    loose = NearDedupConfig(bands=56, rows=2)  # 2-row bands: almost any overlap becomes a candidate
+    loose = NearDedupConfig(bands=56, rows=2, exact_jaccard=None)  # 2-row bands, unverified: any overlap drops
     c1 = curate(Config(sources=src, near_dedup=loose), tmp_path / "a")["counters"]
     assert c1["dropped"].get("near_dup") == 1
-    strict = NearDedupConfig(bands=56, rows=2, exact_jaccard=0.8, exact_batch_docs=1)
+    strict = NearDedupConfig(bands=56, rows=2)  # verified by default (exact_jaccard 0.75)
     c2 = curate(Config(sources=src, near_dedup=strict), tmp_path / "b")["counters"]
     assert c2["kept"] == 2 and "near_dup" not in c2["dropped"]
 

@@ -1,30 +1,39 @@
-"""The `curate` stage: read sources -> quality gates -> cross-source near-dedup -> segment dedup -> decontamination.
+"""The `curate` stage: read sources -> quality filters -> cross-source near-dedup -> segment dedup -> decontamination.
 
-Four datatrove pipeline steps, run by a datatrove executor (local by default, Slurm or Ray by `executor.kind`):
+Small datatrove pipeline steps, each run by a datatrove executor (local, Slurm or Ray by `executor.kind`), each
+spread over tasks, each talking to the next only through the typed work directory (`ledgerlm.data.workdir`):
 
-  scan  (T tasks)  read this task's share of every source, quarantine malformed records, run the quality gates, and
-                   for each surviving document write its text, MinHash signature, segment hashes and benchmark n-gram
-                   matches to a work directory;
-  plan  (1 task)   the global decisions, from signatures and hashes only (memory = the dedup index, not the corpus):
-                   LSH clusters and which copy each keeps, boilerplate segments and their owner, n-grams too common
-                   to count as leaks, and the contamination table;
-  apply (T tasks)  apply the decisions to each task's documents, routing each to kept/ or excluded/ output shards;
-  merge (S tasks)  write each output shard sorted by document id.
+  scan     (T tasks)  read this task's share of every source in chunks of `chunk_docs` documents; quarantine
+                      malformed records; run the quality filters; for each surviving document write its text, id,
+                      origin, score, LSH band keys, segment hashes and benchmark n-gram hits to disk. A killed task
+                      resumes after its last completed chunk.
+  index    (1 task)   fixed-width arrays over every surviving document: id order, keep order (eligible first).
+  lsh      (B tasks)  one task per LSH band: sort that band's keys, write candidate edges.
+  cluster  (T tasks)  candidate groups split by component; verified greedy clusters (see `ledgerlm.data.dedup`).
+  segments (K tasks)  boilerplate lines, one task per segment-hash bucket, counted over documents that survived.
+  contam   (1 task)   n-grams too common to count as leaks and the contamination table.
+  apply    (T tasks)  apply every decision chunk by chunk, writing sorted runs per output shard.
+  merge    (S tasks)  heap-merge the runs of each output shard into kept/ and excluded/ (sorted by id).
 
-Documents are routed to output shards by id and every decision depends only on content (ids, signatures), so the
-outputs are byte-identical whatever the number of tasks or workers. kept + excluded = read, always.
+No step holds a per-document Python object across the corpus: the global steps hold a few fixed-width numpy columns
+(ids 32 bytes, orders 8 bytes, one band's keys) and stream the rest; memory per scan/apply process is bounded by
+`chunk_docs`/`chunk_mb`. Decisions depend only on content (ids, shingles), so outputs are byte-identical whatever the
+number of tasks or workers. kept + excluded = read, always.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import itertools
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +52,14 @@ from ledgerlm.data.decontam import (
     to_csv,
     to_markdown,
 )
-from ledgerlm.data.minhash import MinHasher, MinHashParams, band_keys, components, lsh_edges_from_keys
+from ledgerlm.data.dedup import band_edges, greedy_clusters
+from ledgerlm.data.minhash import MinHasher, MinHashParams, band_keys, components
 from ledgerlm.data.quality import QualityConfig, QualityGates, overlay
+from ledgerlm.data.runs import keyed_line, merge_runs, write_run
 from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import Record, SourceSpec, check_sources, iter_records
-from ledgerlm.io import atomic_write_json, atomic_write_text, iter_jsonl
+from ledgerlm.data.workdir import Chunk, WorkDir
+from ledgerlm.io import atomic_path, atomic_write_json, atomic_write_text
 from ledgerlm.stage import StageResult, StageSpec
 
 
@@ -58,12 +70,16 @@ class NearDedupConfig:
     bands: int = 14
     rows: int = 8
     seed: int = 1
-    exact_jaccard: float | None = None  # if set, a candidate pair must have exact shingle Jaccard >= this
-    exact_batch_docs: int = 200_000  # bucket heads whose shingle sets are held at once by the exact check
+    # a candidate pair is a duplicate only if its exact shingle Jaccard reaches this (null: unverified LSH groups)
+    exact_jaccard: float | None = 0.75
     batch_docs: int = 256  # documents hashed together (amortises numpy overhead)
 
     def params(self) -> MinHashParams:
         return MinHashParams(self.ngram, self.bands, self.rows, self.seed)
+
+    def validate(self) -> None:
+        if self.exact_jaccard is not None and not 0 < self.exact_jaccard <= 1:
+            raise ValueError("exact_jaccard must be in (0, 1] or null")
 
 
 @dataclass
@@ -95,6 +111,10 @@ class Config:
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     shards: int = 1  # output shards of kept/ and excluded/ (by document id)
+    # memory bound of the scan and apply processes: a chunk ends at this many documents or megabytes of text
+    chunk_docs: int = 20_000
+    chunk_mb: int = 128
+    segment_buckets: int = 16  # segment-hash buckets = boilerplate tasks (memory of one = segments / buckets)
     keep_work: bool = False  # keep the intermediate work directory (.work/) for debugging
 
     def validate(self) -> None:
@@ -103,6 +123,8 @@ class Config:
             raise ValueError(f"source names must be unique, got {names}")
         if self.shards < 1:
             raise ValueError("shards must be >= 1")
+        if self.chunk_docs < 1 or self.chunk_mb < 1 or self.segment_buckets < 1:
+            raise ValueError("chunk_docs, chunk_mb and segment_buckets must be >= 1")
 
 
 def quality_configs(cfg: Config) -> dict[str, QualityConfig]:
@@ -140,7 +162,59 @@ def quality_by_source(cfg: Config) -> dict[str, dict]:
     return out
 
 
-KEEP_RULE = "highest source priority, then highest quality score, then smallest id (then file position)"
+KEEP_RULE = (
+    "verified duplicates only (exact shingle Jaccard >= near_dedup.exact_jaccard against the kept copy); kept copy: "
+    "a document decontamination will not drop first, then highest source priority, then highest quality score, "
+    "then smallest id (then file position)"
+)
+
+# The funnel's steps, in order. A drop reason is typed by the step that made it (Drop.step), never by its text.
+STEPS = ("read", "quality", "near_dedup", "segment_dedup", "decontaminate")
+
+
+@dataclass(frozen=True)
+class Drop:
+    step: str  # one of STEPS
+    reason: str  # the name written into excluded/ and the ledger (e.g. quality:gopher_word_count)
+
+
+NEAR_DUP = Drop("near_dedup", "near_dup")
+TOO_SHORT = Drop("segment_dedup", "segment_dedup:too_short")
+
+
+class Counters:
+    """Per-chunk counters: documents and whitespace words per (step, reason), plus named totals. JSON-able."""
+
+    def __init__(self, d: dict | None = None):
+        d = d or {}
+        self.dropped: dict[str, dict[str, list[int]]] = d.get("dropped", {})
+        self.totals: Counter = Counter(d.get("totals", {}))
+        self.by_source: Counter = Counter(d.get("by_source", {}))
+        self.quality_by_source: dict[str, Counter] = {k: Counter(v) for k, v in d.get("quality_by_source", {}).items()}
+
+    def drop(self, why: Drop, words: int) -> None:
+        c = self.dropped.setdefault(why.step, {}).setdefault(why.reason, [0, 0])
+        c[0] += 1
+        c[1] += words
+
+    def add(self, other: Counters) -> None:
+        for step, reasons in other.dropped.items():
+            for r, (n, w) in reasons.items():
+                c = self.dropped.setdefault(step, {}).setdefault(r, [0, 0])
+                c[0] += n
+                c[1] += w
+        self.totals.update(other.totals)
+        self.by_source.update(other.by_source)
+        for s, q in other.quality_by_source.items():
+            self.quality_by_source.setdefault(s, Counter()).update(q)
+
+    def to_dict(self) -> dict:
+        return {
+            "dropped": self.dropped,
+            "totals": dict(self.totals),
+            "by_source": dict(self.by_source),
+            "quality_by_source": {k: dict(v) for k, v in self.quality_by_source.items()},
+        }
 
 
 def _words(text: str) -> int:
@@ -148,139 +222,62 @@ def _words(text: str) -> int:
 
 
 def _shard_of(doc_id: str, shards: int) -> int:
-    return int(doc_id[:8], 16) % shards if shards > 1 else 0
+    return int(doc_id[:8], 16) % shards if shards > 1 and not doc_id.startswith("bad-") else 0
 
 
-class _Shards:
-    """Append-only JSONL writers, one per output shard, opened lazily."""
-
-    def __init__(self, pattern: str, shards: int):
-        self.pattern, self.shards, self.files = pattern, shards, {}
-
-    def write(self, rec: dict) -> None:
-        s = _shard_of(rec["id"], self.shards)
-        if s not in self.files:
-            self.files[s] = open(self.pattern.format(shard=s), "w", encoding="utf-8")
-        self.files[s].write(json.dumps(rec, ensure_ascii=False) + "\n")
-
-    def close(self) -> None:
-        for f in self.files.values():
-            f.close()
+def _save_npz(path: Path, **arrays) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
-def _counter_add(stats: dict, key: str, words: int) -> None:
-    stats.setdefault(key, [0, 0])
-    stats[key][0] += 1
-    stats[key][1] += words
+def _save_npy(path: Path, a: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, a)
 
 
-# ----------------------------------------------------------------------------- step 1: scan
+def _set_pdeathsig() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: workers may outlive a killed main process
+        pass
 
 
-class ScanStep(PipelineStep):
-    name = "curate: read + quality + signatures"
+_GUARD_PID = 0  # the stage's main process while it runs its executors
+
+
+def _after_fork_in_child() -> None:
+    """A process forked by the stage's main process (datatrove's Manager) dies with it, even on kill -9."""
+    if _GUARD_PID and os.getppid() == _GUARD_PID:
+        _set_pdeathsig()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Step(PipelineStep):
+    """One curate step: `run_task(rank, world)` does task `rank`'s share, reading and writing only the work dir."""
+
     type = "ledgerlm"
+    in_pool = False  # set when a local executor runs it in pool workers: they exit when their parent dies
 
-    def __init__(self, cfg: Config, work: str):
+    def __init__(self, cfg: Config, work: str, tasks: int):
         super().__init__()
-        self.cfg, self.work = cfg, work
+        self.cfg, self.work, self.tasks = cfg, work, tasks
+
+    @property
+    def wd(self) -> WorkDir:
+        return WorkDir(self.work)
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        cfg, w = self.cfg, Path(self.work)
-        gates_of = source_gates(cfg)
-        hasher = MinHasher(cfg.near_dedup.params()) if cfg.near_dedup.enabled else None
-        benchmarks = _load_bench_cache(w)
-        matcher = Matcher(benchmarks) if benchmarks else None
-        prio = {s.name: s.priority for s in cfg.sources}
-        stats: dict = {"read": [0, 0], "by_source": {}, "quality_dropped_by_source": {}}
-        meta = {"id": [], "file": [], "line": [], "source": [], "priority": [], "score": [], "words": []}
-        sigs, seg_h, seg_d, matches = [], [], [], {}
-        batch: list[str] = []
-        excl = _Shards(str(w / f"excl1-{rank:05d}-{{shard:05d}}.jsonl"), cfg.shards)
-        docs = open(w / f"docs-{rank:05d}.jsonl", "w", encoding="utf-8")
-
-        def flush():
-            if hasher is not None and batch:
-                sigs.append(hasher.signatures(batch))
-            batch.clear()
-
-        try:
-            for spec in cfg.sources:
-                gates = gates_of[spec.name]  # chosen once per source: the per-document path is unchanged
-                for rec in iter_records(spec, rank, world_size):
-                    words = _words(rec.text) if rec.text else 0
-                    stats["read"][0] += 1
-                    stats["read"][1] += words
-                    stats["by_source"].setdefault(spec.name, 0)
-                    stats["by_source"][spec.name] += 1
-                    self.stat_update("read")
-                    if rec.reason:
-                        _counter_add(stats, rec.reason, 0)
-                        excl.write(_excluded(rec, rec.reason, {"detail": rec.detail, "raw": rec.raw}))
-                        continue
-                    reason, details, score = gates.check(rec.text)
-                    if reason:
-                        _counter_add(stats, reason, words)
-                        q = stats["quality_dropped_by_source"].setdefault(spec.name, {})
-                        q[reason] = q.get(reason, 0) + 1
-                        excl.write(_excluded(rec, reason, details))
-                        continue
-                    i = len(meta["id"])
-                    for k, v in (
-                        ("id", rec.id),
-                        ("file", rec.file),
-                        ("line", rec.line),
-                        ("source", rec.source),
-                        ("priority", prio.get(rec.source, 0)),
-                        ("score", score),
-                        ("words", words),
-                    ):
-                        meta[k].append(v)
-                    docs.write(
-                        json.dumps(
-                            {
-                                "id": rec.id,
-                                "source": rec.source,
-                                "text": rec.text,
-                                "orig_id": rec.orig_id,
-                                "file": rec.file,
-                                "line": rec.line,
-                            },
-                            ensure_ascii=False,
-                        )
-                        + "\n"
-                    )
-                    if cfg.segment_dedup.enabled:
-                        h = segdedup.doc_segment_hashes(rec.text, cfg.segment_dedup)
-                        seg_h.append(h)
-                        seg_d.append(np.full(len(h), i, dtype=np.int64))
-                    if matcher is not None and (m := matcher.match(rec.text)):
-                        matches[i] = {k: v.tolist() for k, v in m.items()}
-                    batch.append(rec.text)
-                    if len(batch) >= cfg.near_dedup.batch_docs:
-                        flush()
-            flush()
-        finally:
-            docs.close()
-            excl.close()
-        n = len(meta["id"])
-        num_perm = cfg.near_dedup.bands * cfg.near_dedup.rows
-        sig = np.concatenate(sigs) if sigs else np.zeros((n, num_perm), np.uint64)
-        np.save(w / f"sig-{rank:05d}.npy", sig)
-        # the plan step loads only the band keys (bands x 8 bytes per document), not the signatures
-        np.savez(
-            w / f"bk-{rank:05d}.npz",
-            keys=band_keys(sig, cfg.near_dedup.params()),
-            valid=~np.all(sig == MinHasher.EMPTY, axis=1),
-        )
-        np.savez(
-            w / f"seg-{rank:05d}.npz",
-            h=np.concatenate(seg_h) if seg_h else np.zeros(0, np.uint64),
-            d=np.concatenate(seg_d) if seg_d else np.zeros(0, np.int64),
-        )
-        atomic_write_json(w / f"meta-{rank:05d}.json", {**meta, "matches": {str(k): v for k, v in matches.items()}})
-        atomic_write_json(w / f"stats1-{rank:05d}.json", stats)
+        if self.in_pool:
+            if os.getppid() == 1:  # the parent is already gone
+                os._exit(1)
+            _set_pdeathsig()
+        self.run_task(rank, world_size)
         return data
+
+    def run_task(self, rank: int, world: int) -> None:
+        raise NotImplementedError
 
 
 def _excluded(rec: Record, reason: str, details: dict) -> dict:
@@ -298,247 +295,498 @@ def _excluded(rec: Record, reason: str, details: dict) -> dict:
     return out
 
 
-# ----------------------------------------------------------------------------- step 2: plan
+# ----------------------------------------------------------------------------- scan
 
 
-class PlanStep(PipelineStep):
-    name = "curate: global plan (clusters, boilerplate, leaks)"
-    type = "ledgerlm"
+class _ScanChunk:
+    """One chunk of a scan task, built in memory up to `chunk_docs` documents / `chunk_mb` of text, then written."""
 
-    def __init__(self, cfg: Config, work: str, tasks: int):
-        super().__init__()
-        self.cfg, self.work, self.tasks = cfg, work, tasks
+    def __init__(self, step: ScanStep, chunk: Chunk):
+        self.step, self.chunk, self.cfg = step, chunk, step.cfg
+        self.counters = Counters()
+        self.consumed = 0
+        self.text_bytes = 0
+        self.files: dict[str, int] = {}
+        self.cols: dict[str, list] = {k: [] for k in ("id", "file", "line", "source", "score", "words", "offset")}
+        self.excl: dict[int, list[bytes]] = {}
+        self.batch: list[str] = []
+        self.keys: list[np.ndarray] = []
+        self.valid: list[bool] = []
+        self.seg_h: list[np.ndarray] = []
+        self.seg_d: list[np.ndarray] = []
+        self.match: list[tuple[int, int, np.ndarray]] = []
+        self.docs_path = step.wd.scan(chunk, "docs.jsonl")
+        self.docs = open(self.docs_path, "wb")
+        self.offset = 0
 
-    def run(self, data=None, rank: int = 0, world_size: int = 1):
-        cfg, w = self.cfg, Path(self.work)
-        metas = [json.loads((w / f"meta-{r:05d}.json").read_text()) for r in range(self.tasks)]
-        sizes = [len(m["id"]) for m in metas]
-        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        n = int(offsets[-1])
-        ids = [x for m in metas for x in m["id"]]
-        origin = [(f, ln) for m in metas for f, ln in zip(m["file"], m["line"])]
-        priority = np.array([x for m in metas for x in m["priority"]], dtype=np.int64)
-        score = np.array([x for m in metas for x in m["score"]], dtype=np.float64)
-        # id order (ties between exact copies of the same source broken by file position): the canonical order
-        order = sorted(range(n), key=lambda i: (ids[i], origin[i]))
+    def full(self) -> bool:
+        """Records read (kept or not) and bytes held (texts written, excluded records kept for the sorted run)."""
+        return self.consumed >= self.cfg.chunk_docs or self.text_bytes >= self.cfg.chunk_mb << 20
+
+    def exclude(self, rec: Record, why: Drop, details: dict, words: int) -> None:
+        self.counters.drop(why, words)
+        line = keyed_line(_excluded(rec, why.reason, details))
+        self.text_bytes += len(line)
+        self.excl.setdefault(_shard_of(rec.id, self.cfg.shards), []).append(line)
+
+    def add(self, rec: Record) -> None:
+        s, cfg = self.step, self.cfg
+        self.consumed += 1
+        words = _words(rec.text) if rec.text else 0
+        self.counters.totals["read"] += 1
+        self.counters.totals["read_words"] += words
+        self.counters.by_source[rec.source] += 1
+        if rec.reason:
+            self.exclude(rec, Drop("read", rec.reason), {"detail": rec.detail, "raw": rec.raw}, 0)
+            return
+        reason, details, score = s.gates[rec.source].check(rec.text)
+        if reason:
+            self.exclude(rec, Drop("quality", reason), details, words)
+            self.counters.quality_by_source.setdefault(rec.source, Counter())[reason] += 1
+            return
+        i = len(self.cols["id"])
+        line = (
+            json.dumps(
+                {
+                    "id": rec.id,
+                    "source": rec.source,
+                    "text": rec.text,
+                    "orig_id": rec.orig_id,
+                    "file": rec.file,
+                    "line": rec.line,
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+        ).encode("utf-8", "surrogatepass")
+        self.docs.write(line)
+        for k, v in (
+            ("id", rec.id),
+            ("file", self.files.setdefault(rec.file, len(self.files))),
+            ("line", rec.line),
+            ("source", s.source_idx[rec.source]),
+            ("score", score),
+            ("words", words),
+            ("offset", self.offset),
+        ):
+            self.cols[k].append(v)
+        self.offset += len(line)
+        self.text_bytes += len(line)
+        if cfg.segment_dedup.enabled:
+            h = segdedup.doc_segment_hashes(rec.text, cfg.segment_dedup)
+            self.seg_h.append(h)
+            self.seg_d.append(np.full(len(h), i, dtype=np.int32))
+        if s.matcher is not None and (m := s.matcher.match(rec.text)):
+            for b, hs in m.items():
+                self.match.append((i, s.bench_idx[b], hs))
+        if s.hasher is not None:
+            self.batch.append(rec.text)
+            if len(self.batch) >= cfg.near_dedup.batch_docs:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.batch:
+            sig = self.step.hasher.signatures(self.batch)
+            self.valid.extend((~np.all(sig == MinHasher.EMPTY, axis=1)).tolist())  # no shingle: never a candidate
+            self.keys.append(band_keys(sig, self.cfg.near_dedup.params()))
+            self.batch.clear()
+
+    def write(self) -> None:
+        """Write every artifact of the chunk, then done.json: a chunk with done.json is complete."""
+        cfg, wd, c = self.cfg, self.step.wd, self.chunk
+        self.flush()
+        self.docs.flush()
+        os.fsync(self.docs.fileno())
+        self.docs.close()
+        n = len(self.cols["id"])
+        nd = cfg.near_dedup
+        keys = np.concatenate(self.keys) if self.keys else np.zeros((n, nd.bands), np.uint64)
+        ids = np.array(self.cols["id"], dtype="S32") if n else np.zeros(0, "S32")
+        _save_npz(
+            wd.scan(c, "meta.npz"),
+            ids=ids,
+            file_idx=np.array(self.cols["file"], dtype=np.int32),
+            line=np.array(self.cols["line"], dtype=np.int64),
+            source=np.array(self.cols["source"], dtype=np.int16),
+            score=np.array(self.cols["score"], dtype=np.float64),
+            words=np.array(self.cols["words"], dtype=np.int64),
+            offset=np.array(self.cols["offset"], dtype=np.int64),
+            keys=keys,
+            valid=np.array(self.valid, dtype=bool) if self.valid else np.zeros(n, bool),
+        )
+        h = np.concatenate(self.seg_h) if self.seg_h else np.zeros(0, np.uint64)
+        d = np.concatenate(self.seg_d) if self.seg_d else np.zeros(0, np.int32)
+        bucket = (h % np.uint64(cfg.segment_buckets)).astype(np.int64)
+        order = np.argsort(bucket, kind="stable")
+        starts = np.searchsorted(bucket[order], np.arange(cfg.segment_buckets + 1))
+        _save_npz(wd.scan(c, "seg.npz"), h=h[order], d=d[order], starts=starts)
+        m_doc = np.array([x[0] for x in self.match for _ in x[2]], dtype=np.int32)
+        m_b = np.array([x[1] for x in self.match for _ in x[2]], dtype=np.int16)
+        m_h = np.concatenate([x[2] for x in self.match]) if self.match else np.zeros(0, np.uint64)
+        _save_npz(wd.scan(c, "match.npz"), doc=m_doc, bench=m_b, h=m_h)
+        for shard, lines in self.excl.items():
+            write_run(wd.scan_excluded(c, shard), lines)
+        atomic_write_json(
+            wd.scan(c, "done.json"),
+            {"n": n, "consumed": self.consumed, "files": list(self.files), "counters": self.counters.to_dict()},
+        )
+
+
+def _test_kill_point(name: str) -> None:
+    """Tests kill the process (-9) at a named point to check every resume window (LEDGERLM_TEST_KILL_AT=name)."""
+    if os.environ.get("LEDGERLM_TEST_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ScanStep(_Step):
+    name = "curate: scan (read, quality, signatures)"
+
+    def run_task(self, rank: int, world: int) -> None:
+        cfg, wd = self.cfg, self.wd
+        self.gates = source_gates(cfg)  # chosen once per source: the per-document path is unchanged
+        self.hasher = MinHasher(cfg.near_dedup.params()) if cfg.near_dedup.enabled else None
+        benchmarks = _load_bench_cache(wd)
+        self.matcher = Matcher(benchmarks) if benchmarks else None
+        self.bench_idx = {b.name: i for i, b in enumerate(benchmarks)}
+        self.source_idx = {s.name: i for i, s in enumerate(cfg.sources)}
+        done = wd.scan_done(rank)  # resume: skip the records of completed chunks
+        records = itertools.chain.from_iterable(iter_records(s, rank, world) for s in cfg.sources)
+        records = itertools.islice(records, sum(d["consumed"] for d in done), None)
+        chunk = _ScanChunk(self, Chunk(rank, len(done)))
+        for rec in records:
+            chunk.add(rec)
+            if chunk.full():
+                chunk.write()
+                _test_kill_point("scan-chunk")
+                chunk = _ScanChunk(self, Chunk(rank, chunk.chunk.chunk + 1))
+        if chunk.consumed:
+            chunk.write()
+        else:
+            chunk.docs.close()
+            chunk.docs_path.unlink()
+
+
+# ----------------------------------------------------------------------------- plan: index, lsh, cluster, segments, contam
+
+
+def _chunk_starts(wd: WorkDir, tasks: int) -> tuple[list[tuple[Chunk, dict]], np.ndarray]:
+    chunks = wd.scan_chunks(tasks)
+    return chunks, np.concatenate([[0], np.cumsum([d["n"] for _, d in chunks])]).astype(np.int64)
+
+
+class IndexStep(_Step):
+    name = "curate: index (id order, keep order)"
+
+    def run_task(self, rank: int, world: int) -> None:
+        wd = self.wd
+        chunks, starts = _chunk_starts(wd, self.tasks)
+        names = sorted({f for _, d in chunks for f in d["files"]})
+        pos = {f: i for i, f in enumerate(names)}
+        prio = np.array([s.priority for s in self.cfg.sources] or [0], dtype=np.int64)
+        cols: dict[str, list] = {k: [] for k in ("ids", "file", "line", "source", "score", "offset", "eligible")}
+        for c, d in chunks:
+            z = np.load(wd.scan(c, "meta.npz"))
+            fmap = np.array([pos[f] for f in d["files"]] or [0], dtype=np.int64)
+            for k in ("ids", "line", "source", "score", "offset"):
+                cols[k].append(z[k])
+            cols["file"].append(fmap[z["file_idx"]])
+            eligible = np.ones(d["n"], dtype=bool)
+            eligible[np.load(wd.scan(c, "match.npz"))["doc"]] = False  # decontamination would drop or cut it
+            cols["eligible"].append(eligible)
+        col = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+        n = int(starts[-1])
+        ids = col["ids"].astype("S32") if n else np.zeros(0, "S32")
+        order = np.lexsort((col["line"], col["file"], ids)) if n else np.zeros(0, np.int64)
         id_rank = np.empty(n, dtype=np.int64)
         id_rank[order] = np.arange(n)
+        priority = prio[col["source"].astype(np.int64)] if n else np.zeros(0, np.int64)
+        keep = np.lexsort((id_rank, -col["score"], -priority, ~col["eligible"].astype(bool))) if n else order
+        keep_pos = np.empty(n, dtype=np.int64)
+        keep_pos[keep] = np.arange(n)
+        # identical documents of one source share an id: always candidates, even without shingles
+        same = np.flatnonzero(ids[order][1:] == ids[order][:-1]) if n else np.zeros(0, np.int64)
+        same_edges = np.sort(np.stack([order[same], order[same + 1]], axis=1), axis=1).astype(np.int64)
+        for k, a in (
+            ("ids", ids),
+            ("id_rank", id_rank),
+            ("keep_pos", keep_pos),
+            ("starts", starts),
+            ("source", col["source"].astype(np.int16) if n else np.zeros(0, np.int16)),
+            ("offset", col["offset"].astype(np.int64) if n else np.zeros(0, np.int64)),
+            ("eligible", col["eligible"].astype(bool) if n else np.zeros(0, bool)),
+            ("edges-same", same_edges.reshape(-1, 2)),
+        ):
+            _save_npy(wd.plan(f"{k}.npy"), a)
 
-        removed: dict[int, dict] = {}
-        stats = {"near_dup_clusters": 0, "candidate_edges": 0}
-        if cfg.near_dedup.enabled and n:
-            bk = [np.load(w / f"bk-{r:05d}.npz") for r in range(self.tasks)]
-            edges = lsh_edges_from_keys(
-                np.concatenate([z["keys"] for z in bk]), np.concatenate([z["valid"] for z in bk])
-            )
-            sig_files = [np.load(w / f"sig-{r:05d}.npy", mmap_mode="r") for r in range(self.tasks)]
 
-            def sig(g: int) -> np.ndarray:
-                r = int(np.searchsorted(offsets, g, side="right") - 1)
-                return sig_files[r][g - int(offsets[r])]
+class LshStep(_Step):
+    name = "curate: LSH buckets (one task per band)"
 
-            # identical documents of one source share an id: always one cluster, even without shingles
-            same = [(order[k - 1], order[k]) for k in range(1, n) if ids[order[k]] == ids[order[k - 1]]]
-            if same:
-                edges = np.unique(np.sort(np.concatenate([edges, np.array(same, dtype=np.int64)]), axis=1), axis=0)
-            stats["candidate_edges"] = len(edges)
-            if cfg.near_dedup.exact_jaccard is not None and len(edges):
-                edges = self._exact_filter(edges, ids, offsets, cfg)
-            labels = components(n, edges)
-            # keep rule: priority desc, score desc, id asc, position asc -> the first in this order
-            keep_order = np.lexsort((id_rank, -score, -priority))
-            first_of: dict[int, int] = {}
-            for i in keep_order.tolist():
-                first_of.setdefault(int(labels[i]), i)
-            sizes_c = np.bincount(labels, minlength=n)
-            # a cluster is named by its smallest member id, independent of which copy is kept
-            min_rank = np.full(n, n, dtype=np.int64)
-            np.minimum.at(min_rank, labels, id_rank)
-            for i in range(n):
-                k = first_of[int(labels[i])]
-                if k != i:
-                    removed[i] = {
-                        "cluster": ids[order[min_rank[labels[i]]]],
-                        "kept_id": ids[k],
-                        "kept_source": metas_source(metas, k, offsets),
-                        "jaccard_est": round(float(np.mean(sig(i) == sig(k))), 4),
-                        "cluster_size": int(sizes_c[labels[i]]),
-                    }
-            stats["near_dup_clusters"] = int((sizes_c > 1).sum())
-        alive = np.ones(n, dtype=bool)
-        alive[list(removed)] = False
+    def run_task(self, rank: int, world: int) -> None:
+        wd = self.wd
+        keys, valid = [], []
+        for c, _ in wd.scan_chunks(self.tasks):
+            z = np.load(wd.scan(c, "meta.npz"))
+            keys.append(np.ascontiguousarray(z["keys"][:, rank]))
+            valid.append(z["valid"])
+        k = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+        _save_npy(wd.edges(rank), band_edges(k, np.concatenate(valid) if valid else np.zeros(0, bool)))
 
-        # segment dedup: count over the documents that survived near-dedup
-        boiler, owner = np.zeros(0, np.uint64), np.zeros(0, np.int64)
-        if cfg.segment_dedup.enabled and n:
-            hs, ds = [], []
-            for r in range(self.tasks):
-                z = np.load(w / f"seg-{r:05d}.npz")
-                hs.append(z["h"])
-                ds.append(z["d"] + offsets[r])
-            h, d = np.concatenate(hs), np.concatenate(ds)
-            keep = alive[d]
-            boiler, owner_rank = segdedup.plan(h[keep], id_rank[d[keep]], cfg.segment_dedup.min_docs)
-            owner = np.asarray(order, dtype=np.int64)[owner_rank] if len(owner_rank) else owner
-        stats["boilerplate_segments"] = len(boiler)
 
-        # decontamination: n-grams in too many surviving documents are ignored; the table is computed here
-        benchmarks = _load_bench_cache(w)
-        ignore, rows = {}, []
-        if benchmarks:
-            per: dict[str, list[np.ndarray]] = {}
-            doc_hits: dict[int, dict[str, np.ndarray]] = {}
-            for r, m in enumerate(metas):
-                for k, v in m["matches"].items():
-                    g = int(k) + int(offsets[r])
-                    if alive[g]:
-                        doc_hits[g] = {b: np.array(h, dtype=np.uint64) for b, h in v.items()}
-                        for b, arr in doc_hits[g].items():
-                            per.setdefault(b, []).append(arr)
-            for b, hs in per.items():
-                u, c = np.unique(np.concatenate(hs), return_counts=True)
-                ignore[b] = u[c > cfg.decontam.max_doc_freq]
-            items_hit, docs_hit = {}, {}
-            for bm in benchmarks:
-                ig = ignore.get(bm.name, np.zeros(0, np.uint64))
-                valid = [hh[~np.isin(hh, ig)] for m in doc_hits.values() if (hh := m.get(bm.name)) is not None]
-                valid = [v for v in valid if len(v)]
-                docs_hit[bm.name] = len(valid)
-                items_hit[bm.name] = len(bm.items_with(np.unique(np.concatenate(valid)) if valid else valid))
-            rows = table_rows(benchmarks, items_hit, docs_hit, {k: len(v) for k, v in ignore.items()})
-        np.savez(
-            w / "plan.npz", boiler=boiler, owner=owner, offsets=offsets, **{f"ignore:{k}": v for k, v in ignore.items()}
-        )
-        for r in range(self.tasks):
-            lo, hi = int(offsets[r]), int(offsets[r + 1])
-            atomic_write_json(w / f"removed-{r:05d}.json", {str(i - lo): v for i, v in removed.items() if lo <= i < hi})
-        atomic_write_json(w / "plan.json", {"stats": stats, "contamination": rows})
-        return data
+class _Texts:
+    """Random access to the text of any scanned document by global index (byte offsets into the chunk files)."""
 
-    def _docs(self, offsets: np.ndarray, need: set[int]):
-        """Stream (global index, text) of the documents in `need`, in file order."""
-        w = Path(self.work)
-        for r in range(self.tasks):
-            with open(w / f"docs-{r:05d}.jsonl", encoding="utf-8") as f:
-                for j, line in enumerate(f):
-                    if j + int(offsets[r]) in need:
-                        yield j + int(offsets[r]), json.loads(line)["text"]
+    def __init__(self, wd: WorkDir, chunks, starts: np.ndarray, offset: np.ndarray):
+        self.wd, self.chunks, self.starts, self.offset = wd, chunks, starts, offset
+        self.files: dict[int, object] = {}
 
-    def _exact_filter(self, edges, ids, offsets, cfg) -> np.ndarray:
-        """Keep only candidate edges whose exact shingle Jaccard reaches the threshold.
+    def __call__(self, g: int) -> str:
+        ci = int(np.searchsorted(self.starts, g, side="right") - 1)
+        if ci not in self.files:
+            if len(self.files) > 64:
+                self.close()
+            self.files[ci] = open(self.wd.scan(self.chunks[ci][0], "docs.jsonl"), "rb")
+        f = self.files[ci]
+        f.seek(int(self.offset[g]))
+        return json.loads(f.readline())["text"]
 
-        Memory stays bounded: bucket heads are taken `exact_batch_docs` at a time; their shingle sets are held while
-        the documents linked to them stream past once.
-        """
-        from ledgerlm.data.minhash import exact_jaccard
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+        self.files.clear()
 
+
+def _candidate_edges(wd: WorkDir, bands: int) -> np.ndarray:
+    parts = [np.load(wd.edges(b)) for b in range(bands)] + [np.load(wd.plan("edges-same.npy"))]
+    e = np.concatenate(parts).reshape(-1, 2)
+    return np.unique(e, axis=0) if len(e) else e
+
+
+class ClusterStep(_Step):
+    name = "curate: verified near-duplicate clusters (by component)"
+
+    def run_task(self, rank: int, world: int) -> None:
+        cfg, wd = self.cfg, self.wd
+        chunks, starts = _chunk_starts(wd, self.tasks)
+        n = int(starts[-1])
+        edges = _candidate_edges(wd, cfg.near_dedup.bands)
+        labels = components(n, edges) if n else np.zeros(0, np.int64)
+        members = np.unique(edges)
+        members = members[labels[members] % world == rank]
+        ids = np.load(wd.plan("ids.npy"), mmap_mode="r")
+        id_rank = np.load(wd.plan("id_rank.npy"))
+        keep_pos = np.load(wd.plan("keep_pos.npy"))
+        texts = _Texts(wd, chunks, starts, np.load(wd.plan("offset.npy"), mmap_mode="r"))
         hasher = MinHasher(cfg.near_dedup.params())
-        thr = cfg.near_dedup.exact_jaccard
-        ok = np.zeros(len(edges), dtype=bool)
-        heads = np.unique(edges[:, 0])
-        for lo in range(0, len(heads), cfg.near_dedup.exact_batch_docs):
-            batch = set(heads[lo : lo + cfg.near_dedup.exact_batch_docs].tolist())
-            sel = np.flatnonzero(np.isin(edges[:, 0], list(batch)))
-            held = {g: np.unique(hasher.shingles([t])[0]) for g, t in self._docs(offsets, batch)}
-            by_member: dict[int, list[int]] = {}
-            for e in sel.tolist():
-                by_member.setdefault(int(edges[e, 1]), []).append(e)
-            for g, t in self._docs(offsets, set(by_member)):
-                sh = hasher.shingles([t])[0]
-                for e in by_member[g]:
-                    a = int(edges[e, 0])
-                    ok[e] = ids[a] == ids[g] or exact_jaccard(held[a], sh) >= thr
-        return edges[ok]
+        out = [x for x in greedy_clusters(members, labels, keep_pos, ids, texts, hasher, cfg.near_dedup.exact_jaccard)]
+        texts.close()
+        doc = np.array([x[0] for x in out], dtype=np.int64)
+        # a cluster is named by its member with the smallest id, independent of which copy is kept
+        by_rank = members[np.lexsort((id_rank[members], labels[members]))]
+        first = np.concatenate([[True], labels[by_rank][1:] != labels[by_rank][:-1]]) if len(by_rank) else []
+        name_of = dict(zip(labels[by_rank[first]].tolist(), by_rank[first].tolist())) if len(by_rank) else {}
+        _save_npz(
+            wd.dups(rank),
+            doc=doc,
+            rep=np.array([x[1] for x in out], dtype=np.int64),
+            jaccard=np.array([x[2] for x in out], dtype=np.float64),
+            size=np.array([x[3] for x in out], dtype=np.int64),
+            cluster=np.array([name_of[int(labels[d])] for d in doc], dtype=np.int64),
+            candidate_edges=np.array([len(edges)]),
+        )
 
 
-def metas_source(metas: list[dict], g: int, offsets: np.ndarray) -> str:
-    r = int(np.searchsorted(offsets, g, side="right") - 1)
-    return metas[r]["source"][g - int(offsets[r])]
+_DUP_KEYS = ("doc", "rep", "jaccard", "size", "cluster")
 
 
-# ----------------------------------------------------------------------------- step 3: apply
+def _load_dups(wd: WorkDir, tasks: int) -> dict[str, np.ndarray]:
+    zs = [np.load(p) for r in range(tasks) if (p := wd.dups(r)).exists()]  # none: near-dedup is off
+    if not zs:
+        return {k: np.zeros(0, np.float64 if k == "jaccard" else np.int64) for k in _DUP_KEYS} | {"candidate_edges": 0}
+    out = {k: np.concatenate([z[k] for z in zs]) for k in _DUP_KEYS}
+    out["candidate_edges"] = int(zs[0]["candidate_edges"][0]) if zs else 0
+    return out
 
 
-class ApplyStep(PipelineStep):
+def _alive(wd: WorkDir, n: int, tasks: int) -> np.ndarray:
+    alive = np.ones(n, dtype=bool)
+    alive[_load_dups(wd, tasks)["doc"]] = False
+    return alive
+
+
+class SegmentStep(_Step):
+    name = "curate: boilerplate segments (one task per hash bucket)"
+
+    def run_task(self, rank: int, world: int) -> None:
+        cfg, wd = self.cfg, self.wd
+        chunks, starts = _chunk_starts(wd, self.tasks)
+        alive = _alive(wd, int(starts[-1]), self.tasks)
+        id_rank = np.load(wd.plan("id_rank.npy"), mmap_mode="r")
+        hs, ds = [], []
+        for i, (c, _) in enumerate(chunks):
+            z = np.load(wd.scan(c, "seg.npz"))
+            a, b = z["starts"][rank], z["starts"][rank + 1]
+            d = z["d"][a:b].astype(np.int64) + starts[i]
+            keep = alive[d]
+            hs.append(z["h"][a:b][keep])
+            ds.append(d[keep])
+        h = np.concatenate(hs) if hs else np.zeros(0, np.uint64)
+        d = np.concatenate(ds) if ds else np.zeros(0, np.int64)
+        boiler, owner = segdedup.plan(h, np.asarray(id_rank[d]), cfg.segment_dedup.min_docs)
+        u, counts = np.unique(h, return_counts=True)
+        _save_npz(wd.boiler(rank), h=boiler, owner=owner, docs=counts[np.searchsorted(u, boiler)])
+
+
+class ContamStep(_Step):
+    name = "curate: common n-grams and the contamination table"
+
+    def run_task(self, rank: int, world: int) -> None:
+        cfg, wd = self.cfg, self.wd
+        benchmarks = _load_bench_cache(wd)
+        chunks, starts = _chunk_starts(wd, self.tasks)
+        alive = _alive(wd, int(starts[-1]), self.tasks)
+        per: dict[int, list] = {i: [[], []] for i in range(len(benchmarks))}  # bench -> [docs, hashes]
+        for i, (c, _) in enumerate(chunks):
+            z = np.load(wd.scan(c, "match.npz"))
+            g = z["doc"].astype(np.int64) + starts[i]
+            keep = alive[g]
+            for b in np.unique(z["bench"][keep]).tolist():
+                sel = keep & (z["bench"] == b)
+                per[b][0].append(g[sel])
+                per[b][1].append(z["h"][sel])
+        ignore, items_hit, docs_hit = {}, {}, {}
+        for i, bm in enumerate(benchmarks):
+            g = np.concatenate(per[i][0]) if per[i][0] else np.zeros(0, np.int64)
+            h = np.concatenate(per[i][1]) if per[i][1] else np.zeros(0, np.uint64)
+            u, cnt = np.unique(h, return_counts=True)  # a document's hashes are unique: count = documents
+            ignore[bm.name] = u[cnt > cfg.decontam.max_doc_freq]
+            ok = ~np.isin(h, ignore[bm.name])
+            docs_hit[bm.name] = len(np.unique(g[ok]))
+            items_hit[bm.name] = len(bm.items_with(np.unique(h[ok])))
+        rows = table_rows(benchmarks, items_hit, docs_hit, {k: len(v) for k, v in ignore.items()}) if benchmarks else []
+        _save_npz(wd.plan("contam.npz"), **{f"ignore:{k}": v for k, v in ignore.items()})
+        atomic_write_json(wd.plan("contam.json"), rows)
+
+
+# ----------------------------------------------------------------------------- apply
+
+
+class ApplyStep(_Step):
     name = "curate: apply decisions"
-    type = "ledgerlm"
 
-    def __init__(self, cfg: Config, work: str):
-        super().__init__()
-        self.cfg, self.work = cfg, work
-
-    def run(self, data=None, rank: int = 0, world_size: int = 1):
-        cfg, w = self.cfg, Path(self.work)
-        plan = np.load(w / "plan.npz")
-        boiler, owner, offsets = plan["boiler"], plan["owner"], plan["offsets"]
-        ignore = {k.split(":", 1)[1]: plan[k] for k in plan.files if k.startswith("ignore:")}
-        removed = json.loads((w / f"removed-{rank:05d}.json").read_text())
-        meta = json.loads((w / f"meta-{rank:05d}.json").read_text())
-        benchmarks = _load_bench_cache(w)
-        matcher = Matcher(benchmarks, ignore) if benchmarks else None
-        by_name = {b.name: b for b in benchmarks}
-        stats: dict = {
-            "segment_dedup:segments_removed": 0,
-            "segment_dedup:words_removed": 0,
-            "segment_dedup:docs_changed": 0,
+    def run_task(self, rank: int, world: int) -> None:
+        cfg, wd = self.cfg, self.wd
+        chunks, starts = _chunk_starts(wd, self.tasks)
+        mine = [(i, c) for i, (c, _) in enumerate(chunks) if c.rank == rank]
+        if not mine:
+            return
+        lo, hi = int(starts[mine[0][0]]), int(starts[mine[-1][0] + 1])
+        dups = _load_dups(wd, self.tasks)
+        sel = (dups["doc"] >= lo) & (dups["doc"] < hi)
+        self.removed = {
+            int(d): (int(r), float(j), int(s), int(c))
+            for d, r, j, s, c in zip(*(dups[k][sel] for k in ("doc", "rep", "jaccard", "size", "cluster")))
         }
-        kept = _Shards(str(w / f"kept-{rank:05d}-{{shard:05d}}.jsonl"), cfg.shards)
-        excl = _Shards(str(w / f"excl2-{rank:05d}-{{shard:05d}}.jsonl"), cfg.shards)
-        base = int(offsets[rank])
-        try:
-            with open(w / f"docs-{rank:05d}.jsonl", encoding="utf-8") as f:
-                for j, line in enumerate(f):
-                    d = json.loads(line)
-                    rec = Record(d["source"], d["file"], d["line"], text=d["text"], orig_id=d["orig_id"], _id=d["id"])
-                    words = _words(d["text"])
-                    if str(j) in removed:
-                        _counter_add(stats, "near_dup", words)
-                        excl.write(_excluded(rec, "near_dup", removed[str(j)]))
-                        continue
-                    text = d["text"]
-                    if cfg.segment_dedup.enabled and len(boiler):
-                        text, k = segdedup.apply(text, cfg.segment_dedup, boiler, owner, base + j)
-                        if k:
-                            left = _words(text)
-                            stats["segment_dedup:segments_removed"] += k
-                            stats["segment_dedup:docs_changed"] += 1
-                            if left < cfg.segment_dedup.min_words:
-                                _counter_add(stats, "segment_dedup:too_short", words)
-                                excl.write(
-                                    _excluded(
-                                        rec,
-                                        "segment_dedup:too_short",
-                                        {
-                                            "segments_removed": k,
-                                            "words_left": left,
-                                            "threshold": cfg.segment_dedup.min_words,
-                                        },
-                                    )
-                                )
-                                continue
-                            stats["segment_dedup:words_removed"] += words - left
-                            words = left  # later drops count only what segment dedup left
-                    if matcher is not None and str(j) in meta["matches"]:
-                        text, verdict = self._decontaminate(text, matcher, by_name, stats)
-                        if verdict is not None:
-                            reason, details = verdict
-                            _counter_add(stats, reason, words)
-                            excl.write(_excluded(rec, reason, details))
-                            continue
-                    out = {"id": rec.id, "source": rec.source, "text": text}
-                    if rec.orig_id is not None:
-                        out["orig_id"] = rec.orig_id
-                    _counter_add(stats, "kept", _words(text))
-                    kept.write(out)
-        finally:
-            kept.close()
-            excl.close()
-        atomic_write_json(w / f"stats2-{rank:05d}.json", stats)
-        return data
+        self.reps = set(dups["rep"][(dups["rep"] >= lo) & (dups["rep"] < hi)].tolist())
+        bz = [np.load(wd.boiler(b)) for b in range(cfg.segment_buckets)] if cfg.segment_dedup.enabled else []
+        boiler = np.concatenate([z["h"] for z in bz]) if bz else np.zeros(0, np.uint64)
+        order = np.argsort(boiler)
+        self.boiler = boiler[order]
+        self.owner = (np.concatenate([z["owner"] for z in bz]) if bz else np.zeros(0, np.int64))[order]
+        self.boiler_docs = (np.concatenate([z["docs"] for z in bz]) if bz else np.zeros(0, np.int64))[order]
+        self.ids = np.load(wd.plan("ids.npy"), mmap_mode="r")
+        self.id_rank = np.load(wd.plan("id_rank.npy"), mmap_mode="r")
+        self.doc_source = np.load(wd.plan("source.npy"), mmap_mode="r")
+        plan = np.load(wd.plan("contam.npz"))
+        ignore = {k.split(":", 1)[1]: plan[k] for k in plan.files}
+        benchmarks = _load_bench_cache(wd)
+        self.matcher = Matcher(benchmarks, ignore) if benchmarks else None
+        self.by_name = {b.name: b for b in benchmarks}
+        for i, c in mine:
+            if not wd.apply(c, "done.json").exists():
+                self.apply_chunk(c, int(starts[i]))
+                _test_kill_point("apply-chunk")
 
-    def _decontaminate(self, text, matcher, by_name, stats):
+    def _near_dup_details(self, g: int) -> dict:
+        rep, jac, size, cluster = self.removed[g]
+        return {
+            "cluster": self.ids[cluster].decode(),
+            "kept_id": self.ids[rep].decode(),
+            "kept_source": self.cfg.sources[int(self.doc_source[rep])].name,
+            "jaccard": None if jac != jac else jac,  # NaN: unverified (exact_jaccard null)
+            "cluster_size": size,
+        }
+
+    def apply_chunk(self, c: Chunk, base: int) -> None:
+        cfg, wd = self.cfg, self.wd
+        counters = Counters()
+        kept: dict[int, list[bytes]] = {}
+        excl: dict[int, list[bytes]] = {}
+        owned: list[bytes] = []  # boilerplate segments this chunk's documents own: (hash, text), for `inspect`
+        matched = set(np.load(wd.scan(c, "match.npz"))["doc"].tolist())
+        n_words = np.load(wd.scan(c, "meta.npz"))["words"]
+        seg = np.load(wd.scan(c, "seg.npz"))  # only documents holding a boilerplate segment are re-split
+        has_boiler = set(seg["d"][np.isin(seg["h"], self.boiler)].tolist()) if len(self.boiler) else set()
+
+        def drop(rec, why: Drop, details: dict, words: int, g: int) -> None:
+            counters.drop(why, words)
+            excl.setdefault(_shard_of(rec.id, cfg.shards), []).append(keyed_line(_excluded(rec, why.reason, details)))
+            if g in self.reps:  # the document kept for a near-dup cluster is gone: the cluster lost every member
+                counters.totals["near_dup_clusters_lost"] += 1
+
+        with open(wd.scan(c, "docs.jsonl"), "rb") as f:  # our own JSONL: split on b"\n" only
+            for j, line in enumerate(f):
+                d = json.loads(line)
+                g = base + j
+                rec = Record(d["source"], d["file"], d["line"], text=d["text"], orig_id=d["orig_id"], _id=d["id"])
+                words = int(n_words[j])
+                if g in self.removed:
+                    counters.drop(NEAR_DUP, words)
+                    line = keyed_line(_excluded(rec, NEAR_DUP.reason, self._near_dup_details(g)))
+                    excl.setdefault(_shard_of(rec.id, cfg.shards), []).append(line)
+                    continue
+                text = d["text"]
+                if j in has_boiler:
+                    mine: list = []
+                    my_rank = int(self.id_rank[g])
+                    text, k = segdedup.apply(text, cfg.segment_dedup, self.boiler, self.owner, my_rank, owned=mine)
+                    for h, s in mine:
+                        docs = int(self.boiler_docs[np.searchsorted(self.boiler, np.uint64(h))])
+                        owned.append(keyed_line({"id": f"{h:016x}", "segment": s, "docs": docs, "owner": rec.id}))
+                    if k:
+                        left = _words(text)
+                        counters.totals["segments_removed"] += k
+                        counters.totals["docs_changed"] += 1
+                        if left < cfg.segment_dedup.min_words:
+                            details = {
+                                "segments_removed": k,
+                                "words_left": left,
+                                "threshold": cfg.segment_dedup.min_words,
+                            }
+                            drop(rec, TOO_SHORT, details, words, g)
+                            continue
+                        counters.totals["segment_words_removed"] += words - left
+                        words = left  # later drops count only what segment dedup left
+                if self.matcher is not None and j in matched:
+                    text, verdict = self._decontaminate(text, counters)
+                    if verdict is not None:
+                        drop(rec, Drop("decontaminate", verdict[0]), verdict[1], words, g)
+                        continue
+                out = {"id": rec.id, "source": rec.source, "text": text}
+                if rec.orig_id is not None:
+                    out["orig_id"] = rec.orig_id
+                counters.totals["kept"] += 1
+                counters.totals["kept_words"] += words if text is d["text"] else _words(text)
+                kept.setdefault(_shard_of(rec.id, cfg.shards), []).append(keyed_line(out))
+        for sub, by_shard in (("kept", kept), ("excl", excl)):
+            for shard, lines in by_shard.items():
+                write_run(wd.apply_run(c, sub, shard), lines)
+        write_run(wd.apply_run(c, "boiler", 0), owned)
+        atomic_write_json(wd.apply(c, "done.json"), {"counters": counters.to_dict()})
+
+    def _decontaminate(self, text, counters: Counters):
         """Returns (text, None) when the document stays (possibly cut), or (text, (reason, details)) to drop it."""
-        dc = self.cfg.decontam
+        dc, matcher, by_name = self.cfg.decontam, self.matcher, self.by_name
         found, pos, starts, ends = matcher.match(text, with_positions=True)
         if not found:
             return text, None
@@ -566,89 +814,94 @@ class ApplyStep(PipelineStep):
                     f"contaminated:{name}",
                     {**details, "action": "cut", "spans": nspans, "why": "nothing usable left after cutting"},
                 )
-            stats[f"cut:{name}"] = stats.get(f"cut:{name}", 0) + 1
-            stats["decontam:words_cut"] = stats.get("decontam:words_cut", 0) + _words(text) - _words(new)
+            counters.totals[f"cut:{name}"] += 1
+            counters.totals["words_cut"] += _words(text) - _words(new)
             text = new
         return text, None
 
 
-# ----------------------------------------------------------------------------- step 4: merge
+# ----------------------------------------------------------------------------- merge
 
 
-class MergeStep(PipelineStep):
-    name = "curate: write output shards sorted by id"
-    type = "ledgerlm"
+class MergeStep(_Step):
+    name = "curate: merge sorted runs into output shards"
 
-    def __init__(self, work: str, out: str, tasks: int):
-        super().__init__()
-        self.work, self.out, self.tasks = work, out, tasks
+    def __init__(self, cfg: Config, work: str, tasks: int, out: str):
+        super().__init__(cfg, work, tasks)
+        self.out = out
 
-    def run(self, data=None, rank: int = 0, world_size: int = 1):
-        w, out = Path(self.work), Path(self.out)
-        kept = []
-        for r in range(self.tasks):
-            p = w / f"kept-{r:05d}-{rank:05d}.jsonl"
-            if p.exists():
-                kept += [rec for _, rec in iter_jsonl(p)]
-        kept.sort(key=lambda d: d["id"])
-        excl = []
-        for prefix in ("excl1", "excl2"):
-            for r in range(self.tasks):
-                p = w / f"{prefix}-{r:05d}-{rank:05d}.jsonl"
-                if p.exists():
-                    excl += [rec for _, rec in iter_jsonl(p)]
-        excl.sort(key=lambda d: (d["id"], d["file"], d["line"]))
-        for sub, recs in (("kept", kept), ("excluded", excl)):
-            (out / sub).mkdir(parents=True, exist_ok=True)
-            body = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in recs)
-            atomic_write_text(out / sub / f"part-{rank:05d}.jsonl", body)
-        return data
+    def run_task(self, rank: int, world: int) -> None:
+        wd, out = self.wd, Path(self.out)
+        for sub, name in (("kept", "kept"), ("excl", "excluded")):
+            runs = wd.runs(sub, rank, self.tasks)
+            merge_runs(
+                runs, out / name / f"part-{rank:05d}.jsonl", lambda lv, i, sub=sub: wd.merge_tmp(sub, rank, lv, i)
+            )
+        if rank == 0:  # the boilerplate lines removed, one line each with the document that kept it
+            runs = [p for c, _ in wd.scan_chunks(self.tasks) if (p := wd.apply_run(c, "boiler", 0)).exists()]
+            merge_runs(runs, out / "boilerplate.jsonl", lambda lv, i: wd.merge_tmp("boiler", 0, lv, i))
 
 
 # ----------------------------------------------------------------------------- running
 
 
-def _save_bench_cache(work: Path, benchmarks: list[Benchmark]) -> None:
+def _save_bench_cache(wd: WorkDir, benchmarks: list[Benchmark]) -> None:
     arrays = {}
     info = []
     for i, b in enumerate(benchmarks):
         info.append({"name": b.name, "n": b.n, "n_items": b.n_items, "short_items": b.short_items})
         arrays[f"h{i}"], arrays[f"ph{i}"], arrays[f"pi{i}"] = b.hashes, b.pair_hash, b.pair_item
-    np.savez(work / "benchmarks.npz", **arrays)
-    atomic_write_json(work / "benchmarks.json", info)
+    _save_npz(wd.benchmarks_npz, **arrays)
+    atomic_write_json(wd.benchmarks_json, info)
 
 
-def _load_bench_cache(work: Path) -> list[Benchmark]:
-    p = work / "benchmarks.json"
-    if not p.exists():
+def _load_bench_cache(wd: WorkDir) -> list[Benchmark]:
+    if not wd.benchmarks_json.exists():
         return []
-    info = json.loads(p.read_text())
-    z = np.load(work / "benchmarks.npz")
+    info = json.loads(wd.benchmarks_json.read_text())
+    z = np.load(wd.benchmarks_npz)
     return [
         Benchmark(d["name"], d["n"], d["n_items"], d["short_items"], z[f"h{i}"], z[f"ph{i}"], z[f"pi{i}"])
         for i, d in enumerate(info)
     ]
 
 
-def _execute(cfg: Config, step, tasks: int, logs: Path, resume: bool) -> None:
+def _venv_activate() -> str | None:
+    """The activate script of the virtual environment running this process (datatrove `source`s it in each job;
+    $VIRTUAL_ENV is unset when ledgerlm runs as .venv/bin/ledgerlm, and is a directory, not a script)."""
+    venv = os.environ.get("VIRTUAL_ENV") or (sys.prefix if sys.prefix != sys.base_prefix else None)
+    script = Path(venv) / "bin" / "activate" if venv else None
+    return str(script) if script is not None and script.is_file() else None
+
+
+def _execute(cfg: Config, step: _Step, tasks: int, logs: Path, resume: bool) -> None:
     """Run one step on the configured datatrove executor and wait for it."""
     ex = cfg.executor
+    workers = min(ex.workers, tasks)
     if ex.kind == "local":
         from datatrove.executor import LocalPipelineExecutor
 
+        step.in_pool = workers > 1
+        # fork: pool workers are children of this process (their CPU time and peak memory are accounted to it,
+        # and they die with it, see _Step.run)
         LocalPipelineExecutor(
-            [step], tasks=tasks, workers=min(ex.workers, tasks), logging_dir=str(logs), skip_completed=resume
+            [step], tasks=tasks, workers=workers, logging_dir=str(logs), skip_completed=resume, start_method="fork"
         ).run()
     elif ex.kind == "ray":
         from datatrove.executor import RayPipelineExecutor
 
+        from ledgerlm import hub
+
+        # Ray's workers do not inherit this process's environment: hand them the Hub mirror, if one is in use
+        mirror = {"runtime_env": {"env_vars": {hub.ENV: str(hub.mirror())}}} if hub.mirror() else None
         RayPipelineExecutor(
             [step],
             tasks=tasks,
-            workers=min(ex.workers, tasks),
+            workers=workers,
             logging_dir=str(logs),
             skip_completed=resume,
             cpus_per_task=ex.slurm_cpus_per_task,
+            ray_remote_kwargs=mirror,
         ).run()
     else:
         from datatrove.executor import SlurmPipelineExecutor
@@ -656,7 +909,7 @@ def _execute(cfg: Config, step, tasks: int, logs: Path, resume: bool) -> None:
         job = SlurmPipelineExecutor(
             [step],
             tasks=tasks,
-            workers=min(ex.workers, tasks),
+            workers=workers,
             time=ex.slurm_time,
             partition=ex.slurm_partition,
             cpus_per_task=ex.slurm_cpus_per_task,
@@ -664,7 +917,7 @@ def _execute(cfg: Config, step, tasks: int, logs: Path, resume: bool) -> None:
             logging_dir=str(logs),
             skip_completed=resume,
             job_name=f"curate-{logs.name}",
-            venv_path=os.environ.get("VIRTUAL_ENV"),
+            venv_path=_venv_activate(),
         )
         job.run()
         # sbatch returns at once: wait for every task's completion marker before the next step reads its outputs
@@ -675,134 +928,143 @@ def _execute(cfg: Config, step, tasks: int, logs: Path, resume: bool) -> None:
             raise RuntimeError(f"curate step {logs.name}: task {r} did not complete (see {logs}/logs)")
 
 
-def curate(
-    cfg: Config, out_dir: Path, log=None, resume: bool = False, logs_dir: Path | None = None, progress=None
-) -> dict:
-    """Run the four steps into `out_dir` (kept/, excluded/, contamination.md/.csv); returns counters and the table.
+def steps(cfg: Config, work: str, out_dir: str) -> list[tuple[str, _Step, int]]:
+    """(name, step, tasks) in order: each step reads only what the steps before it wrote."""
+    t = cfg.executor.tasks
+    return [
+        ("scan", ScanStep(cfg, work, t), t),
+        ("index", IndexStep(cfg, work, t), 1),
+        ("lsh", LshStep(cfg, work, t), cfg.near_dedup.bands if cfg.near_dedup.enabled else 0),
+        ("cluster", ClusterStep(cfg, work, t), t if cfg.near_dedup.enabled else 0),
+        ("segments", SegmentStep(cfg, work, t), cfg.segment_buckets if cfg.segment_dedup.enabled else 0),
+        ("contam", ContamStep(cfg, work, t), 1),
+        ("apply", ApplyStep(cfg, work, t), t),
+        ("merge", MergeStep(cfg, work, t, out_dir), cfg.shards),
+    ]
 
-    datatrove's task logs and completion markers go to `logs_dir` (default: inside the work directory, removed at the
-    end); the stage keeps them under RUN/logs/curate-datatrove/. `progress(total=4)` shows the steps
-    (StageContext.progress).
-    """
+
+RESULT = ".curate-result.json"  # the stage's summary, written before .work is removed (resume after that point)
+
+
+def curate(cfg: Config, out_dir: Path, log=None, resume: bool = False, logs_dir: Path | None = None, progress=None):
+    """Run the steps into `out_dir` (kept/, excluded/, boilerplate.jsonl, contamination.md/.csv); returns counters and
+    the table. A run killed at any point resumes with `resume=True` (every step skips its completed tasks, scan and
+    apply their completed chunks); datatrove's task logs and completion markers go to `logs_dir`."""
+    global _GUARD_PID
     if not cfg.sources:
         raise ValueError("curate: no sources (give --input PATH or curate.sources in the recipe)")
     quality_configs(cfg)  # a bad per-source gate override fails here, before anything is written
     if not resume:  # (a resumed run has the same inputs: the ledger compared their hashes)
         check_sources(cfg.sources)  # a missing, unknown-format or empty input: one line, exit 2
-    out_dir = Path(out_dir)
+    # absolute paths: Ray's workers do not start in this directory (a relative --out failed there)
+    out_dir = Path(out_dir).resolve()
+    if cfg.executor.kind == "ray":
+        cfg = replace(cfg, sources=[replace(s, path=s.path and os.path.abspath(s.path)) for s in cfg.sources])
+    result_path = out_dir / RESULT
     work = out_dir / ".work"
-    logs = Path(logs_dir) if logs_dir is not None else work / "logs"
-    for d in (work, logs):
-        if not resume and d.exists():
-            shutil.rmtree(d)
-    work.mkdir(parents=True, exist_ok=True)
-    for sub in ("kept", "excluded"):
-        if (out_dir / sub).exists() and not resume:
-            shutil.rmtree(out_dir / sub)
+    logs = Path(logs_dir).resolve() if logs_dir is not None else work / "logs"
+    if resume and result_path.exists():  # killed after the work directory was removed: nothing left to do
+        return json.loads(result_path.read_text())
+    if not resume:
+        for d in (work, logs, out_dir / "kept", out_dir / "excluded"):
+            if d.exists():
+                shutil.rmtree(d)
+    wd = WorkDir(work).make()
     t0 = time.time()
-    tasks = cfg.executor.tasks
-    if cfg.decontam.active and not (work / "benchmarks.json").exists():
-        _save_bench_cache(work, load_benchmarks(cfg.decontam))
+    if cfg.decontam.active and not wd.benchmarks_json.exists():
+        _save_bench_cache(wd, load_benchmarks(cfg.decontam))
     timings = {}
-    view = progress(total=4, unit="step") if progress else None
-    for name, step, n in (
-        ("scan", ScanStep(cfg, str(work)), tasks),
-        ("plan", PlanStep(cfg, str(work), tasks), 1),
-        ("apply", ApplyStep(cfg, str(work)), tasks),
-        ("merge", MergeStep(str(work), str(out_dir), tasks), cfg.shards),
-    ):
-        t = time.time()
-        if view:
-            view.update(0, now=name)
-        _execute(cfg, step, n, logs / name, resume)
-        timings[name] = round(time.time() - t, 3)
-        if view:
-            view.update(1, now=None, **{name: f"{timings[name]:.1f}s"})
-        if log:
-            log.info("curate step %s done in %.1fs", name, timings[name])
-    if view:
-        view.close()
-    result = _summarise(cfg, work, tasks)
+    _GUARD_PID = os.getpid()
+    try:
+        for name, step, n in steps(cfg, str(work), str(out_dir)):
+            if n == 0:  # switched off (near-dedup or segment dedup)
+                if progress is not None:
+                    progress(name)
+                continue
+            t = time.time()
+            _execute(cfg, step, n, logs / name, resume)
+            timings[name] = round(time.time() - t, 3)
+            if progress is not None:
+                progress(name)
+            if log:
+                log.info("curate step %s done in %.1fs", name, timings[name])
+            _test_kill_point(f"after-{name}")
+    finally:
+        _GUARD_PID = 0
+    result = _summarise(cfg, wd, cfg.executor.tasks)
     result["quality_by_source"] = quality_by_source(cfg)
     result["timings_s"] = {**timings, "total": round(time.time() - t0, 3)}
     rows = result["contamination"]
     if cfg.decontam.active:
         atomic_write_text(out_dir / "contamination.md", to_markdown(rows))
         atomic_write_text(out_dir / "contamination.csv", to_csv(rows))
+    atomic_write_json(result_path, result)
     if not cfg.keep_work:
         shutil.rmtree(work)
+    _test_kill_point("after-cleanup")
     return result
 
 
-def _summarise(cfg: Config, work: Path, tasks: int) -> dict:
-    """Merge the per-task counters into the ledger's funnel: documents and tokens (whitespace words) per reason and
-    per step."""
-    s1 = [json.loads((work / f"stats1-{r:05d}.json").read_text()) for r in range(tasks)]
-    s2 = [json.loads((work / f"stats2-{r:05d}.json").read_text()) for r in range(tasks)]
-    docs, words = Counter(), Counter()
-    by_source = Counter()
-    q_by_source: dict[str, Counter] = {}
-    for s in s1 + s2:
-        for k, v in s.items():
-            if k == "quality_dropped_by_source":
-                for src, reasons in v.items():
-                    q_by_source.setdefault(src, Counter()).update(reasons)
-            elif isinstance(v, list):
-                docs[k] += v[0]
-                words[k] += v[1]
-            elif isinstance(v, dict):
-                by_source.update(v)
-            else:
-                words[k] += v
-    read, kept = docs.pop("read"), docs.pop("kept", 0)
-    read_w, kept_w = words.pop("read"), words.pop("kept", 0)
-    dropped = {k: docs[k] for k in sorted(docs)}
-    dropped_w = {k: words[k] for k in sorted(docs)}
+def _summarise(cfg: Config, wd: WorkDir, tasks: int) -> dict:
+    """Merge the per-chunk counters into the ledger's funnel: documents and tokens (whitespace words) per reason and
+    per step (the step of a reason is the one that made it, not a prefix of its name)."""
+    total = Counters()
+    for c, d in wd.scan_chunks(tasks):
+        total.add(Counters(d["counters"]))
+        total.add(Counters(json.loads(wd.apply(c, "done.json").read_text())["counters"]))
+    t = total.totals
+    read, read_w, kept, kept_w = t["read"], t["read_words"], t["kept"], t["kept_words"]
+    dropped = {r: v[0] for step in total.dropped.values() for r, v in step.items()}
+    dropped_w = {r: v[1] for step in total.dropped.values() for r, v in step.items()}
+    dropped, dropped_w = dict(sorted(dropped.items())), dict(sorted(dropped_w.items()))
     if kept + sum(dropped.values()) != read:  # the invariant the whole stage is built around
         raise RuntimeError(f"curate lost documents: read {read}, kept {kept}, excluded {sum(dropped.values())}")
-
-    def step(name: str, prefixes: tuple[str, ...], prev: dict | None, removed: int = 0, extra: dict | None = None):
-        """One funnel row; tokens are whitespace words. `removed`: tokens cut from documents that stay."""
-        n_in = prev["kept"] if prev else read
-        t_in = prev["tokens_kept"] if prev else read_w
-        d = {k: v for k, v in dropped.items() if k.startswith(prefixes)}
-        t_out = sum(dropped_w[k] for k in d)
-        return {
-            "step": name,
+    cut = {k.split(":", 1)[1]: v for k, v in t.items() if k.startswith("cut:")}
+    extra = {
+        "segment_dedup": {
+            "segments_removed": t["segments_removed"],
+            "docs_changed": t["docs_changed"],
+            "tokens_removed": t["segment_words_removed"],
+        },
+        "decontaminate": {"docs_cut": {f"cut:{k}": v for k, v in cut.items()}, "tokens_cut": t["words_cut"]},
+    }
+    removed = {"segment_dedup": t["segment_words_removed"], "decontaminate": t["words_cut"]}
+    rows, n_in, t_in = [], read, read_w
+    for step in STEPS:
+        d = {r: v[0] for r, v in sorted(total.dropped.get(step, {}).items())}
+        t_out = sum(v[1] for v in total.dropped.get(step, {}).values())
+        row = {
+            "step": step,
             "in": n_in,
             "kept": n_in - sum(d.values()),
-            "dropped": d,  # documents per reason
+            "dropped": d,
             "dropped_docs": sum(d.values()),
             "tokens_in": t_in,
-            "tokens_kept": t_in - t_out - removed,
+            "tokens_kept": t_in - t_out - removed.get(step, 0),
             "tokens_dropped": t_out,
-            **(extra or {}),
+            **extra.get(step, {}),
         }
-
-    steps = [step("read", ("malformed:",), None)]
-    steps.append(step("quality", ("quality:",), steps[-1]))
-    steps.append(step("near_dedup", ("near_dup",), steps[-1]))
-    seg_removed = words["segment_dedup:words_removed"]
-    seg_extra = {
-        "segments_removed": words["segment_dedup:segments_removed"],
-        "docs_changed": words["segment_dedup:docs_changed"],
-        "tokens_removed": seg_removed,
-    }
-    steps.append(step("segment_dedup", ("segment_dedup:",), steps[-1], seg_removed, seg_extra))
-    cut = {k: words[k] for k in words if k.startswith("cut:")}
-    cut_w = words.get("decontam:words_cut", 0)
-    steps.append(step("decontaminate", ("contaminated:",), steps[-1], cut_w, {"docs_cut": cut, "tokens_cut": cut_w}))
-    if steps[-1]["kept"] != kept or steps[-1]["tokens_kept"] != kept_w:
-        raise RuntimeError(f"curate funnel does not add up: {steps[-1]} vs kept {kept} ({kept_w} tokens)")
-    plan = json.loads((work / "plan.json").read_text())
-    rows = [
+        rows.append(row)
+        n_in, t_in = row["kept"], row["tokens_kept"]
+    if rows[-1]["kept"] != kept or rows[-1]["tokens_kept"] != kept_w:
+        raise RuntimeError(f"curate funnel does not add up: {rows[-1]} vs kept {kept} ({kept_w} tokens)")
+    stats = {"near_dup_clusters": 0, "candidate_edges": 0, "near_dup_clusters_lost": t["near_dup_clusters_lost"]}
+    if cfg.near_dedup.enabled:
+        dups = _load_dups(wd, tasks)
+        stats["candidate_edges"] = dups["candidate_edges"]
+        stats["near_dup_clusters"] = len(np.unique(dups["rep"]))
+    stats["boilerplate_segments"] = (
+        sum(len(np.load(wd.boiler(b))["h"]) for b in range(cfg.segment_buckets)) if cfg.segment_dedup.enabled else 0
+    )
+    table = json.loads(wd.plan("contam.json").read_text())
+    contamination = [
         {
             **{c: r[c] for c in COLUMNS},
             "action": cfg.decontam.action,
             "docs_dropped": dropped.get(f"contaminated:{r['benchmark']}", 0),
-            "docs_cut": cut.get(f"cut:{r['benchmark']}", 0),
+            "docs_cut": cut.get(r["benchmark"], 0),
         }
-        for r in plan["contamination"]
+        for r in table
     ]
     return {
         "counters": {
@@ -812,12 +1074,14 @@ def _summarise(cfg: Config, work: Path, tasks: int) -> dict:
             "tokens_read": read_w,
             "tokens_kept": kept_w,
             "dropped_tokens": dropped_w,
-            "by_source": dict(sorted(by_source.items())),
-            "quality_dropped_by_source": {s: dict(sorted(q_by_source[s].items())) for s in sorted(q_by_source)},
-            "by_step": steps,
-            **plan["stats"],
+            "by_source": dict(sorted(total.by_source.items())),
+            "quality_dropped_by_source": {
+                s: dict(sorted(total.quality_by_source[s].items())) for s in sorted(total.quality_by_source)
+            },
+            "by_step": rows,
+            **stats,
         },
-        "contamination": rows,
+        "contamination": contamination,
     }
 
 
@@ -839,17 +1103,27 @@ def inputs(cfg: Config, ctx) -> dict:
 
 
 def run(cfg: Config, ctx):
-    res = curate(
-        cfg,
-        ctx.out_dir,
-        log=ctx.log,
-        resume=getattr(ctx, "resuming", False),
-        logs_dir=ctx.run_dir / "logs" / "curate-datatrove",
-        progress=ctx.progress,
-    )
+    bar = ctx.progress(total=len(steps(cfg, "", "")), desc="curate", unit="step")  # scan, index, ... merge
+
+    def step_done(name: str) -> None:
+        bar.update(1, step=name)
+
+    with bar:
+        res = curate(
+            cfg,
+            ctx.out_dir,
+            log=ctx.log,
+            resume=getattr(ctx, "resuming", False),
+            logs_dir=ctx.run_dir / "logs" / "curate-datatrove",
+            progress=step_done,
+        )
     c = res["counters"]
     ctx.log.info("curate: read %d, kept %d, dropped %s", c["read"], c["kept"], c["dropped"])
-    outputs = {"kept": ctx.out_dir / "kept", "excluded": ctx.out_dir / "excluded"}
+    outputs = {
+        "kept": ctx.out_dir / "kept",
+        "excluded": ctx.out_dir / "excluded",
+        "boilerplate": ctx.out_dir / "boilerplate.jsonl",  # the segments removed, with their document counts
+    }
     if cfg.decontam.active:
         outputs["contamination_md"] = ctx.out_dir / "contamination.md"
         outputs["contamination_csv"] = ctx.out_dir / "contamination.csv"
@@ -887,7 +1161,8 @@ def curate_summary(c: dict) -> list[str]:
 def plan(cfg: Config, ctx) -> list[str]:
     lines = [
         f"sources: {', '.join(s.name for s in cfg.sources) or '(none)'}; executor {cfg.executor.kind} "
-        f"x{cfg.executor.tasks} tasks"
+        f"x{cfg.executor.tasks} tasks, {cfg.executor.workers} workers; memory per scan/apply process: chunks of "
+        f"{cfg.chunk_docs:,} documents or {cfg.chunk_mb} MB"
     ]
     own = quality_by_source(cfg)
     if own:
@@ -897,7 +1172,8 @@ def plan(cfg: Config, ctx) -> list[str]:
         )
     if cfg.near_dedup.enabled:
         nd = cfg.near_dedup
-        lines.append(f"near-dedup: MinHash {nd.ngram}-grams, {nd.bands}x{nd.rows}; keep {KEEP_RULE}")
+        check = f"verified at exact Jaccard >= {nd.exact_jaccard}" if nd.exact_jaccard else "UNVERIFIED LSH groups"
+        lines.append(f"near-dedup: MinHash {nd.ngram}-grams, {nd.bands}x{nd.rows}, {check}; keep {KEEP_RULE}")
     if cfg.decontam.active:
         lines.append(f"decontaminate against {cfg.decontam.tasks + cfg.decontam.files} ({cfg.decontam.action})")
     return lines
@@ -951,113 +1227,6 @@ def cli_overrides(args) -> dict:
         if getattr(args, flag, None) is not None:
             out[key] = getattr(args, flag)
     return out
-
-
-# ----------------------------------------------------------------------------- `ledgerlm contamination`
-
-
-def add_contamination_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", nargs="+", help="JSONL/Parquet/text file(s) or directories (e.g. an SFT or DPO set)")
-    p.add_argument(
-        "--against",
-        action="append",
-        required=True,
-        metavar="TASKS",
-        help="comma-separated task names or benchmark files (repeatable)",
-    )
-    p.add_argument("--text-field", default="*", help="field with the text (default '*': every string of a record)")
-    p.add_argument("--data-dir", default=None, help="local benchmark data for task names")
-    p.add_argument("--max-doc-freq", type=int, default=10)
-    p.add_argument("--out", type=Path, default=None, help="also write contamination.md and .csv into this directory")
-
-
-def contamination_cmd(args) -> int:
-    """Print the contamination table of any dataset; the dataset is only read."""
-    from ledgerlm.data.decontam import contamination_table
-
-    against = [x for a in args.against for x in a.split(",") if x]
-    files = [x for x in against if Path(x.rpartition("=")[2]).is_file()]
-    dc = DecontamConfig(
-        tasks=[x for x in against if x not in files],
-        files=files,
-        data_dir=args.data_dir,
-        max_doc_freq=args.max_doc_freq,
-    )
-    benchmarks = load_benchmarks(dc)
-    bad = Counter()
-
-    def texts():
-        for i, path in enumerate(args.dataset):
-            spec = SourceSpec(name=f"d{i}", path=path, text_field=args.text_field)
-            for rec in iter_records(spec):
-                if rec.reason:
-                    bad[rec.reason] += 1
-                    continue
-                yield rec.text
-
-    rows = contamination_table(texts(), benchmarks, args.max_doc_freq)
-    md = to_markdown(rows)
-    print(md, end="")
-    if bad:
-        print(f"(skipped unreadable records: {dict(bad)})", file=sys.stderr)
-    if args.out:
-        atomic_write_text(args.out / "contamination.md", md)
-        atomic_write_text(args.out / "contamination.csv", to_csv(rows))
-    return 0
-
-
-# ----------------------------------------------------------------------------- `ledgerlm inspect`
-
-
-def add_inspect_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", type=Path, help="run directory or its curate/ directory")
-    p.add_argument(
-        "--reason", default=None, help="reason or prefix (e.g. near_dup, quality, quality:gopher_stop_words)"
-    )
-    p.add_argument("-n", type=int, default=5, help="samples to print")
-    p.add_argument("--chars", type=int, default=400, help="characters of text to show per sample")
-    p.add_argument("--seed", type=int, default=0, help="which samples (deterministic)")
-
-
-def _excluded_dir(d: Path) -> Path:
-    for cand in (d / "excluded", d / "curate" / "excluded"):
-        if cand.is_dir():
-            return cand
-    raise FileNotFoundError(f"{d}: no excluded/ or curate/excluded/ directory (run `ledgerlm curate` first)")
-
-
-def inspect_cmd(args, out=None) -> int:
-    out = out or sys.stdout
-    recs = []
-    for p in sorted(_excluded_dir(args.dir).glob("*.jsonl")):
-        with open(p, encoding="utf-8") as f:
-            recs += [json.loads(x) for x in f if x.strip()]
-    counts = Counter(r["reason"] for r in recs)
-    if not args.reason:
-        print(f"{len(recs)} excluded documents:", file=out)
-        for k, v in counts.most_common():
-            print(f"  {v:8d}  {k}", file=out)
-        return 0
-    sel = [r for r in recs if r["reason"] == args.reason or r["reason"].startswith(args.reason.rstrip(":") + ":")]
-    if not sel:
-        print(f"no documents excluded for {args.reason!r} (reasons: {', '.join(sorted(counts))})", file=out)
-        return 1
-    rng = np.random.default_rng(args.seed)
-    pick = sorted(rng.choice(len(sel), size=min(args.n, len(sel)), replace=False).tolist())
-    print(f"{len(sel)} documents excluded for {args.reason!r}; showing {len(pick)}", file=out)
-    for i in pick:
-        r = sel[i]
-        text = r.get("text") or ""
-        print(f"\n--- {r['id']}  source={r['source']}  {r['file']}:{r['line']}  reason={r['reason']}", file=out)
-        print(f"    details: {json.dumps(r.get('details', {}), ensure_ascii=False)[:400]}", file=out)
-        print("    " + (text[: args.chars] + ("…" if len(text) > args.chars else "")).replace("\n", "\n    "), file=out)
-    return 0
-
-
-def inspect_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="ledgerlm inspect")
-    add_inspect_args(p)
-    return inspect_cmd(p.parse_args(argv))
 
 
 SPEC = StageSpec(

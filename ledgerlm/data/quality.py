@@ -104,11 +104,26 @@ def overlay(base: QualityConfig, override: dict[str, Any] | None) -> QualityConf
 class DocView:
     """One document tokenised once: lines, paragraphs, raw words (spans + lengths), normalised word hashes."""
 
-    __slots__ = ("text", "lines", "paras", "n_words", "word_len", "alpha_words", "norm_hashes", "norm_len")
+    __slots__ = (
+        "text",
+        "lines",
+        "paras",
+        "n_words",
+        "word_len",
+        "alpha_words",
+        "norm_hashes",
+        "norm_len",
+        "n_lines",
+        "punct_lines",
+        "line_punct_ratio",
+    )
 
     def __init__(self, text: str):
         self.text = text
         self.lines = [ln for ln in text.split("\n") if ln.strip()]
+        self.n_lines = max(len(self.lines), 1)
+        self.punct_lines = sum(1 for ln in self.lines if ln.rstrip().endswith(TERMINAL_PUNCT))
+        self.line_punct_ratio = self.punct_lines / self.n_lines
         self.paras = [p for p in _PARA_SPLIT.split(text) if p.strip()]
         codes = codepoints(text)
         idx = codes if codes.dtype == np.uint8 else np.minimum(codes, 0xFFFF)
@@ -145,13 +160,26 @@ def ngram_repetition(h: np.ndarray, lens: np.ndarray, top: list[int], dup: list[
     ("top", n): characters of the most frequent n-gram times its count / all word characters (0 if none repeats);
     ("dup", n): share of word characters covered by n-grams that already occurred earlier in the document.
     """
-    sizes = sorted({*top, *dup})
-    grams = ngram_hash_family(h, sizes, mix=False)  # distinct n never collide: the size is part of the value
     total = int(lens.sum())
     out = {("top", n): 0.0 for n in top} | {("dup", n): 0.0 for n in dup}
+    # a repeated m-gram contains a repeated n-gram for every n < m: when the smallest dup size has no repeat, the
+    # larger ones have none either and need no sorting (the common case on clean text)
+    small = sorted({*top, min(dup)}) if dup else sorted(top)
+    if dup and len(small) < len({*top, *dup}):
+        part = _ngram_stats(h, lens, total, small, top, [min(dup)], out)
+        if part == 0:
+            return out
+    if total:
+        _ngram_stats(h, lens, total, sorted({*top, *dup}), top, dup, out)
+    return out
+
+
+def _ngram_stats(h, lens, total, sizes, top, dup, out) -> int:
+    """Fill `out` for `sizes`; returns the number of repeated n-grams of the dup sizes."""
+    grams = ngram_hash_family(h, sizes, mix=False)  # distinct n never collide: the size is part of the value
     parts = [grams[n] for n in sizes]
     if total == 0 or not sum(len(p) for p in parts):
-        return out
+        return 0
     lengths = [len(p) for p in parts]
     offs = np.cumsum([0] + lengths)
     g = np.concatenate(parts)
@@ -167,6 +195,7 @@ def ngram_repetition(h: np.ndarray, lens: np.ndarray, top: list[int], dup: list[
     repeated = counts > 1
     is_dup = np.ones(len(g), dtype=bool)
     is_dup[first] = False
+    repeats = 0
     for j, n in enumerate(sizes):
         if n in top:
             sel = np.flatnonzero((size_of == j) & repeated)
@@ -176,126 +205,35 @@ def ngram_repetition(h: np.ndarray, lens: np.ndarray, top: list[int], dup: list[
                 out[("top", n)] = float(lens[i : i + n].sum() * counts[k]) / total
         if n in dup:
             pos = np.flatnonzero(is_dup[offs[j] : offs[j + 1]])
+            repeats += len(pos)
             if len(pos):
                 cover = np.zeros(len(lens) + 1, dtype=np.int32)
-                np.add.at(cover, pos, 1)
-                np.add.at(cover, pos + n, -1)
+                cover[pos] += 1  # positions are distinct: fancy-index adds are exact (no np.add.at needed)
+                cover[pos + n] -= 1
                 out[("dup", n)] = float(lens[np.cumsum(cover[:-1]) > 0].sum()) / total
-    return out
+    return repeats
 
 
 class QualityGates:
-    """`check(text) -> (reason or None, details, score)`; `score` ranks copies in near-dup clusters (higher kept)."""
+    """`check(text) -> (reason or None, details, score)`; `score` ranks copies in near-dup clusters (higher kept).
+
+    The document is tokenised once (`DocView`); the filters of `ledgerlm.data.filters.FILTERS` run in order and the
+    first that fails names the reason."""
 
     def __init__(self, cfg: QualityConfig):
+        from ledgerlm.data.filters import FILTERS
+
         self.cfg = cfg
-        self._lid = None
-        if cfg.lang_model:
-            try:
-                import fasttext  # optional dependency
-            except ImportError as e:
-                raise RuntimeError("quality.lang_model is set but the `fasttext` package is not installed") from e
-            self._lid = fasttext.load_model(str(cfg.lang_model))
+        self.filters = [f(cfg) for f in FILTERS if f.active(cfg)]
 
     def check(self, text: str) -> tuple[str | None, dict, float]:
-        c = self.cfg
         v = DocView(text)
-        n_lines = max(len(v.lines), 1)
-        punct_lines = sum(1 for ln in v.lines if ln.rstrip().endswith(TERMINAL_PUNCT))
-        line_punct_ratio = punct_lines / n_lines
         _, dup_line_chars = _dup_stats(v.lines)
-        score = round(line_punct_ratio * (1.0 - dup_line_chars / max(len(text), 1)), 6)
-        if not c.enabled:
+        score = round(v.line_punct_ratio * (1.0 - dup_line_chars / max(len(text), 1)), 6)
+        if not self.cfg.enabled:
             return None, {}, score
-
-        def fail(name: str, value, threshold):
-            return f"quality:{name}", {"value": round(float(value), 4), "threshold": threshold}, score
-
-        nw = v.n_words
-        if c.min_words is not None and nw < c.min_words:
-            return fail("gopher_word_count", nw, c.min_words)
-        if c.max_words is not None and nw > c.max_words:
-            return fail("gopher_word_count", nw, c.max_words)
-        mean_len = float(v.word_len.mean()) if nw else 0.0
-        if c.min_mean_word_length is not None and mean_len < c.min_mean_word_length:
-            return fail("gopher_mean_word_length", mean_len, c.min_mean_word_length)
-        if c.max_mean_word_length is not None and mean_len > c.max_mean_word_length:
-            return fail("gopher_mean_word_length", mean_len, c.max_mean_word_length)
-        if c.max_symbol_word_ratio is not None:
-            r = (text.count("#") + text.count("...") + text.count("\u2026")) / max(nw, 1)
-            if r > c.max_symbol_word_ratio:
-                return fail("gopher_symbol_ratio", r, c.max_symbol_word_ratio)
-        if c.max_bullet_lines_ratio is not None:
-            r = sum(1 for ln in v.lines if ln.lstrip().startswith(BULLETS)) / n_lines
-            if r > c.max_bullet_lines_ratio:
-                return fail("gopher_bullet_lines", r, c.max_bullet_lines_ratio)
-        if c.max_ellipsis_lines_ratio is not None:
-            r = sum(1 for ln in v.lines if ln.rstrip().endswith(("...", "\u2026"))) / n_lines
-            if r > c.max_ellipsis_lines_ratio:
-                return fail("gopher_ellipsis_lines", r, c.max_ellipsis_lines_ratio)
-        if c.min_alpha_words_ratio is not None and nw:
-            r = v.alpha_words / nw
-            if r < c.min_alpha_words_ratio:
-                return fail("gopher_alpha_words", r, c.min_alpha_words_ratio)
-        if c.min_stop_words is not None:
-            stops = _stop_hashes()
-            idx = np.minimum(np.searchsorted(stops, v.norm_hashes), len(stops) - 1)
-            k = int(np.count_nonzero(stops[idx] == v.norm_hashes))
-            if k < c.min_stop_words:
-                return fail("gopher_stop_words", k, c.min_stop_words)
-        # Gopher repetition
-        if c.max_dup_line_frac is not None or c.max_dup_line_char_frac is not None:
-            k, chars = _dup_stats(v.lines)
-            if c.max_dup_line_frac is not None and k / n_lines > c.max_dup_line_frac:
-                return fail("gopher_dup_lines", k / n_lines, c.max_dup_line_frac)
-            if c.max_dup_line_char_frac is not None and chars / max(len(text), 1) > c.max_dup_line_char_frac:
-                return fail("gopher_dup_line_chars", chars / len(text), c.max_dup_line_char_frac)
-        if c.max_dup_para_frac is not None or c.max_dup_para_char_frac is not None:
-            k, chars = _dup_stats(v.paras)
-            n_paras = max(len(v.paras), 1)
-            if c.max_dup_para_frac is not None and k / n_paras > c.max_dup_para_frac:
-                return fail("gopher_dup_paragraphs", k / n_paras, c.max_dup_para_frac)
-            if c.max_dup_para_char_frac is not None and chars / max(len(text), 1) > c.max_dup_para_char_frac:
-                return fail("gopher_dup_paragraph_chars", chars / len(text), c.max_dup_para_char_frac)
-        rep = ngram_repetition(v.norm_hashes, v.norm_len, list(c.top_ngram_char_frac), list(c.dup_ngram_char_frac))
-        for n, thr in sorted(c.top_ngram_char_frac.items()):
-            r = rep[("top", n)]
-            if r > thr:
-                return fail(f"gopher_top_{n}gram", r, thr)
-        for n, thr in sorted(c.dup_ngram_char_frac.items()):
-            r = rep[("dup", n)]
-            if r > thr:
-                return fail(f"gopher_dup_{n}gram", r, thr)
-        # C4
-        lower = text.lower()
-        if c.c4_lorem_ipsum and "lorem ipsum" in lower:
-            return fail("c4_lorem_ipsum", 1, True)
-        if c.c4_curly_bracket and "{" in text:
-            return fail("c4_curly_bracket", 1, True)
-        if c.c4_max_javascript_lines_ratio is not None and "javascript" in lower:
-            r = sum(1 for ln in v.lines if "javascript" in ln.lower()) / n_lines
-            if r > c.c4_max_javascript_lines_ratio:
-                return fail("c4_javascript", r, c.c4_max_javascript_lines_ratio)
-        if c.c4_min_terminal_lines is not None and punct_lines < c.c4_min_terminal_lines:
-            return fail("c4_terminal_punct", punct_lines, c.c4_min_terminal_lines)
-        # FineWeb
-        if c.min_line_punct_ratio is not None and line_punct_ratio < c.min_line_punct_ratio:
-            return fail("fineweb_line_punct", line_punct_ratio, c.min_line_punct_ratio)
-        if c.max_short_lines_ratio is not None:
-            r = sum(1 for ln in v.lines if len(ln) <= c.short_line_length) / n_lines
-            if r > c.max_short_lines_ratio:
-                return fail("fineweb_short_lines", r, c.max_short_lines_ratio)
-        if c.max_dup_line_chars_ratio is not None:
-            r = dup_line_chars / max(len(text) - text.count("\n"), 1)
-            if r > c.max_dup_line_chars_ratio:
-                return fail("fineweb_dup_line_chars", r, c.max_dup_line_chars_ratio)
-        if c.max_newline_word_ratio is not None:
-            r = text.count("\n") / max(nw, 1)
-            if r > c.max_newline_word_ratio:
-                return fail("fineweb_newline_ratio", r, c.max_newline_word_ratio)
-        if self._lid is not None:
-            labels, probs = self._lid.predict(text.replace("\n", " "), k=1)
-            lang, p = labels[0].removeprefix("__label__"), float(probs[0])
-            if lang not in c.languages or p < c.min_lang_score:
-                return "quality:language", {"value": lang, "score": round(p, 4), "allowed": c.languages}, score
+        for f in self.filters:
+            keep, reason, details = f.filter(v)
+            if not keep:
+                return reason, details, score
         return None, {}, score

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import xxhash
 
-_WS = re.compile(r"\s+")
 _PARA = re.compile(r"(\n\s*\n)")
 
 
@@ -42,7 +41,7 @@ def split_segments(text: str, unit: str) -> list[str]:
 
 
 def segment_hash(seg: str, min_chars: int) -> int | None:
-    norm = _WS.sub(" ", seg).strip().lower()
+    norm = " ".join(seg.split()).lower()  # = collapsing \s+ runs and stripping, without a regex
     if len(norm) < min_chars:
         return None
     return xxhash.xxh3_64_intdigest(norm.encode("utf-8", "surrogatepass"))
@@ -68,8 +67,11 @@ def plan(hashes: np.ndarray, doc_rank: np.ndarray, min_docs: int) -> tuple[np.nd
     return uniq[keep], r[first[keep]]
 
 
-def apply(text: str, cfg: SegDedupConfig, boiler: np.ndarray, owner: np.ndarray, my_rank: int) -> tuple[str, int]:
-    """Remove the boilerplate segments this document does not own; returns (new text, segments removed)."""
+def apply(
+    text: str, cfg: SegDedupConfig, boiler: np.ndarray, owner: np.ndarray, my_rank: int, owned: list | None = None
+) -> tuple[str, int]:
+    """Remove the boilerplate segments this document does not own; returns (new text, segments removed).
+    `owned`, if given, receives (hash, segment) for each boilerplate segment this document keeps as its owner."""
     if len(boiler) == 0:
         return text, 0
     out, removed = [], 0
@@ -77,9 +79,12 @@ def apply(text: str, cfg: SegDedupConfig, boiler: np.ndarray, owner: np.ndarray,
         h = segment_hash(s, cfg.min_chars)
         if h is not None:
             i = int(np.searchsorted(boiler, np.uint64(h)))
-            if i < len(boiler) and boiler[i] == h and owner[i] != my_rank:
-                removed += 1
-                continue
+            if i < len(boiler) and boiler[i] == h:
+                if owner[i] != my_rank:
+                    removed += 1
+                    continue
+                if owned is not None:
+                    owned.append((h, s.strip()))
         out.append(s)
     if not removed:
         return text, 0

@@ -35,7 +35,8 @@ class SourceSpec:
     name: str = "default"
     path: str | None = None  # file or directory (directories are read recursively, files in sorted order)
     format: str = "auto"  # auto | jsonl | parquet | text | hf | demo (the built-in generated corpus)
-    text_field: str = "text"  # "*" = every string value of the record joined by newlines (chat, DPO pairs)
+    text_field: str = "text"  # "*" = every string value of the record joined by newlines (chat, DPO pairs);
+    # "a,b,c" = the strings of these fields (and of the lists/structs in them), in this order, joined by newlines
     id_field: str | None = None  # kept as orig_id; the document id is always content-derived
     hf_name: str | None = None  # Hugging Face dataset name (format hf), streamed
     hf_config: str | None = None
@@ -48,6 +49,10 @@ class SourceSpec:
     # quality gates for this source only: a partial mapping of curate.quality fields laid over it field by field
     # (e.g. {min_stop_words: null, c4_curly_bracket: false} for code); None = the stage-wide gates
     quality: dict[str, Any] | None = None
+
+    def fields(self) -> list[str] | None:
+        """The fields whose strings make a document's text; None = all of them ("*")."""
+        return None if self.text_field == "*" else [f.strip() for f in self.text_field.split(",")]
 
     def validate(self) -> None:
         if self.format not in ("auto", "jsonl", "parquet", "text", "hf", "demo"):
@@ -175,17 +180,21 @@ def _open_bytes(path: Path):
 def _from_obj(spec: SourceSpec, file: str, line: int, obj, raw: str = "") -> Record:
     if not isinstance(obj, dict):
         return Record(spec.name, file, line, reason="malformed:json", detail="not a JSON object", raw=raw[:200])
-    if spec.text_field == "*":
+    fields = spec.fields()
+    missing = [f for f in fields or () if f not in obj]
+    if fields is None:
         text = all_string_values(obj)
-    elif spec.text_field not in obj:
+    elif missing:
         return Record(
             spec.name,
             file,
             line,
             reason="malformed:missing_field",
-            detail=f"no field {spec.text_field!r} (has {sorted(obj)[:8]})",
+            detail=f"no field {missing[0]!r} (has {sorted(obj)[:8]})",
             raw=raw[:200],
         )
+    elif len(fields) > 1:
+        text = "\n".join(s for f in fields if (s := all_string_values(obj[f])))
     else:
         text = obj[spec.text_field]
     if not isinstance(text, str):
@@ -362,9 +371,11 @@ def _parquet(
     md, first = layout.files[path]
     pf = pq.ParquetFile(path, metadata=md)
     names = pf.schema_arrow.names
-    if spec.text_field != "*" and spec.text_field not in names:
-        raise ValueError(f"{path}: no column {spec.text_field!r} (columns: {names})")
-    cols = None if spec.text_field == "*" else [spec.text_field]
+    fields = spec.fields()
+    for f in fields or ():
+        if f not in names:
+            raise ValueError(f"{path}: no column {f!r} (columns: {names})")
+    cols = None if fields is None else list(fields)
     if cols and spec.id_field and spec.id_field in names:
         cols.append(spec.id_field)
     start = counter[0]  # source-wide position of the file's first row
@@ -396,7 +407,7 @@ def _parquet(
                 objs = batch.take(pa.array(idx, type=pa.int64())).to_pylist() if len(idx) else []
             for x, obj in zip(idx, objs, strict=True):
                 row = base + done + x + 1
-                if spec.text_field != "*" and obj.get(spec.text_field) is None:
+                if fields is not None and len(fields) == 1 and obj.get(spec.text_field) is None:
                     yield Record(spec.name, str(path), row, reason="malformed:missing_field", detail="null text")
                     continue
                 yield _from_obj(spec, str(path), row, obj)
@@ -416,8 +427,10 @@ def _hf(spec: SourceSpec, rank: int, world: int) -> Iterator[Record]:
     """
     from datasets import load_dataset  # optional dependency, only for Hub sources
 
+    from ledgerlm import hub
+
     kw = {"data_files": spec.hf_data_files} if spec.hf_data_files else {}
-    ds = load_dataset(spec.hf_name, spec.hf_config, split=spec.hf_split, streaming=True, **kw)
+    ds = load_dataset(hub.dataset(spec.hf_name), spec.hf_config, split=spec.hf_split, streaming=True, **kw)
     where = f"hf:{spec.hf_name}" + (f"/{spec.hf_config}" if spec.hf_config else "") + f":{spec.hf_split}"
     n = getattr(ds, "num_shards", None) or getattr(ds, "n_shards", None) or 1  # n_shards: datasets < 3
     if spec.limit is None:

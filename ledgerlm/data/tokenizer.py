@@ -77,7 +77,13 @@ def load_tokenizer(path_or_hub_name: str | os.PathLike) -> Tokenizer:
     name = str(path_or_hub_name)
     if name.endswith(".json") or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise FileNotFoundError(f"tokenizer file not found: {name}")
-    # A Hub repo id such as "HuggingFaceTB/SmolLM-135M" (needs network, or the local HF cache).
+    # A Hub repo id such as "HuggingFaceTB/SmolLM-135M" (needs network, or the local HF cache), or its copy in the
+    # Hub mirror when one is in use (ledgerlm/hub.py)
+    from ledgerlm import hub
+
+    local = hub.model_dir(name)
+    if local is not None:
+        return load_tokenizer(local)
     return Tokenizer.from_pretrained(name)
 
 

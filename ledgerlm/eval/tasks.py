@@ -326,7 +326,9 @@ def _hub_records(name: str, split: str) -> tuple[str, Iterator]:
         raise TaskDataError(
             f"task {name!r}: loading from the Hub needs `datasets` (pip install ledgerlm[hf]) or pass data_dir"
         ) from e
-    ds = datasets.load_dataset(spec.hub_path, spec.hub_name, split=split)
+    from ledgerlm import hub
+
+    ds = datasets.load_dataset(hub.dataset(spec.hub_path), spec.hub_name, split=split, **hub.cache_kwargs())
     src = f"hub:{spec.hub_path}" + (f"/{spec.hub_name}" if spec.hub_name else "") + f"[{split}]"
     return src, ((i + 1, dict(r), None) for i, r in enumerate(ds))
 

@@ -244,7 +244,9 @@ def _hf_rows(name: str, split: str, subset: str | None) -> Iterator[tuple[str, o
         import datasets
     except ImportError as e:  # pragma: no cover - depends on the optional extra
         raise ImportError("loading a Hugging Face dataset by name needs `pip install ledgerlm[hf]`") from e
-    ds = datasets.load_dataset(name, subset, split=split)
+    from ledgerlm import hub
+
+    ds = datasets.load_dataset(hub.dataset(name), subset, split=split, **hub.cache_kwargs())
     for i, row in enumerate(ds):
         yield f"hf:{name}[{split}]#{i}", dict(row), None
 

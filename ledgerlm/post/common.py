@@ -52,6 +52,11 @@ def hub_model_dir(name: str, key: str = "base") -> Path:
         from huggingface_hub import snapshot_download
     except ImportError as e:
         raise ConfigError(key, f"{name!r} looks like a Hub model; `pip install ledgerlm[hf]` to download it") from e
+    from ledgerlm import hub
+
+    local = hub.model_dir(name)
+    if local is not None:
+        return local
     patterns = ["*.json", "*.safetensors", "tokenizer*", "*.txt"]
     try:
         return Path(snapshot_download(name, allow_patterns=patterns))

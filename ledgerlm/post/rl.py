@@ -272,8 +272,11 @@ def load_problems(cfg: Config, seed: int) -> tuple[list[dict], list[dict], dict]
     else:
         import datasets
 
+        from ledgerlm import hub
+
         name = cfg.task.removeprefix("hf:")
-        for i, row in enumerate(datasets.load_dataset(name, cfg.subset or None, split=cfg.split)):
+        ds = datasets.load_dataset(hub.dataset(name), cfg.subset or None, split=cfg.split, **hub.cache_kwargs())
+        for i, row in enumerate(ds):
             counters["rows"] += 1
             rows.append((f"hf:{name}#{i}", dict(row)))
     good = []
