@@ -28,7 +28,7 @@ from ledgerlm.data.tokenizer import train_tokenizer
 from ledgerlm.io import iter_jsonl, write_jsonl
 from ledgerlm.model.hf import save_model
 from ledgerlm.model.llama import Llama, model_config
-from ledgerlm.post import arith, dpo, grpo, reward, sft
+from ledgerlm.post import arith, dpo, reward, rl, sft
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -107,7 +107,7 @@ def arith_part(args) -> str:
             epochs=1.0,
             batch_size=16,
         ),
-        "rl": grpo.Config(
+        "rl": rl.Config(
             init="sft",
             task="arith",
             n_eval=args.n_eval,
@@ -204,7 +204,7 @@ def real_part(args) -> str:
             max_len=256,
             max_prompt_len=160,
         ),
-        "rl": grpo.Config(
+        "rl": rl.Config(
             init="sft",
             task=str(gsm),
             n_train=500,

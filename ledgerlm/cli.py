@@ -11,33 +11,24 @@ import sys
 from pathlib import Path
 
 from ledgerlm import __version__, ledger
-from ledgerlm.config import TOP_LEVEL, ConfigError, apply_overrides, load_raw_recipe, parse_override, to_dict
+from ledgerlm.config import (
+    TOP_LEVEL,
+    ConfigError,
+    apply_overrides,
+    builtin_recipes,
+    field_docs,
+    load_raw_recipe,
+    parse_override,
+    to_dict,
+)
 from ledgerlm.device import GPUS
 from ledgerlm.eval.tasks import TaskDataError
 from ledgerlm.io import atomic_write_json
-from ledgerlm.pipeline import (
-    STAGES,
-    build_recipe,
-    disk_full,
-    load_recipe,
-    plan_lines,
-    preflight,
-    run_pipeline,
-    run_stage,
-)
+from ledgerlm.pipeline import disk_full, plan_lines, preflight, run_pipeline, run_stage
 from ledgerlm.plan import data_lines, estimate_lines
+from ledgerlm.recipe import build_recipe, load_recipe
+from ledgerlm.stage import STAGES, get
 
-STAGE_HELP = {
-    "curate": "quality gates, near-dedup, segment dedup and decontamination of raw text",
-    "tokenize": "train or load a tokenizer and write token shards",
-    "pretrain": "pretrain the model on the token shards",
-    "sft": "supervised fine-tuning on chat data (packed, assistant-only loss)",
-    "interpolate": "interpolate base and fine-tuned weights over a list of alphas and pick one",
-    "dpo": "direct preference optimisation (sigmoid or length-normalised)",
-    "reward": "train a Bradley-Terry reward model",
-    "rl": "RLVR / GRPO with verifiable rewards",
-    "eval": "zero-shot six-task evaluation and GSM8K, with confidence intervals",
-}
 # Commands that are not pipeline stages: command -> (module, help). Each module has add_args(p) and main(args) -> int.
 TOOLS = {
     "contamination": (
@@ -53,12 +44,32 @@ TOOLS = {
 
 def _add_common(p: argparse.ArgumentParser, recipe_positional: bool) -> None:
     if recipe_positional:
-        p.add_argument("recipe", nargs="?", default="demo", help="built-in recipe name (e.g. demo) or a YAML path")
+        names = ", ".join(builtin_recipes())
+        p.add_argument("recipe", nargs="?", default="demo", help=f"a YAML path or a built-in recipe: {names}")
     else:
         p.add_argument("--recipe", default=None, help="recipe name or path (default: the run's recipe, else defaults)")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<recipe name>)")
     p.add_argument("--force", action="store_true", help="re-run even if the ledger says the stage is up to date")
     p.add_argument("overrides", nargs="*", default=[], metavar="key.sub=value", help="recipe overrides")
+
+
+CONFIG_FLAG = "config_flag."  # dest prefix of the flags made from Config fields (they become key=value overrides)
+
+
+def _add_config_flags(p: argparse.ArgumentParser, config: type) -> None:
+    """`--field-name VALUE` for every Config field the stage's own flags do not already set, read as YAML like a
+    `field=value` override and checked with the recipe; help from the field's comment. Hand-written flags without
+    help get the field's comment too."""
+    docs = field_docs(config)
+    actions = {a.dest: a for a in p._actions}
+    for f in dataclasses.fields(config):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        text = f"{docs.get(f.name, f.name.replace('_', ' '))} (default: {default!r})"
+        flag = "--" + f.name.replace("_", "-")
+        if f.name in actions:  # the stage's own flag for this field
+            actions[f.name].help = actions[f.name].help or text
+        elif flag not in p._option_string_actions:
+            p.add_argument(flag, dest=CONFIG_FLAG + f.name, metavar="VALUE", help=text)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -78,19 +89,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--cpus", type=int, default=16, help="CPU cores of the host for the data stages (default 16)")
     p.add_argument("--ram", type=float, default=128, help="host RAM in GiB for the data stages (default 128)")
 
-    for stage, helptext in STAGE_HELP.items():
+    # A stage's help lives in its spec: the specs are imported only when the command list is shown (or to run one).
+    listing = command not in (*STAGES, *TOOLS, "run", "plan", "report", "audit")
+    for stage in STAGES:
+        if stage == "report":
+            continue  # `ledgerlm report RUN_DIR` (below) builds the report of a run
+        spec = get(stage) if listing or stage == command else None
+        helptext = spec.help if spec else None
         p = sub.add_parser(stage, help=helptext, description=helptext)
         _add_common(p, recipe_positional=False)
-        if stage != command:
-            continue
-        mod = importlib.import_module(STAGES[stage])
-        if hasattr(mod, "add_cli_args"):
-            mod.add_cli_args(p)
+        if spec and stage == command:
+            if spec.add_cli_args:
+                spec.add_cli_args(p)
+            _add_config_flags(p, spec.config)
 
     p = sub.add_parser("report", help="build report.md and report.html for a run from its ledger")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, help="the run directory (e.g. runs/demo)")
     p = sub.add_parser("audit", help="re-hash every artifact of a run and check the ledger chain")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, help="the run directory (e.g. runs/demo)")
 
     for name, (module, helptext) in TOOLS.items():
         p = sub.add_parser(name, help=helptext, description=helptext)
@@ -110,11 +126,11 @@ def _stage_recipe(args, stage: str):
         raw, source = json.loads(saved.read_text()), saved
     else:
         raw, source = {"name": stage}, None
-    mod = importlib.import_module(STAGES[stage])
-    if hasattr(mod, "cli_overrides"):
-        flags = mod.cli_overrides(args)
+    spec = get(stage)
+    if spec.cli_overrides:
+        flags = spec.cli_overrides(args)
     else:  # a stage flag named like a Config field sets that field
-        fields = {f.name for f in dataclasses.fields(mod.Config)}
+        fields = {f.name for f in dataclasses.fields(spec.config)}
         flags = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     raw = apply_overrides(raw, {f"{stage}.{k}": v for k, v in flags.items() if v is not None})
     over = []
@@ -139,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(bad or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    for dest, value in list(vars(args).items()):  # flags made from Config fields are overrides of that field
+        if dest.startswith(CONFIG_FLAG) and value is not None:
+            args.overrides = [*args.overrides, f"{args.command}.{dest.removeprefix(CONFIG_FLAG)}={value}"]
     try:
         return _dispatch(args)
     except ConfigError as e:
@@ -184,9 +203,9 @@ def _dispatch(args) -> int:
             print("\n".join(plan_lines(recipe, out, target) + estimate_lines(recipe, args.gpu, args.mfu) + data))
             return 0
         return run_pipeline(recipe, out, force=args.force)
-    if cmd in STAGE_HELP:
+    if cmd in STAGES and cmd != "report":
         # A stage may handle the command itself outside any run (e.g. `ledgerlm eval ... --out FILE.json`).
-        direct = getattr(importlib.import_module(STAGES[cmd]), "direct_main", None)
+        direct = get(cmd).direct_main
         if direct is not None and (rc := direct(args)) is not None:
             return rc
         recipe = _stage_recipe(args, cmd)

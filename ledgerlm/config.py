@@ -7,8 +7,13 @@ to the raw mapping first, so they are validated exactly like the file. Every err
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import io
 import re
+import textwrap
+import tokenize
 import types
 import typing
 from pathlib import Path
@@ -206,11 +211,41 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's documentation in a Config dataclass: the comment ending its line, else the comment lines just above
+    it (for `--help`). Fields without a comment are absent."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # defined where the source cannot be read (e.g. a REPL)
+        return {}
+    comments = {}  # line number -> (comment text, whether the line holds nothing else)
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = (tok.string.lstrip("#").strip(), not tok.line[: tok.start[1]].strip())
+    docs = {}
+    for node in ast.parse(source).body[0].body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        trailing = [comments[n][0] for n in range(node.lineno, node.end_lineno + 1) if n in comments]
+        above, n = [], node.lineno - 1
+        while n in comments and comments[n][1]:
+            above.insert(0, comments[n][0])
+            n -= 1
+        if text := " ".join(trailing or above):
+            docs[node.target.id] = text
+    return docs
+
+
 def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
 # ----------------------------------------------------------------------------- recipes
+
+
+def builtin_recipes() -> list[str]:
+    """Names of the recipes under recipes/ (the package's and the current directory's)."""
+    return sorted({q.stem for d in RECIPE_DIRS if d.is_dir() for q in d.glob("*.y*ml")})
 
 
 def find_recipe(name_or_path: str | Path) -> Path:
@@ -224,7 +259,7 @@ def find_recipe(name_or_path: str | Path) -> Path:
         for cand in (d / f"{name_or_path}.yaml", d / f"{name_or_path}.yml"):
             if cand.is_file():
                 return cand
-    known = sorted({q.stem for d in RECIPE_DIRS if d.is_dir() for q in d.glob("*.y*ml")})
+    known = builtin_recipes()
     raise ConfigError("", f"no recipe named {name_or_path!r} (built-in: {', '.join(known) or 'none'})")
 
 

@@ -15,11 +15,9 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import logging
 import os
 import platform
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -140,110 +138,6 @@ def environment() -> dict:
 
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
-
-
-# ----------------------------------------------------------------------------- stage interface
-
-
-@dataclass
-class StageResult:
-    """What a stage returns: named output paths (hashed by the ledger), counters, metrics, anything else, and a few
-    `summary` lines for the terminal at the end of the stage (also kept in the record)."""
-
-    outputs: dict[str, Path] = field(default_factory=dict)
-    counters: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-    summary: list[str] = field(default_factory=list)
-
-
-@dataclass
-class StageContext:
-    run_dir: Path
-    stage: str
-    recipe: Any  # ledgerlm.pipeline.Recipe
-    seed: int = 0
-    device: str = "cpu"
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("ledgerlm"))
-    resuming: bool = False  # True when the stage was killed earlier with the same config and inputs
-    terminal: Any = None  # where progress and warnings go (the real stderr, while third-party output is diverted)
-    warnings: list[dict] = field(default_factory=list)  # [{"code", "message"}], recorded in the stage's record
-    _tracker: Any = None
-
-    @property
-    def out_dir(self) -> Path:
-        return self.run_dir / self.stage
-
-    def stage_dir(self, name: str) -> Path:
-        return self.run_dir / name
-
-    def record(self, name: str) -> dict | None:
-        """Another stage's ledger record in this run (e.g. to read its metrics), or None."""
-        return read_record(self.run_dir, name)
-
-    @property
-    def logging_cfg(self):
-        from ledgerlm.progress import LoggingConfig
-
-        return getattr(self.recipe, "logging", None) or LoggingConfig()
-
-    @property
-    def tracker(self):
-        """This stage's metric tracker (TensorBoard under RUN/tensorboard/<stage>/, wandb / trackio if asked)."""
-        if self._tracker is None:
-            from ledgerlm.config import to_dict
-            from ledgerlm.progress import Tracker
-
-            section = getattr(self.recipe, "sections", {}).get(self.stage)
-            self._tracker = Tracker(self.run_dir, self.stage, self.logging_cfg, to_dict(section) if section else None)
-        return self._tracker
-
-    def progress(self, iterable=None, total: int | None = None, desc: str | None = None, **kw):
-        """Progress of a loop that is not training (files, batches, items): a bar on a terminal, lines elsewhere."""
-        from ledgerlm.progress import Progress
-
-        desc = f"[{self.stage}] {desc}" if desc and desc != self.stage else f"[{self.stage}]"
-        kw.setdefault("unit", "it")
-        return Progress(
-            iterable,
-            total,
-            desc,
-            mode=self.logging_cfg.progress,
-            every_s=self.logging_cfg.every_s,
-            stream=self.terminal,
-            **kw,
-        )
-
-    @property
-    def on_terminal(self) -> bool:
-        """Progress shows as bars (a terminal): a library may draw its own (e.g. the BPE trainer's)."""
-        import sys
-
-        from ledgerlm.progress import resolve_mode
-
-        return resolve_mode(self.logging_cfg.progress, self.terminal or sys.stderr) == "bar"
-
-    def steps(self, total: int, start: int = 0, desc: str | None = None, show: tuple[str, ...] | None = None):
-        """Progress of a training loop: `log(row)` each step; the row's numbers go to the tracker too."""
-        tracker = self.tracker if int(os.environ.get("RANK", "0")) == 0 else None  # one rank tracks
-        return self.progress(None, total, desc, start=start, unit="step", tracker=tracker, show=show)
-
-    def warn(self, code: str, message: str) -> None:
-        """A result that is quietly bad: printed now, logged, and kept in the record's `warnings`."""
-        from ledgerlm.progress import say
-
-        self.warnings.append({"code": code, "message": message})
-        self.log.warning("%s: %s", code, message)
-        if int(os.environ.get("RANK", "0")) == 0:
-            say(f"warning [{self.stage}] {code}: {message}", self.terminal)
-
-    def log_paths(self) -> dict[str, str]:
-        """The stage's logs, relative to the run: its text log and, if it tracked scalars, its event files."""
-        return {"log": f"logs/{self.stage}.log", **(self._tracker.paths() if self._tracker else {})}
-
-    def close(self) -> None:
-        if self._tracker is not None:
-            self._tracker.close()
 
 
 # ----------------------------------------------------------------------------- records

@@ -1,13 +1,10 @@
-"""The stage registry, recipe validation, and the runner that skips what is up to date and re-runs what is not.
-
-A stage is a module with `Config` (a dataclass) and `run(cfg, ctx) -> StageResult`; optional `inputs(cfg, ctx)`,
-`add_cli_args(parser)`, `cli_overrides(args)` and `plan(cfg, ctx)`. See docs/ARCHITECTURE.md.
+"""The runner: runs a recipe's stages in order, skipping what is up to date and re-running what is not, and says
+what `ledgerlm plan` would do. What a stage is lives in stage.py; what a recipe is, in recipe.py.
 """
 
 from __future__ import annotations
 
 import errno
-import importlib
 import json
 import logging
 import math
@@ -17,116 +14,16 @@ import socket
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from ledgerlm import hub, ledger
-from ledgerlm.config import (
-    TOP_LEVEL,
-    ConfigError,
-    apply_overrides,
-    check_across_sections,
-    coerce,
-    from_dict,
-    load_raw_recipe,
-    to_dict,
-)
+from ledgerlm.config import ConfigError, to_dict
 from ledgerlm.device import resolve_device
-from ledgerlm.progress import LoggingConfig, divert_stderr, fmt_duration, say
-from ledgerlm.samples import SamplesConfig, sample_model
-
-# Stage name -> module. Order here is the canonical pipeline order.
-STAGES: dict[str, str] = {
-    "curate": "ledgerlm.data.curate",
-    "tokenize": "ledgerlm.data.tokenize_stage",
-    "pretrain": "ledgerlm.train.pretrain",
-    "sft": "ledgerlm.post.sft",
-    "interpolate": "ledgerlm.post.interpolate",
-    "dpo": "ledgerlm.post.dpo",
-    "reward": "ledgerlm.post.reward",
-    "rl": "ledgerlm.post.grpo",
-    "eval": "ledgerlm.eval.stage",
-    "report": "ledgerlm.report.stage",
-}
-# Steps a recipe may list that are not stages with a record of their own.
-CHECKS = {"audit"}
-
-
-def stage_module(name: str) -> ModuleType:
-    if name not in STAGES:
-        raise ConfigError("stages", f"unknown stage {name!r} (known: {', '.join(STAGES)}, {', '.join(sorted(CHECKS))})")
-    return importlib.import_module(STAGES[name])
-
-
-@dataclass
-class Recipe:
-    name: str
-    seed: int = 0
-    device: str = "auto"
-    stages: list[str] = field(default_factory=list)
-    description: str = ""
-    sections: dict[str, Any] = field(default_factory=dict)  # stage -> validated Config
-    source: str | None = None  # the file it came from
-    samples: SamplesConfig = field(default_factory=SamplesConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)  # progress display and metric tracking
-    hub_mirror: hub.HubMirror = field(default_factory=hub.HubMirror)  # Hub names served from local copies
-
-    def section(self, stage: str) -> Any:
-        if stage not in self.sections:
-            self.sections[stage] = from_dict(stage_module(stage).Config, {}, prefix=stage)
-        return self.sections[stage]
-
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "seed": self.seed,
-            "device": self.device,
-            "stages": self.stages,
-            "logging": to_dict(self.logging),
-            **({"hub_mirror": to_dict(self.hub_mirror)} if self.hub_mirror.path else {}),
-            **{k: to_dict(v) for k, v in self.sections.items()},
-        }
-
-
-def build_recipe(raw: dict, file: str | Path | None = None, need_all: bool = True) -> Recipe:
-    """Validate a raw recipe mapping into a Recipe. Every section of a listed stage is validated, even if empty."""
-    for k in raw:
-        if k not in TOP_LEVEL and k not in STAGES:
-            raise ConfigError(
-                k, f"unknown key (top-level keys: {', '.join(sorted(TOP_LEVEL))}; stages: {', '.join(STAGES)})", file
-            )
-    top = {
-        "name": raw.get("name", Path(file).stem if file else "run"),
-        "seed": raw.get("seed", 0),
-        "device": raw.get("device", "auto"),
-        "stages": raw.get("stages", [s for s in STAGES if s in raw]),
-        "description": raw.get("description", ""),
-    }
-    top["name"] = coerce(top["name"], str, "name", file)
-    top["seed"] = coerce(top["seed"], int, "seed", file)
-    top["device"] = coerce(top["device"], str, "device", file)
-    top["stages"] = coerce(top["stages"], list[str], "stages", file)
-    for i, s in enumerate(top["stages"]):
-        if s not in STAGES and s not in CHECKS:
-            raise ConfigError(f"stages[{i}]", f"unknown stage {s!r} (known: {', '.join(STAGES)}, audit)", file)
-    samples = from_dict(SamplesConfig, raw.get("samples") or {}, prefix="samples", file=file)
-    logging_cfg = from_dict(LoggingConfig, raw.get("logging") or {}, prefix="logging", file=file)
-    mirror = from_dict(hub.HubMirror, raw.get("hub_mirror") or {}, prefix="hub_mirror", file=file)
-    recipe = Recipe(**top, source=str(file) if file else None, samples=samples, hub_mirror=mirror, logging=logging_cfg)
-    for name in STAGES:
-        if name in raw or (need_all and name in top["stages"]):
-            recipe.sections[name] = from_dict(stage_module(name).Config, raw.get(name) or {}, prefix=name, file=file)
-    check_across_sections(recipe.sections, file)
-    return recipe
-
-
-def load_recipe(name_or_path: str | Path = "demo", overrides: list[str] | dict | None = None) -> Recipe:
-    raw, path = load_raw_recipe(name_or_path)
-    raw = apply_overrides(raw, overrides or [])
-    return build_recipe(raw, path)
-
+from ledgerlm.progress import divert_stderr, fmt_duration, say
+from ledgerlm.recipe import Recipe, build_recipe, load_recipe  # noqa: F401 - build_recipe, load_recipe: re-exported
+from ledgerlm.samples import sample_model
+from ledgerlm.stage import CHECKS, STAGES, StageContext, StageSpec, get
 
 # ----------------------------------------------------------------------------- running one stage
 
@@ -164,9 +61,9 @@ def _stage_logger(run_dir: Path, stage: str) -> tuple[logging.Logger, logging.Ha
     return log, handler
 
 
-def stage_inputs(mod: ModuleType, cfg: Any, ctx: ledger.StageContext) -> dict[str, dict]:
+def stage_inputs(spec: StageSpec, cfg: Any, ctx: StageContext) -> dict[str, dict]:
     """Hash what the stage says it reads. Hub datasets are given as strings 'hub:NAME'."""
-    declared = mod.inputs(cfg, ctx) if hasattr(mod, "inputs") else {}
+    declared = spec.inputs(cfg, ctx) if spec.inputs else {}
     out = {}
     for name, p in declared.items():
         if isinstance(p, str) and p.startswith("hub:"):
@@ -207,10 +104,10 @@ def run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool = False, ec
 
 def _run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool, echo) -> tuple[str, dict | None]:
     run_dir = Path(run_dir)
-    mod = stage_module(stage)
+    spec = get(stage)
     cfg = recipe.section(stage)
     log, handler = _stage_logger(run_dir, stage)
-    ctx = ledger.StageContext(
+    ctx = StageContext(
         run_dir=run_dir,
         stage=stage,
         recipe=recipe,
@@ -222,7 +119,7 @@ def _run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool, echo) -> 
     try:
         config = to_dict(cfg)
         config_sha = ledger.canonical_sha256(config)
-        inputs = stage_inputs(mod, cfg, ctx)
+        inputs = stage_inputs(spec, cfg, ctx)
         inputs_sha = ledger.canonical_sha256({k: v.get("sha256", v["path"]) for k, v in inputs.items()})
         prev = ledger.read_record(run_dir, stage)
         if (
@@ -273,7 +170,7 @@ def _run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool, echo) -> 
         }
         try:
             with divert_stderr(run_dir / "logs" / f"{stage}.log"):  # other libraries' banners and warnings
-                result = mod.run(cfg, ctx)
+                result = spec.run(cfg, ctx)
         except Exception as e:
             if disk_full(e) and not e.filename:  # a failed write() does not say which file: name the stage's dir
                 e.filename = str(ctx.out_dir)
@@ -296,9 +193,10 @@ def _run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool, echo) -> 
         )
         if not lead:
             return "ran", None
-        if "model" in result.outputs and stage != "reward":
+        if "model" in result.outputs and spec.makes_model:
             try:
-                record["samples"] = sample_model(Path(result.outputs["model"]), stage, recipe.samples, ctx.device)
+                chat = spec.produces == "chat_model"
+                record["samples"] = sample_model(Path(result.outputs["model"]), chat, recipe.samples, ctx.device)
             except Exception as e:  # samples are for reading, not for passing: record why they are absent
                 log.warning("could not sample from %s: %s", result.outputs["model"], e)
                 record["samples_error"] = str(e)
@@ -359,12 +257,12 @@ def preflight(recipe: Recipe, run_dir: Path) -> None:
     for stage in recipe.stages:
         if stage in CHECKS:
             continue
-        mod = stage_module(stage)
-        if not hasattr(mod, "inputs"):
+        spec = get(stage)
+        if spec.inputs is None:
             continue
-        ctx = ledger.StageContext(run_dir=run_dir, stage=stage, recipe=recipe, seed=recipe.seed)
+        ctx = StageContext(run_dir=run_dir, stage=stage, recipe=recipe, seed=recipe.seed)
         try:
-            declared = mod.inputs(recipe.section(stage), ctx)
+            declared = spec.inputs(recipe.section(stage), ctx)
         except ConfigError:
             raise
         except Exception:  # noqa: S112 - inputs that depend on upstream outputs are checked when the stage runs
@@ -471,18 +369,18 @@ def _plan_stages(recipe: Recipe, run_dir: Path, device: str) -> list[str]:
         if stage in CHECKS:
             lines.append(f"{i:2d}. {stage}: re-hash every recorded artifact and check the chain")
             continue
-        mod = stage_module(stage)
+        spec = get(stage)
         cfg = recipe.section(stage)
-        ctx = ledger.StageContext(
+        ctx = StageContext(
             run_dir=Path(run_dir), stage=stage, recipe=recipe, seed=recipe.seed, device=device
         )
         lines.append(f"{i:2d}. {stage} ({STAGES[stage]})")
-        if hasattr(mod, "inputs"):
+        if spec.inputs:
             try:
-                for name, p in mod.inputs(cfg, ctx).items():
+                for name, p in spec.inputs(cfg, ctx).items():
                     lines.append(f"      reads {name}: {p}{_check_note(p, run_dir)}")
             except Exception as e:  # plan reports, it does not stop at the first problem
                 lines.append(f"      inputs: cannot check yet ({e})")
-        if hasattr(mod, "plan"):
-            lines += [f"      {line}" for line in mod.plan(cfg, ctx)]
+        if spec.plan:
+            lines += [f"      {line}" for line in spec.plan(cfg, ctx)]
     return lines

@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CHAT_STAGES = {"sft", "interpolate", "dpo", "rl"}  # their models are prompted in the chat template
-
 
 @dataclass
 class SamplesConfig:
@@ -16,14 +14,14 @@ class SamplesConfig:
     max_new_tokens: int = 48
 
 
-def sample_model(model_dir: Path, stage: str, cfg: SamplesConfig, device: str = "cpu") -> list[dict]:
-    """Greedy completions of the configured prompts by the model in `model_dir`."""
+def sample_model(model_dir: Path, chat: bool, cfg: SamplesConfig, device: str = "cpu") -> list[dict]:
+    """Greedy completions of the configured prompts by the model in `model_dir` (a chat model: of the chat prompts,
+    in the chat template)."""
     import torch
 
     from ledgerlm.model.generate import fit_prompts, generate
     from ledgerlm.model.hf import load_model, load_tokenizer_for
 
-    chat = stage in CHAT_STAGES
     prompts = cfg.chat_prompts if chat else cfg.prompts
     if not prompts:
         return []

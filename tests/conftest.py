@@ -20,7 +20,7 @@ def shared_data() -> Path:
 
 
 def _toy_modules():
-    from ledgerlm.ledger import StageResult
+    from ledgerlm.stage import StageResult, StageSpec
 
     make = types.ModuleType("toy_make")
 
@@ -45,7 +45,7 @@ def _toy_modules():
             metrics={"resuming": ctx.resuming},
         )
 
-    make.Config, make.run, make.inputs = MakeConfig, make_run, make_inputs
+    make.SPEC = StageSpec(name="make", config=MakeConfig, run=make_run, inputs=make_inputs, help="toy: write text")
 
     upper = types.ModuleType("toy_upper")
 
@@ -63,17 +63,30 @@ def _toy_modules():
         out.write_text((ctx.stage_dir("make") / "data.txt").read_text().upper())
         return StageResult(outputs={"upper": out})
 
-    upper.Config, upper.run, upper.inputs = UpperConfig, upper_run, upper_inputs
+    upper.SPEC = StageSpec(name="upper", config=UpperConfig, run=upper_run, inputs=upper_inputs, help="toy: upper-case")
     return make, upper
 
 
 @pytest.fixture
-def toy_stages(monkeypatch):
+def empty_registry():
+    """The stage registry emptied for one test (register toy stages into it) and restored, in order, after."""
+    from ledgerlm.stage import STAGES
+
+    saved = dict(STAGES)
+    STAGES.clear()
+    yield STAGES
+    STAGES.clear()
+    STAGES.update(saved)
+
+
+@pytest.fixture
+def toy_stages(monkeypatch, empty_registry):
     """Replace the stage registry by two toy stages: make -> upper."""
-    from ledgerlm import pipeline
+    from ledgerlm import pipeline, stage
 
     make, upper = _toy_modules()
     monkeypatch.setitem(sys.modules, "toy_make", make)
     monkeypatch.setitem(sys.modules, "toy_upper", upper)
-    monkeypatch.setattr(pipeline, "STAGES", {"make": "toy_make", "upper": "toy_upper"})
+    stage.register("make", "toy_make")
+    stage.register("upper", "toy_upper")
     return pipeline

@@ -285,7 +285,7 @@ def test_source_quality_override_changes_the_config_sha_and_shares_gates(tmp_pat
     from ledgerlm.config import to_dict
     from ledgerlm.data.curate import Config, quality_by_source, source_gates
     from ledgerlm.ledger import canonical_sha256
-    from ledgerlm.pipeline import build_recipe, load_raw_recipe
+    from ledgerlm.recipe import build_recipe, load_raw_recipe
 
     def sha(override):
         raw, path = load_raw_recipe(_two_sources(tmp_path, override))

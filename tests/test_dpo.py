@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ledgerlm.ledger import StageContext
 from ledgerlm.post import arith, dpo, preference
+from ledgerlm.stage import StageContext
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -96,7 +96,7 @@ def test_lmeval_mode_keeps_text_after_special_tokens(tmp_path):
 
 def test_stage_samples_and_rl_sampling_stay_within_the_context(tmp_path, monkeypatch):
     from ledgerlm.model import hf
-    from ledgerlm.post.grpo import Sampler
+    from ledgerlm.post.rl import Sampler
     from ledgerlm.samples import SamplesConfig, sample_model
 
     d = make_tiny_model(tmp_path / "m", seed=0, max_seq_len=64)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ledgerlm.ledger import StageContext
-from ledgerlm.post import arith, grpo
+from ledgerlm.post import arith, rl
+from ledgerlm.stage import StageContext
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -36,38 +36,38 @@ def _ctx(run: Path) -> StageContext:
 
 def test_group_advantages():
     r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]])
-    adv, zero = grpo.group_advantages(r, "mean")
+    adv, zero = rl.group_advantages(r, "mean")
     assert adv[0].tolist() == [0.5, -0.5, -0.5, 0.5] and adv[1].tolist() == [0.0] * 4
     assert adv[2].tolist() == [0.75, -0.25, -0.25, -0.25]
     assert zero.tolist() == [False, True, False]
-    adv_s, _ = grpo.group_advantages(r, "mean_std", eps=0.0 + 1e-12)
+    adv_s, _ = rl.group_advantages(r, "mean_std", eps=0.0 + 1e-12)
     assert adv_s[0].tolist() == pytest.approx([1.0, -1.0, -1.0, 1.0])  # population std 0.5
     assert adv_s[2, 0] == pytest.approx(0.75 / math.sqrt(0.1875))
-    assert torch.all(grpo.group_advantages(r, "mean_std")[0][1] == 0)  # uniform group: no signal, no NaN
+    assert torch.all(rl.group_advantages(r, "mean_std")[0][1] == 0)  # uniform group: no signal, no NaN
     with pytest.raises(ValueError):
-        grpo.group_advantages(r, "rank")
+        rl.group_advantages(r, "rank")
 
 
 def test_aggregation_modes_hand_values():
     per_tok = torch.tensor([[1.0, 0.0, 0.0], [2.0, 4.0, 6.0]])
     mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
-    assert float(grpo.aggregate(per_tok, mask, "grpo")) == pytest.approx((1.0 + 4.0) / 2)  # mean of per-seq means
-    assert float(grpo.aggregate(per_tok, mask, "dapo")) == pytest.approx(13.0 / 4)  # per token
-    assert float(grpo.aggregate(per_tok, mask, "drgrpo", max_len=10)) == pytest.approx(13.0 / (2 * 10))  # constant
+    assert float(rl.aggregate(per_tok, mask, "grpo")) == pytest.approx((1.0 + 4.0) / 2)  # mean of per-seq means
+    assert float(rl.aggregate(per_tok, mask, "dapo")) == pytest.approx(13.0 / 4)  # per token
+    assert float(rl.aggregate(per_tok, mask, "drgrpo", max_len=10)) == pytest.approx(13.0 / (2 * 10))  # constant
     # a fully masked row does not count in GRPO's mean over sequences
     mask2 = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
-    assert float(grpo.aggregate(per_tok, mask2, "grpo")) == pytest.approx(4.0)
+    assert float(rl.aggregate(per_tok, mask2, "grpo")) == pytest.approx(4.0)
     with pytest.raises(ValueError):
-        grpo.aggregate(per_tok, mask, "mean")
+        rl.aggregate(per_tok, mask, "mean")
 
 
 def test_kl_k3():
     lp = torch.tensor([-1.0, -2.0, -0.5])
-    assert grpo.kl_k3(lp, lp).tolist() == [0.0, 0.0, 0.0]
+    assert rl.kl_k3(lp, lp).tolist() == [0.0, 0.0, 0.0]
     ref = torch.tensor([-1.5, -1.0, -0.5])
     d = ref - lp
-    assert grpo.kl_k3(lp, ref).tolist() == pytest.approx((torch.exp(d) - d - 1).tolist())
-    assert torch.all(grpo.kl_k3(lp, ref) >= 0)
+    assert rl.kl_k3(lp, ref).tolist() == pytest.approx((torch.exp(d) - d - 1).tolist())
+    assert torch.all(rl.kl_k3(lp, ref) >= 0)
 
 
 def test_policy_loss_clipping_and_kl():
@@ -75,20 +75,20 @@ def test_policy_loss_clipping_and_kl():
     # ratios 1.5, 0.5, 1.0, 1.1 with advantage +1: the first is clipped (above 1 + 0.2), the others are not
     lp = torch.log(torch.tensor([[1.5, 0.5, 1.0, 1.1]])).requires_grad_(True)
     mask = torch.ones(1, 4)
-    loss, st = grpo.policy_loss(lp, old, torch.tensor([1.0]), mask, agg="dapo", clip_low=0.2, clip_high=0.2)
+    loss, st = rl.policy_loss(lp, old, torch.tensor([1.0]), mask, agg="dapo", clip_low=0.2, clip_high=0.2)
     assert st["clipped_frac"] == pytest.approx(0.25)
     assert float(loss.detach()) == pytest.approx(-(1.2 + 0.5 + 1.0 + 1.1) / 4, abs=1e-6)
     loss.backward()
     assert lp.grad[0, 0] == 0  # clipped token: no gradient
     assert lp.grad[0, 1] == pytest.approx(-0.5 / 4)  # d(-ratio)/dlogp = -ratio, / 4 tokens
     # negative advantage: clipping applies below 1 - clip_low; with clip_high larger ("clip higher") 1.5 is not clipped
-    _, st2 = grpo.policy_loss(lp.detach(), old, torch.tensor([-1.0]), mask, clip_low=0.2, clip_high=0.6)
+    _, st2 = rl.policy_loss(lp.detach(), old, torch.tensor([-1.0]), mask, clip_low=0.2, clip_high=0.6)
     assert st2["clipped_frac"] == pytest.approx(0.25)  # only the 0.5 ratio
-    _, st3 = grpo.policy_loss(lp.detach(), old, torch.tensor([1.0]), mask, clip_low=0.2, clip_high=0.6)
+    _, st3 = rl.policy_loss(lp.detach(), old, torch.tensor([1.0]), mask, clip_low=0.2, clip_high=0.6)
     assert st3["clipped_frac"] == 0.0
     # KL term: beta * k3 added per token and reported
     ref = lp.detach() - 0.1
-    l_kl, st4 = grpo.policy_loss(lp.detach(), lp.detach(), torch.tensor([0.0]), mask, ref_logp=ref, kl_beta=2.0)
+    l_kl, st4 = rl.policy_loss(lp.detach(), lp.detach(), torch.tensor([0.0]), mask, ref_logp=ref, kl_beta=2.0)
     k3 = math.exp(-0.1) + 0.1 - 1
     assert st4["kl"] == pytest.approx(k3, rel=1e-4) and float(l_kl) == pytest.approx(2 * k3, rel=1e-4)
 
@@ -96,9 +96,9 @@ def test_policy_loss_clipping_and_kl():
 def test_keep_mask_filters_zero_std_groups_and_truncated():
     zero = torch.tensor([False, True])
     trunc = [False, True, False, False]
-    assert grpo.keep_mask(zero, trunc, 2, True, True).tolist() == [1.0, 0.0, 0.0, 0.0]
-    assert grpo.keep_mask(zero, trunc, 2, False, True).tolist() == [1.0, 0.0, 1.0, 1.0]
-    assert grpo.keep_mask(zero, trunc, 2, True, False).tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert rl.keep_mask(zero, trunc, 2, True, True).tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert rl.keep_mask(zero, trunc, 2, False, True).tolist() == [1.0, 0.0, 1.0, 1.0]
+    assert rl.keep_mask(zero, trunc, 2, True, False).tolist() == [1.0, 1.0, 0.0, 0.0]
 
 
 def test_pass_at_k_unbiased():
@@ -107,27 +107,27 @@ def test_pass_at_k_unbiased():
         items = [1] * c + [0] * (n - c)
         subsets = list(itertools.combinations(range(n), k))
         want = sum(any(items[i] for i in s) for s in subsets) / len(subsets)
-        assert grpo.pass_at_k(n, c, k) == pytest.approx(want)
-    assert grpo.pass_at_k(5, 2, 1) == pytest.approx(0.4)
+        assert rl.pass_at_k(n, c, k) == pytest.approx(want)
+    assert rl.pass_at_k(5, 2, 1) == pytest.approx(0.4)
     with pytest.raises(ValueError):
-        grpo.pass_at_k(4, 5, 1)
+        rl.pass_at_k(4, 5, 1)
 
 
 def test_paired_exact_match():
     before = [True] * 10 + [False] * 30
     after = [True] * 9 + [False] + [True] * 12 + [False] * 18  # gained 12, lost 1
-    t = grpo.paired_exact_match(before, after)
+    t = rl.paired_exact_match(before, after)
     assert (t["gained"], t["lost"], t["n"]) == (12, 1, 40)
     assert t["diff"] == pytest.approx(11 / 40) and t["ci95"][0] < t["diff"] < t["ci95"][1]
     assert t["p_mcnemar"] == pytest.approx(2 * sum(math.comb(13, i) for i in range(2)) / 2**13)
-    assert grpo.paired_exact_match([True, False], [True, False])["p_mcnemar"] == 1.0
+    assert rl.paired_exact_match([True, False], [True, False])["p_mcnemar"] == 1.0
 
 
 def test_verifiable_reward_uses_eval_extractor():
-    assert grpo.verifiable_reward("3 + 4 = 7\n#### 7", "x\n#### 7") == (1.0, True)
-    assert grpo.verifiable_reward("3 + 4 = 7\n#### 8", "#### 7", format_bonus=0.1) == (0.1, False)
-    assert grpo.verifiable_reward("the answer is 7", "#### 7") == (0.0, False)  # strict needs "#### N"
-    assert grpo.verifiable_reward("the answer is 7", "#### 7", extract="flexible") == (1.0, True)
+    assert rl.verifiable_reward("3 + 4 = 7\n#### 7", "x\n#### 7") == (1.0, True)
+    assert rl.verifiable_reward("3 + 4 = 7\n#### 8", "#### 7", format_bonus=0.1) == (0.1, False)
+    assert rl.verifiable_reward("the answer is 7", "#### 7") == (0.0, False)  # strict needs "#### N"
+    assert rl.verifiable_reward("the answer is 7", "#### 7", extract="flexible") == (1.0, True)
 
 
 def test_seq_token_logps_alignment():
@@ -137,7 +137,7 @@ def test_seq_token_logps_alignment():
     m = Llama(model_config("tiny", vocab_size=30)).eval()
     prompts, comps = [[1, 4, 5, 6, 7], [1, 8]], [[9, 2], [10, 11, 12, 2]]
     with torch.no_grad():
-        lp, mask = grpo.seq_token_logps(m, prompts, comps, "cpu", temperature=0.5)
+        lp, mask = rl.seq_token_logps(m, prompts, comps, "cpu", temperature=0.5)
         assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
         for i in range(2):
             logits = m(torch.tensor([prompts[i] + comps[i]]))[0] / 0.5
@@ -155,8 +155,8 @@ def test_rl_loop_raises_a_learnable_reward(tmp_path, monkeypatch):
         share = sum(ch.isdigit() for ch in text) / max(1, len(text))  # continuous: groups are never uniform
         return share, share > 0.5
 
-    monkeypatch.setattr(grpo, "verifiable_reward", digit_share)
-    cfg = grpo.Config(
+    monkeypatch.setattr(rl, "verifiable_reward", digit_share)
+    cfg = rl.Config(
         n_train=20,
         n_eval=2,
         steps=8,
@@ -168,7 +168,7 @@ def test_rl_loop_raises_a_learnable_reward(tmp_path, monkeypatch):
         passk_problems=0,
         log_kl=False,
     )
-    grpo.run(cfg, _ctx(run))
+    rl.run(cfg, _ctx(run))
     rows = [json.loads(x) for x in (run / "rl" / "metrics.jsonl").read_text().splitlines()][1:]
     first = sum(r["reward_mean"] for r in rows[:3]) / 3
     last = sum(r["reward_mean"] for r in rows[-3:]) / 3
@@ -177,7 +177,7 @@ def test_rl_loop_raises_a_learnable_reward(tmp_path, monkeypatch):
 
 def test_rl_stage_end_to_end_logs_everything(tmp_path):
     run = _tiny_run(tmp_path)
-    cfg = grpo.Config(
+    cfg = rl.Config(
         n_train=20,
         n_eval=6,
         steps=2,
@@ -192,7 +192,7 @@ def test_rl_stage_end_to_end_logs_everything(tmp_path):
         mask_truncated=False,
         lr=1e-3,
     )
-    res = grpo.run(cfg, _ctx(run))
+    res = rl.run(cfg, _ctx(run))
     rows = [json.loads(x) for x in (run / "rl" / "metrics.jsonl").read_text().splitlines()]
     assert {"start_pass@1", "start_pass@4", "start_zero_std_frac", "start_truncation_rate", "heldout_em"} <= set(
         rows[0]
@@ -207,15 +207,15 @@ def test_rl_stage_end_to_end_logs_everything(tmp_path):
 
 @pytest.mark.skipif(not (DATA / "gsm8k").is_dir(), reason="shared data absent")
 def test_real_gsm8k_problems_load(tmp_path):
-    cfg = grpo.Config(task=str(DATA / "gsm8k" / "train.jsonl"), n_train=100, n_eval=50)
-    tr, ho, counters = grpo.load_problems(cfg, seed=0)
+    cfg = rl.Config(task=str(DATA / "gsm8k" / "train.jsonl"), n_train=100, n_eval=50)
+    tr, ho, counters = rl.load_problems(cfg, seed=0)
     assert len(tr) == 100 and len(ho) == 50 and counters["quarantined"] == 0
     assert not {p["question"] for p in tr} & {p["question"] for p in ho}
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
         '{"question": "q", "answer": "no final line"}\n{oops\n' + '{"question": "q2", "answer": "#### 3"}\n' * 3
     )
-    tr2, ho2, c2 = grpo.load_problems(grpo.Config(task=str(bad), n_eval=1), seed=0)
+    tr2, ho2, c2 = rl.load_problems(rl.Config(task=str(bad), n_eval=1), seed=0)
     reasons = [q["reason"] for q in c2["quarantine"]]
     assert c2["quarantined"] == 2 and any("####" in r for r in reasons) and any("JSON" in r for r in reasons)
 
@@ -230,10 +230,10 @@ def test_micro_batching_matches_full_batch(tmp_path, monkeypatch, agg):
     def variety(text, gold, extract="strict", format_bonus=0.0):
         return len(set(text)) / 10, False  # differs between almost any two samples: every group has signal
 
-    monkeypatch.setattr(grpo, "verifiable_reward", variety)
+    monkeypatch.setattr(rl, "verifiable_reward", variety)
     weights, logs = [], []
     for micro in (0, 3):
-        cfg = grpo.Config(
+        cfg = rl.Config(
             n_train=10,
             n_eval=2,
             steps=1,
@@ -251,7 +251,7 @@ def test_micro_batching_matches_full_batch(tmp_path, monkeypatch, agg):
             run_dir=run, stage=f"rl_{agg}_{micro}", recipe=None, seed=0, device="cpu", log=logging.getLogger("rl")
         )
         ctx.out_dir.mkdir(parents=True)
-        grpo.run(cfg, ctx)
+        rl.run(cfg, ctx)
         weights.append(load_model(ctx.out_dir / "model").state_dict())
         logs.append(json.loads((ctx.out_dir / "metrics.jsonl").read_text().splitlines()[-1]))
     base = load_model(run / "sft" / "model").state_dict()

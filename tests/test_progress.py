@@ -15,6 +15,7 @@ import pytest
 
 from ledgerlm import ledger
 from ledgerlm.progress import LoggingConfig, Progress, Tracker, divert_stderr, fmt_duration, fmt_value
+from ledgerlm.stage import StageContext, StageResult, StageSpec
 
 
 def scalars(logdir) -> dict[str, list[tuple[int, float]]]:
@@ -205,21 +206,21 @@ def _warn_stage():
         with ctx.steps(2) as view:
             for step in (1, 2):
                 view.log({"step": step, "loss": 1.0 / step})
-        return ledger.StageResult(
+        return StageResult(
             outputs={"x": out},
             metrics={"val_loss": cfg.val, "per": [1.0, float("inf")]},
             summary=["toy kept 1 of 2", "second line"],
         )
 
-    mod.Config, mod.run = _WarnConfig, run
+    mod.SPEC = StageSpec(name="warn", config=_WarnConfig, run=run, help="toy: warns")
     return mod
 
 
-def test_warnings_and_summary_are_printed_recorded_and_audited(tmp_path, monkeypatch, capsys):
+def test_warnings_and_summary_are_printed_recorded_and_audited(tmp_path, monkeypatch, capsys, empty_registry):
     from ledgerlm import pipeline
 
     monkeypatch.setitem(sys.modules, "toy_warn", _warn_stage())
-    monkeypatch.setattr(pipeline, "STAGES", {"warn": "toy_warn"})
+    empty_registry["warn"] = "toy_warn"
     run = tmp_path / "run"
     recipe = pipeline.build_recipe({"name": "t", "stages": ["warn", "audit"], "warn": {"val": float("nan")}})
     assert pipeline.run_pipeline(recipe, run) == 0
@@ -252,28 +253,28 @@ def test_warnings_and_summary_are_printed_recorded_and_audited(tmp_path, monkeyp
 def test_preference_chance_warning():
     from ledgerlm.post.preference import heldout_summary
 
-    ctx = ledger.StageContext(run_dir=None, stage="reward", recipe=None, terminal=io.StringIO())
+    ctx = StageContext(run_dir=None, stage="reward", recipe=None, terminal=io.StringIO())
     chance = {"heldout_accuracy": 0.48, "heldout_p_binomial": 0.69, "heldout_wilson95": [0.38, 0.58]}
     (line,) = heldout_summary(ctx, "reward model", chance, 100, ("before training", 0.51))
     assert line.startswith("held-out accuracy 48.0% (48/100 pairs") and "p = 0.69; before training 51.0%" in line
     assert [w["code"] for w in ctx.warnings] == ["not_better_than_chance"]
     assert "reward model held-out accuracy 48.0% (48/100) is not better than chance" in ctx.warnings[0]["message"]
     good = {"heldout_accuracy": 0.7, "heldout_p_binomial": 3e-5, "heldout_wilson95": [0.6, 0.78]}
-    ctx2 = ledger.StageContext(run_dir=None, stage="dpo", recipe=None, terminal=io.StringIO())
+    ctx2 = StageContext(run_dir=None, stage="dpo", recipe=None, terminal=io.StringIO())
     heldout_summary(ctx2, "DPO", good, 100)
     assert ctx2.warnings == []
 
 
 def test_rl_zero_variance_and_no_change_warnings():
-    from ledgerlm.post.grpo import paired_exact_match, rl_summary
+    from ledgerlm.post.rl import paired_exact_match, rl_summary
 
-    ctx = ledger.StageContext(run_dir=None, stage="rl", recipe=None, terminal=io.StringIO())
+    ctx = StageContext(run_dir=None, stage="rl", recipe=None, terminal=io.StringIO())
     flat = paired_exact_match([False] * 97 + [True] * 3, [False] * 97 + [True] * 3)
     lines = rl_summary(ctx, flat, {"zero_std_groups": 72, "groups": 80}, 0.1)
     assert "held-out exact match 3.0% → 3.0% on 100 problems (+0 / -0, McNemar p = 1)" in lines[0]
     assert [w["code"] for w in ctx.warnings] == ["zero_variance_groups", "no_significant_change"]
     assert ctx.warnings[0]["message"].startswith("90% of 80 groups gave every sample the same reward")
-    ctx2 = ledger.StageContext(run_dir=None, stage="rl", recipe=None, terminal=io.StringIO())
+    ctx2 = StageContext(run_dir=None, stage="rl", recipe=None, terminal=io.StringIO())
     better = paired_exact_match([False] * 100, [True] * 30 + [False] * 70)
     rl_summary(ctx2, better, {"zero_std_groups": 20, "groups": 80}, 0.0)
     assert ctx2.warnings == []

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ledgerlm.ledger import StageContext
 from ledgerlm.post import arith, preference, reward
+from ledgerlm.stage import StageContext
 
 
 def _tiny_run(tmp_path: Path) -> Path:

@@ -376,8 +376,8 @@ def test_resolve_model_dir(tmp_path):
     from types import SimpleNamespace
 
     from ledgerlm.config import ConfigError
-    from ledgerlm.ledger import StageContext
     from ledgerlm.post.common import resolve_model_dir
+    from ledgerlm.stage import StageContext
 
     run, _ = make_base_run(tmp_path, n_convs=4)
     ctx = StageContext(run_dir=run, stage="sft", recipe=SimpleNamespace(stages=["sft"]))
@@ -407,8 +407,8 @@ def test_resolve_model_dir_from_hub(tmp_path, monkeypatch):
     hub = pytest.importorskip("huggingface_hub")
     from types import SimpleNamespace
 
-    from ledgerlm.ledger import StageContext
     from ledgerlm.post.common import resolve_model_dir
+    from ledgerlm.stage import StageContext
 
     calls = []
     monkeypatch.setattr(hub, "snapshot_download", lambda name, allow_patterns: calls.append(name) or str(tmp_path))
@@ -504,9 +504,9 @@ def test_sft_kill_and_resume_is_bitwise(tmp_path, monkeypatch):
 def test_sft_resume_refuses_a_changed_config(tmp_path, monkeypatch):
     """Through the pipeline a changed lr is a new attempt (the stage dir is wiped, the run starts over); a direct call
     told to resume onto a checkpoint written with another lr refuses, naming the checkpoint and the key."""
-    from ledgerlm.ledger import StageContext
     from ledgerlm.pipeline import run_stage
     from ledgerlm.post import sft
+    from ledgerlm.stage import StageContext
 
     quiet = lambda *_: None  # noqa: E731
     run, data = make_base_run(tmp_path, n_convs=60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
@@ -134,13 +135,26 @@ def test_atomic_jsonl_roundtrip_compressed(tmp_path):
 
 
 def test_every_subcommand_has_help(capsys):
-    from ledgerlm.cli import STAGE_HELP, TOOLS
+    from ledgerlm.cli import TOOLS
+    from ledgerlm.stage import STAGES
 
-    for cmd in ["run", "plan", "report", "audit", *STAGE_HELP, *TOOLS]:
+    for cmd in ["run", "plan", "report", "audit", *STAGES, *TOOLS]:
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0
         assert "usage" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "demo-fast" in capsys.readouterr().out  # the built-in recipes are listed
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "RLVR / GRPO with verifiable rewards" in capsys.readouterr().out  # a stage's help comes from its spec
+    from ledgerlm.cli import build_parser
+
+    for stage in STAGES:  # every option of every stage command has help (flags made from Config fields included)
+        sub = next(a for a in build_parser(stage)._actions if isinstance(a, argparse._SubParsersAction))
+        unhelped = [a.dest for a in sub.choices[stage]._actions if not a.help]
+        assert unhelped == [], (stage, unhelped)
 
 
 def test_plan_validates_real_recipes_and_estimates(capsys):

@@ -60,6 +60,7 @@ from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import Record, SourceSpec, check_sources, iter_records
 from ledgerlm.data.workdir import Chunk, WorkDir
 from ledgerlm.io import atomic_path, atomic_write_json, atomic_write_text
+from ledgerlm.stage import StageResult, StageSpec
 
 
 @dataclass
@@ -1102,8 +1103,6 @@ def inputs(cfg: Config, ctx) -> dict:
 
 
 def run(cfg: Config, ctx):
-    from ledgerlm.ledger import StageResult
-
     bar = ctx.progress(total=len(steps(cfg, "", "")), desc="curate", unit="step")  # scan, index, ... merge
 
     def step_done(name: str) -> None:
@@ -1205,7 +1204,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
         metavar="TASK_OR_FILE",
         help="benchmark task name or file to decontaminate against (repeatable)",
     )
-    p.add_argument("--decontam-action", choices=["drop", "cut"], default=None)
+    p.add_argument("--decontam-action", choices=["drop", "cut"], default=None, help="decontam.action: drop a matching document or cut the match")
     p.add_argument("--data-dir", default=None, help="local benchmark data for task names (e.g. ../shared/data)")
     p.add_argument("--tasks", type=int, default=None, help="datatrove tasks")
     p.add_argument("--workers", type=int, default=None, help="datatrove workers (processes)")
@@ -1228,3 +1227,15 @@ def cli_overrides(args) -> dict:
         if getattr(args, flag, None) is not None:
             out[key] = getattr(args, flag)
     return out
+
+
+SPEC = StageSpec(
+    name="curate",
+    config=Config,
+    run=run,
+    help="quality gates, near-dedup, segment dedup and decontamination of raw text",
+    inputs=inputs,
+    plan=plan,
+    add_cli_args=add_cli_args,
+    cli_overrides=cli_overrides,
+)

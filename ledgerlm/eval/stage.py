@@ -20,10 +20,7 @@ from ledgerlm.eval.evaluate import evaluate, load_references, summary_metrics, t
 from ledgerlm.eval.harness import load_lm
 from ledgerlm.eval.tasks import ALL_TASKS, GENERATIVE, SIX_TASKS, SPECS, TaskDataError, hub_unavailable, local_source
 from ledgerlm.io import atomic_write_json, atomic_write_text
-from ledgerlm.ledger import StageResult
-
-# Later stages first: "auto" picks the most post-trained model present in the run.
-MODEL_STAGES = ("rl", "dpo", "interpolate", "sft", "pretrain")
+from ledgerlm.stage import StageResult, StageSpec
 
 
 @dataclass
@@ -89,20 +86,8 @@ def generation_defaults(task: str, max_length: int) -> tuple[list[int], int]:
 def resolve_model(cfg: Config, ctx) -> list[Path | str]:
     """The model folder(s) to score: a stage's output, the latest one present, or explicit paths / Hub names."""
     if cfg.model == "auto":
-        for s in MODEL_STAGES:
-            d = ctx.stage_dir(s) / "model"
-            if (d / "config.json").is_file():
-                return [d]
-        planned = getattr(ctx.recipe, "stages", [])
-        for s in MODEL_STAGES:  # not run yet, but this recipe will produce it before eval runs
-            if s in planned:
-                return [ctx.stage_dir(s) / "model"]
-        raise ConfigError(
-            "eval.model",
-            f"auto: no model in {ctx.run_dir} (looked for {', '.join(s + '/model' for s in MODEL_STAGES)}); "
-            "give --model / eval.model a stage name or a model folder",
-        )
-    if cfg.model in MODEL_STAGES:
+        return [SPEC.starting_model(ctx, "eval.model")]
+    if cfg.model in SPEC.starts_from:
         return [ctx.stage_dir(cfg.model) / "model"]
     return model_specs(cfg.model)
 
@@ -125,7 +110,7 @@ def model_specs(model: str) -> list[Path | str]:
         elif spec:
             raise ConfigError(
                 "eval.model",
-                f"no model at {spec}: give a model folder (RUN/<stage>/model), a stage name ({', '.join(MODEL_STAGES)})"
+                f"no model at {spec}: give a model folder (RUN/<stage>/model), a stage name ({', '.join(SPEC.starts_from)})"
                 " inside a run, or a Hub name such as org/model",
             )
     return out
@@ -346,7 +331,7 @@ def direct_main(args) -> int | None:
         parts, value = parse_override(o)
         raw = apply_overrides(raw, {".".join(parts[1:] if parts[0] == "eval" else parts): value})
     cfg = from_dict(Config, raw, prefix="eval")
-    if cfg.model in ("auto", *MODEL_STAGES):
+    if cfg.model in ("auto", *SPEC.starts_from):
         raise ConfigError("eval.model", "with --out FILE.json give --model a model folder (or A,B for an ensemble)")
     from ledgerlm.progress import Progress, say
 
@@ -378,3 +363,17 @@ def load_results(path: str | Path) -> dict:
         raise FileNotFoundError(
             f"{path}: no evaluation results (expected a results .json or a run directory)"
         ) from None
+
+
+SPEC = StageSpec(
+    name="eval",
+    config=Config,
+    run=run,
+    help="zero-shot six-task evaluation and GSM8K, with confidence intervals",
+    inputs=inputs,
+    plan=plan,
+    add_cli_args=add_cli_args,
+    cli_overrides=cli_overrides,
+    direct_main=direct_main,
+    starts_from=("rl", "dpo", "interpolate", "sft", "pretrain",),
+)

@@ -17,6 +17,7 @@ from ledgerlm.config import ConfigError
 from ledgerlm.data.tokenizer import save_hf_tokenizer_files
 from ledgerlm.model.hf import load_model, load_tokenizer_for, save_model
 from ledgerlm.post.chat import CHAT_TEMPLATE
+from ledgerlm.stage import STAGES
 from ledgerlm.train.checkpoint import trim_metrics
 
 IGNORE = -100  # target id that contributes no loss
@@ -26,8 +27,6 @@ def resolve_model_dir(ref: str | Path, ctx, key: str = "base") -> Path:
     """A stage name (`pretrain`, `sft`, ...) -> that stage's `model/` in this run; otherwise a path to a model dir
     (or to a stage dir that holds `model/`). Raises ConfigError naming `key` when nothing is there -- except for a
     stage this recipe runs itself, whose output will exist by the time it is read (so `plan`/preflight pass)."""
-    from ledgerlm.pipeline import STAGES
-
     ref = str(ref)
     candidates = []
     if ref in STAGES:

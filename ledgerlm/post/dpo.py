@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 
 from ledgerlm.device import autocast
 from ledgerlm.io import atomic_path, write_jsonl
-from ledgerlm.ledger import StageResult, sha256_file
+from ledgerlm.ledger import sha256_file
 from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.post.common import (
     MetricsLog,
@@ -50,6 +50,7 @@ from ledgerlm.post.preference import (
     sequence_logps,
     write_heldout,
 )
+from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train.optim import build_optimizer
 from ledgerlm.train.schedule import lr_at
 
@@ -174,10 +175,7 @@ def implicit_rewards(pol: dict, ref: dict, beta: float, length_normalize: bool) 
 def _init_dir(cfg: Config, ctx) -> Path:
     if cfg.init != "auto":
         return resolve_model_dir(cfg.init, ctx, "dpo.init")
-    for name in ("interpolate", "sft"):
-        if (Path(ctx.stage_dir(name)) / "model" / "config.json").is_file():
-            return Path(ctx.stage_dir(name)) / "model"
-    return resolve_model_dir("sft", ctx, "dpo.init")  # raises a ConfigError naming what was looked for
+    return SPEC.starting_model(ctx, "dpo.init")
 
 
 def inputs(cfg: Config, ctx) -> dict[str, Path]:
@@ -356,3 +354,17 @@ def run(cfg: Config, ctx):
         extra={"init_model": str(init_dir), "loss": cfg.loss, "beta": cfg.beta},
         summary=heldout_summary(ctx, "DPO", heldout, n_ho, ("reference model", init_logp_acc)),
     )
+
+
+SPEC = StageSpec(
+    name="dpo",
+    config=Config,
+    run=run,
+    help="direct preference optimisation (sigmoid or length-normalised)",
+    inputs=inputs,
+    plan=plan,
+    add_cli_args=add_cli_args,
+    produces="chat_model",
+    starts_from=("interpolate", "sft",),
+    headline=("final_val_loss",),
+)

@@ -26,9 +26,9 @@ from ledgerlm.config import ConfigError
 from ledgerlm.eval.evaluate import HEADLINE, evaluate
 from ledgerlm.eval.harness import LedgerLlama, load_tok
 from ledgerlm.io import atomic_write_json, atomic_write_text
-from ledgerlm.ledger import StageResult
 from ledgerlm.post import sft
 from ledgerlm.post.common import load_model_and_tokenizer, resolve_model_dir, save_model_dir, seed_everything
+from ledgerlm.stage import StageResult, StageSpec
 
 
 @dataclass
@@ -237,3 +237,16 @@ def run(cfg: Config, ctx):
             ),
         ],
     )
+
+
+SPEC = StageSpec(
+    name="interpolate",
+    config=Config,
+    run=run,
+    help="interpolate base and fine-tuned weights over a list of alphas and pick one",
+    inputs=inputs,
+    plan=plan,
+    add_cli_args=add_cli_args,
+    cli_overrides=cli_overrides,
+    produces="chat_model",
+)

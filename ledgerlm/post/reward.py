@@ -34,7 +34,6 @@ from torch import nn
 
 from ledgerlm.device import autocast
 from ledgerlm.io import atomic_path, write_jsonl
-from ledgerlm.ledger import StageResult
 from ledgerlm.post.common import (
     MetricsLog,
     load_model_and_tokenizer,
@@ -50,6 +49,7 @@ from ledgerlm.post.preference import (
     pad_batch,
     write_heldout,
 )
+from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train.optim import build_optimizer
 from ledgerlm.train.schedule import lr_at
 
@@ -317,3 +317,18 @@ def _step_with_mult(rm: RewardModel, opt, lr: float, grad_clip: float) -> float:
     opt.step()
     opt.zero_grad(set_to_none=True)
     return float(norm)
+
+
+SPEC = StageSpec(
+    name="reward",
+    config=Config,
+    run=run,
+    help="train a Bradley-Terry reward model",
+    inputs=inputs,
+    plan=plan,
+    add_cli_args=add_cli_args,
+    cli_overrides=cli_overrides,
+    produces="reward_model",
+    starts_from=("sft",),
+    headline=("val_accuracy",),
+)

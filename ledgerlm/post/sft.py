@@ -33,7 +33,6 @@ import xxhash
 from ledgerlm.config import ConfigError
 from ledgerlm.device import autocast
 from ledgerlm.io import atomic_write_json, write_jsonl
-from ledgerlm.ledger import StageResult
 from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.post import chat
 from ledgerlm.post.common import (
@@ -45,6 +44,7 @@ from ledgerlm.post.common import (
     save_model_dir,
     seed_everything,
 )
+from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train import checkpoint as ckpt_lib
 from ledgerlm.train.dist import DistInfo, load_full_state_dicts
 from ledgerlm.train.optim import build_optimizer
@@ -519,3 +519,18 @@ def run(cfg: Config, ctx):
             + f"; train loss {first_loss:.3f} → {last_loss:.3f} over {total:,} steps, {seen_tokens:,} tokens"
         ],
     )
+
+
+SPEC = StageSpec(
+    name="sft",
+    config=Config,
+    run=run,
+    help="supervised fine-tuning on chat data (packed, assistant-only loss)",
+    inputs=inputs,
+    plan=plan,
+    add_cli_args=add_cli_args,
+    cli_overrides=cli_overrides,
+    produces="chat_model",
+    starts_from=("pretrain",),
+    headline=("final_val_loss",),
+)

@@ -28,16 +28,8 @@ import numpy as np
 from ledgerlm import ledger
 from ledgerlm.config import ConfigError, apply_overrides, load_raw_recipe, parse_override
 from ledgerlm.io import atomic_path, atomic_write_json, atomic_write_text
-from ledgerlm.pipeline import STAGES, build_recipe, run_stage
-
-# What to plot when --metric is not given: the headline metric of each stage.
-DEFAULT_METRICS = {
-    "sft": ["final_val_loss"],
-    "dpo": ["final_val_loss"],
-    "reward": ["val_accuracy"],
-    "pretrain": ["final_val_loss"],
-    "rl": ["final_reward"],
-}
+from ledgerlm.pipeline import build_recipe, run_stage
+from ledgerlm.stage import STAGES, get
 
 
 def _number(v):
@@ -124,7 +116,7 @@ def run_sweep(
         cell_raw["stages"] = [stage]
         cell_recipe = build_recipe(cell_raw, source, need_all=False)  # validate every cell before running any
         cells.append((assign, cell_recipe))
-    metrics = list(metrics or DEFAULT_METRICS.get(stage, []))
+    metrics = list(metrics or get(stage).headline)  # not given: the stage's headline metrics
     if not metrics:
         raise ConfigError("--metric", f"no default metric for stage {stage!r}; pass --metric NAME")
     rows = []

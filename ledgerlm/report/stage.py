@@ -22,7 +22,7 @@ from typing import Any
 
 from ledgerlm import ledger
 from ledgerlm.io import atomic_write_bytes, atomic_write_text, iter_jsonl
-from ledgerlm.ledger import StageResult
+from ledgerlm.stage import StageResult, StageSpec
 
 SECTIONS = [
     "Run",
@@ -948,3 +948,12 @@ def run(cfg: Config, ctx) -> StageResult:
     return StageResult(
         outputs={"report": out}, counters={"numbers_shown": len(card.numbers), "images": len(card.images)}
     )
+
+
+SPEC = StageSpec(
+    name="report",
+    config=Config,
+    run=run,
+    help="build report.md and report.html for a run from its ledger",
+    inputs=inputs,
+)

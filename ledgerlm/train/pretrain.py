@@ -32,10 +32,10 @@ from ledgerlm.data.mixture import phases_from_config
 from ledgerlm.data.shards import TokenIndex
 from ledgerlm.device import autocast as bf16_autocast
 from ledgerlm.device import peak_flops
-from ledgerlm.ledger import StageResult
 from ledgerlm.model.hf import load_model, save_model
 from ledgerlm.model.llama import build_model, model_config
 from ledgerlm.model.loss import DEFAULT_CHUNK
+from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train import checkpoint as ckpt_lib
 from ledgerlm.train.averaging import EMA, SnapshotAverage, load_weights_into, snapshot_steps
 from ledgerlm.train.data import LoaderSource, WindowSource, doc_ids_from_eot, from_tokenize_dir
@@ -547,3 +547,16 @@ def run(cfg: Config, ctx):
         },
         summary=summary,
     )
+
+
+SPEC = StageSpec(
+    name="pretrain",
+    config=Config,
+    run=run,
+    help="pretrain the model on the token shards",
+    inputs=inputs,
+    plan=plan,
+    add_cli_args=add_cli_args,
+    produces="model",
+    headline=("final_val_loss",),
+)

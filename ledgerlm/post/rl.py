@@ -37,7 +37,6 @@ from ledgerlm.device import autocast
 from ledgerlm.eval.gsm8k import extract_strict, is_correct
 from ledgerlm.eval.stats import mcnemar
 from ledgerlm.io import atomic_write_json, open_text, write_jsonl
-from ledgerlm.ledger import StageResult
 from ledgerlm.model.generate import generate
 from ledgerlm.post import arith
 from ledgerlm.post.chat import render_prompt, special_ids
@@ -50,6 +49,7 @@ from ledgerlm.post.common import (
     seed_everything,
 )
 from ledgerlm.post.preference import pad_batch, token_logps
+from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train.optim import build_optimizer
 from ledgerlm.train.schedule import lr_at
 
@@ -428,10 +428,7 @@ def sampled_pass_at_k(model, sampler: Sampler, problems, cfg: Config, gen) -> di
 def _init_dir(cfg: Config, ctx) -> Path:
     if cfg.init != "auto":
         return resolve_model_dir(cfg.init, ctx, "rl.init")
-    for name in ("dpo", "interpolate", "sft"):
-        if (Path(ctx.stage_dir(name)) / "model" / "config.json").is_file():
-            return Path(ctx.stage_dir(name)) / "model"
-    return resolve_model_dir("sft", ctx, "rl.init")
+    return SPEC.starting_model(ctx, "rl.init")
 
 
 def inputs(cfg: Config, ctx) -> dict[str, Path]:
@@ -711,3 +708,17 @@ def rl_summary(ctx, test: dict, totals: dict, truncation: float) -> list[str]:
             f"change (McNemar p = {p:.2g} >= {WARN_P})",
         )
     return lines
+
+
+SPEC = StageSpec(
+    name="rl",
+    config=Config,
+    run=run,
+    help="RLVR / GRPO with verifiable rewards",
+    inputs=inputs,
+    plan=plan,
+    add_cli_args=add_cli_args,
+    produces="chat_model",
+    starts_from=("dpo", "interpolate", "sft",),
+    headline=("final_reward",),
+)

@@ -37,7 +37,7 @@ from ledgerlm.data.tokenizer import (
     train_tokenizer,
 )
 from ledgerlm.io import atomic_write_json, has_content, write_jsonl
-from ledgerlm.ledger import StageResult
+from ledgerlm.stage import StageResult, StageSpec
 
 
 @dataclass
@@ -307,3 +307,15 @@ def run(cfg: Config, ctx) -> StageResult:
         extra=extra,
         summary=summary,
     )
+
+
+SPEC = StageSpec(
+    name="tokenize",
+    config=Config,
+    run=run,
+    help="train or load a tokenizer and write token shards",
+    inputs=inputs,
+    plan=plan,
+    add_cli_args=add_cli_args,
+    cli_overrides=cli_overrides,
+)
