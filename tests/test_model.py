@@ -136,3 +136,28 @@ def test_ensemble_prob_average_and_generation():
         assert torch.allclose(ens(x).exp(), p, atol=1e-6)
     prompts = [[4, 5, 6], [7]]
     assert generate(ens, prompts, 6) == generate(ens, prompts, 6, use_cache=False)
+
+
+def test_save_tensors_is_byte_identical_with_several_metadata_keys(tmp_path):
+    """safetensors writes metadata in hash order; ours sorts the header so equal tensors give equal bytes (and the
+    ledger's sha256), and the file still loads with its metadata."""
+    import json
+
+    from safetensors import safe_open
+
+    from ledgerlm.model.hf import save_tensors
+
+    t = {"chosen": torch.arange(5, dtype=torch.float32), "rejected": torch.ones(3)}
+    meta = {f"key{i}": str(i) for i in range(12)}
+    blobs = set()
+    for i in range(4):
+        save_tensors(t, tmp_path / f"{i}.safetensors", meta)
+        blobs.add((tmp_path / f"{i}.safetensors").read_bytes())
+    assert len(blobs) == 1
+    blob = blobs.pop()
+    n = int.from_bytes(blob[:8], "little")
+    assert n % 8 == 0
+    assert list(json.loads(blob[8 : 8 + n])["__metadata__"]) == sorted(meta)
+    with safe_open(str(tmp_path / "0.safetensors"), "pt") as f:
+        assert f.metadata() == meta
+        assert torch.equal(f.get_tensor("chosen"), t["chosen"]) and torch.equal(f.get_tensor("rejected"), t["rejected"])

@@ -13,11 +13,11 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 from tokenizers import Tokenizer
 
 from ledgerlm.data.tokenizer import load_tokenizer, save_hf_tokenizer_files
-from ledgerlm.io import _fsync_dir
+from ledgerlm.io import _fsync_dir, atomic_write_bytes
 from ledgerlm.model.llama import Llama, ModelConfig, build_model
 
 WEIGHTS = "model.safetensors"
@@ -141,6 +141,16 @@ def save_model(
             _rmtree(tmp)
         raise
     return out_dir
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path, metadata: dict[str, str]) -> None:
+    """A safetensors file (written atomically) whose header keys are sorted: safetensors writes `metadata` in hash
+    order, so the same tensors would otherwise give different bytes, and a different sha256, from run to run."""
+    blob = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
+    n = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the data stays 8-byte aligned, as safetensors pads it
+    atomic_write_bytes(path, len(header).to_bytes(8, "little") + header + blob[8 + n :])
 
 
 def _rmtree(p: Path) -> None:

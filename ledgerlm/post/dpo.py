@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from ledgerlm.device import autocast
-from ledgerlm.io import atomic_path, write_jsonl
+from ledgerlm.io import write_jsonl
 from ledgerlm.ledger import sha256_file
+from ledgerlm.model.hf import save_tensors
 from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.post.common import (
     MetricsLog,
@@ -156,8 +156,7 @@ def reference_logps(
                         log.info("reference log-probs reused from %s", cand)
                     return {k: f.get_tensor(k) for k in f.keys()}, "hit"  # noqa: SIM118 - safe_open has no items()
     ref = score_pairs(ref_model, encoded, batch_size, device)
-    with atomic_path(cache) as tmp:
-        save_file({k: v.contiguous() for k, v in ref.items()}, str(tmp), metadata=want)
+    save_tensors(ref, cache, want)
     return ref, "miss"
 
 

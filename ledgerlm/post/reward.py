@@ -29,11 +29,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from ledgerlm.device import autocast
-from ledgerlm.io import atomic_path, write_jsonl
+from ledgerlm.io import write_jsonl
+from ledgerlm.model.hf import save_tensors
 from ledgerlm.post.common import (
     MetricsLog,
     load_model_and_tokenizer,
@@ -133,9 +134,8 @@ def score(rm: RewardModel, encoded, batch_size: int, device) -> tuple[torch.Tens
 
 def save_head(rm: RewardModel, model_dir: Path) -> Path:
     path = Path(model_dir) / HEAD_FILE
-    with atomic_path(path) as tmp:
-        sd = {k: v.detach().cpu().float().contiguous() for k, v in rm.head.state_dict().items()}
-        save_file(sd, str(tmp), metadata={"format": "pt", "kind": "ledgerlm-reward-head"})
+    sd = {k: v.detach().cpu().float() for k, v in rm.head.state_dict().items()}
+    save_tensors(sd, path, {"format": "pt", "kind": "ledgerlm-reward-head"})
     return path
 
 
