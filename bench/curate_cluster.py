@@ -97,7 +97,8 @@ def run_curate(recipe: str, cwd: Path, run_dir: str, overrides: list[str], env: 
         "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
         "load": load,
         "command": " ".join(["ledgerlm", *cmd[3:]]),
-        "output": p.stdout + p.stderr,
+        # the terminal's output and the stage log, where other libraries' messages go while a stage runs
+        "output": p.stdout + p.stderr + (cwd / run_dir / "logs" / "curate.log").read_text(errors="replace"),
     }
 
 
