@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -46,9 +47,14 @@ def main() -> int:
     cmd = readme_command(clone / "README.md", 1)
     print(f"+ {cmd}  (in {clone})", flush=True)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    load0 = os.getloadavg()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     proc = subprocess.run(["bash", "-c", cmd], cwd=clone, env=env)
     total = time.time() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)  # install + pipeline, all processes
+    load1 = os.getloadavg()
     if proc.returncode != 0:
         print(f"README command failed with exit code {proc.returncode}")
         return 1
@@ -62,7 +68,8 @@ def main() -> int:
     report = run / "report" / "report.html"
     body = (
         f"README's first command from a fresh clone (new venv, `pip install`, `ledgerlm run demo`): "
-        f"**{total:.0f} s** wall in total, of which the pipeline's stages took {staged:.0f} s; "
+        f"**{total:.0f} s** wall in total ({cpu:.0f} s CPU, user + system of every process; load average "
+        f"{load0[0]:.2f} before, {load1[0]:.2f} after), of which the pipeline's stages took {staged:.0f} s; "
         f"report written: {report.is_file()}. Goal: under 600 s on 2 cores.\n\n"
         f"| stage | seconds |\n|---|---|\n{rows}\n"
     )
