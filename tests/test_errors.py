@@ -41,6 +41,10 @@ MISTAKES = [
     (["inspect", "no/such/run"], "no/such/run"),
     (["report", "no/such/run"], "no/such/run does not exist"),
     (["audit", "no/such/run"], "no/such/run does not exist"),
+    (
+        ["plan", "demo", "rl.task=arith:max_ops=1,max_value=10", "rl.n_train=90"],
+        "only 47 distinct heldout problems found (asked 100)",
+    ),
 ]
 
 

@@ -97,10 +97,10 @@ class Config:
     log_samples: int = 2  # completions per step written to samples.jsonl
 
     def validate(self) -> None:
-        if self.task.split(":")[0] == "arith":
-            from ledgerlm.post.arith import generate, task_options
-
-            generate(self.n_train or 2000, "train", 0, **task_options(self.task))  # a bad option, or too few problems
+        if self.task.split(":")[0] == "arith":  # a bad option, or too few distinct problems for either split
+            opts = arith.task_options(self.task)
+            arith.generate(self.n_train or 2000, "train", 0, **opts)
+            arith.generate(self.n_eval, "heldout", 0, **opts)
         if self.advantage not in ADV_MODES:
             raise ValueError(f"advantage must be one of {ADV_MODES}, got {self.advantage!r}")
         if self.loss_agg not in AGG_MODES:
