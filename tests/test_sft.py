@@ -394,7 +394,7 @@ def test_sft_cli(tmp_path, capsys):
     from ledgerlm.cli import main
 
     run, data = make_base_run(tmp_path, n_convs=30)
-    argv = ["sft", "--out", str(run), "--data", str(data), "--max-steps", "2", "--no-pack", "seq_len=128", "device=cpu"]
+    argv = ["sft", "--out", str(run), "--data", str(data), "--max-steps", "2", "--pack", "false", "seq_len=128", "device=cpu"]
     assert main(argv) == 0
     rec = json.loads((run / "ledger" / "sft.json").read_text())
     assert rec["config"]["pack"] is False and rec["config"]["max_steps"] == 2 and rec["config"]["seq_len"] == 128

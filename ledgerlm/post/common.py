@@ -1,5 +1,6 @@
-"""Small helpers shared by the post-training loops (sft, dpo, reward, rl, interpolate): where the upstream model is,
-loading it with its tokenizer, one optimizer step on a schedule, per-token log-probs, and saving the result.
+"""What the post-training loops (sft, dpo, reward, rl, interpolate) share: where the starting model is, loading it
+with its tokenizer, the step schedule (length, warmup, lr, when to evaluate), drawing shuffled batches, one optimizer
+step, the per-step log (metrics.jsonl + progress + tracker) and saving the result.
 
 Kept deliberately thin: each loop stays readable in its own file and only the boring parts live here.
 """
@@ -7,18 +8,23 @@ Kept deliberately thin: each loop stays readable in its own file and only the bo
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ledgerlm import hub
 from ledgerlm.config import ConfigError
 from ledgerlm.data.tokenizer import save_hf_tokenizer_files
 from ledgerlm.model.hf import load_model, load_tokenizer_for, save_model
 from ledgerlm.post.chat import CHAT_TEMPLATE
 from ledgerlm.stage import STAGES
 from ledgerlm.train.checkpoint import trim_metrics
+from ledgerlm.train.optim import clip_grad
+from ledgerlm.train.schedule import lr_at
 
 IGNORE = -100  # target id that contributes no loss
 
@@ -52,8 +58,6 @@ def hub_model_dir(name: str, key: str = "base") -> Path:
         from huggingface_hub import snapshot_download
     except ImportError as e:
         raise ConfigError(key, f"{name!r} looks like a Hub model; `pip install ledgerlm[hf]` to download it") from e
-    from ledgerlm import hub
-
     local = hub.model_dir(name)
     if local is not None:
         return local
@@ -62,6 +66,45 @@ def hub_model_dir(name: str, key: str = "base") -> Path:
         return Path(snapshot_download(name, allow_patterns=patterns))
     except Exception as e:  # network, auth, missing repo: say which key and name
         raise ConfigError(key, f"could not fetch {name!r} from the Hugging Face Hub: {e}") from e
+
+
+def starting_dir(spec, ref: str, ctx, key: str) -> Path:
+    """The model directory a stage starts from: "auto" -> the first of the spec's `starts_from` that has (or will have)
+    a model in this run; anything else as `resolve_model_dir` reads it. `key` names the recipe field in errors."""
+    return spec.starting_model(ctx, key) if ref == "auto" else resolve_model_dir(ref, ctx, key)
+
+
+def data_input(source: str) -> Path | str:
+    """A data source as the ledger records it: a local file (hashed), else a Hub dataset by name ("hub:NAME")."""
+    p = Path(source).expanduser()
+    return p if p.exists() else f"hub:{source.removeprefix('hf:')}"
+
+
+def init_inputs(spec, init: str, ctx, **sources: str) -> dict:
+    """The inputs of a stage that starts from `init` (the recipe's `<stage>.init`) and reads `sources` (name ->
+    source; the built-in arith task is code, not an input)."""
+    out: dict = {"init_model": starting_dir(spec, init, ctx, f"{spec.name}.init")}
+    out.update({name: data_input(src) for name, src in sources.items() if src.split(":")[0] != "arith"})
+    return out
+
+
+def load_start(spec, ref: str, ctx, key: str):
+    """Seed the global RNGs (model init, dropout), then load the model the stage starts from (`starting_dir`) with its
+    tokenizer -> (model_dir, model, tokenizer)."""
+    seed_everything(ctx.seed)
+    model_dir = starting_dir(spec, ref, ctx, key)
+    model, tokenizer = load_model_and_tokenizer(model_dir, ctx.device)
+    return model_dir, model, tokenizer
+
+
+def length_text(cfg) -> str:
+    """How long an epoch-based loop runs, for `ledgerlm plan`."""
+    return f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs:g} epochs"
+
+
+def trained_outputs(out_dir: Path, *files: str) -> dict[str, Path]:
+    """A training stage's outputs for the ledger: model/, metrics.jsonl, `files`, quarantine.jsonl (named by stem)."""
+    return {name.split(".")[0]: Path(out_dir) / name for name in ("model", "metrics.jsonl", *files, "quarantine.jsonl")}
 
 
 def load_model_and_tokenizer(model_dir: Path, device: str | torch.device = "cpu"):
@@ -87,18 +130,78 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def frozen_copy(model_dir: Path, device) -> torch.nn.Module:
+    """The starting model once more, without gradients: the reference of DPO and of RL's KL."""
+    ref, _ = load_model_and_tokenizer(model_dir, device)
+    return ref.requires_grad_(False)
+
+
+@dataclass
+class Schedule:
+    """How long a loop runs and how its lr moves: `total` optimizer steps, linear warmup over `warmup` steps, then
+    `shape` (constant | linear | cosine) towards min_lr_ratio * lr; held-out evaluation every `eval_every` steps."""
+
+    total: int
+    lr: float
+    warmup: int = 0
+    shape: str = "constant"
+    min_lr_ratio: float = 0.0
+    eval_every: int = 0  # 0 = never (the stage evaluates before and after only)
+    per_epoch: int = 0  # optimizer steps in one pass over the data (epoch-based loops)
+
+    @classmethod
+    def from_epochs(cls, cfg, n_items: int, evals: int, min_lr_ratio: float = 0.0) -> Schedule:
+        """`cfg.max_steps`, else `cfg.epochs` passes over `n_items` in batches of `cfg.batch_size`; warmup is
+        `cfg.warmup_ratio` of the steps; `cfg.eval_every`, else about `evals` held-out evaluations per run."""
+        per_epoch = max(1, math.ceil(n_items / cfg.batch_size))
+        total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
+        every = cfg.eval_every or max(1, total // evals)
+        return cls(total, cfg.lr, int(cfg.warmup_ratio * total), cfg.schedule, min_lr_ratio, every, per_epoch)
+
+    def lr_at(self, step: int) -> float:
+        return lr_at(step, self.total, self.lr, self.warmup, self.shape, self.min_lr_ratio)
+
+    def evaluates(self, step: int) -> bool:
+        """Whether 0-based `step` ends with a held-out evaluation (every `eval_every`, and the last step)."""
+        return bool(self.eval_every) and ((step + 1) % self.eval_every == 0 or step + 1 == self.total)
+
+
+class Shuffled:
+    """Endless passes over `n` items, each pass in a fresh random order; `take(k)` gives the next k indices. `gen` is a
+    torch.Generator (torch.randperm) or a random.Random (shuffle). `queue` (what is left of the current pass, taken from
+    its end) and `epoch` (passes begun) are what a checkpoint saves to resume the same order."""
+
+    def __init__(self, n: int, gen: torch.Generator | random.Random):
+        self.n, self.gen = n, gen
+        self.queue: list[int] = []
+        self.epoch = 0
+
+    def _permutation(self) -> list[int]:
+        if isinstance(self.gen, random.Random):
+            order = list(range(self.n))
+            self.gen.shuffle(order)
+            return order
+        return torch.randperm(self.n, generator=self.gen).tolist()
+
+    def take(self, k: int) -> list[int]:
+        out = []
+        while len(out) < k:
+            if not self.queue:
+                self.queue = self._permutation()
+                self.epoch += 1
+            out.append(self.queue.pop())
+        return out
+
+
 def optimizer_step(model, optimizer, lr: float, grad_clip: float = 1.0) -> float:
-    """Set the lr, clip gradients (if grad_clip > 0), step, zero grads; returns the pre-clip gradient norm."""
+    """Set the lr (times a group's `lr_mult`: a fresh head may learn faster), clip gradients (if grad_clip > 0),
+    step, zero grads; returns the pre-clip gradient norm."""
     for g in optimizer.param_groups:
-        g["lr"] = lr
-    params = [p for p in model.parameters() if p.grad is not None]
-    if grad_clip > 0:
-        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    else:
-        norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params]))
+        g["lr"] = lr * g.get("lr_mult", 1.0)
+    norm = clip_grad(model, grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(norm)
+    return norm
 
 
 class MetricsLog:
@@ -127,3 +230,35 @@ class MetricsLog:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class StepLog:
+    """A training loop's rows, each written to metrics.jsonl (MetricsLog) and to the live progress view (which sends
+    its numbers to the tracker). `step(rec)` stops the run on a non-finite loss before the row is written, and keeps
+    the first and last training rows for the stage's metrics. `keep_upto`: resume after that step (MetricsLog)."""
+
+    def __init__(self, ctx, total: int, show: tuple[str, ...], start: int = 0, keep_upto: int | None = None):
+        self.stage = ctx.stage
+        self.metrics = MetricsLog(Path(ctx.out_dir) / "metrics.jsonl", keep_upto)
+        self.view = ctx.steps(total, start=start, show=show)
+        self.first: dict = {}
+        self.last: dict = {}
+
+    def write(self, row: dict) -> None:
+        self.metrics.write(row)
+        self.view.log(row)
+
+    def step(self, rec: dict) -> None:
+        loss = rec.get("loss", 0.0)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"{self.stage}: loss is {loss} at step {rec['step']}")
+        self.first = self.first or rec
+        self.last = rec
+        self.write(rec)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.metrics.close()
+        self.view.close()

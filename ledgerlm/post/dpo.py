@@ -17,8 +17,6 @@ Reads `RUN/<init>/model/` (default: `interpolate` if present, else `sft`); write
 
 from __future__ import annotations
 
-import argparse
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,26 +31,29 @@ from ledgerlm.ledger import sha256_file
 from ledgerlm.model.hf import save_tensors
 from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.post.common import (
-    MetricsLog,
-    load_model_and_tokenizer,
+    Schedule,
+    Shuffled,
+    StepLog,
+    frozen_copy,
+    init_inputs,
+    length_text,
+    load_start,
     optimizer_step,
-    resolve_model_dir,
     save_model_dir,
-    seed_everything,
+    trained_outputs,
 )
 from ledgerlm.post.preference import (
+    EncodedSplit,
     check_pair_config,
     data_hash,
-    encode_pair,
+    encode_split,
     heldout_summary,
-    load_split,
     pad_batch,
     sequence_logps,
     write_heldout,
 )
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train.optim import build_optimizer
-from ledgerlm.train.schedule import lr_at
 
 LOSSES = ("sigmoid", "length_normalized")
 
@@ -67,19 +68,19 @@ class Config:
     n_heldout: int = 200  # held-out pairs for preference accuracy
     loss: str = "sigmoid"  # sigmoid | length_normalized
     beta: float = 0.1  # Tulu 3 uses 5 with length_normalized (the /|y| makes ratios ~100x smaller)
-    epochs: float = 1.0
+    epochs: float = 1.0  # passes over the training pairs
     max_steps: int = 0  # > 0 overrides epochs
     batch_size: int = 16  # pairs per optimizer step
     micro_batch_size: int = 0  # pairs per forward pass (0 = batch_size)
-    lr: float = 5e-6
-    schedule: str = "linear"
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    lr: float = 5e-6  # peak learning rate
+    schedule: str = "linear"  # constant | linear | cosine (after warmup)
+    warmup_ratio: float = 0.1  # fraction of the steps spent in linear warmup
+    weight_decay: float = 0.0  # AdamW weight decay on matrices
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 = no clipping)
     max_len: int = 256  # prompt + response tokens
     max_prompt_len: int = 128  # prompts longer than this keep their last tokens (only when the pair is too long)
     eval_every: int = 0  # steps between held-out evaluations (0 = about 5 per run)
-    eval_batch_size: int = 32
+    eval_batch_size: int = 32  # pairs per forward pass when scoring (reference and held-out)
     ref_cache: str = ""  # an earlier ref_logps.safetensors to reuse if its hashes match
     loss_chunk_size: int = DEFAULT_CHUNK  # output head + log-probs over chunks of this many tokens (0 = full logits)
 
@@ -171,187 +172,144 @@ def implicit_rewards(pol: dict, ref: dict, beta: float, length_normalize: bool) 
 # stage protocol
 
 
-def _init_dir(cfg: Config, ctx) -> Path:
-    if cfg.init != "auto":
-        return resolve_model_dir(cfg.init, ctx, "dpo.init")
-    return SPEC.starting_model(ctx, "dpo.init")
-
-
 def inputs(cfg: Config, ctx) -> dict[str, Path]:
-    out: dict = {"init_model": _init_dir(cfg, ctx)}
-    if not cfg.data.startswith("arith"):
-        p = Path(cfg.data).expanduser()
-        out["data"] = p if p.exists() else f"hub:{cfg.data.removeprefix('hf:')}"
-    return out
+    return init_inputs(SPEC, cfg.init, ctx, data=cfg.data)
 
 
 def plan(cfg: Config, ctx) -> list[str]:
-    what = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs:g} epochs"
-    return [f"DPO ({cfg.loss}, beta {cfg.beta:g}) on {cfg.data}: {cfg.n_train} pairs, {what}, {cfg.n_heldout} held out"]
+    what = f"{cfg.n_train} pairs, {length_text(cfg)}, {cfg.n_heldout} held out"
+    return [f"DPO ({cfg.loss}, beta {cfg.beta:g}) on {cfg.data}: {what}"]
 
 
-def add_cli_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="arith | preference JSONL | HF dataset name")
-    p.add_argument("--init", help="stage name or model dir to start from (default: interpolate, else sft)")
-    p.add_argument("--loss", choices=LOSSES)
-    p.add_argument("--beta", type=float)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--max-steps", type=int)
+@dataclass
+class Reference:
+    """The frozen starting model's log-probs of the train and held-out pairs, and how they were obtained."""
+
+    train: dict[str, torch.Tensor]
+    heldout: dict[str, torch.Tensor]
+    cache: str  # "hit" | "miss"
+    seconds: float
 
 
-def run(cfg: Config, ctx):
-    device = ctx.device
-    seed_everything(ctx.seed)
-    out = Path(ctx.out_dir)
-    init_dir = _init_dir(cfg, ctx)
-    policy, tok = load_model_and_tokenizer(init_dir, device)
-    ref_model, _ = load_model_and_tokenizer(init_dir, device)
-    ref_model.requires_grad_(False)
-
-    train_pairs, held_pairs, counters, quarantined = load_split(
-        cfg.data, cfg.n_train, cfg.n_heldout, ctx.seed, cfg.split, cfg.subset or None
-    )
-    write_jsonl(out / "quarantine.jsonl", quarantined)
-    enc, truncated = [], 0
-    for p in train_pairs + held_pairs:
-        e, t = encode_pair(p, tok, min(cfg.max_len, policy.cfg.max_seq_len), cfg.max_prompt_len)
-        enc.append(e)
-        truncated += t
-    n_tr = len(train_pairs)
-
+def reference(cfg: Config, ctx, ref_model, init_dir: Path, data: EncodedSplit) -> Reference:
     weights = init_dir / "model.safetensors"
     model_sha = sha256_file(weights) if weights.is_file() else "unknown"
     t0 = time.time()
-    ref, cache_state = reference_logps(
+    ref, state = reference_logps(
         ref_model,
-        enc,
+        data.train + data.heldout,
         cfg.eval_batch_size,
-        device,
-        out / "ref_logps.safetensors",
+        ctx.device,
+        Path(ctx.out_dir) / "ref_logps.safetensors",
         model_sha,
         Path(cfg.ref_cache) if cfg.ref_cache else None,
         ctx.log,
     )
-    ref_seconds = time.time() - t0
-    del ref_model
-    ref_tr = {k: v[:n_tr] for k, v in ref.items()}
-    ref_ho = {k: v[n_tr:] for k, v in ref.items()}
-    norm = cfg.loss == "length_normalized"
-    # how often the starting model already gives the chosen response the higher (per-token, if normalised) log-prob
+    n = len(data.train)
+    return Reference({k: v[:n] for k, v in ref.items()}, {k: v[n:] for k, v in ref.items()}, state, time.time() - t0)
+
+
+def start_accuracy(ref_ho: dict, norm: bool) -> float:
+    """How often the starting model already gives the chosen response the higher (per-token, if normalised) log-prob."""
     base_c = ref_ho["chosen"] / (ref_ho["chosen_len"] if norm else 1)
     base_r = ref_ho["rejected"] / (ref_ho["rejected_len"] if norm else 1)
-    init_logp_acc = float((base_c > base_r).float().mean())
+    return float((base_c > base_r).float().mean())
 
+
+def evaluate(cfg: Config, policy, held, ref_ho: dict, device) -> dict:
+    """Held-out preference accuracy and mean margin of the policy's implicit rewards."""
+    pol = score_pairs(policy, held, cfg.eval_batch_size, device)
+    rc, rr = implicit_rewards(pol, ref_ho, cfg.beta, cfg.loss == "length_normalized")
+    correct = rc > rr
+    return {"acc": float(correct.float().mean()), "margin": float((rc - rr).mean()), "correct": correct.tolist()}
+
+
+def train_step(cfg: Config, policy, opt, data: EncodedSplit, ref_tr: dict, idx: list[int], lr: float, device) -> dict:
+    """One optimizer step on the pairs `idx` (micro-batches accumulate); returns its metrics row (without step)."""
     micro = cfg.micro_batch_size or cfg.batch_size
-    steps_per_epoch = max(1, math.ceil(n_tr / cfg.batch_size))
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    warmup = int(cfg.warmup_ratio * total)
-    eval_every = cfg.eval_every or max(1, total // 5)
+    stats = {k: [] for k in ("correct", "margin", "reward_chosen", "reward_rejected")}
+    loss_sum = 0.0
+    for k in range(0, len(idx), micro):
+        chunk = idx[k : k + micro]
+        pol = {}
+        for side in ("chosen", "rejected"):  # separate forward passes
+            ids, mask = pad_batch([data.train[i].prompt for i in chunk], [getattr(data.train[i], side) for i in chunk])
+            with autocast(device):
+                pol[side], _ = sequence_logps(policy, ids.to(device), mask.to(device), cfg.loss_chunk_size)
+        r = {key: v[chunk].to(device) for key, v in ref_tr.items()}
+        loss, st = dpo_loss(
+            pol["chosen"].float(),
+            pol["rejected"].float(),
+            r["chosen"],
+            r["rejected"],
+            cfg.beta,
+            len_chosen=r["chosen_len"],
+            len_rejected=r["rejected_len"],
+            length_normalize=cfg.loss == "length_normalized",
+        )
+        (loss * len(chunk) / len(idx)).backward()
+        loss_sum += float(loss.detach()) * len(chunk) / len(idx)
+        for key in stats:
+            stats[key].append(st[key].cpu())
+    gnorm = optimizer_step(policy, opt, lr, cfg.grad_clip)
+    st = {k: float(torch.cat(v).mean()) for k, v in stats.items()}
+    rec = {"loss": loss_sum, "reward_acc": st["correct"], "margin": st["margin"]}
+    rec.update(reward_chosen=st["reward_chosen"], reward_rejected=st["reward_rejected"], lr=lr, grad_norm=gnorm)
+    return rec
+
+
+def run(cfg: Config, ctx):
+    device, out = ctx.device, Path(ctx.out_dir)
+    init_dir, policy, tok = load_start(SPEC, cfg.init, ctx, "dpo.init")
+    ref_model = frozen_copy(init_dir, device)
+    data = encode_split(cfg, ctx.seed, tok, policy.cfg.max_seq_len)
+    write_jsonl(out / "quarantine.jsonl", data.quarantined)
+    ref = reference(cfg, ctx, ref_model, init_dir, data)
+    del ref_model
+    init_logp_acc = start_accuracy(ref.heldout, cfg.loss == "length_normalized")
+
+    sched = Schedule.from_epochs(cfg, len(data.train), evals=5)
     opt = build_optimizer(policy, cfg, fused_cpu=False)
-    gen = torch.Generator().manual_seed(ctx.seed)
-    held = enc[n_tr:]
-
-    def evaluate() -> dict:
-        pol = score_pairs(policy, held, cfg.eval_batch_size, device)
-        rc, rr = implicit_rewards(pol, ref_ho, cfg.beta, norm)
-        correct = rc > rr
-        return {"acc": float(correct.float().mean()), "margin": float((rc - rr).mean()), "correct": correct.tolist()}
-
+    batches = Shuffled(len(data.train), torch.Generator().manual_seed(ctx.seed))
     policy.train()
-    queue: list[int] = []
     t0 = time.time()
-    first = last = {}
-    with (
-        MetricsLog(out / "metrics.jsonl") as mlog,
-        ctx.steps(total, show=("loss", "reward_acc", "heldout_acc")) as view,
-    ):
-        for step in range(total):
-            idx = []
-            while len(idx) < cfg.batch_size:
-                if not queue:
-                    queue = torch.randperm(n_tr, generator=gen).tolist()
-                idx.append(queue.pop())
-            stats = {k: [] for k in ("correct", "margin", "reward_chosen", "reward_rejected")}
-            loss_sum = 0.0
-            for k in range(0, len(idx), micro):
-                chunk = idx[k : k + micro]
-                pol = {}
-                for side in ("chosen", "rejected"):  # separate forward passes
-                    ids, mask = pad_batch([enc[i].prompt for i in chunk], [getattr(enc[i], side) for i in chunk])
-                    with autocast(device):
-                        pol[side], _ = sequence_logps(policy, ids.to(device), mask.to(device), cfg.loss_chunk_size)
-                r = {key: v[chunk].to(device) for key, v in ref_tr.items()}
-                loss, st = dpo_loss(
-                    pol["chosen"].float(),
-                    pol["rejected"].float(),
-                    r["chosen"],
-                    r["rejected"],
-                    cfg.beta,
-                    len_chosen=r["chosen_len"],
-                    len_rejected=r["rejected_len"],
-                    length_normalize=norm,
-                )
-                (loss * len(chunk) / len(idx)).backward()
-                loss_sum += float(loss.detach()) * len(chunk) / len(idx)
-                for key in stats:
-                    stats[key].append(st[key].cpu())
-            lr = lr_at(step, total, cfg.lr, warmup, cfg.schedule)
-            gnorm = optimizer_step(policy, opt, lr, cfg.grad_clip)
-            if not math.isfinite(loss_sum):
-                raise FloatingPointError(f"dpo: loss is {loss_sum} at step {step + 1}")
-            st = {k: float(torch.cat(v).mean()) for k, v in stats.items()}
-            rec = {"step": step + 1, "loss": loss_sum, "reward_acc": st["correct"], "margin": st["margin"]}
-            rec.update(reward_chosen=st["reward_chosen"], reward_rejected=st["reward_rejected"], lr=lr, grad_norm=gnorm)
+    with StepLog(ctx, sched.total, show=("loss", "reward_acc", "heldout_acc")) as log:
+        for step in range(sched.total):
+            idx = batches.take(cfg.batch_size)
+            rec = {"step": step + 1, **train_step(cfg, policy, opt, data, ref.train, idx, sched.lr_at(step), device)}
             rec["elapsed_s"] = round(time.time() - t0, 3)
-            if (step + 1) % eval_every == 0 or step + 1 == total:
-                ev = evaluate()
+            if sched.evaluates(step):
+                ev = evaluate(cfg, policy, data.heldout, ref.heldout, device)
                 rec.update(heldout_acc=ev["acc"], heldout_margin=ev["margin"])
                 ctx.log.info(
                     "dpo step %d/%d loss %.4f acc %.3f held-out acc %.3f",
                     step + 1,
-                    total,
-                    loss_sum,
-                    st["correct"],
+                    sched.total,
+                    rec["loss"],
+                    rec["reward_acc"],
                     ev["acc"],
                 )
-            first = first or rec
-            last = rec
-            mlog.write(rec)
-            view.log(rec)
+            log.step(rec)
 
-    final = evaluate()
-    n_ho = len(held)
+    final = evaluate(cfg, policy, data.heldout, ref.heldout, device)
     heldout = write_heldout(out / "heldout.json", final["correct"], init_logp_accuracy=init_logp_acc)
     policy.eval()
     save_model_dir(policy, tok, out / "model")
     ctx.log.info("dpo held-out accuracy %.3f (p=%.3g)", heldout["heldout_accuracy"], heldout["heldout_p_binomial"])
     return StageResult(
-        outputs={
-            "model": out / "model",
-            "metrics": out / "metrics.jsonl",
-            "heldout": out / "heldout.json",
-            "ref_logps": out / "ref_logps.safetensors",
-            "quarantine": out / "quarantine.jsonl",
-        },
-        counters={
-            "pairs_train": n_tr,
-            "pairs_heldout": n_ho,
-            "truncated_pairs": truncated,
-            "steps": total,
-            "ref_cache": cache_state,
-            **{f"data:{k}": v for k, v in dict(counters).items()},
-        },
+        outputs=trained_outputs(out, "heldout.json", "ref_logps.safetensors"),
+        counters={**data.counters, "steps": sched.total, "ref_cache": ref.cache},
         metrics={
             **heldout,
             "heldout_margin": final["margin"],
             "init_logp_accuracy": init_logp_acc,
-            "first_loss": first.get("loss"),
-            "final_loss": last.get("loss"),
-            "final_train_reward_acc": last.get("reward_acc"),
-            "ref_seconds": round(ref_seconds, 3),
+            "first_loss": log.first.get("loss"),
+            "final_loss": log.last.get("loss"),
+            "final_train_reward_acc": log.last.get("reward_acc"),
+            "ref_seconds": round(ref.seconds, 3),
         },
         extra={"init_model": str(init_dir), "loss": cfg.loss, "beta": cfg.beta},
-        summary=heldout_summary(ctx, "DPO", heldout, n_ho, ("reference model", init_logp_acc)),
+        summary=heldout_summary(ctx, "DPO", heldout, len(data.heldout), ("reference model", init_logp_acc)),
     )
 
 
@@ -362,7 +320,6 @@ SPEC = StageSpec(
     help="direct preference optimisation (sigmoid or length-normalised)",
     inputs=inputs,
     plan=plan,
-    add_cli_args=add_cli_args,
     produces="chat_model",
     starts_from=("interpolate", "sft",),
     headline=("final_val_loss",),

@@ -14,7 +14,6 @@ Other stages can register more: `interpolate.METRICS["name"] = fn(model, tokeniz
 
 from __future__ import annotations
 
-import argparse
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +34,9 @@ from ledgerlm.stage import StageResult, StageSpec
 class Config:
     base: str = "pretrain"  # stage name or model dir (α = 0)
     tuned: str = "sft"  # stage name or model dir (α = 1)
+    # weights of the tuned model to try, a YAML list (e.g. [0, 0.5, 1])
     alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    # metric names, a YAML list (sft_val_loss, a task such as piqa, or task.metric)
     metrics: list[str] = field(default_factory=lambda: ["sft_val_loss"])
     choose: str = ""  # metric that picks α (default: the first of `metrics`)
     mode: str = "auto"  # min | max | auto (min for *loss / *ppl / *perplexity, else max)
@@ -167,23 +168,6 @@ def plan(cfg: Config, ctx) -> list[str]:
     return [f"{len(cfg.alphas)} alphas {cfg.alphas} x metrics {cfg.metrics}; choose by {cfg.choose or cfg.metrics[0]}"]
 
 
-def add_cli_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--alphas", help="comma-separated, e.g. 0,0.25,0.5,0.75,1")
-    p.add_argument("--metrics", help="comma-separated metric names, e.g. sft_val_loss,piqa")
-    p.add_argument("--choose", help="metric that picks alpha")
-
-
-def cli_overrides(args) -> dict[str, object]:
-    out: dict[str, object] = {}
-    if getattr(args, "alphas", None):
-        out["alphas"] = [float(a) for a in args.alphas.split(",")]
-    if getattr(args, "metrics", None):
-        out["metrics"] = args.metrics.split(",")
-    if getattr(args, "choose", None):
-        out["choose"] = args.choose
-    return out
-
-
 def run(cfg: Config, ctx):
     seed_everything(ctx.seed)
     base_dir = resolve_model_dir(cfg.base, ctx, "interpolate.base")
@@ -246,7 +230,5 @@ SPEC = StageSpec(
     help="interpolate base and fine-tuned weights over a list of alphas and pick one",
     inputs=inputs,
     plan=plan,
-    add_cli_args=add_cli_args,
-    cli_overrides=cli_overrides,
     produces="chat_model",
 )

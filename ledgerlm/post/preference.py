@@ -287,6 +287,31 @@ def encode_pair(pair: Pair, tokenizer, max_len: int, max_prompt_len: int) -> tup
     return EncodedPair(prompt, c, r), truncated
 
 
+@dataclass
+class EncodedSplit:
+    train: list[EncodedPair]
+    heldout: list[EncodedPair]
+    counters: dict  # pairs_train, pairs_heldout, truncated_pairs and the source's counters as data:<name>
+    quarantined: list[dict]  # rows not used, with why (the stage writes them to quarantine.jsonl)
+
+
+def encode_split(cfg, seed: int, tokenizer, max_seq_len: int) -> EncodedSplit:
+    """The train and held-out pairs of a preference stage's config (dpo, reward: data, split, subset, n_train,
+    n_heldout, max_len, max_prompt_len), template-rendered to fit min(max_len, the model's max_seq_len)."""
+    train, held, counters, quarantined = load_split(
+        cfg.data, cfg.n_train, cfg.n_heldout, seed, cfg.split, cfg.subset or None
+    )
+    encoded, truncated = [], 0
+    for pair in train + held:
+        e, t = encode_pair(pair, tokenizer, min(cfg.max_len, max_seq_len), cfg.max_prompt_len)
+        encoded.append(e)
+        truncated += t
+    n = len(train)
+    counts = {"pairs_train": n, "pairs_heldout": len(held), "truncated_pairs": truncated}
+    counts.update({f"data:{k}": v for k, v in dict(counters).items()})
+    return EncodedSplit(encoded[:n], encoded[n:], counts, quarantined)
+
+
 def pad_batch(prompts: list[list[int]], responses: list[list[int]], pad_id: int = 0):
     """Right-padded prompt+response ids [B, T] and a response mask [B, T] (1 on response tokens)."""
     seqs = [p + r for p, r in zip(prompts, responses)]

@@ -21,7 +21,6 @@ Reads `RUN/<init>/model/` (default `sft`); writes `RUN/reward/model/` (the backb
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from dataclasses import dataclass
@@ -36,23 +35,26 @@ from ledgerlm.device import autocast
 from ledgerlm.io import write_jsonl
 from ledgerlm.model.hf import save_tensors
 from ledgerlm.post.common import (
-    MetricsLog,
+    Schedule,
+    Shuffled,
+    StepLog,
+    init_inputs,
+    length_text,
     load_model_and_tokenizer,
-    resolve_model_dir,
+    load_start,
+    optimizer_step,
     save_model_dir,
-    seed_everything,
+    trained_outputs,
 )
 from ledgerlm.post.preference import (
     check_pair_config,
-    encode_pair,
+    encode_split,
     heldout_summary,
-    load_split,
     pad_batch,
     write_heldout,
 )
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train.optim import build_optimizer
-from ledgerlm.train.schedule import lr_at
 
 HEAD_FILE = "reward_head.safetensors"
 
@@ -61,25 +63,25 @@ HEAD_FILE = "reward_head.safetensors"
 class Config:
     init: str = "sft"  # stage name or model dir for the backbone
     data: str = "arith"  # "arith" | preference JSONL | HF dataset name
-    split: str = "train"
-    subset: str = ""
-    n_train: int = 512
-    n_heldout: int = 200
-    epochs: float = 1.0
-    max_steps: int = 0
+    split: str = "train"  # HF split
+    subset: str = ""  # HF config name
+    n_train: int = 512  # training pairs (0 = all the source has, minus held-out)
+    n_heldout: int = 200  # held-out pairs for preference accuracy
+    epochs: float = 1.0  # passes over the training pairs
+    max_steps: int = 0  # > 0 overrides epochs
     batch_size: int = 16  # pairs per optimizer step
-    micro_batch_size: int = 0
-    lr: float = 2e-5
+    micro_batch_size: int = 0  # pairs per forward pass (0 = batch_size)
+    lr: float = 2e-5  # peak learning rate of the backbone
     head_lr_mult: float = 10.0  # the fresh head learns faster than the pretrained body
-    schedule: str = "linear"
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    schedule: str = "linear"  # constant | linear | cosine (after warmup)
+    warmup_ratio: float = 0.1  # fraction of the steps spent in linear warmup
+    weight_decay: float = 0.0  # AdamW weight decay on the backbone's matrices
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 = no clipping)
     center_coef: float = 0.0  # optional penalty on (r_c + r_r)^2 that keeps rewards centred near 0
-    max_len: int = 256
-    max_prompt_len: int = 128
-    eval_every: int = 0
-    eval_batch_size: int = 32
+    max_len: int = 256  # prompt + response tokens
+    max_prompt_len: int = 128  # prompts longer than this keep their last tokens (only when the pair is too long)
+    eval_every: int = 0  # steps between held-out evaluations (0 = about 5 per run)
+    eval_batch_size: int = 32  # pairs per forward pass when scoring held-out pairs
 
     def validate(self) -> None:
         if self.lr <= 0 or self.head_lr_mult <= 0:
@@ -155,168 +157,99 @@ def load_reward_model(model_dir, device="cpu") -> tuple[RewardModel, object]:
 
 
 def inputs(cfg: Config, ctx) -> dict[str, Path]:
-    out: dict = {"init_model": resolve_model_dir(cfg.init, ctx, "reward.init")}
-    if not cfg.data.startswith("arith"):
-        p = Path(cfg.data).expanduser()
-        out["data"] = p if p.exists() else f"hub:{cfg.data.removeprefix('hf:')}"
-    return out
+    return init_inputs(SPEC, cfg.init, ctx, data=cfg.data)
 
 
 def plan(cfg: Config, ctx) -> list[str]:
-    what = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs:g} epochs"
-    return [f"reward model (Bradley-Terry) from {cfg.init} on {cfg.data}: {cfg.n_train} pairs, {what}"]
+    return [f"reward model (Bradley-Terry) from {cfg.init} on {cfg.data}: {cfg.n_train} pairs, {length_text(cfg)}"]
 
 
-def add_cli_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="arith | preference JSONL | HF dataset name")
-    p.add_argument("--init", help="stage name or model dir for the backbone (default: sft)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--max-steps", type=int)
+def evaluate(cfg: Config, rm: RewardModel, held, device) -> dict:
+    rc, rr = score(rm, held, cfg.eval_batch_size, device)
+    correct = rc > rr  # a tie counts as wrong: a collapsed (constant) reward model scores 0, not 0.5
+    return {
+        "acc": float(correct.float().mean()),
+        "margin": float((rc - rr).mean()),
+        "abs_margin": float((rc - rr).abs().mean()),
+        "correct": correct.tolist(),
+    }
 
 
-def cli_overrides(args) -> dict[str, object]:
-    return {k: getattr(args, k) for k in ("data", "init", "lr", "max_steps") if getattr(args, k, None) is not None}
+def train_step(cfg: Config, rm: RewardModel, opt, pairs: list, lr: float, device) -> dict:
+    """One optimizer step on `pairs` (micro-batches accumulate); returns its metrics row (without step)."""
+    micro = cfg.micro_batch_size or cfg.batch_size
+    loss_sum, corr, marg = 0.0, [], []
+    for k in range(0, len(pairs), micro):
+        chunk = pairs[k : k + micro]
+        r = {}
+        for side in ("chosen", "rejected"):  # separate forward passes
+            ids, lastpos = _batch(chunk, side)
+            with autocast(device):
+                r[side] = rm(ids.to(device), lastpos.to(device)).float()
+        loss, st = bradley_terry_loss(r["chosen"], r["rejected"])
+        if cfg.center_coef:
+            loss = loss + cfg.center_coef * ((r["chosen"] + r["rejected"]) ** 2).mean()
+        (loss * len(chunk) / len(pairs)).backward()
+        loss_sum += float(loss.detach()) * len(chunk) / len(pairs)
+        corr.append(st["correct"].cpu())
+        marg.append(st["margin"].cpu())
+    gnorm = optimizer_step(rm, opt, lr, cfg.grad_clip)
+    return {
+        "loss": loss_sum,
+        "acc": float(torch.cat(corr).mean()),
+        "margin": float(torch.cat(marg).mean()),
+        "abs_margin": float(torch.cat(marg).abs().mean()),  # -> 0 when the reward stops reading the response
+        "lr": lr,
+        "grad_norm": gnorm,
+    }
 
 
 def run(cfg: Config, ctx):
-    device = ctx.device
-    seed_everything(ctx.seed)
-    out = Path(ctx.out_dir)
-    init_dir = resolve_model_dir(cfg.init, ctx, "reward.init")
-    backbone, tok = load_model_and_tokenizer(init_dir, device)
+    device, out = ctx.device, Path(ctx.out_dir)
+    init_dir, backbone, tok = load_start(SPEC, cfg.init, ctx, "reward.init")
     rm = RewardModel(backbone).to(device)
+    data = encode_split(cfg, ctx.seed, tok, backbone.cfg.max_seq_len)
+    write_jsonl(out / "quarantine.jsonl", data.quarantined)
 
-    train_pairs, held_pairs, counters, quarantined = load_split(
-        cfg.data, cfg.n_train, cfg.n_heldout, ctx.seed, cfg.split, cfg.subset or None
-    )
-    write_jsonl(out / "quarantine.jsonl", quarantined)
-    max_len = min(cfg.max_len, backbone.cfg.max_seq_len)
-    enc_tr, enc_ho, truncated = [], [], 0
-    for pairs, dest in ((train_pairs, enc_tr), (held_pairs, enc_ho)):
-        for p in pairs:
-            e, t = encode_pair(p, tok, max_len, cfg.max_prompt_len)
-            dest.append(e)
-            truncated += t
-
-    micro = cfg.micro_batch_size or cfg.batch_size
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * math.ceil(len(enc_tr) / cfg.batch_size)))
-    warmup = int(cfg.warmup_ratio * total)
-    eval_every = cfg.eval_every or max(1, total // 5)
+    sched = Schedule.from_epochs(cfg, len(data.train), evals=5)
     opt = build_optimizer(rm.backbone, cfg, fused_cpu=False)
     opt.add_param_group({"params": list(rm.head.parameters()), "weight_decay": 0.0, "lr_mult": cfg.head_lr_mult})
-    gen = torch.Generator().manual_seed(ctx.seed)
-
-    def evaluate():
-        rc, rr = score(rm, enc_ho, cfg.eval_batch_size, device)
-        correct = rc > rr  # a tie counts as wrong: a collapsed (constant) reward model scores 0, not 0.5
-        return {
-            "acc": float(correct.float().mean()),
-            "margin": float((rc - rr).mean()),
-            "abs_margin": float((rc - rr).abs().mean()),
-            "correct": correct.tolist(),
-        }
-
-    init_eval = evaluate()
+    batches = Shuffled(len(data.train), torch.Generator().manual_seed(ctx.seed))
+    init_eval = evaluate(cfg, rm, data.heldout, device)
     rm.train()
-    queue: list[int] = []
     t0 = time.time()
-    first = last = {}
-    with MetricsLog(out / "metrics.jsonl") as mlog, ctx.steps(total, show=("loss", "acc", "heldout_acc")) as view:
-        row0 = {
-            "step": 0,
-            "heldout_acc": init_eval["acc"],
-            "heldout_margin": init_eval["margin"],
-            "heldout_abs_margin": init_eval["abs_margin"],
-        }
-        mlog.write(row0)
-        view.log(row0)
-        for step in range(total):
-            idx = []
-            while len(idx) < cfg.batch_size:
-                if not queue:
-                    queue = torch.randperm(len(enc_tr), generator=gen).tolist()
-                idx.append(queue.pop())
-            loss_sum, corr, marg = 0.0, [], []
-            for k in range(0, len(idx), micro):
-                chunk = [enc_tr[i] for i in idx[k : k + micro]]
-                r = {}
-                for side in ("chosen", "rejected"):  # separate forward passes
-                    ids, lastpos = _batch(chunk, side)
-                    with autocast(device):
-                        r[side] = rm(ids.to(device), lastpos.to(device)).float()
-                loss, st = bradley_terry_loss(r["chosen"], r["rejected"])
-                if cfg.center_coef:
-                    loss = loss + cfg.center_coef * ((r["chosen"] + r["rejected"]) ** 2).mean()
-                (loss * len(chunk) / len(idx)).backward()
-                loss_sum += float(loss.detach()) * len(chunk) / len(idx)
-                corr.append(st["correct"].cpu())
-                marg.append(st["margin"].cpu())
-            lr = lr_at(step, total, cfg.lr, warmup, cfg.schedule)
-            gnorm = _step_with_mult(rm, opt, lr, cfg.grad_clip)
-            if not math.isfinite(loss_sum):
-                raise FloatingPointError(f"reward: loss is {loss_sum} at step {step + 1}")
-            rec = {
-                "step": step + 1,
-                "loss": loss_sum,
-                "acc": float(torch.cat(corr).mean()),
-                "margin": float(torch.cat(marg).mean()),
-                "abs_margin": float(torch.cat(marg).abs().mean()),  # -> 0 when the reward stops reading the response
-                "lr": lr,
-                "grad_norm": gnorm,
-                "elapsed_s": round(time.time() - t0, 3),
-            }
-            if (step + 1) % eval_every == 0 or step + 1 == total:
-                ev = evaluate()
-                rec.update(heldout_acc=ev["acc"], heldout_margin=ev["margin"], heldout_abs_margin=ev["abs_margin"])
-                ctx.log.info("reward step %d/%d loss %.4f held-out acc %.3f", step + 1, total, loss_sum, ev["acc"])
-            first = first or rec
-            last = rec
-            mlog.write(rec)
-            view.log(rec)
+    with StepLog(ctx, sched.total, show=("loss", "acc", "heldout_acc")) as log:
+        log.write({"step": 0, **{f"heldout_{k}": init_eval[k] for k in ("acc", "margin", "abs_margin")}})
+        for step in range(sched.total):
+            pairs = [data.train[i] for i in batches.take(cfg.batch_size)]
+            rec = {"step": step + 1, **train_step(cfg, rm, opt, pairs, sched.lr_at(step), device)}
+            rec["elapsed_s"] = round(time.time() - t0, 3)
+            if sched.evaluates(step):
+                ev = evaluate(cfg, rm, data.heldout, device)
+                rec.update({f"heldout_{k}": ev[k] for k in ("acc", "margin", "abs_margin")})
+                ctx.log.info("reward step %d/%d loss %.4f held-out acc %.3f", step + 1, sched.total, rec["loss"], ev["acc"])
+            log.step(rec)
 
-    final = evaluate()
-    n_ho = len(enc_ho)
+    final = evaluate(cfg, rm, data.heldout, device)
     heldout = write_heldout(out / "heldout.json", final["correct"], init_accuracy=init_eval["acc"])
     rm.eval()
     save_model_dir(rm.backbone, tok, out / "model")
     save_head(rm, out / "model")  # after save_model_dir, which replaces the directory wholesale
     ctx.log.info("reward held-out accuracy %.3f (p=%.3g)", heldout["heldout_accuracy"], heldout["heldout_p_binomial"])
     return StageResult(
-        outputs={
-            "model": out / "model",
-            "metrics": out / "metrics.jsonl",
-            "heldout": out / "heldout.json",
-            "quarantine": out / "quarantine.jsonl",
-        },
-        counters={
-            "pairs_train": len(enc_tr),
-            "pairs_heldout": n_ho,
-            "truncated_pairs": truncated,
-            "steps": total,
-            **{f"data:{k}": v for k, v in dict(counters).items()},
-        },
+        outputs=trained_outputs(out, "heldout.json"),
+        counters={**data.counters, "steps": sched.total},
         metrics={
             **heldout,
             "heldout_margin": final["margin"],
             "heldout_abs_margin": final["abs_margin"],
             "init_heldout_accuracy": init_eval["acc"],
-            "first_loss": first.get("loss"),
-            "final_loss": last.get("loss"),
+            "first_loss": log.first.get("loss"),
+            "final_loss": log.last.get("loss"),
         },
         extra={"init_model": str(init_dir)},
-        summary=heldout_summary(ctx, "reward model", heldout, n_ho, ("before training", init_eval["acc"])),
+        summary=heldout_summary(ctx, "reward model", heldout, len(data.heldout), ("before training", init_eval["acc"])),
     )
-
-
-def _step_with_mult(rm: RewardModel, opt, lr: float, grad_clip: float) -> float:
-    """optimizer_step, but groups carrying `lr_mult` (the head) get lr * lr_mult."""
-    for g in opt.param_groups:
-        g["lr"] = lr * g.get("lr_mult", 1.0)
-    params = [p for p in rm.parameters() if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip) if grad_clip > 0 else torch.tensor(0.0)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return float(norm)
 
 
 SPEC = StageSpec(
@@ -326,8 +259,6 @@ SPEC = StageSpec(
     help="train a Bradley-Terry reward model",
     inputs=inputs,
     plan=plan,
-    add_cli_args=add_cli_args,
-    cli_overrides=cli_overrides,
     produces="reward_model",
     starts_from=("sft",),
     headline=("val_accuracy",),

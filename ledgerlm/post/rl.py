@@ -23,7 +23,6 @@ Reads `RUN/<init>/model/` (default: the latest of dpo / interpolate / sft); writ
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -33,25 +32,29 @@ from pathlib import Path
 
 import torch
 
+from ledgerlm import hub
 from ledgerlm.device import autocast
 from ledgerlm.eval.gsm8k import extract_strict, is_correct
 from ledgerlm.eval.stats import mcnemar
 from ledgerlm.io import atomic_write_json, open_text, write_jsonl
+from ledgerlm.ledger import WARN_P
 from ledgerlm.model.generate import generate
 from ledgerlm.post import arith
 from ledgerlm.post.chat import render_prompt, special_ids
 from ledgerlm.post.common import (
-    MetricsLog,
-    load_model_and_tokenizer,
+    Schedule,
+    Shuffled,
+    StepLog,
+    frozen_copy,
+    init_inputs,
+    load_start,
     optimizer_step,
-    resolve_model_dir,
     save_model_dir,
-    seed_everything,
+    trained_outputs,
 )
 from ledgerlm.post.preference import pad_batch, token_logps
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train.optim import build_optimizer
-from ledgerlm.train.schedule import lr_at
 
 ADV_MODES = ("mean", "mean_std")
 AGG_MODES = ("grpo", "dapo", "drgrpo")
@@ -65,34 +68,34 @@ class Config:
     subset: str = "main"  # HF config (openai/gsm8k needs "main")
     n_train: int = 2000  # size of the prompt pool (0 = whole source)
     n_eval: int = 200  # held-out problems for greedy exact match before/after
-    system_prompt: str = ""
-    steps: int = 20
+    system_prompt: str = ""  # system message before each problem (empty = none)
+    steps: int = 20  # training steps: a batch of samples each, then ppo_epochs x minibatches optimizer updates
     prompts_per_step: int = 8  # P
     group_size: int = 8  # G
-    max_new_tokens: int = 96
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    lr: float = 1e-5
-    schedule: str = "constant"
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    max_new_tokens: int = 96  # completion length limit while sampling (longer ones are truncated)
+    temperature: float = 1.0  # sampling temperature (> 0: G different completions)
+    top_k: int = 0  # sample from the k most likely tokens (0 = all)
+    top_p: float = 1.0  # nucleus sampling threshold (1 = off)
+    lr: float = 1e-5  # peak learning rate
+    schedule: str = "constant"  # constant | linear | cosine (after warmup)
+    warmup_ratio: float = 0.0  # fraction of the steps spent in linear warmup
+    weight_decay: float = 0.0  # AdamW weight decay on matrices
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 = no clipping)
     advantage: str = "mean_std"  # mean | mean_std
     loss_agg: str = "dapo"  # grpo | dapo | drgrpo
-    clip_low: float = 0.2
+    clip_low: float = 0.2  # the ratio is clipped below at 1 - clip_low
     clip_high: float = 0.28  # DAPO "clip higher": room for low-probability tokens to grow
     kl_beta: float = 0.0  # weight of the k3 KL to the reference (0 = no KL term)
     log_kl: bool = True  # keep the reference to log KL even when kl_beta == 0 (one extra forward per step)
-    ppo_epochs: int = 1
-    minibatches: int = 1
+    ppo_epochs: int = 1  # passes over each step's samples
+    minibatches: int = 1  # optimizer steps per pass over each step's samples
     micro_batch_size: int = 0  # sequences per forward/backward pass (0 = a whole minibatch); gradients accumulate
-    filter_zero_std: bool = True
-    mask_truncated: bool = True
+    filter_zero_std: bool = True  # leave groups whose samples all got the same reward out of the loss
+    mask_truncated: bool = True  # leave completions cut off by max_new_tokens out of the loss (DAPO overlong filtering)
     extract: str = "strict"  # strict (#### N) | flexible (last number)
     format_reward: float = 0.0  # bonus for a well-formed "#### N" line (added to correctness)
     eval_max_new_tokens: int = 0  # 0 = max_new_tokens
-    eval_batch_size: int = 64
+    eval_batch_size: int = 64  # problems per batch in the held-out greedy evaluation
     passk_problems: int = 64  # held-out problems sampled G times at the start to estimate pass@1 / pass@G
     log_samples: int = 2  # completions per step written to samples.jsonl
 
@@ -277,8 +280,6 @@ def load_problems(cfg: Config, seed: int) -> tuple[list[dict], list[dict], dict]
     else:
         import datasets
 
-        from ledgerlm import hub
-
         name = cfg.task.removeprefix("hf:")
         ds = datasets.load_dataset(hub.dataset(name), cfg.subset or None, split=cfg.split, **hub.cache_kwargs())
         for i, row in enumerate(ds):
@@ -425,18 +426,8 @@ def sampled_pass_at_k(model, sampler: Sampler, problems, cfg: Config, gen) -> di
 # stage protocol
 
 
-def _init_dir(cfg: Config, ctx) -> Path:
-    if cfg.init != "auto":
-        return resolve_model_dir(cfg.init, ctx, "rl.init")
-    return SPEC.starting_model(ctx, "rl.init")
-
-
 def inputs(cfg: Config, ctx) -> dict[str, Path]:
-    out: dict = {"init_model": _init_dir(cfg, ctx)}
-    if cfg.task.split(":")[0] != "arith":
-        p = Path(cfg.task).expanduser()
-        out["task"] = p if p.exists() else f"hub:{cfg.task.removeprefix('hf:')}"
-    return out
+    return init_inputs(SPEC, cfg.init, ctx, task=cfg.task)
 
 
 def plan(cfg: Config, ctx) -> list[str]:
@@ -446,179 +437,196 @@ def plan(cfg: Config, ctx) -> list[str]:
     ]
 
 
-def add_cli_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", help="arith | GSM8K-format JSONL | HF dataset name")
-    p.add_argument("--init", help="stage name or model dir (default: latest of dpo, interpolate, sft)")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--group-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--loss-agg", choices=AGG_MODES)
-    p.add_argument("--advantage", choices=ADV_MODES)
-    p.add_argument("--kl-beta", type=float)
+# ----------------------------------------------------------------------------------------------------------------------
+# the loop: setup, rollout, update, evaluate before and after
+
+
+@dataclass
+class Setup:
+    """The policy (and its frozen reference, for the KL), the problems and the random streams of a run."""
+
+    init_dir: Path
+    policy: torch.nn.Module
+    ref: torch.nn.Module | None  # None: no KL term and no KL logged
+    tok: object
+    train: list[dict]
+    held: list[dict]
+    counters: dict
+    sampler: Sampler
+    gen: torch.Generator  # sampling
+    rng: random.Random  # prompt order and minibatch order
+
+
+def setup(cfg: Config, ctx) -> Setup:
+    init_dir, policy, tok = load_start(SPEC, cfg.init, ctx, "rl.init")
+    ref = frozen_copy(init_dir, ctx.device) if cfg.kl_beta > 0 or cfg.log_kl else None
+    train, held, counters = load_problems(cfg, ctx.seed)
+    write_jsonl(Path(ctx.out_dir) / "quarantine.jsonl", counters.pop("quarantine", []))
+    sampler = Sampler(tok, cfg.system_prompt, cfg.max_new_tokens)
+    gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
+    return Setup(init_dir, policy, ref, tok, train, held, counters, sampler, gen, random.Random(f"rl|{ctx.seed}"))
+
+
+@dataclass
+class Rollout:
+    """One step's samples: G completions for each of P problems, scored, with their group advantages."""
+
+    items: list[dict]  # the P problems
+    prompts: list[list[int]]  # P*G: each problem's prompt G times
+    comps: list[list[int]]  # completion ids (with a final <|im_end|> when it stopped)
+    scorable: list[list[int]]  # the same, an empty one (it stopped at once) as <|im_end|>: the loss needs a token
+    texts: list[str]
+    trunc: list[bool]  # cut off by max_new_tokens
+    scored: list[tuple[float, bool]]  # (reward, correct)
+    correct: torch.Tensor  # [P, G] 0/1
+    rewards: torch.Tensor  # [P, G]
+    adv: torch.Tensor  # [P, G]
+    zero_std: torch.Tensor  # [P] bool
+    keep: torch.Tensor  # [P*G] 0/1: which completions enter the loss
+
+
+def rollout(cfg: Config, s: Setup, items: list[dict]) -> Rollout:
+    G, P = cfg.group_size, len(items)
+    prompts = [s.sampler.prompt(it["question"]) for it in items for _ in range(G)]
+    comps, texts, trunc = s.sampler.sample(s.policy, prompts, cfg.temperature, cfg.top_k, cfg.top_p, s.gen)
+    scored = [
+        verifiable_reward(t, items[i // G]["answer"], cfg.extract, cfg.format_reward) for i, t in enumerate(texts)
+    ]
+    rewards = torch.tensor([r for r, _ in scored], dtype=torch.float32).view(P, G)
+    correct = torch.tensor([c for _, c in scored], dtype=torch.float32).view(P, G)
+    adv, zero_std = group_advantages(rewards, cfg.advantage)
+    keep = keep_mask(zero_std, trunc, G, cfg.filter_zero_std, cfg.mask_truncated)
+    scorable = [c if c else [s.sampler.im_end] for c in comps]
+    return Rollout(items, prompts, comps, scorable, texts, trunc, scored, correct, rewards, adv, zero_std, keep)
+
+
+def rollout_row(ro: Rollout) -> dict:
+    """What a step's samples say: reward, accuracy, zero-variance groups, truncation, length, pass@1 / pass@G."""
+    P, G = ro.correct.shape
+    return {
+        "reward_mean": float(ro.rewards.mean()),
+        "accuracy": float(ro.correct.mean()),
+        "zero_std_frac": float(ro.zero_std.float().mean()),
+        "truncation_rate": sum(ro.trunc) / len(ro.trunc),
+        "mean_length": sum(len(c) for c in ro.comps) / len(ro.comps),
+        "pass@1": sum(pass_at_k(G, int(c), 1) for c in ro.correct.sum(1)) / P,
+        f"pass@{G}": sum(pass_at_k(G, int(c), G) for c in ro.correct.sum(1)) / P,
+        "kept_frac": float(ro.keep.mean()),
+    }
+
+
+def minibatch_grads(cfg: Config, s: Setup, ro: Rollout, mb: list[int], lp_old, lp_ref, mask, adv, device) -> dict:
+    """Accumulate the gradient of one minibatch's loss over micro-batches of `micro_batch_size` sequences -> its loss,
+    and its clipped fraction and KL as means over the kept tokens."""
+    chunk = cfg.micro_batch_size or len(ro.prompts)
+    total_w = agg_weight(mask[mb], cfg.loss_agg)
+    loss_sum, tok_sum, clip_sum, kl_sum = 0.0, 0.0, 0.0, 0.0
+    for c0 in range(0, len(mb), chunk):
+        mc = mb[c0 : c0 + chunk]
+        w = agg_weight(mask[mc], cfg.loss_agg)
+        if w == 0:
+            continue
+        lp, _ = seq_token_logps(
+            s.policy, [ro.prompts[i] for i in mc], [ro.scorable[i] for i in mc], device, cfg.temperature
+        )
+        L = lp.shape[1]
+        loss, st = policy_loss(
+            lp,
+            lp.detach() if lp_old is None else lp_old[mc, :L],
+            adv[mc],
+            mask[mc, :L],
+            agg=cfg.loss_agg,
+            clip_low=cfg.clip_low,
+            clip_high=cfg.clip_high,
+            ref_logp=None if lp_ref is None else lp_ref[mc, :L],
+            kl_beta=cfg.kl_beta,
+            max_len=cfg.max_new_tokens,
+        )
+        # each aggregation is a mean over some count (tokens, kept sequences, sequences): weight the micro-batch by
+        # its share of the minibatch's count so the sum equals the full loss
+        (loss * (w / total_w)).backward()
+        n_tok = float(mask[mc, :L].sum())
+        loss_sum += float(loss.detach()) * w / total_w
+        tok_sum += n_tok
+        clip_sum += st["clipped_frac"] * n_tok
+        kl_sum += st.get("kl", 0.0) * n_tok
+    return {"loss": loss_sum, "clipped_frac": clip_sum / max(tok_sum, 1.0), "kl": kl_sum / max(tok_sum, 1.0)}
+
+
+def update(cfg: Config, s: Setup, opt, ro: Rollout, lr: float, device) -> dict:
+    """`ppo_epochs` x `minibatches` optimizer steps on one rollout -> loss, clipped_frac, lr, updates, grad_norm, kl."""
+    s.policy.train()
+    n = len(ro.prompts)
+    chunk = cfg.micro_batch_size or n
+    single = cfg.ppo_epochs * cfg.minibatches == 1  # then old = current policy: reuse its forward
+    with torch.no_grad():
+        lp_old = None if single else chunked_logps(s.policy, ro.prompts, ro.scorable, device, cfg.temperature, chunk)
+        lp_ref = None if s.ref is None else chunked_logps(s.ref, ro.prompts, ro.scorable, device, cfg.temperature, chunk)
+    lens = torch.tensor([len(c) for c in ro.scorable])
+    mask = (torch.arange(int(lens.max()))[None] < lens[:, None]).float().to(device)
+    mask = mask * ro.keep.to(device)[:, None]
+    adv = ro.adv.view(-1).to(device)
+    size = n // cfg.minibatches
+    stats, gnorms = [], []
+    for _ in range(cfg.ppo_epochs):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(s.rng.randrange(2**31))).tolist()
+        for k in range(cfg.minibatches):
+            mb = order[k * size : (k + 1) * size]
+            if agg_weight(mask[mb], cfg.loss_agg) == 0:
+                continue  # nothing kept in this minibatch: no step (Adam would still move on momentum)
+            stats.append(minibatch_grads(cfg, s, ro, mb, lp_old, lp_ref, mask, adv, device))
+            gnorms.append(optimizer_step(s.policy, opt, lr, cfg.grad_clip))
+    n_up = max(1, len(stats))
+    rec = {
+        "loss": sum(st["loss"] for st in stats) / n_up,
+        "clipped_frac": sum(st["clipped_frac"] for st in stats) / n_up,
+        "lr": lr,
+        "updates": len(stats),
+        "grad_norm": sum(gnorms) / len(gnorms) if gnorms else 0.0,
+    }
+    if lp_ref is not None and stats:
+        rec["kl"] = sum(st["kl"] for st in stats) / len(stats)
+    return rec
+
+
+def evaluate(cfg: Config, ctx, s: Setup, when: str) -> tuple[list[bool], float, list[str]]:
+    """Greedy exact match on the held-out problems (see greedy_exact_match), with its progress shown."""
+    progress = lambda it: ctx.progress(it, desc=f"held-out EM {when}", unit="batch")  # noqa: E731
+    return greedy_exact_match(s.policy, s.sampler, s.held, cfg, ctx.device, progress)
 
 
 def run(cfg: Config, ctx):
-    device = ctx.device
-    seed_everything(ctx.seed)
-    out = Path(ctx.out_dir)
-    init_dir = _init_dir(cfg, ctx)
-    policy, tok = load_model_and_tokenizer(init_dir, device)
-    ref = None
-    if cfg.kl_beta > 0 or cfg.log_kl:
-        ref, _ = load_model_and_tokenizer(init_dir, device)
-        ref.requires_grad_(False)
-    train, held, counters = load_problems(cfg, ctx.seed)
-    write_jsonl(out / "quarantine.jsonl", counters.pop("quarantine", []))
-    sampler = Sampler(tok, cfg.system_prompt, cfg.max_new_tokens)
-    gen = torch.Generator(device=device).manual_seed(ctx.seed)
-    rng = random.Random(f"rl|{ctx.seed}")
-
+    s = setup(cfg, ctx)
     t0 = time.time()
-    before, before_trunc, before_texts = greedy_exact_match(
-        policy, sampler, held, cfg, device, lambda it: ctx.progress(it, desc="held-out EM before", unit="batch")
-    )
-    start = sampled_pass_at_k(policy, sampler, held[: cfg.passk_problems], cfg, gen) if cfg.passk_problems else {}
-    ctx.log.info(
-        "rl start: held-out EM %.3f (greedy truncation %.2f), sampled %s", sum(before) / len(held), before_trunc, start
-    )
+    before, before_trunc, before_texts = evaluate(cfg, ctx, s, "before")
+    start = sampled_pass_at_k(s.policy, s.sampler, s.held[: cfg.passk_problems], cfg, s.gen) if cfg.passk_problems else {}
+    em_before = sum(before) / len(s.held)
+    ctx.log.info("rl start: held-out EM %.3f (greedy truncation %.2f), sampled %s", em_before, before_trunc, start)
 
-    opt = build_optimizer(policy, cfg, fused_cpu=False)
-    warmup = int(cfg.warmup_ratio * cfg.steps)
-    G, P = cfg.group_size, cfg.prompts_per_step
-    queue: list[int] = []
-    skipped = 0
-    totals = {"completions": 0, "truncated": 0, "zero_std_groups": 0, "groups": 0}
+    opt = build_optimizer(s.policy, cfg, fused_cpu=False)
+    sched = Schedule(cfg.steps, cfg.lr, int(cfg.warmup_ratio * cfg.steps), cfg.schedule)
+    problems = Shuffled(len(s.train), s.rng)
+    totals = {"completions": 0, "truncated": 0, "zero_std_groups": 0, "groups": 0, "skipped_steps": 0}
     samples = []
-    view = ctx.steps(cfg.steps, show=("reward_mean", "accuracy", "zero_std_frac"))
-    with MetricsLog(out / "metrics.jsonl") as mlog, view:
-        row0 = {
-            "step": 0,
-            "heldout_em": sum(before) / len(held),
-            "heldout_truncation": before_trunc,
-            **{f"start_{k}": v for k, v in start.items()},
-        }
-        mlog.write(row0)
-        view.log(row0)
+    with StepLog(ctx, cfg.steps, show=("reward_mean", "accuracy", "zero_std_frac")) as log:
+        row0 = {"step": 0, "heldout_em": em_before, "heldout_truncation": before_trunc}
+        log.write({**row0, **{f"start_{k}": v for k, v in start.items()}})
         for step in range(cfg.steps):
             ts = time.time()
-            items = []
-            while len(items) < P:
-                if not queue:
-                    queue = list(range(len(train)))
-                    rng.shuffle(queue)
-                items.append(train[queue.pop()])
-            prompts = [sampler.prompt(it["question"]) for it in items for _ in range(G)]
-            comps, texts, trunc = sampler.sample(policy, prompts, cfg.temperature, cfg.top_k, cfg.top_p, gen)
-            scored = [
-                verifiable_reward(t, items[i // G]["answer"], cfg.extract, cfg.format_reward)
-                for i, t in enumerate(texts)
-            ]
-            rewards = torch.tensor([r for r, _ in scored], dtype=torch.float32).view(P, G)
-            correct = torch.tensor([c for _, c in scored], dtype=torch.float32).view(P, G)
-            adv, zero_std = group_advantages(rewards, cfg.advantage)
-            keep = keep_mask(zero_std, trunc, G, cfg.filter_zero_std, cfg.mask_truncated)
-            comps_nz = [c if c else [sampler.im_end] for c in comps]  # an empty completion cannot be scored
-            rec = {
-                "step": step + 1,
-                "reward_mean": float(rewards.mean()),
-                "accuracy": float(correct.mean()),
-                "zero_std_frac": float(zero_std.float().mean()),
-                "truncation_rate": sum(trunc) / len(trunc),
-                "mean_length": sum(len(c) for c in comps) / len(comps),
-                "pass@1": sum(pass_at_k(G, int(c), 1) for c in correct.sum(1)) / P,
-                f"pass@{G}": sum(pass_at_k(G, int(c), G) for c in correct.sum(1)) / P,
-                "kept_frac": float(keep.mean()),
-            }
-            totals["completions"] += len(comps)
-            totals["truncated"] += sum(trunc)
-            totals["zero_std_groups"] += int(zero_std.sum())
-            totals["groups"] += P
-            lr = lr_at(step, cfg.steps, cfg.lr, warmup, cfg.schedule)
-            if keep.sum() == 0:
-                skipped += 1  # every group uniform or truncated: nothing to learn from this batch
-                rec.update(loss=0.0, clipped_frac=0.0, lr=lr, skipped=True)
+            ro = rollout(cfg, s, [s.train[i] for i in problems.take(cfg.prompts_per_step)])
+            rec = {"step": step + 1, **rollout_row(ro)}
+            totals["completions"] += len(ro.comps)
+            totals["truncated"] += sum(ro.trunc)
+            totals["zero_std_groups"] += int(ro.zero_std.sum())
+            totals["groups"] += len(ro.items)
+            if ro.keep.sum() == 0:  # every group uniform or truncated: nothing to learn from this batch
+                totals["skipped_steps"] += 1
+                rec.update(loss=0.0, clipped_frac=0.0, lr=sched.lr_at(step), skipped=True)
             else:
-                policy.train()
-                flat_adv = adv.view(-1).to(device)
-                single = cfg.ppo_epochs * cfg.minibatches == 1  # then old = current policy: reuse its forward
-                chunk = cfg.micro_batch_size or P * G
-                with torch.no_grad():
-                    old_lp = (
-                        None if single else chunked_logps(policy, prompts, comps_nz, device, cfg.temperature, chunk)
-                    )
-                    ref_lp = (
-                        None if ref is None else chunked_logps(ref, prompts, comps_nz, device, cfg.temperature, chunk)
-                    )
-                lens = torch.tensor([len(c) for c in comps_nz])
-                mask = (torch.arange(int(lens.max()))[None] < lens[:, None]).float().to(device)
-                mask = mask * keep.to(device)[:, None]
-                n_mb = cfg.minibatches
-                size = P * G // n_mb
-                losses, clipped, kls, gnorms = [], [], [], []
-                for _ in range(cfg.ppo_epochs):
-                    order = torch.randperm(
-                        P * G, generator=torch.Generator().manual_seed(rng.randrange(2**31))
-                    ).tolist()
-                    for k in range(n_mb):
-                        mb = order[k * size : (k + 1) * size]
-                        total_w = agg_weight(mask[mb], cfg.loss_agg)
-                        if total_w == 0:
-                            continue  # nothing kept in this minibatch: no step (Adam would still move on momentum)
-                        loss_sum, tok_sum, clip_sum, kl_sum = 0.0, 0.0, 0.0, 0.0
-                        for c0 in range(0, len(mb), chunk):  # gradient accumulation over micro-batches
-                            mc = mb[c0 : c0 + chunk]
-                            w = agg_weight(mask[mc], cfg.loss_agg)
-                            if w == 0:
-                                continue
-                            lp, _ = seq_token_logps(
-                                policy, [prompts[i] for i in mc], [comps_nz[i] for i in mc], device, cfg.temperature
-                            )
-                            L = lp.shape[1]
-                            loss, st = policy_loss(
-                                lp,
-                                lp.detach() if old_lp is None else old_lp[mc, :L],
-                                flat_adv[mc],
-                                mask[mc, :L],
-                                agg=cfg.loss_agg,
-                                clip_low=cfg.clip_low,
-                                clip_high=cfg.clip_high,
-                                ref_logp=None if ref_lp is None else ref_lp[mc, :L],
-                                kl_beta=cfg.kl_beta,
-                                max_len=cfg.max_new_tokens,
-                            )
-                            # each aggregation is a mean over some count (tokens, kept sequences, sequences): weight
-                            # the micro-batch by its share of the minibatch's count so the sum equals the full loss
-                            (loss * (w / total_w)).backward()
-                            n_tok = float(mask[mc, :L].sum())
-                            loss_sum += float(loss.detach()) * w / total_w
-                            tok_sum += n_tok
-                            clip_sum += st["clipped_frac"] * n_tok
-                            kl_sum += st.get("kl", 0.0) * n_tok
-                        gnorms.append(optimizer_step(policy, opt, lr, cfg.grad_clip))
-                        losses.append(loss_sum)
-                        clipped.append(clip_sum / max(tok_sum, 1.0))
-                        if ref_lp is not None:
-                            kls.append(kl_sum / max(tok_sum, 1.0))
-                if losses and not all(math.isfinite(x) for x in losses):
-                    raise FloatingPointError(f"rl: non-finite loss at step {step + 1}")
-                n_up = max(1, len(losses))
-                rec.update(loss=sum(losses) / n_up, clipped_frac=sum(clipped) / n_up, lr=lr, updates=len(losses))
-                rec["grad_norm"] = sum(gnorms) / len(gnorms) if gnorms else 0.0
-                if kls:
-                    rec["kl"] = sum(kls) / len(kls)
+                rec.update(update(cfg, s, opt, ro, sched.lr_at(step), ctx.device))
             rec["step_s"] = round(time.time() - ts, 3)
-            mlog.write(rec)
-            view.log(rec)
-            for i in range(min(cfg.log_samples, len(texts))):
-                samples.append(
-                    {
-                        "step": step + 1,
-                        "question": items[i // G]["question"],
-                        "completion": texts[i],
-                        "reward": scored[i][0],
-                        "truncated": trunc[i],
-                    }
-                )
+            log.step(rec)
+            samples += sample_rows(cfg, ro, step)
             ctx.log.info(
                 "rl step %d/%d reward %.3f zero-std %.2f trunc %.2f len %.1f",
                 step + 1,
@@ -629,26 +637,18 @@ def run(cfg: Config, ctx):
                 rec["mean_length"],
             )
 
-    policy.eval()
-    after, after_trunc, after_texts = greedy_exact_match(
-        policy, sampler, held, cfg, device, lambda it: ctx.progress(it, desc="held-out EM after", unit="batch")
-    )
+    s.policy.eval()
+    after, after_trunc, after_texts = evaluate(cfg, ctx, s, "after")
     test = paired_exact_match(before, after)
+    out = Path(ctx.out_dir)
     write_jsonl(out / "samples.jsonl", samples)
-    atomic_write_json(
-        out / "heldout.json",
-        {
-            **test,
-            "truncation_before": before_trunc,
-            "truncation_after": after_trunc,
-            "start_sampled": start,
-            "per_problem": [
-                {"question": p["question"], "before": b, "after": a, "completion_before": tb, "completion_after": t}
-                for p, b, a, tb, t in zip(held, before, after, before_texts, after_texts)
-            ],
-        },
-    )
-    save_model_dir(policy, tok, out / "model")
+    per_problem = [
+        {"question": p["question"], "before": b, "after": a, "completion_before": tb, "completion_after": t}
+        for p, b, a, tb, t in zip(s.held, before, after, before_texts, after_texts)
+    ]
+    heldout = {**test, "truncation_before": before_trunc, "truncation_after": after_trunc, "start_sampled": start}
+    atomic_write_json(out / "heldout.json", {**heldout, "per_problem": per_problem})
+    save_model_dir(s.policy, s.tok, out / "model")
     ctx.log.info(
         "rl held-out EM %.3f -> %.3f (diff %.3f, CI %s, McNemar p=%.3g)",
         test["before"],
@@ -657,37 +657,48 @@ def run(cfg: Config, ctx):
         test["ci95"],
         test["p_mcnemar"],
     )
+    return result(cfg, ctx, s, heldout, totals, time.time() - t0)
+
+
+def sample_rows(cfg: Config, ro: Rollout, step: int) -> list[dict]:
+    """The first `log_samples` completions of a step, for samples.jsonl."""
+    G = cfg.group_size
+    return [
+        {
+            "step": step + 1,
+            "question": ro.items[i // G]["question"],
+            "completion": ro.texts[i],
+            "reward": ro.scored[i][0],
+            "truncated": ro.trunc[i],
+        }
+        for i in range(min(cfg.log_samples, len(ro.texts)))
+    ]
+
+
+def result(cfg: Config, ctx, s: Setup, heldout: dict, totals: dict, seconds: float) -> StageResult:
     return StageResult(
-        outputs={
-            "model": out / "model",
-            "metrics": out / "metrics.jsonl",
-            "heldout": out / "heldout.json",
-            "samples": out / "samples.jsonl",
-            "quarantine": out / "quarantine.jsonl",
-        },
-        counters={**counters, **totals, "steps": cfg.steps, "skipped_steps": skipped},
+        outputs=trained_outputs(ctx.out_dir, "heldout.json", "samples.jsonl"),
+        counters={**s.counters, **totals, "steps": cfg.steps},
         metrics={
-            "heldout_em_before": test["before"],
-            "heldout_em_after": test["after"],
-            "heldout_em_diff": test["diff"],
-            "heldout_em_diff_ci95": test["ci95"],
-            "heldout_p_mcnemar": test["p_mcnemar"],
-            "heldout_n": test["n"],
-            **{f"start_{k}": v for k, v in start.items()},
+            "heldout_em_before": heldout["before"],
+            "heldout_em_after": heldout["after"],
+            "heldout_em_diff": heldout["diff"],
+            "heldout_em_diff_ci95": heldout["ci95"],
+            "heldout_p_mcnemar": heldout["p_mcnemar"],
+            "heldout_n": heldout["n"],
+            **{f"start_{k}": v for k, v in heldout["start_sampled"].items()},
             "zero_std_frac": totals["zero_std_groups"] / max(1, totals["groups"]),
             "truncation_rate": totals["truncated"] / max(1, totals["completions"]),
-            "seconds": round(time.time() - t0, 3),
+            "seconds": round(seconds, 3),
         },
-        extra={"init_model": str(init_dir)},
-        summary=rl_summary(ctx, test, totals, after_trunc),
+        extra={"init_model": str(s.init_dir)},
+        summary=rl_summary(ctx, heldout, totals, heldout["truncation_after"]),
     )
 
 
 def rl_summary(ctx, test: dict, totals: dict, truncation: float) -> list[str]:
     """Before/after on the held-out problems with its paired test; warns when most groups gave no learning signal
     (every sample got the same reward) or the held-out change is not significant."""
-    from ledgerlm.ledger import WARN_P
-
     n, p = test["n"], test["p_mcnemar"]
     zero = totals["zero_std_groups"] / max(1, totals["groups"])
     lines = [
@@ -717,7 +728,6 @@ SPEC = StageSpec(
     help="RLVR / GRPO with verifiable rewards",
     inputs=inputs,
     plan=plan,
-    add_cli_args=add_cli_args,
     produces="chat_model",
     starts_from=("dpo", "interpolate", "sft",),
     headline=("final_reward",),

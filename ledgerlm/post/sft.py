@@ -17,7 +17,6 @@ bitwise identical on CPU -- weights, optimizer, row order, epoch, sampler and gl
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import json
 import math
@@ -37,18 +36,20 @@ from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.post import chat
 from ledgerlm.post.common import (
     IGNORE,
-    MetricsLog,
-    load_model_and_tokenizer,
+    Schedule,
+    Shuffled,
+    StepLog,
+    length_text,
+    load_start,
     optimizer_step,
-    resolve_model_dir,
     save_model_dir,
-    seed_everything,
+    starting_dir,
+    trained_outputs,
 )
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train import checkpoint as ckpt_lib
 from ledgerlm.train.dist import DistInfo, load_full_state_dicts
 from ledgerlm.train.optim import build_optimizer
-from ledgerlm.train.schedule import lr_at
 
 
 @dataclass
@@ -59,24 +60,24 @@ class Config:
     subset: str = ""  # HF config name, if any
     limit: int = 0  # use at most this many conversations (0 = all)
     val_data: str = ""  # separate held-out conversations; empty = carve them out of `data`
-    val_fraction: float = 0.05
-    val_max: int = 200
+    val_fraction: float = 0.05  # share of `data` held out when there is no val_data
+    val_max: int = 200  # at most this many held-out conversations
     system_prompt: str = ""  # prepended as a system message when a conversation has none
     seq_len: int = 0  # packing window (0 = the model's max_seq_len)
-    pack: bool = True
-    epochs: float = 2.0
+    pack: bool = True  # pack several conversations into a row (document-masked); false = one per row
+    epochs: float = 2.0  # passes over the training rows
     max_steps: int = 0  # > 0 overrides epochs
     batch_size: int = 8  # sequences (packed rows) per optimizer step
     micro_batch_size: int = 0  # rows per forward pass (0 = batch_size); the rest is gradient accumulation
-    lr: float = 1e-4
+    lr: float = 1e-4  # peak learning rate
     schedule: str = "linear"  # constant | linear | cosine (after warmup)
-    warmup_ratio: float = 0.03
-    min_lr_ratio: float = 0.0
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    grad_clip: float = 1.0
+    warmup_ratio: float = 0.03  # fraction of the steps spent in linear warmup
+    min_lr_ratio: float = 0.0  # the schedule ends at this fraction of lr
+    weight_decay: float = 0.0  # AdamW weight decay on matrices
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW betas
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 = no clipping)
     eval_every: int = 0  # steps between held-out evaluations (0 = about 10 per run)
-    eval_batch_size: int = 8
+    eval_batch_size: int = 8  # rows per forward pass when scoring held-out conversations
     # Checkpoints to ckpt/ every this many steps (0 = about 10 per run, like eval_every: for a 135M model a save costs
     # a few seconds, so ~10 bounds the overhead while losing at most a tenth of the run to a kill). Neither this nor
     # keep_ckpts changes the training trajectory, so changing them does not block a resume.
@@ -324,7 +325,7 @@ def trajectory_key(cfg: Config, seed: int, examples: list[Example]) -> dict:
 
 
 def inputs(cfg: Config, ctx) -> dict[str, Path]:
-    out = {"base_model": resolve_model_dir(cfg.base, ctx, "sft.base")}
+    out = {"base_model": starting_dir(SPEC, cfg.base, ctx, "sft.base")}
     for key, src in (("data", cfg.data), ("val_data", cfg.val_data)):
         if src and src != "demo":  # local files are hashed; Hub datasets are recorded by name; demo is built in
             out[key] = Path(src).expanduser() if chat.is_local(src) else f"hub:{src.removeprefix('hf:')}"
@@ -332,162 +333,148 @@ def inputs(cfg: Config, ctx) -> dict[str, Path]:
 
 
 def plan(cfg: Config, ctx) -> list[str]:
-    steps = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs:g} epochs"
-    return [f"fine-tune {cfg.base} on {cfg.data or '<sft.data unset>'}: {steps}, batch {cfg.batch_size}, lr {cfg.lr:g}"]
+    what = f"{length_text(cfg)}, batch {cfg.batch_size}, lr {cfg.lr:g}"
+    return [f"fine-tune {cfg.base} on {cfg.data or '<sft.data unset>'}: {what}"]
 
 
-def add_cli_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="conversations: JSONL path or HF dataset name")
-    p.add_argument("--base", help="stage name or model dir to fine-tune (default: pretrain)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--epochs", type=float)
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--no-pack", action="store_true", help="one conversation per row instead of packing")
+@dataclass
+class Setup:
+    """The starting model and the data of a run, ready to train on."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    base_dir: Path
+    seq_len: int
+    train: list[Example]
+    val: list[Example]
+    rows: list[list[int]]  # packed rows of train example indices (one each without packing)
+    summary: dict  # what data.json says: counts, split, truncation, packing efficiency
 
 
-def cli_overrides(args) -> dict[str, object]:
-    out = {}
-    for name in ("data", "base", "lr", "epochs", "max_steps", "batch_size"):
-        v = getattr(args, name, None)
-        if v is not None:
-            out[name] = v
-    if getattr(args, "no_pack", False):
-        out["pack"] = False
-    return out
-
-
-def run(cfg: Config, ctx):
+def setup(cfg: Config, ctx) -> Setup:
+    """Load the starting model and the conversations, write quarantine.jsonl, pack the training examples."""
     if not cfg.data:
         raise ConfigError("sft.data", "set the conversations to train on (JSONL path or HF dataset name)")
-    device = ctx.device
-    seed_everything(ctx.seed)
-    base_dir = resolve_model_dir(cfg.base, ctx, "sft.base")
-    model, tokenizer = load_model_and_tokenizer(base_dir, device)
+    base_dir, model, tokenizer = load_start(SPEC, cfg.base, ctx, "sft.base")
     seq_len = cfg.seq_len or model.cfg.max_seq_len
     if seq_len > model.cfg.max_seq_len:
         raise ConfigError("sft.seq_len", f"{seq_len} > the model's max_seq_len {model.cfg.max_seq_len}")
     train, val, summary, quarantined = load_data(cfg, tokenizer, seq_len, ctx.log)
-    out = Path(ctx.out_dir)
     # default=str: Hub rows may hold values JSON cannot write (dates, bytes); the record is for humans
-    write_jsonl(out / "quarantine.jsonl", (json.loads(json.dumps(q, default=str)) for q in quarantined))
-
+    write_jsonl(Path(ctx.out_dir) / "quarantine.jsonl", (json.loads(json.dumps(q, default=str)) for q in quarantined))
     rows = pack(train, seq_len) if cfg.pack else [[i] for i in range(len(train))]
     summary["rows"] = len(rows)
     summary["packing_efficiency"] = summary["train_tokens"] / (len(rows) * seq_len) if cfg.pack else None
-    steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    warmup = int(cfg.warmup_ratio * total)
+    return Setup(model, tokenizer, base_dir, seq_len, train, val, rows, summary)
+
+
+def resume(ctx, model, opt, batches: Shuffled, traj: dict) -> dict | None:
+    """Restore the newest checkpoint of a resumed run into the model, optimizer and batch order, and return its state;
+    None for a fresh start (whose directory then holds no checkpoint of an earlier or half-written run)."""
+    ckpt_dir = Path(ctx.out_dir) / "ckpt"
+    latest = ckpt_lib.latest_checkpoint(ckpt_dir) if getattr(ctx, "resuming", False) else None
+    if latest is None:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        return None
+    m_sd, o_sd, st, extra = ckpt_lib.load_checkpoint(latest)  # also restores the global RNG (dropout)
+    saved = st.get("trajectory", {})
+    differ = sorted(k for k in traj.keys() | saved.keys() if traj.get(k) != saved.get(k))
+    if differ:
+        what = ", ".join(f"{k} ({saved.get(k)!r} -> {traj.get(k)!r})" for k in differ)
+        raise RuntimeError(
+            f"{latest}: checkpoint was written with a different sft config: {what}; "
+            f"remove {ckpt_dir} to start over, or restore the original config"
+        )
+    load_full_state_dicts(model, opt, m_sd, o_sd, DistInfo(), "none")
+    batches.gen.set_state(extra["sft.gen"])
+    batches.queue = extra["sft.queue"].tolist()
+    batches.epoch = st["epoch"]
+    ctx.log.info("sft: resumed from %s (step %d/%d)", latest, st["step"], st["total"])
+    return st
+
+
+def save_checkpoint(ctx, model, opt, batches: Shuffled, state: dict, keep: int) -> None:
+    """Weights, optimizer, batch order and global RNG at `state["step"]`, atomically (see ckpt_lib)."""
+    extra = {"sft.gen": batches.gen.get_state(), "sft.queue": torch.tensor(batches.queue, dtype=torch.long)}
+    state = {**state, "epoch": batches.epoch}
+    ckpt_dir = Path(ctx.out_dir) / "ckpt"
+    ckpt_lib.save_checkpoint(ckpt_dir, state["step"], model.state_dict(), opt.state_dict(), state, extra, keep_last=keep)
+
+
+def train_step(cfg: Config, s: Setup, opt, batch_rows: list[list[int]], lr: float, device) -> dict:
+    """One optimizer step on packed rows (micro-batches accumulate; the loss is a mean over the whole step's assistant
+    tokens) -> loss, lr, grad_norm, assistant_tokens and the step's tokens."""
     micro = cfg.micro_batch_size or cfg.batch_size
-    eval_every = cfg.eval_every or max(1, total // 10)
+    parts = [batch_rows[k : k + micro] for k in range(0, len(batch_rows), micro)]
+    batches = [collate(s.train, p, doc_mask=cfg.pack) for p in parts]
+    n_tok = sum(int((b["targets"] != IGNORE).sum()) for b in batches)
+    loss_sum = 0.0
+    for b in batches:
+        loss, _ = nll_sum(s.model, b, device, cfg.loss_chunk_size)
+        (loss / n_tok).backward()  # normalise by the whole step's assistant tokens
+        loss_sum += float(loss.detach())
+    gnorm = optimizer_step(s.model, opt, lr, cfg.grad_clip)
+    tokens = sum(int(b["input_ids"].numel()) for b in batches)
+    return {"loss": loss_sum / n_tok, "lr": lr, "grad_norm": gnorm, "assistant_tokens": n_tok, "step_tokens": tokens}
+
+
+def run(cfg: Config, ctx):
+    device = ctx.device
+    s = setup(cfg, ctx)
+    out = Path(ctx.out_dir)
+    sched = Schedule.from_epochs(cfg, len(s.rows), evals=10, min_lr_ratio=cfg.min_lr_ratio)
+    total = sched.total
     ckpt_every = cfg.ckpt_every or max(1, total // 10)
-    summary.update(steps=total, steps_per_epoch=steps_per_epoch, seq_len=seq_len, base_model=str(base_dir))
-    atomic_write_json(out / "data.json", summary)
-    ctx.log.info("sft: %d rows, %d steps (%d per epoch), warmup %d", len(rows), total, steps_per_epoch, warmup)
+    s.summary.update(steps=total, steps_per_epoch=sched.per_epoch, seq_len=s.seq_len, base_model=str(s.base_dir))
+    atomic_write_json(out / "data.json", s.summary)
+    ctx.log.info("sft: %d rows, %d steps (%d per epoch), warmup %d", len(s.rows), total, sched.per_epoch, sched.warmup)
 
     def val_loss() -> float | None:  # None (not NaN) when there is no held-out set: JSON-clean and explicit
-        return assistant_loss(model, val, seq_len, cfg.eval_batch_size, device) if val else None
+        return assistant_loss(s.model, s.val, s.seq_len, cfg.eval_batch_size, device) if s.val else None
 
-    opt = build_optimizer(model, cfg, fused_cpu=False)
-    gen = torch.Generator().manual_seed(ctx.seed)
-    model.train()
-    first_loss = last_loss = float("nan")
-    seen_tokens = 0
-    queue: list[int] = []
-    epoch = start = 0
-    traj = trajectory_key(cfg, ctx.seed, train)
-    ckpt_dir = out / "ckpt"
-    latest = ckpt_lib.latest_checkpoint(ckpt_dir) if getattr(ctx, "resuming", False) else None
-    if latest is None:  # a fresh start: checkpoints of an earlier run (or half-written ones) must not mix in
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        initial = val_loss()
-        t0 = time.time()
-        mlog = MetricsLog(out / "metrics.jsonl")
-        mlog.write({"step": 0, "val_loss": initial, "elapsed_s": 0.0} if val else {"step": 0, "elapsed_s": 0.0})
-    else:
-        m_sd, o_sd, st, extra = ckpt_lib.load_checkpoint(latest)  # also restores the global RNG (dropout)
-        saved = st.get("trajectory", {})
-        differ = sorted(k for k in traj.keys() | saved.keys() if traj.get(k) != saved.get(k))
-        if differ:
-            what = ", ".join(f"{k} ({saved.get(k)!r} -> {traj.get(k)!r})" for k in differ)
-            raise RuntimeError(
-                f"{latest}: checkpoint was written with a different sft config: {what}; "
-                f"remove {ckpt_dir} to start over, or restore the original config"
-            )
-        load_full_state_dicts(model, opt, m_sd, o_sd, DistInfo(), "none")
-        gen.set_state(extra["sft.gen"])
-        queue = extra["sft.queue"].tolist()
-        start, epoch, seen_tokens = st["step"], st["epoch"], st["seen_tokens"]
-        first_loss, initial = st["first_loss"], st["initial_val_loss"]
-        t0 = time.time() - st["elapsed_s"]
-        mlog = MetricsLog(out / "metrics.jsonl", keep_upto=start)
-        ctx.log.info("sft: resumed from %s (step %d/%d)", latest, start, total)
-
-    def save(done: int) -> None:
-        state = {
-            "trajectory": traj,
-            "total": total,
-            "epoch": epoch,
-            "seen_tokens": seen_tokens,
-            "first_loss": first_loss,
-            "initial_val_loss": initial,
-            "elapsed_s": time.time() - t0,
-        }
-        extra = {"sft.gen": gen.get_state(), "sft.queue": torch.tensor(queue, dtype=torch.long)}
-        ckpt_lib.save_checkpoint(
-            ckpt_dir, done, model.state_dict(), opt.state_dict(), state, extra, keep_last=cfg.keep_ckpts
-        )
-
-    view = ctx.steps(total, start=start, show=("loss", "val_loss", "tok_s"))
-    if latest is None and val:
-        ctx.tracker.log({"val_loss": initial}, 0)
-    with mlog, view:
+    opt = build_optimizer(s.model, cfg, fused_cpu=False)
+    batches = Shuffled(len(s.rows), torch.Generator().manual_seed(ctx.seed))
+    s.model.train()
+    traj = trajectory_key(cfg, ctx.seed, s.train)
+    resumed = resume(ctx, s.model, opt, batches, traj)
+    # what a checkpoint saves besides weights, optimizer and batch order (and what the summary reports)
+    st = resumed or {"step": 0, "seen_tokens": 0, "first_loss": float("nan"), "initial_val_loss": val_loss()}
+    st.update(trajectory=traj, total=total, last_loss=float("nan"), final_val_loss=None)
+    t0 = time.time() - (resumed or {}).get("elapsed_s", 0.0)
+    start = st["step"]
+    with StepLog(ctx, total, ("loss", "val_loss", "tok_s"), start, keep_upto=start if resumed else None) as log:
+        if not resumed:
+            row0 = {"step": 0, "val_loss": st["initial_val_loss"]} if s.val else {"step": 0}
+            log.write({**row0, "elapsed_s": 0.0})
         for step in range(start, total):
-            batch_rows = []
-            while len(batch_rows) < cfg.batch_size:
-                if not queue:  # a fresh permutation of the rows each epoch
-                    queue = torch.randperm(len(rows), generator=gen).tolist()
-                    epoch += 1
-                batch_rows.append(rows[queue.pop()])
-            parts = [batch_rows[k : k + micro] for k in range(0, len(batch_rows), micro)]
-            batches = [collate(train, p, doc_mask=cfg.pack) for p in parts]
-            n_tok = sum(int((b["targets"] != IGNORE).sum()) for b in batches)
-            loss_sum = 0.0
-            for b in batches:
-                s, _ = nll_sum(model, b, device, cfg.loss_chunk_size)
-                (s / n_tok).backward()  # normalise by the whole step's assistant tokens
-                loss_sum += float(s.detach())
-            lr = lr_at(step, total, cfg.lr, warmup, cfg.schedule, cfg.min_lr_ratio)
-            gnorm = optimizer_step(model, opt, lr, cfg.grad_clip)
-            last_loss = loss_sum / n_tok
-            first_loss = last_loss if step == 0 else first_loss
-            seen_tokens += sum(int(b["input_ids"].numel()) for b in batches)
-            rec = {"step": step + 1, "epoch": epoch, "loss": last_loss, "lr": lr, "grad_norm": gnorm}
-            rec.update(assistant_tokens=n_tok, tokens=seen_tokens, elapsed_s=round(time.time() - t0, 3))
-            if val and ((step + 1) % eval_every == 0 or step + 1 == total):
-                rec["val_loss"] = val_loss()
-                ctx.log.info("sft step %d/%d loss %.4f val %.4f", step + 1, total, last_loss, rec["val_loss"])
-            if not math.isfinite(last_loss):
-                raise FloatingPointError(f"sft: loss is {last_loss} at step {step + 1}")
-            mlog.write(rec)
-            view.log(rec)
+            rows = [s.rows[i] for i in batches.take(cfg.batch_size)]
+            rec = train_step(cfg, s, opt, rows, sched.lr_at(step), device)
+            st["seen_tokens"] += rec.pop("step_tokens")
+            st["last_loss"] = rec["loss"]
+            st["first_loss"] = rec["loss"] if step == 0 else st["first_loss"]
+            st["step"] = step + 1
+            rec.update(step=step + 1, epoch=batches.epoch, tokens=st["seen_tokens"], elapsed_s=round(time.time() - t0, 3))
+            if s.val and sched.evaluates(step):
+                rec["val_loss"] = st["final_val_loss"] = val_loss()
+                ctx.log.info("sft step %d/%d loss %.4f val %.4f", step + 1, total, rec["loss"], rec["val_loss"])
+            log.step(rec)
             # not at the last step: the model is saved right below, and a kill before that redoes the last few steps
             if (step + 1) % ckpt_every == 0 and step + 1 < total:
-                save(step + 1)
+                save_checkpoint(ctx, s.model, opt, batches, {**st, "elapsed_s": time.time() - t0}, cfg.keep_ckpts)
             if _STEP_HOOK is not None:
-                _STEP_HOOK(step + 1, model)
-    final = rec.get("val_loss")
-    model.eval()
-    save_model_dir(model, tokenizer, out / "model")
+                _STEP_HOOK(step + 1, s.model)
+    s.model.eval()
+    save_model_dir(s.model, s.tokenizer, out / "model")
     # checkpoints only serve a resume of this run; a sweep's cells would otherwise keep ~2 GB each at 135M
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    shutil.rmtree(out / "ckpt", ignore_errors=True)
+    return result(ctx, s, st, start, time.time() - t0)
+
+
+def result(ctx, s: Setup, st: dict, resumed_from: int, seconds: float) -> StageResult:
+    initial, final, first, last = st["initial_val_loss"], st["final_val_loss"], st["first_loss"], st["last_loss"]
+    summary, total, seen = s.summary, st["total"], st["seen_tokens"]
     return StageResult(
-        outputs={
-            "model": out / "model",
-            "metrics": out / "metrics.jsonl",
-            "data": out / "data.json",
-            "quarantine": out / "quarantine.jsonl",
-        },
+        outputs=trained_outputs(ctx.out_dir, "data.json"),
         counters={
             "conversations_train": summary["train_conversations"],
             "conversations_val": summary["val_conversations"],
@@ -497,26 +484,26 @@ def run(cfg: Config, ctx):
             # truncated so far that no assistant token was left: not trainable, counted rather than silently lost
             "dropped_too_long": summary["train"]["dropped_no_assistant_after_truncation"]
             + summary["val"]["dropped_no_assistant_after_truncation"],
-            "rows": len(rows),
+            "rows": len(s.rows),
             "steps": total,
-            "tokens": seen_tokens,
+            "tokens": seen,
         },
         metrics={
             "initial_val_loss": initial,
             "final_val_loss": final,
-            "first_train_loss": first_loss,
-            "final_train_loss": last_loss,
+            "first_train_loss": first,
+            "final_train_loss": last,
             "packing_efficiency": summary["packing_efficiency"],
-            "train_seconds": round(time.time() - t0, 2),
+            "train_seconds": round(seconds, 2),
         },
-        extra={"base_model": str(base_dir), "resumed_from_step": start},
+        extra={"base_model": str(s.base_dir), "resumed_from_step": resumed_from},
         summary=[
             (
-                f"held-out assistant loss {initial:.3f} → {final:.3f} on {len(val):,} conversations"
-                if val and final is not None
+                f"held-out assistant loss {initial:.3f} → {final:.3f} on {len(s.val):,} conversations"
+                if s.val and final is not None
                 else "no held-out conversations: no validation loss"
             )
-            + f"; train loss {first_loss:.3f} → {last_loss:.3f} over {total:,} steps, {seen_tokens:,} tokens"
+            + f"; train loss {first:.3f} → {last:.3f} over {total:,} steps, {seen:,} tokens"
         ],
     )
 
@@ -528,8 +515,6 @@ SPEC = StageSpec(
     help="supervised fine-tuning on chat data (packed, assistant-only loss)",
     inputs=inputs,
     plan=plan,
-    add_cli_args=add_cli_args,
-    cli_overrides=cli_overrides,
     produces="chat_model",
     starts_from=("pretrain",),
     headline=("final_val_loss",),

@@ -21,6 +21,7 @@ import math
 import os
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -33,7 +34,7 @@ from ledgerlm.data.shards import TokenIndex
 from ledgerlm.device import autocast as bf16_autocast
 from ledgerlm.device import peak_flops
 from ledgerlm.model.hf import load_model, save_model
-from ledgerlm.model.llama import build_model, model_config
+from ledgerlm.model.llama import ModelConfig, build_model, model_config
 from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train import checkpoint as ckpt_lib
@@ -56,8 +57,8 @@ from ledgerlm.train.schedule import decay_start, lr_mult
 @dataclass
 class Config:
     model: str | dict = "tiny"  # size name (tiny, small, smollm-135m, ...) or a dict of ModelConfig fields
-    seq_len: int = ranged(256, ge=2)
-    micro_batch: int = ranged(8, ge=1)
+    seq_len: int = ranged(256, ge=2)  # tokens per training window
+    micro_batch: int = ranged(8, ge=1)  # windows per forward pass on each device
     batch_tokens: int = ranged(0, ge=0)  # global tokens per step; 0 = micro_batch * seq_len * world (no accumulation)
     steps: int = ranged(0, ge=0)  # length dial 1: optimizer steps
     tokens: int = ranged(0, ge=0)  # length dial 2: training tokens (steps = tokens // batch_tokens)
@@ -65,33 +66,33 @@ class Config:
     data_tokens: int = ranged(0, ge=0)  # unique training tokens (0 = all); tokens > data_tokens trains several epochs
     phases: list[dict] = field(default_factory=list)  # [{name, tokens, mixture}] for the loader (empty = by size)
     align_to_docs: bool = False  # windows start at document starts (loader option)
-    lr: float = ranged(3e-3, gt=0)
-    min_lr_ratio: float = ranged(0.0, ge=0, le=1)
+    lr: float = ranged(3e-3, gt=0)  # peak learning rate (AdamW; Muon's matrices use muon_lr)
+    min_lr_ratio: float = ranged(0.0, ge=0, le=1)  # the schedule ends at this fraction of lr
     warmup: int = ranged(0, ge=0)  # steps
-    schedule: Literal["wsd", "cosine", "constant"] = "wsd"
+    schedule: Literal["wsd", "cosine", "constant"] = "wsd"  # lr after warmup: warmup-stable-decay, cosine or constant
     decay_frac: float = ranged(0.2, ge=0, le=1)  # wsd: fraction of the steps spent decaying
-    decay_shape: Literal["linear", "1-sqrt"] = "linear"
-    optimizer: Literal["adamw", "muon"] = "adamw"
-    muon_lr: float = ranged(0.02, gt=0)
-    weight_decay: float = ranged(0.1, ge=0)
-    beta1: float = ranged(0.9, ge=0, lt=1)
-    beta2: float = ranged(0.95, ge=0, lt=1)
-    grad_clip: float = ranged(1.0, ge=0)
-    dropout: float = ranged(0.0, ge=0, lt=1)
+    decay_shape: Literal["linear", "1-sqrt"] = "linear"  # wsd: shape of the decay
+    optimizer: Literal["adamw", "muon"] = "adamw"  # adamw, or muon for matrices (AdamW for the rest)
+    muon_lr: float = ranged(0.02, gt=0)  # Muon's learning rate (optimizer=muon)
+    weight_decay: float = ranged(0.1, ge=0)  # decoupled weight decay on matrices (never on vectors)
+    beta1: float = ranged(0.9, ge=0, lt=1)  # AdamW beta1
+    beta2: float = ranged(0.95, ge=0, lt=1)  # AdamW beta2
+    grad_clip: float = ranged(1.0, ge=0)  # clip the global gradient norm to this (0 = no clipping)
+    dropout: float = ranged(0.0, ge=0, lt=1)  # dropout probability (a data-efficiency switch for many epochs)
     ema: float = ranged(0.0, ge=0, lt=1)  # EMA decay over the decay phase (0 = off)
     average_last_k: int = ranged(0, ge=0)  # average k evenly spaced snapshots of the decay phase (0 = off)
     select_final: Literal["best", "raw", "ema", "avg"] = "best"  # which weights become model/ (best = lowest val)
     doc_mask: bool = False  # block-diagonal attention within packed documents (disables flash kernels)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
-    compile: bool = False
+    compile: bool = False  # torch.compile the model
     # output head + loss over chunks of this many tokens, never the whole [B, T, V] logits (0 = the plain path)
     loss_chunk_size: int = DEFAULT_CHUNK
-    eval_every: int = ranged(100, ge=0)
-    val_batches: int = ranged(8, ge=0)
-    ckpt_every: int = ranged(500, ge=0)
-    keep_ckpts: int = ranged(2, ge=1)
-    log_every: int = ranged(10, ge=1)
-    parallel: Literal["none", "ddp", "fsdp"] = "none"
+    eval_every: int = ranged(100, ge=0)  # steps between validation losses (0 = none while training)
+    val_batches: int = ranged(8, ge=0)  # held-out batches in each validation loss (0 = no validation)
+    ckpt_every: int = ranged(500, ge=0)  # steps between checkpoints (0 = only at the end)
+    keep_ckpts: int = ranged(2, ge=1)  # newest checkpoints kept
+    log_every: int = ranged(10, ge=1)  # steps between log lines
+    parallel: Literal["none", "ddp", "fsdp"] = "none"  # none, or ddp / fsdp under torchrun
     cpu_threads: int = ranged(0, ge=0)  # CPU intra-op threads (0 = torch's default); 1 is often fastest when busy
     init_from: str = ""  # optional HF Llama dir to continue from (e.g. a downloaded SmolLM-135M)
     extra: dict = field(default_factory=dict)  # free-form notes recorded in the ledger
@@ -161,6 +162,304 @@ def config_sha(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
+@dataclass
+class Trainer:
+    """What a pretraining run holds between steps: built by `setup`, moved on by `train_step`, restored by `resume`."""
+
+    cfg: Config
+    source: WindowSource
+    info: DistInfo
+    mcfg: ModelConfig
+    lengths: dict  # resolve_lengths: batch_tokens, grad_accum, steps, tokens
+    model: torch.nn.Module  # the plain model (EMA, averaging and the final weights read it)
+    wrapped: torch.nn.Module  # the same under DDP / FSDP (itself without)
+    fwd: Callable  # `wrapped`, compiled if asked
+    opt: torch.optim.Optimizer
+    autocast: Callable
+    sched: dict  # lr_mult's keyword arguments
+    ema: EMA | None
+    avg: SnapshotAverage | None
+    ema_start: int  # the step the EMA starts from (the decay phase)
+    avg_steps: set[int]  # the steps whose weights enter the snapshot average
+    val: list  # fixed validation batches
+    peak: float | None  # the device's peak FLOP/s (MFU); None on CPU
+    step: int = 0  # optimizer steps done
+    first_step: int = 0  # where this process started (0, or the step resumed from)
+    tokens_seen: int = 0
+    train_seconds: float = 0.0
+    tok_s_hist: list[float] = field(default_factory=list)  # per step after the first (which includes warm-up)
+    mfu_hist: list[float] = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return self.lengths["steps"]
+
+    def val_loss(self, model=None) -> float:
+        """Mean loss on the validation batches, of the training model or of `model`."""
+        dev, eot = self.info.device, self.source.eot_id
+        return evaluate(model or self.model, self.val, dev, self.autocast, self.cfg.doc_mask, eot, self.info)
+
+
+def build(cfg: Config, mcfg: ModelConfig, dev: str, seed: int) -> torch.nn.Module:
+    """The model from `seed`, or with the weights of `cfg.init_from` (same architecture)."""
+    if dev == "cpu" and cfg.cpu_threads > 0:
+        torch.set_num_threads(cfg.cpu_threads)
+    if dev.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(seed)
+    model = build_model(mcfg, device=dev)
+    if cfg.init_from:
+        src = load_model(cfg.init_from)
+        if dataclasses.replace(src.cfg, dropout=mcfg.dropout, max_seq_len=mcfg.max_seq_len) != mcfg:
+            raise _err("init_from", f"{cfg.init_from} has config {src.cfg}, recipe model is {mcfg}")
+        model.load_state_dict(src.state_dict())
+    return model.train()
+
+
+def setup(cfg: Config, source: WindowSource, vocab_size: int, seed: int, info: DistInfo) -> Trainer:
+    """Check the config against the data, then build the model, optimizer, schedule, EMA / averaging, val batches."""
+    dev = info.device
+    if cfg.parallel == "fsdp" and cfg.optimizer == "muon":
+        raise _err("optimizer", "muon is not supported with parallel=fsdp (it needs whole matrices); use ddp")
+    if cfg.seq_len != source.seq_len:
+        raise _err("seq_len", f"{cfg.seq_len} but the data source cuts windows of {source.seq_len}")
+    L = resolve_lengths(cfg, info.world, source.n_tokens, getattr(source, "phase_tokens", 0))
+    if getattr(source, "phase_tokens", 0) and L["tokens"] > source.phase_tokens:
+        raise _err("tokens", f"{L['tokens']:,} training tokens exceed the phases' {source.phase_tokens:,}")
+    source.doc_ids = cfg.doc_mask
+    steps = L["steps"]
+    try:
+        mcfg = model_config(cfg.model, vocab_size=vocab_size, dropout=cfg.dropout or None)
+    except ValueError as e:
+        raise _err("model", str(e)) from None
+    if cfg.seq_len > mcfg.max_seq_len:
+        mcfg = dataclasses.replace(mcfg, max_seq_len=cfg.seq_len)
+    model = build(cfg, mcfg, dev, seed)
+    wrapped = wrap_model(model, cfg.parallel, info)
+    opt = build_optimizer(model, cfg)
+    # LEDGERLM_COMPILE_BACKEND=aot_eager traces forward and backward as inductor does but generates no code: the CPU
+    # rehearsal (tests/test_rehearsal.py) checks that the model compiles in seconds, not minutes of C++ builds
+    backend = os.environ.get("LEDGERLM_COMPILE_BACKEND", "inductor")
+    fwd = torch.compile(wrapped, backend=backend) if cfg.compile else wrapped
+    sched = dict(
+        total=steps,
+        warmup=cfg.warmup,
+        schedule=cfg.schedule,
+        decay_frac=cfg.decay_frac,
+        decay_shape=cfg.decay_shape,
+        min_lr_ratio=cfg.min_lr_ratio,
+    )
+    d0 = decay_start(steps, cfg.schedule, cfg.decay_frac, cfg.warmup)
+    ema = EMA(model, cfg.ema) if cfg.ema else None
+    avg = SnapshotAverage(model) if cfg.average_last_k else None
+    avg_steps = set(snapshot_steps(d0 if d0 < steps else 0, steps, cfg.average_last_k))
+    val = source.val_batches(cfg.val_batches, cfg.micro_batch) if cfg.val_batches else []
+    if cfg.val_batches and cfg.eval_every and not val:  # else every validation loss would be NaN
+        raise _err(
+            "val_batches",
+            f"the held-out split has less than one validation batch ({cfg.micro_batch} x {cfg.seq_len + 1} tokens); "
+            "raise tokenize.val_fraction, or set pretrain.val_batches=0 to train without a validation loss",
+        )
+    autocast = functools.partial(bf16_autocast, dev, cfg.precision)
+    ema_start = d0 if d0 < steps else 0
+    return Trainer(
+        cfg, source, info, mcfg, L, model, wrapped, fwd, opt, autocast, sched, ema, avg, ema_start, avg_steps, val, peak_flops(dev)
+    )
+
+
+def resume(t: Trainer, ckpt_dir: Path, metrics_path: Path, log) -> None:
+    """Continue from the newest checkpoint, if any: weights, optimizer, loader position, EMA / averaging, counters;
+    metrics.jsonl is cut back to its step. A checkpoint of another config is an error, not silently mixed in."""
+    latest = ckpt_lib.latest_checkpoint(ckpt_dir)
+    if latest is None:
+        return
+    m_sd, o_sd, st, extra = ckpt_lib.load_checkpoint(latest)
+    if st.get("config_sha256") != config_sha(t.cfg):
+        raise RuntimeError(
+            f"{latest}: checkpoint was written with a different pretrain config; "
+            f"remove {ckpt_dir} to start over, or restore the original config"
+        )
+    load_full_state_dicts(t.wrapped, t.opt, m_sd, o_sd, t.info, t.cfg.parallel)
+    t.source.load_state_dict(st["loader"])
+    if t.ema:
+        t.ema.load_state_tensors({k[4:]: v for k, v in extra.items() if k.startswith("ema.")})
+    if t.avg:
+        t.avg.load_state_tensors({k[4:]: v for k, v in extra.items() if k.startswith("avg.")}, st["avg_count"])
+    t.step, t.tokens_seen, t.train_seconds = st["step"], st["tokens"], st.get("train_seconds", 0.0)
+    log.info("resumed from %s (step %d/%d)", latest, t.step, t.steps)
+    if t.info.is_main:
+        ckpt_lib.trim_metrics(metrics_path, t.step)
+
+
+def save(t: Trainer, ckpt_dir: Path) -> None:
+    """A checkpoint of step `t.step` (every rank takes part in gathering the state; the main rank writes)."""
+    m_sd, o_sd = full_state_dicts(t.wrapped, t.opt, t.info, t.cfg.parallel)
+    extra = {}
+    if t.ema:
+        extra.update({"ema." + k: v for k, v in t.ema.state_tensors().items()})
+    if t.avg:
+        extra.update({"avg." + k: v for k, v in t.avg.state_tensors().items()})
+    if t.info.is_main:
+        state = {
+            "config_sha256": config_sha(t.cfg),
+            "loader": t.source.state_dict(),
+            "tokens": t.tokens_seen,
+            "avg_count": t.avg.count if t.avg else 0,
+            "train_seconds": t.train_seconds,
+            "model_config": dataclasses.asdict(t.mcfg),
+            "schedule": {**t.sched, "lr": t.cfg.lr, "step_lr_mult": lr_mult(t.step - 1, **t.sched)},
+        }
+        ckpt_lib.save_checkpoint(ckpt_dir, t.step, m_sd, o_sd, state, extra, keep_last=t.cfg.keep_ckpts)
+    barrier(t.info)
+
+
+def train_step(t: Trainer, ckpt_dir: Path) -> dict:
+    """Optimizer step `t.step` (micro-batches accumulate; DDP syncs on the last) -> its metrics row. A non-finite loss
+    or gradient raises TrainingDiverged before the optimizer step, so the newest checkpoint stays the last good state."""
+    cfg, dev, accum, step = t.cfg, t.info.device, t.lengths["grad_accum"], t.step
+    t0 = time.perf_counter()
+    mult = lr_mult(step, **t.sched)
+    set_lr(t.opt, mult)
+    loss_acc = torch.zeros((), device=dev)
+    for micro in range(accum):
+        x, y, doc = t.source.next_micro(t.info.rank, t.info.world, cfg.micro_batch)
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        doc = doc.to(dev, non_blocking=True) if doc is not None else None
+        no_sync = cfg.parallel == "ddp" and t.info.enabled and micro < accum - 1
+        with t.wrapped.no_sync() if no_sync else contextlib.nullcontext():
+            with t.autocast():
+                loss = t.fwd(x, doc_ids=doc, targets=y, loss_chunk_size=cfg.loss_chunk_size)
+            (loss / accum).backward()
+        loss_acc += loss.detach().float() / accum
+    loss_acc = all_reduce_mean(loss_acc, t.info)
+    gnorm = clip_grad(t.model, cfg.grad_clip)
+    loss_v = loss_acc.item()
+    if not (math.isfinite(loss_v) and math.isfinite(gnorm)):
+        t.opt.zero_grad(set_to_none=True)
+        last = ckpt_lib.latest_checkpoint(ckpt_dir)
+        raise TrainingDiverged(
+            f"non-finite {'loss' if not math.isfinite(loss_v) else 'gradient norm'} at step {step} "
+            f"(loss={loss_v}, grad_norm={gnorm}); stopped before the optimizer step. "
+            f"Last good checkpoint: {last or 'none'}. Lower lr, add warmup or check the data."
+        )
+    t.opt.step()
+    t.opt.zero_grad(set_to_none=True)
+    if t.ema:
+        if step == t.ema_start:
+            t.ema.reset(t.model)
+        elif step > t.ema_start:
+            t.ema.update(t.model)
+    if t.avg and step in t.avg_steps:
+        t.avg.add(t.model)
+    if dev.startswith("cuda"):
+        torch.cuda.synchronize()
+    return step_row(t, loss_v, gnorm, mult, time.perf_counter() - t0)
+
+
+def step_row(t: Trainer, loss: float, gnorm: float, mult: float, dt: float) -> dict:
+    """Count the step just done (time, tokens, throughput) and return its metrics row."""
+    bt = t.lengths["batch_tokens"]
+    t.train_seconds += dt
+    t.tokens_seen += bt
+    tok_s = bt / dt
+    mfu = t.mcfg.flops_per_token(t.cfg.seq_len) * tok_s / t.info.world / t.peak if t.peak else None
+    if t.step > t.first_step:  # the first step includes compilation/warm-up
+        t.tok_s_hist.append(tok_s)
+        if mfu is not None:
+            t.mfu_hist.append(mfu)
+    t.step += 1
+    return {
+        "step": t.step,
+        "tokens": t.tokens_seen,
+        "loss": round(loss, 6),
+        "lr": mult * t.cfg.lr,
+        "grad_norm": round(gnorm, 6),
+        "tok_s": round(tok_s, 1),
+        "mfu": round(mfu, 4) if mfu is not None else None,
+        "mem_gb": round(_memory_gb(t.info.device), 3),
+    }
+
+
+def log_line(log, row: dict, steps: int) -> None:
+    mfu = f" mfu {row['mfu']:.1%}" if row["mfu"] is not None else ""
+    val = f" val {row['val_loss']:.4f}" if "val_loss" in row else ""
+    log.info(
+        "step %d/%d loss %.4f%s lr %.2e gnorm %.3f tok/s %.0f%s",
+        row["step"],
+        steps,
+        row["loss"],
+        val,
+        row["lr"],
+        row["grad_norm"],
+        row["tok_s"],
+        mfu,
+    )
+
+
+def steps_to_end(t: Trainer, ckpt_dir: Path, metrics_path: Path, log, view=None) -> float | None:
+    """Train from `t.step` to the last step: validate every `eval_every` steps, append each row to metrics.jsonl
+    (main rank) and the live view, log every `log_every`, checkpoint every `ckpt_every` and at the end. Returns the
+    last validation loss (None if none was measured)."""
+    cfg, steps, last_val = t.cfg, t.steps, None
+    metrics_f = open(metrics_path, "a") if t.info.is_main else None  # noqa: SIM115 - closed in finally
+    try:
+        while t.step < steps:
+            row = train_step(t, ckpt_dir)
+            done = t.step
+            if t.val and cfg.eval_every and (done % cfg.eval_every == 0 or done == steps):
+                last_val = t.val_loss()
+                row["val_loss"] = round(last_val, 6)
+            if metrics_f:
+                metrics_f.write(json.dumps(row) + "\n")
+                metrics_f.flush()
+            if view:
+                view.log(row)
+            if done % max(1, cfg.log_every) == 0 or done == steps:
+                log_line(log, row, steps)
+            if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == steps:
+                save(t, ckpt_dir)
+            if _STEP_HOOK is not None:
+                _STEP_HOOK(done, t.model)
+    finally:
+        if metrics_f:
+            metrics_f.close()
+        if view:
+            view.close()
+    return last_val
+
+
+def select_final(t: Trainer) -> tuple[torch.nn.Module, str, dict[str, float]]:
+    """The final weights -- raw, EMA or snapshot average -- chosen on validation loss unless fixed by select_final,
+    loaded into a plain (unwrapped / FSDP-gathered) model -> (model, chosen, validation loss by candidate)."""
+    cfg = t.cfg
+    if cfg.parallel == "fsdp" and t.info.enabled:
+        m_sd, _ = full_state_dicts(t.wrapped, t.opt, t.info, cfg.parallel)
+        final = build_model(t.mcfg, device=t.info.device)
+        final.load_state_dict(m_sd, strict=False)
+    else:
+        final = unwrap(t.model)
+    candidates = {"raw": None}
+    if t.ema:
+        candidates["ema"] = t.ema.state_tensors()
+    if t.avg and t.avg.count:
+        candidates["avg"] = {k: v / t.avg.count for k, v in t.avg.state_tensors().items()}
+    if cfg.select_final != "best" and cfg.select_final not in candidates:
+        raise _err("select_final", f"{cfg.select_final!r} is not available (enabled: {sorted(candidates)})")
+    raw = {n: p.detach().clone() for n, p in final.named_parameters()}
+    val_by = {}
+    for name, w in candidates.items():
+        load_weights_into(final, raw if w is None else w)
+        val_by[name] = t.val_loss(final) if t.val else float("nan")
+    if cfg.select_final == "best":
+        finite = lambda k: val_by[k] if math.isfinite(val_by[k]) else float("inf")  # noqa: E731
+        chosen = min(val_by, key=finite) if t.val else "raw"
+    else:
+        chosen = cfg.select_final
+    load_weights_into(final, raw if candidates[chosen] is None else candidates[chosen])
+    return final, chosen, val_by
+
+
 def train(
     cfg: Config,
     source: WindowSource,
@@ -178,235 +477,24 @@ def train(
     log = log or logging.getLogger("ledgerlm.pretrain")
     out_dir = Path(out_dir)
     info = info or init_distributed(device)
-    dev = info.device
-    if cfg.parallel == "fsdp" and cfg.optimizer == "muon":
-        raise _err("optimizer", "muon is not supported with parallel=fsdp (it needs whole matrices); use ddp")
-    if cfg.seq_len != source.seq_len:
-        raise _err("seq_len", f"{cfg.seq_len} but the data source cuts windows of {source.seq_len}")
-    L = resolve_lengths(cfg, info.world, source.n_tokens, getattr(source, "phase_tokens", 0))
-    if getattr(source, "phase_tokens", 0) and L["tokens"] > source.phase_tokens:
-        raise _err("tokens", f"{L['tokens']:,} training tokens exceed the phases' {source.phase_tokens:,}")
-    source.doc_ids = cfg.doc_mask
-    steps, accum = L["steps"], L["grad_accum"]
-    try:
-        mcfg = model_config(cfg.model, vocab_size=vocab_size, dropout=cfg.dropout or None)
-    except ValueError as e:
-        raise _err("model", str(e)) from None
-    if cfg.seq_len > mcfg.max_seq_len:
-        mcfg = dataclasses.replace(mcfg, max_seq_len=cfg.seq_len)
-    if dev == "cpu" and cfg.cpu_threads > 0:
-        torch.set_num_threads(cfg.cpu_threads)
-    if dev.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    torch.manual_seed(seed)
-    model = build_model(mcfg, device=dev)
-    if cfg.init_from:
-        src = load_model(cfg.init_from)
-        if dataclasses.replace(src.cfg, dropout=mcfg.dropout, max_seq_len=mcfg.max_seq_len) != mcfg:
-            raise _err("init_from", f"{cfg.init_from} has config {src.cfg}, recipe model is {mcfg}")
-        model.load_state_dict(src.state_dict())
-    model.train()
-    wrapped = wrap_model(model, cfg.parallel, info)
-    opt = build_optimizer(model, cfg)
-    # LEDGERLM_COMPILE_BACKEND=aot_eager traces forward and backward as inductor does but generates no code: the CPU
-    # rehearsal (tests/test_rehearsal.py) checks that the model compiles in seconds, not minutes of C++ builds
-    backend = os.environ.get("LEDGERLM_COMPILE_BACKEND", "inductor")
-    fwd = torch.compile(wrapped, backend=backend) if cfg.compile else wrapped
-    autocast = functools.partial(bf16_autocast, dev, cfg.precision)
-    sched = dict(
-        total=steps,
-        warmup=cfg.warmup,
-        schedule=cfg.schedule,
-        decay_frac=cfg.decay_frac,
-        decay_shape=cfg.decay_shape,
-        min_lr_ratio=cfg.min_lr_ratio,
-    )
-    d0 = decay_start(steps, cfg.schedule, cfg.decay_frac, cfg.warmup)
-    ema_start = d0 if d0 < steps else 0
-    ema = EMA(model, cfg.ema) if cfg.ema else None
-    avg = SnapshotAverage(model) if cfg.average_last_k else None
-    avg_steps = set(snapshot_steps(d0 if d0 < steps else 0, steps, cfg.average_last_k))
-    val = source.val_batches(cfg.val_batches, cfg.micro_batch) if cfg.val_batches else []
-    if cfg.val_batches and cfg.eval_every and not val:  # else every validation loss would be NaN
-        raise _err(
-            "val_batches",
-            f"the held-out split has less than one validation batch ({cfg.micro_batch} x {cfg.seq_len + 1} tokens); "
-            "raise tokenize.val_fraction, or set pretrain.val_batches=0 to train without a validation loss",
-        )
-    eot = source.eot_id
-
-    ckpt_dir = out_dir / "ckpt"
-    metrics_path = out_dir / "metrics.jsonl"
-    sha = config_sha(cfg)
-    start, tokens_seen, train_seconds = 0, 0, 0.0
-    latest = ckpt_lib.latest_checkpoint(ckpt_dir)
-    if latest is not None:
-        m_sd, o_sd, st, extra = ckpt_lib.load_checkpoint(latest)
-        if st.get("config_sha256") != sha:
-            raise RuntimeError(
-                f"{latest}: checkpoint was written with a different pretrain config; "
-                f"remove {ckpt_dir} to start over, or restore the original config"
-            )
-        load_full_state_dicts(wrapped, opt, m_sd, o_sd, info, cfg.parallel)
-        source.load_state_dict(st["loader"])
-        if ema:
-            ema.load_state_tensors({k[4:]: v for k, v in extra.items() if k.startswith("ema.")})
-        if avg:
-            avg.load_state_tensors({k[4:]: v for k, v in extra.items() if k.startswith("avg.")}, st["avg_count"])
-        start, tokens_seen, train_seconds = st["step"], st["tokens"], st.get("train_seconds", 0.0)
-        log.info("resumed from %s (step %d/%d)", latest, start, steps)
-        if info.is_main:
-            ckpt_lib.trim_metrics(metrics_path, start)
+    t = setup(cfg, source, vocab_size, seed, info)
+    ckpt_dir, metrics_path = out_dir / "ckpt", out_dir / "metrics.jsonl"
+    resume(t, ckpt_dir, metrics_path, log)
+    t.first_step = start = t.step
     out_dir.mkdir(parents=True, exist_ok=True)
-    fpt = mcfg.flops_per_token(cfg.seq_len)
-    peak = peak_flops(dev)
+    L, steps = t.lengths, t.steps
     log.info(
         "pretrain: %s params, %d steps x %d tokens (accum %d, world %d), device %s",
-        f"{mcfg.num_params():,}",
+        f"{t.mcfg.num_params():,}",
         steps,
         L["batch_tokens"],
-        accum,
+        L["grad_accum"],
         info.world,
-        dev,
+        info.device,
     )
-
-    def save(step: int) -> None:
-        m_sd, o_sd = full_state_dicts(wrapped, opt, info, cfg.parallel)
-        extra = {}
-        if ema:
-            extra.update({"ema." + k: v for k, v in ema.state_tensors().items()})
-        if avg:
-            extra.update({"avg." + k: v for k, v in avg.state_tensors().items()})
-        if info.is_main:
-            state = {
-                "config_sha256": sha,
-                "loader": source.state_dict(),
-                "tokens": tokens_seen,
-                "avg_count": avg.count if avg else 0,
-                "train_seconds": train_seconds,
-                "model_config": dataclasses.asdict(mcfg),
-                "schedule": {**sched, "lr": cfg.lr, "step_lr_mult": lr_mult(step - 1, **sched)},
-            }
-            ckpt_lib.save_checkpoint(ckpt_dir, step, m_sd, o_sd, state, extra, keep_last=cfg.keep_ckpts)
-        barrier(info)
-
-    metrics_f = open(metrics_path, "a") if info.is_main else None  # noqa: SIM115 - closed in finally
-    tok_s_hist, mfu_hist, last_val = [], [], None
     view = progress(steps, start=start) if progress and info.is_main else None
-    try:
-        for step in range(start, steps):
-            t0 = time.perf_counter()
-            mult = lr_mult(step, **sched)
-            set_lr(opt, mult)
-            loss_acc = torch.zeros((), device=dev)
-            for micro in range(accum):
-                x, y, doc = source.next_micro(info.rank, info.world, cfg.micro_batch)
-                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                doc = doc.to(dev, non_blocking=True) if doc is not None else None
-                no_sync = cfg.parallel == "ddp" and info.enabled and micro < accum - 1
-                with wrapped.no_sync() if no_sync else contextlib.nullcontext():
-                    with autocast():
-                        loss = fwd(x, doc_ids=doc, targets=y, loss_chunk_size=cfg.loss_chunk_size)
-                    (loss / accum).backward()
-                loss_acc += loss.detach().float() / accum
-            loss_acc = all_reduce_mean(loss_acc, info)
-            gnorm = clip_grad(model, cfg.grad_clip)
-            loss_v = loss_acc.item()
-            if not (math.isfinite(loss_v) and math.isfinite(gnorm)):
-                opt.zero_grad(set_to_none=True)
-                last = ckpt_lib.latest_checkpoint(ckpt_dir)
-                raise TrainingDiverged(
-                    f"non-finite {'loss' if not math.isfinite(loss_v) else 'gradient norm'} at step {step} "
-                    f"(loss={loss_v}, grad_norm={gnorm}); stopped before the optimizer step. "
-                    f"Last good checkpoint: {last or 'none'}. Lower lr, add warmup or check the data."
-                )
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if ema:
-                if step == ema_start:
-                    ema.reset(model)
-                elif step > ema_start:
-                    ema.update(model)
-            if avg and step in avg_steps:
-                avg.add(model)
-            if dev.startswith("cuda"):
-                torch.cuda.synchronize()
-            dt = time.perf_counter() - t0
-            train_seconds += dt
-            tokens_seen += L["batch_tokens"]
-            tok_s = L["batch_tokens"] / dt
-            mfu = fpt * tok_s / info.world / peak if peak else None
-            if step > start:  # the first step includes compilation/warm-up
-                tok_s_hist.append(tok_s)
-                if mfu is not None:
-                    mfu_hist.append(mfu)
-            row = {
-                "step": step + 1,
-                "tokens": tokens_seen,
-                "loss": round(loss_v, 6),
-                "lr": mult * cfg.lr,
-                "grad_norm": round(gnorm, 6),
-                "tok_s": round(tok_s, 1),
-                "mfu": round(mfu, 4) if mfu is not None else None,
-                "mem_gb": round(_memory_gb(dev), 3),
-            }
-            done = step + 1
-            if val and cfg.eval_every and (done % cfg.eval_every == 0 or done == steps):
-                last_val = evaluate(model, val, dev, autocast, cfg.doc_mask, eot, info)
-                row["val_loss"] = round(last_val, 6)
-            if metrics_f:
-                metrics_f.write(json.dumps(row) + "\n")
-                metrics_f.flush()
-            if view:
-                view.log(row)
-            if done % max(1, cfg.log_every) == 0 or done == steps:
-                log.info(
-                    "step %d/%d loss %.4f%s lr %.2e gnorm %.3f tok/s %.0f%s",
-                    done,
-                    steps,
-                    loss_v,
-                    f" val {row['val_loss']:.4f}" if "val_loss" in row else "",
-                    row["lr"],
-                    gnorm,
-                    tok_s,
-                    f" mfu {mfu:.1%}" if mfu is not None else "",
-                )
-            if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == steps:
-                save(done)
-            if _STEP_HOOK is not None:
-                _STEP_HOOK(done, model)
-    finally:
-        if metrics_f:
-            metrics_f.close()
-        if view:
-            view.close()
-
-    # final weights: raw, EMA or snapshot average, chosen on validation loss unless fixed by select_final.
-    # Candidates are compared on a plain (unwrapped / FSDP-gathered) copy of the model.
-    if cfg.parallel == "fsdp" and info.enabled:
-        m_sd, _ = full_state_dicts(wrapped, opt, info, cfg.parallel)
-        final = build_model(mcfg, device=dev)
-        final.load_state_dict(m_sd, strict=False)
-    else:
-        final = unwrap(model)
-    candidates = {"raw": None}
-    if ema:
-        candidates["ema"] = ema.state_tensors()
-    if avg and avg.count:
-        candidates["avg"] = {k: v / avg.count for k, v in avg.state_tensors().items()}
-    if cfg.select_final != "best" and cfg.select_final not in candidates:
-        raise _err("select_final", f"{cfg.select_final!r} is not available (enabled: {sorted(candidates)})")
-    raw = {n: p.detach().clone() for n, p in final.named_parameters()}
-    val_by = {}
-    for name, w in candidates.items():
-        load_weights_into(final, raw if w is None else w)
-        val_by[name] = evaluate(final, val, dev, autocast, cfg.doc_mask, eot, info) if val else float("nan")
-    if cfg.select_final == "best":
-        chosen = min(val_by, key=lambda k: val_by[k] if math.isfinite(val_by[k]) else float("inf")) if val else "raw"
-    else:
-        chosen = cfg.select_final
-    load_weights_into(final, raw if candidates[chosen] is None else candidates[chosen])
+    last_val = steps_to_end(t, ckpt_dir, metrics_path, log, view)
+    final, chosen, val_by = select_final(t)
     model_dir = out_dir / "model"
     if info.is_main:
         _save_hf(final, model_dir, tokenizer)
@@ -416,21 +504,21 @@ def train(
         "model_dir": model_dir,
         "metrics_path": metrics_path,
         "steps": steps,
-        "tokens": tokens_seen,
+        "tokens": t.tokens_seen,
         "batch_tokens": L["batch_tokens"],
-        "grad_accum": accum,
+        "grad_accum": L["grad_accum"],
         "world": info.world,
-        "params": mcfg.num_params(),
-        "model_config": dataclasses.asdict(mcfg),
+        "params": t.mcfg.num_params(),
+        "model_config": dataclasses.asdict(t.mcfg),
         "final": chosen,
         "val_loss": val_by[chosen],
         "val_loss_by_weights": val_by,
         "last_val_loss": last_val,
-        "tok_s_mean": mean(tok_s_hist),
-        "mfu_mean": mean(mfu_hist),
-        "train_seconds": train_seconds,
+        "tok_s_mean": mean(t.tok_s_hist),
+        "mfu_mean": mean(t.mfu_hist),
+        "train_seconds": t.train_seconds,
         "resumed_from": start,
-        "data_epochs": tokens_seen / source.n_tokens,
+        "data_epochs": t.tokens_seen / source.n_tokens,
     }
 
 
@@ -465,12 +553,6 @@ def plan(cfg: Config, ctx) -> list[str]:
         f"ema {cfg.ema or 'off'}, average_last_k {cfg.average_last_k or 'off'}, parallel {cfg.parallel}"
     )
     return lines
-
-
-def add_cli_args(p) -> None:
-    p.add_argument("--steps", type=int, help="optimizer steps")
-    p.add_argument("--model", help="model size name")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
 
 
 def make_source(cfg: Config, tok_dir, seed: int, info: DistInfo):
@@ -556,7 +638,6 @@ SPEC = StageSpec(
     help="pretrain the model on the token shards",
     inputs=inputs,
     plan=plan,
-    add_cli_args=add_cli_args,
     produces="model",
     headline=("final_val_loss",),
 )
