@@ -591,8 +591,9 @@ def update(cfg: Config, s: Setup, opt, ro: Rollout, lr: float, device) -> dict:
 
 def evaluate(cfg: Config, ctx, s: Setup, when: str) -> tuple[list[bool], float, list[str]]:
     """Greedy exact match on the held-out problems (see greedy_exact_match), with its progress shown."""
-    progress = lambda it: ctx.progress(it, desc=f"held-out EM {when}", unit="batch")  # noqa: E731
-    return greedy_exact_match(s.policy, s.sampler, s.held, cfg, ctx.device, progress)
+    return greedy_exact_match(
+        s.policy, s.sampler, s.held, cfg, ctx.device, lambda it: ctx.progress(it, desc=f"held-out EM {when}", unit="batch")
+    )
 
 
 def run(cfg: Config, ctx):

@@ -451,11 +451,10 @@ def select_final(t: Trainer) -> tuple[torch.nn.Module, str, dict[str, float]]:
     for name, w in candidates.items():
         load_weights_into(final, raw if w is None else w)
         val_by[name] = t.val_loss(final) if t.val else float("nan")
-    if cfg.select_final == "best":
-        finite = lambda k: val_by[k] if math.isfinite(val_by[k]) else float("inf")  # noqa: E731
-        chosen = min(val_by, key=finite) if t.val else "raw"
-    else:
+    if cfg.select_final != "best":
         chosen = cfg.select_final
+    else:  # the lowest finite validation loss
+        chosen = min(val_by, key=lambda k: val_by[k] if math.isfinite(val_by[k]) else float("inf")) if t.val else "raw"
     load_weights_into(final, raw if candidates[chosen] is None else candidates[chosen])
     return final, chosen, val_by
 
