@@ -320,7 +320,6 @@ class HFCausalLM(LM):
         h = self.model.model(input_ids=ids, **self._kw(pos, mask)).last_hidden_state
         return self.model.lm_head(h[bidx, tidx])
 
-    @torch.no_grad()
     def generate_tokens(self, prompts, max_new, stops, lmeval: bool = False):
         """transformers' `generate`: left padding + attention mask, greedy; the stop strings end a row (or, as lm-eval,
         the batch) and are cut from the decoded text afterwards."""
