@@ -15,8 +15,8 @@ import hashlib
 import random
 from dataclasses import dataclass, replace
 
-from ledgerlm.tasks import gsm8k
 from ledgerlm.tasks.base import Task
+from ledgerlm.tasks.gsm8k import FORMAT, METRICS, parse, question_and_solution
 
 NAMES = ["Tom", "Ana", "Ben", "Mia", "Sam", "Lea", "Raj", "Zoe", "Ivan", "Nora", "Omar", "Kim"]
 ITEMS = ["apples", "pens", "books", "cards", "stamps", "shells", "coins", "marbles", "eggs", "stickers"]
@@ -273,11 +273,11 @@ ARITH = Task(
     name="arith",
     kind="generate",
     split="heldout",
-    metrics=gsm8k.METRICS,
+    metrics=METRICS,
     headline="exact_match_strict",
-    build=gsm8k.parse,
-    text=gsm8k.question_and_solution,
+    build=parse,
+    text=question_and_solution,
     required=("question", "answer"),
     generate=_records,
-    generation=replace(gsm8k.FORMAT, max_new_tokens=96, shot_tokens=60),
+    generation=replace(FORMAT, max_new_tokens=96, shot_tokens=60),
 )

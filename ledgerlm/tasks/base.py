@@ -55,9 +55,9 @@ class Generation:
     gold: Callable[[str], str]  # reference answer text -> the normalised answer (kept in the per-item records)
     max_new_tokens: int  # the generation budget
     shot_tokens: int  # about what one solved example costs in the prompt
-    few_shot: int = 5  # the few-shot count evaluated beside 0-shot when the model's context fits it
+    few_shot: int  # the few-shot count evaluated beside 0-shot when the model's context fits it
+    fewshot_seed: int  # one random.Random(seed) draws every item's examples, in item order
     fewshot_split: str = "train"  # where solved examples come from
-    fewshot_seed: int = 1234  # lm-eval's default fewshot_random_seed
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,9 @@ class Task:
     required: tuple[str, ...] = ()  # fields every raw record must have
     hub: tuple[str, str | None] | None = None  # (dataset, config) on the Hugging Face Hub; None = generated
     generate: Callable[[str, int | None], list[dict]] | None = None  # (split, limit) -> raw records, for built-ins
+    # the original releases: split -> ((data file, labels file or None), ...) under data_dir, tried in this order
+    # after D/<task>/<split>.jsonl
     original: Mapping[str, tuple[tuple[str, str | None], ...]] = field(default_factory=dict)
-    # ^ split -> (data file, labels file or None) under data_dir, tried after D/<task>/<split>.jsonl
     label_field: str | None = None  # the field a labels file fills (PIQA, WinoGrande original releases)
     in_mean: bool = False  # one of the six tasks whose headline metrics make the six-task mean
     generation: Generation | None = None  # generative tasks only
@@ -105,6 +106,10 @@ def register(*tasks: Task) -> None:
     for task in tasks:
         if task.name in TASKS:
             raise ValueError(f"task {task.name!r} is registered twice")
+        if task.headline not in task.metrics:
+            raise ValueError(f"task {task.name!r}: headline {task.headline!r} is not one of its metrics {task.metrics}")
+        if (task.kind == "generate") != (task.generation is not None):
+            raise ValueError(f"task {task.name!r}: a generative task (and only one) declares its generation")
         TASKS[task.name] = task
 
 

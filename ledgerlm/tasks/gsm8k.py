@@ -24,7 +24,6 @@ IGNORE_RES = [re.compile(","), re.compile(r"\$"), re.compile(r"(?s).*#### "), re
 # lm-eval's `until` for gsm8k; the model's EOS text is appended at generation time.
 STOP_STRINGS = ("Question:", "</s>", "<|im_end|>")
 MAX_NEW_TOKENS = 256  # lm-eval's default max_gen_toks
-FEWSHOT_SEED = 1234  # lm-eval's default fewshot_random_seed
 MODES = ("strict", "flexible")
 
 
@@ -110,7 +109,7 @@ FORMAT = Generation(
     max_new_tokens=MAX_NEW_TOKENS,
     shot_tokens=160,  # a solved GSM8K example in the prompt
     few_shot=5,  # lm-eval's GSM8K setting
-    fewshot_seed=FEWSHOT_SEED,
+    fewshot_seed=1234,  # lm-eval's default fewshot_random_seed
 )
 METRICS = tuple(f"exact_match_{m}" for m in MODES)  # exact_match_strict, exact_match_flexible
 
