@@ -329,6 +329,7 @@ def direct_main(args) -> int | None:
     cfg = from_dict(Config, raw, prefix="eval")
     if cfg.model in ("auto", *SPEC.starts_from):
         raise ConfigError("eval.model", "with --out FILE.json give --model a model folder (or A,B for an ensemble)")
+
     def progress(it, total=None, desc=None, unit="batch"):
         return Progress(it, total, f"[eval] {desc}", unit=unit)
 
