@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from ledgerlm.cli import main
 from ledgerlm.data.decontam import DecontamConfig, load_benchmarks
+from ledgerlm.eval import stage as eval_stage
 from ledgerlm.eval.evaluate import evaluate
 from ledgerlm.eval.harness import load_lm
 from ledgerlm.eval.stage import Config as EvalConfig
@@ -137,3 +139,17 @@ def test_unreadable_task_files_are_named_or_quarantined(tmp_path):
     (d / "validation.jsonl.gz").write_bytes(gzip.compress(good * 2000)[:-40])
     with pytest.raises(TaskDataError, match="validation.jsonl.gz"):
         load_task("piqa", tmp_path)
+
+
+def test_eval_command_names_a_missing_task_file_before_loading_the_model(tmp_path, monkeypatch, capsys):
+    def no_model(*a, **kw):
+        raise AssertionError("the model was loaded before the task files were checked")
+
+    monkeypatch.setattr(eval_stage, "load_lm", no_model)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    argv = ["eval", "--model", str(tmp_path / "m"), "--tasks", "piqa", "--data-dir", str(tmp_path / "none")]
+    assert main([*argv, "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip().split("\n")
+    assert len(err) == 1 and "no local data for task 'piqa'" in err[0] and "piqa/validation.jsonl" in err[0]
+    assert not (tmp_path / "r.json").exists()

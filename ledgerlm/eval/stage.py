@@ -115,6 +115,16 @@ def inputs(cfg: Config, ctx) -> dict:
     out = {}
     for i, m in enumerate(resolve_model(cfg, ctx)):
         out[f"model_{i}" if "," in cfg.model else "model"] = m if isinstance(m, Path) else f"hub:{m}"
+    out.update(data_inputs(cfg))
+    if cfg.references is not None:
+        out["references"] = cfg.references
+    return out
+
+
+def data_inputs(cfg: Config) -> dict:
+    """Where each task's items (and few-shot pool) come from: a local file, or "hub:..."; a missing local file is a
+    TaskDataError naming what was tried."""
+    out = {}
     for t in cfg.tasks:
         task = TASKS[t]
         if task.generate is not None:
@@ -130,8 +140,6 @@ def inputs(cfg: Config, ctx) -> dict:
             out[key] = path
             if labels is not None:
                 out[key + "_labels"] = labels
-    if cfg.references is not None:
-        out["references"] = cfg.references
     return out
 
 
@@ -334,6 +342,7 @@ def direct_main(args) -> int | None:
         return Progress(it, total, f"[eval] {desc}", unit=unit)
 
     try:
+        data_inputs(cfg)  # a missing task file stops here, before the model is loaded
         results, md = _evaluate(cfg, model_specs(cfg.model), "auto", progress=progress)
     except TaskDataError as e:
         raise ConfigError("eval.data_dir", str(e)) from None
