@@ -49,7 +49,7 @@ def raw_docs(task) -> list[dict]:
     cache: dict[str, list[str]] = {}
     docs = []
     labels = None
-    if task.name == "piqa" and task.source.endswith("valid.jsonl"):
+    if task.task.name == "piqa" and task.source.endswith("valid.jsonl"):
         labels = (Path(task.source).parent / "valid-labels.lst").read_text().split()
     for it in task.items:
         path, line = it.source.rsplit(":", 1)
@@ -110,9 +110,9 @@ def main() -> int:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from ledgerlm.eval.evaluate import score_gsm8k, score_loglikelihood_task
+    from ledgerlm.eval.evaluate import score_generative, score_loglikelihood_task
     from ledgerlm.eval.harness import load_lm
-    from ledgerlm.eval.tasks import load_task
+    from ledgerlm.tasks import load_task
 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
@@ -148,9 +148,7 @@ def main() -> int:
 
     warm = [("Question: warm up\nAnswer:", " yes"), ("Question: warm up\nAnswer:", " no")]
     theirs.loglikelihood([Instance("loglikelihood", {}, a, i) for i, a in enumerate(warm)], disable_tqdm=True)
-    from ledgerlm.eval.harness import loglikelihood
-
-    loglikelihood(ours, [warm])
+    ours.loglikelihood([warm])
 
     # Count the tokens our harness feeds the model (padding included) ...
     counted = {"tokens": 0, "scored": 0}
@@ -196,7 +194,9 @@ def main() -> int:
             # end to end like simple_evaluate: read the task's file, then score
             task = load_task(name, TASKS[name][0], limit=args.limit) if name in TASKS else load_task(name, FIX)
             if name == "gsm8k":
-                return score_gsm8k(ours, task, 0, None, max_new_tokens=args.gsm8k_tokens, batch_size=args.batch_size)
+                return score_generative(
+                    ours, task, 0, None, max_new_tokens=args.gsm8k_tokens, batch_size=args.batch_size
+                )
             return score_loglikelihood_task(ours, task, batch_size=args.batch_size)
 
         pairs = [p for it in task.items for p in it.requests]
@@ -228,11 +228,11 @@ def main() -> int:
             t_theirs = min(t_theirs, clock() - t0)
         if args.repeats == 1:
             tokens_ours, scored_ours = counted["tokens"], counted["scored"]
-        # the scoring call alone, on identical requests: our loglikelihood() vs HFLM.loglikelihood()
+        # the scoring call alone, on identical requests: our LM.loglikelihood() vs HFLM.loglikelihood()
         s_ours = s_theirs = float("inf")
         for _ in range(args.repeats if name != "gsm8k" else 0):
             t0 = clock()
-            loglikelihood(ours, [it.requests for it in task.items], batch_size=args.batch_size)
+            ours.loglikelihood([it.requests for it in task.items], batch_size=args.batch_size)
             s_ours = min(s_ours, clock() - t0)
             t0 = clock()
             theirs.loglikelihood(instances, disable_tqdm=True)
@@ -354,7 +354,7 @@ def gsm8k_special_row(args, tmp: Path, task, lname: str, tm) -> tuple[list[str],
     from lm_eval.models.huggingface import HFLM
     from tiny_model import make_tiny_model
 
-    from ledgerlm.eval.evaluate import score_gsm8k
+    from ledgerlm.eval.evaluate import score_generative
     from ledgerlm.eval.harness import load_lm
 
     kw = {"size": args.size} if args.size else {"n_layer": 4, "d_model": 256, "max_seq_len": 1024}
@@ -386,7 +386,7 @@ def gsm8k_special_row(args, tmp: Path, task, lname: str, tm) -> tuple[list[str],
     ]
     problems = []
     for mode in ("lm-eval", "chat"):
-        r = score_gsm8k(ours, task, 0, None, args.gsm8k_tokens, batch_size=args.batch_size, mode=mode)
+        r = score_generative(ours, task, 0, None, args.gsm8k_tokens, batch_size=args.batch_size, mode=mode)
         same = sum(completion[k] == it["completion"] for k, it in enumerate(r["items"]))
         em_same = sum(
             ok[(k, "strict-match")] == it["ok_strict"] and ok[(k, "flexible-extract")] == it["ok_flexible"]

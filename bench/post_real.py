@@ -28,7 +28,8 @@ from ledgerlm.data.tokenizer import train_tokenizer
 from ledgerlm.io import iter_jsonl, write_jsonl
 from ledgerlm.model.hf import save_model
 from ledgerlm.model.llama import Llama, model_config
-from ledgerlm.post import arith, dpo, reward, rl, sft
+from ledgerlm.post import dpo, reward, rl, sft
+from ledgerlm.tasks import arith
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

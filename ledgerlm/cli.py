@@ -22,12 +22,12 @@ from ledgerlm.config import (
     to_dict,
 )
 from ledgerlm.device import GPUS
-from ledgerlm.eval.tasks import TaskDataError
 from ledgerlm.io import atomic_write_json
 from ledgerlm.pipeline import disk_full, plan_lines, preflight, run_pipeline, run_stage
 from ledgerlm.plan import data_lines, estimate_lines
 from ledgerlm.recipe import build_recipe, load_recipe
 from ledgerlm.stage import STAGES, get
+from ledgerlm.tasks import TaskDataError
 
 # Commands that are not pipeline stages: command -> (module, help). Each module has add_args(p) and main(args) -> int.
 TOOLS = {

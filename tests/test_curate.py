@@ -98,7 +98,7 @@ def _corpus(tmp_path_factory):
     gates = QualityGates(QualityConfig())
     base = [d for d in shakespeare_docs(320) if gates.check(d)[0] is None][:230]
     piqa = piqa_items()
-    from ledgerlm.eval.tasks import benchmark_texts
+    from ledgerlm.tasks import benchmark_texts
 
     wino = benchmark_texts("winogrande", data_dir=DATA)[:3]
     web, books = [], []

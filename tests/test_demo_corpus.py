@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 
 from ledgerlm.data import demo_corpus as dc
-from ledgerlm.post import arith
+from ledgerlm.tasks import arith
 
 N_DOCS = 600  # small: every test here together stays within a few seconds
 
@@ -110,7 +110,7 @@ def test_only_leak_documents_contain_benchmark_ngrams(corpus):
     records, m = corpus
     bench = dc.benchmark(m["benchmark"]["n"], m["benchmark"]["seed"])
     # the demo's benchmark is the eval stage's built-in `arith` task, item for item
-    from ledgerlm.eval.tasks import benchmark_texts
+    from ledgerlm.tasks import benchmark_texts
 
     assert [p.question + "\n" + p.solution for p in bench] == benchmark_texts("arith")
     # the benchmark as decontamination sees it: question + answer joined, and the question alone
@@ -145,7 +145,7 @@ def test_boilerplate_lines_are_counted_and_stand_out(corpus):
 
 
 def test_worksheets_are_gsm8k_format_and_correct(corpus):
-    from ledgerlm.eval.gsm8k import extract_strict
+    from ledgerlm.tasks.gsm8k import extract_strict
 
     records, _ = corpus
     sheets = [r["text"] for r in records if r["planted"]["genre"] == "arith"]
@@ -180,8 +180,8 @@ def test_quality_gates_separate_junk_from_clean(corpus):
 
 
 def test_sft_and_preference_data():
-    from ledgerlm.eval.gsm8k import extract_strict
     from ledgerlm.post.chat import validate
+    from ledgerlm.tasks.gsm8k import extract_strict
 
     convs = dc.demo_sft_conversations(seed=1, n=300)
     assert convs == dc.demo_sft_conversations(seed=1, n=300)

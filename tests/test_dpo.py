@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ledgerlm.post import arith, dpo, preference
+from ledgerlm.post import dpo, preference
 from ledgerlm.stage import StageContext
+from ledgerlm.tasks import arith
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -94,7 +94,7 @@ def test_generation_defaults_follow_task_and_model_context():
 
 
 def test_arith_task_options():
-    from ledgerlm.post import arith
+    from ledgerlm.tasks import arith
 
     assert arith.task_options("arith") == {}
     assert arith.task_options("arith:max_ops=1,max_value=10") == {"max_ops": 1, "max_value": 10}
@@ -105,7 +105,7 @@ def test_arith_task_options():
 
 
 def test_unfinished_pairs_stop_before_the_answer_line():
-    from ledgerlm.post import arith
+    from ledgerlm.tasks import arith
 
     pairs = arith.preference_pairs(40, "train", seed=0, kinds=("final", "unfinished"))
     assert {p["kind"] for p in pairs} == {"final", "unfinished"}

@@ -6,14 +6,14 @@ import random
 
 import pytest
 
-from ledgerlm.eval.gsm8k import (
-    FewshotSampler,
+from ledgerlm.eval.harness import truncate_at_stop
+from ledgerlm.tasks import FewshotSampler
+from ledgerlm.tasks.gsm8k import (
     build_prompt,
     extract_flexible,
     extract_strict,
     is_correct,
     normalize_number,
-    truncate_at_stop,
 )
 
 GOLD = "She pays 1200 + 34 = <<1200+34=1234>>1234 dollars.\n#### 1234"

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from ledgerlm.eval import evaluate as ev
-from ledgerlm.eval.harness import encode_pairs, greedy_generate, load_lm, loglikelihood
-from ledgerlm.eval.tasks import SIX_TASKS, Item, Task, load_task
+from ledgerlm.eval.harness import encode_pairs, load_lm
+from ledgerlm.tasks import SIX_TASKS, TASKS, Item, TaskData, load_task
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "eval"
 sys.path.insert(0, str(FIX))
@@ -76,23 +76,23 @@ def _naive(lm, ctx, cont):
 def test_tree_packing_equals_separate_scoring(lm_hf, lm_ours):
     groups = _groups()
     assert lm_hf.tree and lm_ours.tree
-    packed = [x for g in loglikelihood(lm_hf, groups, batch_size=4) for x in g]
+    packed = [x for g in lm_hf.loglikelihood(groups, batch_size=4) for x in g]
     lm_hf.tree = False
     try:
-        flat = [x for g in loglikelihood(lm_hf, groups, batch_size=3) for x in g]
+        flat = [x for g in lm_hf.loglikelihood(groups, batch_size=3) for x in g]
     finally:
         lm_hf.tree = True
-    ours = [x for g in loglikelihood(lm_ours, groups, batch_size=5) for x in g]
+    ours = [x for g in lm_ours.loglikelihood(groups, batch_size=5) for x in g]
     lm_ours.tree = False
     try:
-        ours_flat = [x for g in loglikelihood(lm_ours, groups, batch_size=2) for x in g]
+        ours_flat = [x for g in lm_ours.loglikelihood(groups, batch_size=2) for x in g]
     finally:
         lm_ours.tree = True
     assert max(abs(o[0] - f[0]) for o, f in zip(ours, ours_flat)) < 1e-4
     # eager attention takes the tree mask in additive form
     lm_hf.attn_impl = lm_hf.model.config._attn_implementation = "eager"
     try:
-        eager = [x for g in loglikelihood(lm_hf, groups, batch_size=4) for x in g]
+        eager = [x for g in lm_hf.loglikelihood(groups, batch_size=4) for x in g]
     finally:
         lm_hf.attn_impl = lm_hf.model.config._attn_implementation = "sdpa"
     assert max(abs(p[0] - e[0]) for p, e in zip(packed, eager)) < 1e-3
@@ -108,28 +108,16 @@ def test_tree_packing_equals_separate_scoring(lm_hf, lm_ours):
 
 
 def test_acc_vs_acc_norm_and_lambada_metrics(monkeypatch, lm_hf):
-    mc = Task(
-        "piqa",
-        "multiple_choice",
-        "validation",
-        "mem",
-        [Item(0, [("q", " a"), ("q", " bbbbbbbbbb")], ["a", "bbbbbbbbbb"], gold=1)],
-        metrics=("acc", "acc_norm"),
+    mc = TaskData(
+        TASKS["piqa"], "validation", "mem", [Item(0, [("q", " a"), ("q", " bbbbbbbbbb")], ["a", "bbbbbbbbbb"], gold=1)]
     )
-    monkeypatch.setattr(ev, "loglikelihood", lambda lm, groups, **kw: [[(-2.0, False, 1), (-5.0, False, 3)]])
+    monkeypatch.setattr(lm_hf, "loglikelihood", lambda groups, **kw: [[(-2.0, False, 1), (-5.0, False, 3)]])
     r = ev.score_loglikelihood_task(lm_hf, mc)
     # acc picks the higher total log-likelihood; acc_norm divides by the choice's length in characters
     assert r["items"][0]["pred"] == 0 and r["items"][0]["pred_norm"] == 1
     assert r["metrics"]["acc"]["value"] == 0 and r["metrics"]["acc_norm"]["value"] == 1
-    lam = Task(
-        "lambada_openai",
-        "loglikelihood",
-        "test",
-        "mem",
-        [Item(i, [("c", " w")], target="w") for i in range(2)],
-        metrics=("acc", "perplexity"),
-    )
-    monkeypatch.setattr(ev, "loglikelihood", lambda lm, groups, **kw: [[(-1.0, True, 1)], [(-3.0, False, 2)]])
+    lam = TaskData(TASKS["lambada_openai"], "test", "mem", [Item(i, [("c", " w")], target="w") for i in range(2)])
+    monkeypatch.setattr(lm_hf, "loglikelihood", lambda groups, **kw: [[(-1.0, True, 1)], [(-3.0, False, 2)]])
     r = ev.score_loglikelihood_task(lm_hf, lam)
     assert r["metrics"]["acc"]["value"] == 0.5
     assert r["metrics"]["perplexity"]["value"] == pytest.approx(math.exp(2.0))  # exp(-mean ll) over items
@@ -145,21 +133,21 @@ def test_ensemble_modes(models, lm_hf):
     lb = load_lm(b, backend="hf")
     assert torch.allclose(ens.logits(ids), (lm_hf.logits(ids).float() + lb.logits(ids).float()) / 2, atol=1e-5)
     g = _groups(("piqa", "winogrande"))
-    assert len(loglikelihood(load_lm(f"{a},{b}", backend="hf"), g)) == len(g)
+    assert len(load_lm(f"{a},{b}", backend="hf").loglikelihood(g)) == len(g)
     # ensemble generation: KV-cached ledgerlm Ensemble == full recomputation of the averaged distribution
     prompts = ["Question: 2 + 2?\nAnswer:", "Question: why is the sky so blue today?\nAnswer:"]
     ens = load_lm(f"{a},{b}", backend="hf")
-    cached = greedy_generate(ens, prompts, 8, ["Question:"])
+    cached = ens.generate(prompts, 8, ["Question:"])
     assert ens._kv_model
     ens._kv_model = False
-    assert greedy_generate(ens, prompts, 8, ["Question:"]) == cached
+    assert ens.generate(prompts, 8, ["Question:"]) == cached
 
 
 def test_gsm8k_generation_backends_agree(lm_hf, lm_ours):
     task = load_task("gsm8k", FIX)
     train = load_task("gsm8k", FIX, split="train")
-    r_hf = ev.score_gsm8k(lm_hf, task, 2, train, max_new_tokens=12, batch_size=2)
-    r_ours = ev.score_gsm8k(lm_ours, task, 2, train, max_new_tokens=12, batch_size=3)
+    r_hf = ev.score_generative(lm_hf, task, 2, train, max_new_tokens=12, batch_size=2)
+    r_ours = ev.score_generative(lm_ours, task, 2, train, max_new_tokens=12, batch_size=3)
     assert [x["completion"] for x in r_hf["items"]] == [x["completion"] for x in r_ours["items"]]
     assert (
         r_hf["n"] == 3 and r_hf["shots"] == 2 and set(r_hf["metrics"]) == {"exact_match_strict", "exact_match_flexible"}
@@ -167,8 +155,8 @@ def test_gsm8k_generation_backends_agree(lm_hf, lm_ours):
     assert r_hf["items"][1]["gold"] == "250"
     # the batched, left-padded generation equals generating each prompt alone
     prompts = ["Question: 1 + 1?\nAnswer:", "Question: A much longer question about apples and pears?\nAnswer:"]
-    batched = greedy_generate(lm_hf, prompts, 10, ["Question:"])
-    alone = [greedy_generate(lm_hf, [p], 10, ["Question:"])[0] for p in prompts]
+    batched = lm_hf.generate(prompts, 10, ["Question:"])
+    alone = [lm_hf.generate([p], 10, ["Question:"])[0] for p in prompts]
     assert batched == alone
 
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from ledgerlm.eval import evaluate as ev
-from ledgerlm.eval.tasks import SIX_TASKS
+from ledgerlm.tasks import SIX_TASKS
 
 
 def test_shipped_references_load_and_each_row_has_a_source():

@@ -7,20 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from ledgerlm.eval.tasks import (
-    ALL_TASKS,
-    TaskDataError,
-    benchmark_texts,
-    hellaswag_preprocess,
-    load_task,
-)
+from ledgerlm.tasks import TASKS, TaskDataError, benchmark_texts, load_task
+from ledgerlm.tasks.multiple_choice import hellaswag_preprocess
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "eval"
 
 
 def test_arc_prompt_choices_and_numeric_labels():
     t = load_task("arc_easy", FIX)
-    assert t.split == "test" and t.kind == "multiple_choice"
+    assert t.split == "test" and t.task.kind == "multiple_choice"
     it = t.items[0]
     assert it.requests[0] == ("Question: Which form of energy does a plant use to make its food?\nAnswer:", " light")
     assert it.choices == ["light", "sound", "magnetic", "nuclear"] and it.gold == 0
@@ -60,7 +55,7 @@ def test_piqa_winogrande_lambada_formats_on_fixtures():
     ]
     assert w.gold == 0 and load_task("winogrande", FIX).items[1].gold == 1
     lam = load_task("lambada_openai", FIX)
-    assert lam.kind == "loglikelihood" and lam.items[0].target == 'snowman"'
+    assert lam.task.kind == "loglikelihood" and lam.items[0].target == 'snowman"'
     ctx, cont = lam.items[1].requests[0]
     assert cont == " applause" and ctx.endswith("a long round of")
 
@@ -125,7 +120,7 @@ def test_label_file_must_align(tmp_path):
 
 
 def test_every_task_has_a_fixture():
-    for name in ALL_TASKS:
+    for name in TASKS:
         assert load_task(name, FIX).items, name
 
 
@@ -133,7 +128,7 @@ def test_hub_loading_uses_lm_eval_dataset_names(monkeypatch):
     import datasets
 
     calls = []
-    rows = [json.loads(line) for line in (FIX / "hellaswag" / "validation.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (FIX / "hellaswag" / "validation.jsonl").read_text().split("\n") if line]
 
     def fake_load_dataset(path, name=None, split=None):
         calls.append((path, name, split))

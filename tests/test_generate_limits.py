@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from ledgerlm.eval import evaluate as ev
-from ledgerlm.eval.harness import greedy_generate, load_lm
-from ledgerlm.eval.tasks import load_task
+from ledgerlm.eval.harness import load_lm
 from ledgerlm.model.generate import fit_prompts, generate
 from ledgerlm.model.llama import build_model, model_config
+from ledgerlm.tasks import load_task
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "eval"
 sys.path.insert(0, str(FIX))
@@ -64,15 +64,15 @@ def test_eval_generation_truncates_prompts_and_counts(lm64):
     seen = _record_positions(lm64.model)
     long = "Question: " + "how many apples are there in the basket today? " * 20 + "\nAnswer:"
     stats: dict = {}
-    outs = greedy_generate(lm64, [long, "Question: 1 + 1?\nAnswer:"], 24, ["Question:"], stats=stats)
+    outs = lm64.generate([long, "Question: 1 + 1?\nAnswer:"], 24, ["Question:"], stats=stats)
     assert len(outs) == 2 and stats["truncated_prompts"] == 1
     assert max(seen) < 64
     with pytest.raises(ValueError, match="max_length 64"):
-        greedy_generate(lm64, [long], 64, ["Question:"])
+        lm64.generate([long], 64, ["Question:"])
     # the count reaches the results document (and from there the ledger's metrics)
     task = load_task("gsm8k", FIX)
     train = load_task("gsm8k", FIX, split="train")
-    r = ev.score_gsm8k(lm64, task, 5, train, max_new_tokens=16, batch_size=2)
+    r = ev.score_generative(lm64, task, 5, train, max_new_tokens=16, batch_size=2)
     assert r["truncated_prompts"] == 3 and r["generation_mode"] == "chat"
     assert ev.summary_metrics({"tasks": {"gsm8k_5shot": r}})["gsm8k_5shot.truncated_prompts"] == 3
     assert max(seen) < 64
@@ -84,14 +84,14 @@ def test_lmeval_mode_keeps_text_after_special_tokens(tmp_path):
     d = make_tiny_model(tmp_path / "m", seed=0, max_seq_len=128, boost_im_end=3.0)
     ours, hf = load_lm(str(d), backend="ledgerlm"), load_lm(str(d), backend="hf")
     prompts = [f"Question: {q}\nAnswer:" for q in ("1 + 1?", "how many pears are left?", "name a king.")]
-    chat = greedy_generate(ours, prompts, 24, ["Question:", "<|im_end|>"], batch_size=3)
-    lme = greedy_generate(ours, prompts, 24, ["Question:", "<|im_end|>"], batch_size=3, mode="lm-eval")
-    assert chat == greedy_generate(hf, prompts, 24, ["Question:", "<|im_end|>"], batch_size=3)
-    assert lme == greedy_generate(hf, prompts, 24, ["Question:", "<|im_end|>"], batch_size=3, mode="lm-eval")
+    chat = ours.generate(prompts, 24, ["Question:", "<|im_end|>"], batch_size=3)
+    lme = ours.generate(prompts, 24, ["Question:", "<|im_end|>"], batch_size=3, mode="lm-eval")
+    assert chat == hf.generate(prompts, 24, ["Question:", "<|im_end|>"], batch_size=3)
+    assert lme == hf.generate(prompts, 24, ["Question:", "<|im_end|>"], batch_size=3, mode="lm-eval")
     assert all("<|im_end|>" not in t for t in lme)
     assert any(len(b) > len(a) and b.startswith(a) for a, b in zip(chat, lme))  # text after the token kept
     with pytest.raises(ValueError, match="generation mode"):
-        greedy_generate(ours, prompts, 4, ["Question:"], mode="nope")
+        ours.generate(prompts, 4, ["Question:"], mode="nope")
 
 
 def test_stage_samples_and_rl_sampling_stay_within_the_context(tmp_path, monkeypatch):

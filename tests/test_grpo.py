@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ledgerlm.post import arith, rl
+from ledgerlm.post import rl
 from ledgerlm.stage import StageContext
+from ledgerlm.tasks import arith
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

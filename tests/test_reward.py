@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ledgerlm.post import arith, preference, reward
+from ledgerlm.post import preference, reward
 from ledgerlm.stage import StageContext
+from ledgerlm.tasks import arith
 
 
 def _tiny_run(tmp_path: Path) -> Path:

@@ -7,7 +7,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from ledgerlm.data.decontam import DecontamConfig, load_benchmarks, to_csv, to_markdown
+from ledgerlm.data.decontam import DecontamConfig, contamination_table, load_benchmarks, to_csv, to_markdown
 from ledgerlm.data.sources import SourceSpec, iter_records
 from ledgerlm.io import atomic_write_text
 
@@ -29,8 +29,6 @@ def add_contamination_args(p: argparse.ArgumentParser) -> None:
 
 def contamination_cmd(args) -> int:
     """Print the contamination table of any dataset; the dataset is only read."""
-    from ledgerlm.data.decontam import contamination_table
-
     against = [x for a in args.against for x in a.split(",") if x]
     files = [x for x in against if Path(x.rpartition("=")[2]).is_file()]
     dc = DecontamConfig(

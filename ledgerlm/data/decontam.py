@@ -1,6 +1,6 @@
 """Benchmark decontamination by word n-gram overlap (GPT-3 appendix C style).
 
-Benchmarks come by task name (`ledgerlm.eval.tasks.benchmark_texts`) or by file (JSONL: a text field or every string
+Benchmarks come by task name (`ledgerlm.tasks.benchmark_texts`: each task record's decontamination text) or by file (JSONL: a text field or every string
 of each record; .txt: one item per line). Text is normalised like MinHash (lowercase, no punctuation) and each
 benchmark gets its own N: the 5th percentile of its item lengths in words, clamped to [min_n, max_n] (8..13), unless
 set explicitly. Items shorter than N words cannot be matched and are counted as such in the table.
@@ -24,6 +24,7 @@ import numpy as np
 
 from ledgerlm.data.minhash import doc_word_hashes, ngram_hash_family, ngram_hashes
 from ledgerlm.data.sources import _open_bytes, all_string_values
+from ledgerlm.tasks import benchmark_texts, hub_unavailable
 
 
 @dataclass
@@ -46,8 +47,6 @@ class DecontamConfig:
             raise ValueError(f"action must be drop|cut, got {self.action!r}")
         if not 1 <= self.min_n <= self.max_n <= 64:
             raise ValueError("need 1 <= min_n <= max_n <= 64")
-        from ledgerlm.eval.tasks import hub_unavailable  # lazy, as in load_benchmarks
-
         if (why := hub_unavailable(self.tasks, self.data_dir)) is not None:
             raise ValueError(f"tasks: {why}")
 
@@ -122,8 +121,6 @@ def build_benchmark(name: str, items: list[str], cfg: DecontamConfig) -> Benchma
 def load_benchmarks(cfg: DecontamConfig) -> list[Benchmark]:
     out = []
     for task in cfg.tasks:
-        from ledgerlm.eval.tasks import benchmark_texts  # lazy: the eval package is only needed for task names
-
         out.append(build_benchmark(task, benchmark_texts(task, data_dir=cfg.data_dir), cfg))
     for spec in cfg.files:
         name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)

@@ -8,7 +8,7 @@ Clean documents come in three genres:
     sharing, storm, building something), told with varied sentence templates;
   - explanations: how things work and simple facts (topic notes, animal profiles, number facts), templated prose;
   - arithmetic worksheets: GSM8K-format word problems with worked solutions and a `#### N` line, taken from the
-    *train* split of `ledgerlm.post.arith`.
+    *train* split of `ledgerlm.tasks.arith`.
 
 Planted, in counts recorded in the manifest, are the things each curation gate must catch:
   - junk: symbol soup, lorem ipsum, javascript boilerplate, too-short documents, documents of one repeated line;
@@ -42,7 +42,7 @@ from collections import Counter
 from pathlib import Path
 
 from ledgerlm.io import atomic_write_json, write_jsonl
-from ledgerlm.post import arith
+from ledgerlm.tasks import arith
 
 SCHEMA = "ledgerlm.demo_corpus/1"
 
@@ -1289,7 +1289,7 @@ def qa_text(p: arith.Problem) -> str:
 
 
 # The demo's benchmark is the eval stage's `arith` task: the first 500 held-out problems of seed 0
-# (ledgerlm.eval.tasks: BUILTIN_ITEMS, seed 0; tests check they agree).
+# (ledgerlm.tasks.arith: BUILTIN_ITEMS, seed 0; tests check they agree).
 BENCHMARK_N, BENCHMARK_SEED = 500, 0
 
 
@@ -1679,7 +1679,7 @@ def generate_demo_corpus(
         "leak_docs": counts["leak"],
         "leaked_items": sorted(p.key for p in leaked),
         "benchmark": {
-            "source": "ledgerlm.post.arith",
+            "source": "ledgerlm.tasks.arith",
             "split": "heldout",
             "n": benchmark_n,
             "seed": benchmark_seed,

@@ -8,7 +8,7 @@ smol-smoltalk's `messages`, GSM8K for RL, the seven evaluation tasks — offline
 Each repository has the Hub's layout (README.md whose `configs` name the data files per config and split, data files
 at the same paths and in the same format: Parquet, or JSON lines in .json.gz for codeparrot-clean) and the Hub's
 column names and types (`SCHEMAS`). Rows are generated from the demo corpus's templates and word lists
-(`ledgerlm.data.demo_corpus`) and the built-in arithmetic task (`ledgerlm.post.arith`): no text is copied from
+(`ledgerlm.data.demo_corpus`) and the built-in arithmetic task (`ledgerlm.tasks.arith`): no text is copied from
 anywhere. Planted in FineWeb-Edu, as in the demo: junk each gate must catch, exact and near duplicates (also across
 sources), boilerplate lines, one empty row (quarantined as malformed), and two items of each of the seven evaluation
 tasks (decontamination must find them). The tokenizer is a small byte-level BPE with SmolLM's layout (its 17 special
@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ledgerlm.data import demo_corpus as dc
-from ledgerlm.post import arith
+from ledgerlm.tasks import TASKS, arith
 
 VERSION = "ledgerlm.rehearsal-hub/1"  # bump when the generated content changes
 DONE = ".rehearsal-complete"
@@ -350,7 +350,7 @@ def lambada_rows() -> list[dict]:
 
 def gsm8k_rows(split: str, n: int) -> list[dict]:
     # GSM8K's split is the arithmetic task's: train problems and held-out ("test") problems never share a template
-    # and operands (ledgerlm.post.arith.split_of), as GSM8K's train and test problems are distinct
+    # and operands (ledgerlm.tasks.arith.split_of), as GSM8K's train and test problems are distinct
     probs = arith.generate(n, "train" if split == "train" else "heldout", 11, calc_annotations=True)
     return [p.record() for p in probs]
 
@@ -363,9 +363,7 @@ def _hexid(r: random.Random, n: int = 32) -> str:
 
 
 def leak_texts() -> list[tuple[str, str]]:
-    """(task, text) for two items of each evaluation task, as decontamination sees them (eval.tasks.item_text)."""
-    from ledgerlm.eval.tasks import BUILDERS, item_text
-
+    """(task, text) for two items of each evaluation task, as decontamination sees them (the task record's text)."""
     rows = {
         "arc_easy": arc_rows(False),
         "arc_challenge": arc_rows(True),
@@ -375,7 +373,7 @@ def leak_texts() -> list[tuple[str, str]]:
         "lambada_openai": lambada_rows(),
         "gsm8k": gsm8k_rows("test", N["gsm8k_test"]),
     }
-    return [(t, item_text(t, BUILDERS[t](rs[j]))) for t, rs in rows.items() for j in (1, 2)]
+    return [(t, TASKS[t].text(TASKS[t].build(rs[j]))) for t, rs in rows.items() for j in (1, 2)]
 
 
 def fineweb_edu_rows() -> list[dict]:

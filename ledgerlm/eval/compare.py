@@ -12,11 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ledgerlm.eval.evaluate import HEADLINE
 from ledgerlm.eval.stage import load_results
 from ledgerlm.eval.stats import mcnemar, paired_bootstrap_mean
-from ledgerlm.eval.tasks import SIX_TASKS
 from ledgerlm.io import atomic_write_json
+from ledgerlm.tasks import HEADLINE, SIX_TASKS
 
 GSM8K_METRICS = {"exact_match_strict": "ok_strict", "exact_match_flexible": "ok_flexible"}
 

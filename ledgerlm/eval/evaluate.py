@@ -9,21 +9,11 @@ from pathlib import Path
 
 import yaml
 
-from ledgerlm.eval import gsm8k as g8
-from ledgerlm.eval.harness import LM, greedy_generate, loglikelihood
+from ledgerlm.eval.harness import LM
 from ledgerlm.eval.stats import binary_score, mean_of_scores, perplexity_score
-from ledgerlm.eval.tasks import GENERATIVE, SIX_TASKS, Task, load_task
+from ledgerlm.tasks import HEADLINE, SIX_TASKS, FewshotSampler, TaskData, load_task
+from ledgerlm.tasks.gsm8k import MAX_NEW_TOKENS
 
-# The metric each task contributes to the six-task mean: length-normalised accuracy where lm-eval defines it
-# (the choices differ in length), plain accuracy for WinoGrande (one shared continuation) and LAMBADA (greedy match).
-HEADLINE = {
-    "arc_easy": "acc_norm",
-    "arc_challenge": "acc_norm",
-    "hellaswag": "acc_norm",
-    "piqa": "acc_norm",
-    "winogrande": "acc",
-    "lambada_openai": "acc",
-}
 REFERENCES = Path(__file__).with_name("references.yaml")
 RESULTS_SCHEMA = 1
 
@@ -32,19 +22,19 @@ def _argmax(xs: Sequence[float]) -> int:
     return max(range(len(xs)), key=lambda i: (xs[i], -i))  # first maximum on ties, as np.argmax
 
 
-def score_loglikelihood_task(lm: LM, task: Task, batch_size: int = 32, progress: Callable | None = None) -> dict:
+def score_loglikelihood_task(lm: LM, data: TaskData, batch_size: int = 32, progress: Callable | None = None) -> dict:
     t0 = time.perf_counter()
-    res = loglikelihood(lm, [it.requests for it in task.items], batch_size=batch_size, progress=progress)
+    res = lm.loglikelihood([it.requests for it in data.items], batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - t0
     records, acc, acc_norm, lls = [], [], [], []
-    for it, r in zip(task.items, res):
+    for it, r in zip(data.items, res):
         ll = [x[0] for x in r]
         rec = {"i": it.index, "src": it.source, "ll": ll, "greedy": [x[1] for x in r], "ntok": [x[2] for x in r]}
-        if task.kind == "multiple_choice":
+        if data.task.kind == "multiple_choice":
             pred = _argmax(ll)
             rec.update(gold=it.gold, pred=pred, acc=int(pred == it.gold))
             acc.append(rec["acc"])
-            if "acc_norm" in task.metrics:
+            if "acc_norm" in data.task.metrics:
                 pred_n = _argmax([x / len(c) for x, c in zip(ll, it.choices)])  # lm-eval: / len(choice) in chars
                 rec.update(pred_norm=pred_n, acc_norm=int(pred_n == it.gold))
                 acc_norm.append(rec["acc_norm"])
@@ -58,65 +48,67 @@ def score_loglikelihood_task(lm: LM, task: Task, batch_size: int = 32, progress:
         metrics["acc_norm"] = binary_score(acc_norm)
     if lls:
         metrics["perplexity"] = perplexity_score(lls)
-    return _task_result(task, metrics, records, seconds)
+    return _task_result(data, metrics, records, seconds)
 
 
-def score_gsm8k(
+def score_generative(
     lm: LM,
-    task: Task,
+    data: TaskData,
     shots: int,
-    train: Task | None,
-    max_new_tokens: int = g8.MAX_NEW_TOKENS,
+    train: TaskData | None,
+    max_new_tokens: int = MAX_NEW_TOKENS,
     batch_size: int = 16,
-    seed: int = g8.FEWSHOT_SEED,
     mode: str = "chat",
     progress: Callable | None = None,
 ) -> dict:
+    """Greedy answers to a generative task's items (with `shots` solved examples from `train`), each checked by
+    every answer extraction of the task (exact_match_<mode>)."""
+    gen = data.task.generation
     if shots and train is None:
-        raise ValueError("gsm8k few-shot needs the train split (few-shot pool)")
-    sampler = (
-        g8.FewshotSampler([{"question": t.question, "answer": t.target} for t in train.items], seed) if shots else None
-    )
-    prompts = [g8.build_prompt(it.question, sampler.sample(shots) if sampler else ()) for it in task.items]
+        raise ValueError(f"{data.task.name} few-shot needs the {gen.fewshot_split} split (few-shot pool)")
+    pool = [{"question": t.question, "answer": t.target} for t in train.items] if shots else []
+    sampler = FewshotSampler(pool, gen.fewshot_seed) if shots else None
+    prompts = [gen.prompt(it.question, sampler.sample(shots) if sampler else ()) for it in data.items]
     t0 = time.perf_counter()
     gen_stats: dict = {}
-    outs = greedy_generate(lm, prompts, max_new_tokens, g8.STOP_STRINGS, batch_size, mode=mode, stats=gen_stats, progress=progress)
+    outs = lm.generate(
+        prompts, max_new_tokens, gen.stop_strings, batch_size, mode=mode, stats=gen_stats, progress=progress
+    )
     seconds = time.perf_counter() - t0
-    records, strict, flexible = [], [], []
-    for it, out in zip(task.items, outs):
-        s, f = g8.is_correct(out, it.target, "strict"), g8.is_correct(out, it.target, "flexible")
-        strict.append(int(s))
-        flexible.append(int(f))
+    records = []
+    correct: dict[str, list[int]] = {m: [] for m in gen.modes}
+    for it, out in zip(data.items, outs):
+        ok = {m: int(gen.check(out, it.target, m)) for m in gen.modes}
+        for m in gen.modes:
+            correct[m].append(ok[m])
         records.append(
             {
                 "i": it.index,
                 "src": it.source,
                 "completion": out,
-                "gold": g8.gold_number(it.target),
-                "strict": g8.extract_strict(out),
-                "flexible": g8.extract_flexible(out),
-                "ok_strict": int(s),
-                "ok_flexible": int(f),
+                "gold": gen.gold(it.target),
+                **{m: gen.extract(out, m) for m in gen.modes},
+                **{f"ok_{m}": ok[m] for m in gen.modes},
             }
         )
-    metrics = {"exact_match_strict": binary_score(strict), "exact_match_flexible": binary_score(flexible)}
-    out = _task_result(task, metrics, records, seconds)
-    out.update(shots=shots, max_new_tokens=max_new_tokens, fewshot_seed=seed if shots else None)
+    metrics = {f"exact_match_{m}": binary_score(correct[m]) for m in gen.modes}
+    out = _task_result(data, metrics, records, seconds)
+    out.update(shots=shots, max_new_tokens=max_new_tokens, fewshot_seed=gen.fewshot_seed if shots else None)
     out.update(generation_mode=mode, truncated_prompts=gen_stats["truncated_prompts"])
     return out
 
 
-def _task_result(task: Task, metrics: dict, records: list, seconds: float) -> dict:
+def _task_result(data: TaskData, metrics: dict, records: list, seconds: float) -> dict:
     return {
-        "task": task.name,
-        "split": task.split,
-        "source": task.source,
-        "n": len(task.items),
-        "n_quarantined": len(task.quarantined),
-        "quarantined": task.quarantined,
+        "task": data.task.name,
+        "split": data.split,
+        "source": data.source,
+        "n": len(data.items),
+        "n_quarantined": len(data.quarantined),
+        "quarantined": data.quarantined,
         "metrics": metrics,
         "seconds": round(seconds, 3),
-        "items_per_s": round(len(task.items) / seconds, 2) if seconds > 0 else None,
+        "items_per_s": round(len(data.items) / seconds, 2) if seconds > 0 else None,
         "items": records,
     }
 
@@ -128,7 +120,7 @@ def evaluate(
     limit: int | None = None,
     batch_size: int = 32,
     gsm8k_shots: Sequence[int] = (0, 5),
-    gsm8k_max_new_tokens: int = g8.MAX_NEW_TOKENS,
+    gsm8k_max_new_tokens: int = MAX_NEW_TOKENS,
     progress: Callable | None = None,
     log: Callable[[str], None] | None = None,
     gsm8k_generation: str = "chat",
@@ -145,15 +137,22 @@ def evaluate(
         "tasks": {},
     }
     for name in tasks:
-        task = load_task(name, data_dir=data_dir, limit=limit)
-        if task.quarantined:
-            say(f"{name}: {len(task.quarantined)} malformed record(s) quarantined, e.g. {task.quarantined[0]}")
-        if name in GENERATIVE:
-            train = load_task(name, data_dir=data_dir, split="train") if any(gsm8k_shots) else None
+        data = load_task(name, data_dir=data_dir, limit=limit)
+        if data.quarantined:
+            say(f"{name}: {len(data.quarantined)} malformed record(s) quarantined, e.g. {data.quarantined[0]}")
+        gen = data.task.generation
+        if gen is not None:
+            train = load_task(name, data_dir=data_dir, split=gen.fewshot_split) if any(gsm8k_shots) else None
             for k in gsm8k_shots:
                 shown = _named(progress, f"{name} {k}-shot")
-                r = score_gsm8k(
-                    lm, task, k, train, gsm8k_max_new_tokens, batch_size=max(1, batch_size // 2), mode=gsm8k_generation,
+                r = score_generative(
+                    lm,
+                    data,
+                    k,
+                    train,
+                    gsm8k_max_new_tokens,
+                    batch_size=max(1, batch_size // 2),
+                    mode=gsm8k_generation,
                     progress=shown,
                 )
                 if r["truncated_prompts"]:
@@ -161,12 +160,12 @@ def evaluate(
                 out["tasks"][f"{name}_{k}shot"] = r
                 say(f"{name} {k}-shot: {_fmt_metrics(r['metrics'])} ({r['items_per_s']} items/s)")
         else:
-            r = score_loglikelihood_task(lm, task, batch_size, _named(progress, name))
+            r = score_loglikelihood_task(lm, data, batch_size, _named(progress, name))
             out["tasks"][name] = r
             say(f"{name}: {_fmt_metrics(r['metrics'])} ({r['items_per_s']} items/s)")
     six = [out["tasks"][t]["metrics"][HEADLINE[t]] for t in SIX_TASKS if t in out["tasks"]]
     if len(six) == len(SIX_TASKS):
-        out["six_task_mean"] = {**mean_of_scores(six), "metrics": HEADLINE}
+        out["six_task_mean"] = {**mean_of_scores(six), "metrics": {t: HEADLINE[t] for t in SIX_TASKS}}
     return out
 
 
@@ -254,7 +253,7 @@ def to_markdown(results: dict, references: list[dict] | None = None) -> str:
     lines += ["| task | split | n | metric | score |", "|---|---|---:|---|---|"]
     for t, r in results["tasks"].items():
         for m, v in r["metrics"].items():
-            head = " (in mean)" if HEADLINE.get(t) == m else ""
+            head = " (in mean)" if t in SIX_TASKS and HEADLINE[t] == m else ""
             lines.append(f"| {t} | {r['split']} | {r['n']} | {m}{head} | {_cell(v)} |")
     if "six_task_mean" in results:
         s = results["six_task_mean"]

@@ -10,8 +10,10 @@ ids ("tree" packing). Mathematically this equals scoring every (context, continu
 does, but the context is computed once. Rows are sorted by length so batches carry little padding. Backends that
 cannot take a custom mask get one row per request instead.
 
-A backend (`LM`) only has to map (input_ids, position_ids, additive mask) to logits; wrappers exist for
-transformers models, ledgerlm's own `Llama`, and ensembles (mean of the members' logits).
+A backend (`LM`) maps (input_ids, position_ids, mask) to logits and owns how it decodes; every backend has the
+methods `loglikelihood(groups)` and `generate(prompts, ...)`. Backends exist for transformers models (decoding with
+transformers' `generate`), ledgerlm's own `Llama` (ledgerlm's KV-cache generator), and ensembles (mean of the
+members' probabilities or logits; a KV-cache ensemble when every member is a Llama folder).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from ledgerlm.device import resolve_device
 from ledgerlm.model.ensemble import Ensemble as KVEnsemble
 from ledgerlm.model.generate import generate
 from ledgerlm.model.hf import load_model
+
+GEN_MODES = ("chat", "lm-eval")  # LM.generate: stop like a chat model, or reproduce lm-eval's completions
 
 # ----------------------------------------------------------------------------------------------- tokenizers
 
@@ -104,8 +108,9 @@ def _vocab_id(path) -> str:
 
 
 class LM:
-    """Backend interface. `logits(ids[B,T], pos[B,T] | None, mask[B,1,T,T] bool (True = attend) | None)
-    -> logits[B,T,V]`."""
+    """Backend interface: a backend maps tokens to logits (`logits`, `logits_at`) and may replace how it decodes
+    (`generate_tokens`); scoring (`loglikelihood`) and generation (`generate`) are methods every backend has.
+    `logits(ids[B,T], pos[B,T] | None, mask[B,1,T,T] bool (True = attend) | None) -> logits[B,T,V]`."""
 
     tok: Tok
     max_length: int = 2048
@@ -126,6 +131,151 @@ class LM:
     @property
     def dtype(self) -> torch.dtype:
         return torch.float32
+
+    def loglikelihood(
+        self,
+        groups: Sequence[Sequence[tuple[str, str]]],
+        batch_size: int = 32,
+        max_batch_tokens: int = 65536,
+        progress: Callable | None = None,
+    ) -> list[list[tuple[float, bool, int]]]:
+        """Score every (context, continuation) of every group; returns per group a list of
+        (sum log-prob of the continuation, whether greedy decoding reproduces it, number of continuation tokens).
+        Requests in one group (one item's choices) share their common token prefix when the backend allows it."""
+        flat = [pair for g in groups for pair in g]
+        reqs = encode_pairs(self.tok, flat, self.max_length)
+        rows: list[_Row] = []
+        rid = 0
+        for g in groups:
+            rows += _build_row([(rid + i, reqs[rid + i]) for i in range(len(g))], self.tree)
+            rid += len(g)
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i].tokens))
+        batches, cur = [], []
+        for i in order:  # longest first: the first batch shows the peak memory
+            if cur:
+                first, n = len(rows[cur[0]].tokens), len(rows[i].tokens)
+                # a new batch when full, over the token budget, or when this row would be padded by > 25%
+                if len(cur) >= batch_size or (len(cur) + 1) * first > max_batch_tokens or n < 0.75 * first:
+                    batches.append(cur)
+                    cur = []
+            cur.append(i)
+        if cur:
+            batches.append(cur)
+        results: list[tuple[float, bool, int] | None] = [None] * len(flat)
+        it = progress(batches, total=len(batches), desc="loglikelihood") if progress else batches
+        for batch in it:
+            T = len(rows[batch[0]].tokens)
+            B = len(batch)
+            ids = torch.zeros(B, T, dtype=torch.long)
+            pos = torch.zeros(B, T, dtype=torch.long)
+            seg = torch.full((B, T), -1, dtype=torch.long)
+            for b, i in enumerate(batch):
+                r = rows[i]
+                n = len(r.tokens)
+                ids[b, :n] = torch.tensor(r.tokens)
+                pos[b, :n] = torch.tensor(r.pos)
+                seg[b, :n] = torch.tensor(r.seg)
+            # The scored positions of all requests in the batch: only there are logits computed and log-softmaxed.
+            bidx, tidx, tgt, owner = [], [], [], []
+            for b, i in enumerate(batch):
+                for rq, where, targets in rows[i].reqs:
+                    bidx += [b] * len(where)
+                    tidx += where
+                    tgt += targets
+                    owner.append((rq, len(where)))
+            dev = self.device
+            bt, tt = torch.tensor(bidx, device=dev), torch.tensor(tidx, device=dev)
+            if bool((seg > 0).any()):
+                sel = self.logits_at(ids.to(dev), pos.to(dev), _tree_mask(seg.to(dev)), bt, tt)
+            else:  # right padding under a causal mask never affects real positions: no mask needed (as lm-eval)
+                sel = self.logits_at(ids.to(dev), None, None, bt, tt)
+            logp = F.log_softmax(sel.float(), dim=-1)
+            tgt_t = torch.tensor(tgt, device=logp.device)
+            tok_ll = logp.gather(1, tgt_t[:, None])[:, 0].double().cpu()
+            greedy = (logp.argmax(-1) == tgt_t).cpu()
+            k = 0
+            for rq, n in owner:
+                results[rq] = (float(tok_ll[k : k + n].sum()), bool(greedy[k : k + n].all()), n)
+                k += n
+        out, k = [], 0
+        for g in groups:
+            out.append(results[k : k + len(g)])
+            k += len(g)
+        return out
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int,
+        stop_strings: Sequence[str],
+        batch_size: int = 16,
+        mode: str = "chat",
+        stats: dict | None = None,
+        progress: Callable | None = None,
+    ) -> list[str]:
+        """Greedy continuation of each prompt, cut at the first stop string (lm-eval's `until`, plus the EOS text).
+
+        Contexts are left-truncated to max_length - max_new_tokens as lm-eval does (so no position past the model's
+        context is used; `stats["truncated_prompts"]` counts the prompts that lost tokens), and a max_new_tokens that
+        leaves no room for a context is refused, as lm-eval refuses it.
+        mode "chat" (default): a row stops at its first stop string or EOS, decoded with special tokens kept, so a chat
+        model's `<|im_end|>` ends its answer. mode "lm-eval": lm-eval 0.4.13's HFLM.generate_until -- same batches
+        (longest context first, ties by text), rows stop alone only at EOS, a stop string ends the batch only once every
+        row produced it, and the text is decoded with skip_special_tokens=True (special tokens deleted, the text after
+        them kept) before being cut at the stop strings. See docs/eval.md.
+        """
+        if mode not in GEN_MODES:
+            raise ValueError(f"generation mode must be one of {GEN_MODES}, got {mode!r}")
+        tok = self.tok
+        eos_text = tok.decode([tok.eos_id]) if tok.eos_id is not None else None
+        stops = list(stop_strings) + ([eos_text] if eos_text and eos_text not in stop_strings else [])
+        max_ctx = self.max_length - max_new_tokens
+        if max_ctx < 1:
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} must be less than the model's max_length {self.max_length} "
+                "(prompt + generation must fit its positions; lm-eval refuses this too)"
+            )
+        full = tok.encode_batch(list(prompts))
+        enc = [e[-max_ctx:] for e in full]
+        if stats is not None:
+            stats["truncated_prompts"] = sum(len(e) > max_ctx for e in full)
+        if mode == "lm-eval":  # lm-eval's Collator order: the batches (and so the completions) are its own
+            order = sorted(range(len(enc)), key=lambda i: (-len(full[i]), prompts[i]))
+        else:
+            order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
+        texts: list[str | None] = [None] * len(enc)
+        starts = range(0, len(order), batch_size)
+        for s in progress(starts, total=len(starts), desc="generate") if progress else starts:
+            idx = order[s : s + batch_size]
+            outs = self.generate_tokens([enc[i] for i in idx], max_new_tokens, stops, lmeval=mode == "lm-eval")
+            for i, o in zip(idx, outs):
+                text = tok.decode(o, skip_special_tokens=mode == "lm-eval")
+                texts[i] = truncate_at_stop(text, stops)
+        return texts
+
+    def generate_tokens(
+        self, prompts: list[list[int]], max_new: int, stops: list[str], lmeval: bool = False
+    ) -> list[list[int]]:
+        """Greedy continuations (token ids) of one batch of prompts. Here: decoding by full re-computation, one
+        prompt at a time (the fallback for backends without a KV cache)."""
+        if lmeval:
+            raise ValueError(
+                f"generation mode lm-eval needs a transformers or ledgerlm model, not {type(self).__name__}"
+            )
+        return [self._naive_generate(p, max_new, stops) for p in prompts]
+
+    def _naive_generate(self, prompt: list[int], max_new: int, stops: list[str]) -> list[int]:
+        out: list[int] = []
+        for _ in range(max_new):
+            ids = torch.tensor([prompt + out], device=self.device)
+            nxt = int(self.logits(ids)[0, -1].argmax())
+            out.append(nxt)
+            if nxt == self.tok.eos_id:
+                break
+            if stops and any(s in self.tok.decode(out) for s in stops):
+                break
+        return out
 
 
 class HFCausalLM(LM):
@@ -170,6 +320,53 @@ class HFCausalLM(LM):
         h = self.model.model(input_ids=ids, **self._kw(pos, mask)).last_hidden_state
         return self.model.lm_head(h[bidx, tidx])
 
+    def generate_tokens(self, prompts, max_new, stops, lmeval: bool = False):
+        """transformers' `generate`: left padding + attention mask, greedy; the stop strings end a row (or, as lm-eval,
+        the batch) and are cut from the decoded text afterwards."""
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        tok, device = self.tok, self.device
+        T = max(len(p) for p in prompts)
+        pad = tok.eos_id if tok.eos_id is not None else 0
+        if lmeval:
+            pad = tok.pad_id
+        ids = torch.tensor([[pad] * (T - len(p)) + p for p in prompts], device=device)
+        att = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=device)
+
+        class StopOnStrings(StoppingCriteria):
+            """Finish a row once its generated tail contains a stop string (decoding a short tail per step, as
+            lm-eval's criteria do; transformers' `stop_strings` precomputes tables over the whole vocabulary)."""
+
+            def __init__(self):
+                self.done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+
+            def __call__(self, input_ids, scores, **kw):
+                tail = input_ids[:, T:][:, -16:].tolist()
+                for i, t in enumerate(tail):
+                    if not self.done[i] and any(st in tok.decode(t) for st in stops):
+                        self.done[i] = True
+                return self.done.clone()
+
+        class StopWhenAllRowsHit(StoppingCriteria):
+            """lm-eval's rule (its MultiTokenEOSCriteria): for one stop string, every row has produced it in its last
+            len(tokens) + 2 generated tokens (decoded with special tokens); returns one flag for the whole batch."""
+
+            def __init__(self, stop: str):
+                self.stop, self.look = stop, len(tok.encode(stop, add_special_tokens=False)) + 2
+                self.done = [False] * len(prompts)
+
+            def __call__(self, input_ids, scores, **kw):
+                tails = input_ids[:, T:][:, -self.look :].tolist()
+                self.done = [d or self.stop in tok.decode(t) for d, t in zip(self.done, tails)]
+                return all(self.done)
+
+        crit = [StopWhenAllRowsHit(s) for s in stops] if lmeval else [StopOnStrings()]
+        kw = {"stopping_criteria": StoppingCriteriaList(crit)} if stops else {}
+        out = self.model.generate(
+            input_ids=ids, attention_mask=att, max_new_tokens=max_new, do_sample=False, pad_token_id=pad, **kw
+        )
+        return [o[T:].tolist() for o in out]
+
 
 class LedgerLlama(LM):
     """ledgerlm's own `Llama` (ledgerlm.model.llama); tree packing only if its forward takes a mask."""
@@ -209,6 +406,9 @@ class LedgerLlama(LM):
         h = self.model(ids, return_hidden=True, **kw)
         return self.model.lm_head(h[bidx, tidx]).float()
 
+    def generate_tokens(self, prompts, max_new, stops, lmeval: bool = False):
+        return _kv_generate(self.model, self.tok, prompts, max_new, stops, lmeval)
+
 
 class Ensemble(LM):
     """K models sharing one tokenizer. mode "prob": log of the mean of the members' probabilities (as
@@ -226,6 +426,7 @@ class Ensemble(LM):
         self.device = members[0].device
         self.tree = all(m.tree for m in members)
         self.name = ",".join(m.name for m in members)
+        self._kv_model = None  # the members as one KV-cache model, built at the first generation (False: cannot)
 
     def _combine(self, outs: list[torch.Tensor]) -> torch.Tensor:
         if self.mode == "logit":
@@ -239,6 +440,22 @@ class Ensemble(LM):
     @torch.no_grad()
     def logits_at(self, ids, pos, mask, bidx, tidx):
         return self._combine([m.logits_at(ids, pos, mask, bidx, tidx).float() for m in self.members])
+
+    def generate_tokens(self, prompts, max_new, stops, lmeval: bool = False):
+        """With a KV cache when every member is a Llama folder ledgerlm can load (ledgerlm.model.ensemble.Ensemble,
+        the same combination rule); else by full re-computation."""
+        if self._kv_model is None:
+            try:
+                members = [
+                    m.model if isinstance(m, LedgerLlama) else load_model(m.name, self.device, m.dtype)
+                    for m in self.members
+                ]
+                self._kv_model = KVEnsemble(members, mode=self.mode).eval()
+            except (ImportError, ValueError, FileNotFoundError, KeyError):
+                self._kv_model = False
+        if self._kv_model is False:
+            return super().generate_tokens(prompts, max_new, stops, lmeval)
+        return _kv_generate(self._kv_model, self.tok, prompts, max_new, stops, lmeval)
 
 
 def _max_length(cfg, tok_max) -> int:
@@ -393,232 +610,27 @@ def additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return out.masked_fill_(~mask, torch.finfo(dtype).min)
 
 
-def loglikelihood(
-    lm: LM,
-    groups: Sequence[Sequence[tuple[str, str]]],
-    batch_size: int = 32,
-    max_batch_tokens: int = 65536,
-    progress: Callable | None = None,
-) -> list[list[tuple[float, bool, int]]]:
-    """Score every (context, continuation) of every group; returns per group a list of
-    (sum log-prob of the continuation, whether greedy decoding reproduces it, number of continuation tokens).
-    Requests in one group (one item's choices) share their common token prefix when the backend allows it."""
-    flat = [pair for g in groups for pair in g]
-    reqs = encode_pairs(lm.tok, flat, lm.max_length)
-    rows: list[_Row] = []
-    rid = 0
-    for g in groups:
-        rows += _build_row([(rid + i, reqs[rid + i]) for i in range(len(g))], lm.tree)
-        rid += len(g)
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].tokens))
-    batches, cur = [], []
-    for i in order:  # longest first: the first batch shows the peak memory
-        if cur:
-            first, n = len(rows[cur[0]].tokens), len(rows[i].tokens)
-            # a new batch when full, over the token budget, or when this row would be padded by > 25%
-            if len(cur) >= batch_size or (len(cur) + 1) * first > max_batch_tokens or n < 0.75 * first:
-                batches.append(cur)
-                cur = []
-        cur.append(i)
-    if cur:
-        batches.append(cur)
-    results: list[tuple[float, bool, int] | None] = [None] * len(flat)
-    it = progress(batches, total=len(batches), desc="loglikelihood") if progress else batches
-    for batch in it:
-        T = len(rows[batch[0]].tokens)
-        B = len(batch)
-        ids = torch.zeros(B, T, dtype=torch.long)
-        pos = torch.zeros(B, T, dtype=torch.long)
-        seg = torch.full((B, T), -1, dtype=torch.long)
-        for b, i in enumerate(batch):
-            r = rows[i]
-            n = len(r.tokens)
-            ids[b, :n] = torch.tensor(r.tokens)
-            pos[b, :n] = torch.tensor(r.pos)
-            seg[b, :n] = torch.tensor(r.seg)
-        # The scored positions of all requests in the batch: only there are logits computed and log-softmaxed.
-        bidx, tidx, tgt, owner = [], [], [], []
-        for b, i in enumerate(batch):
-            for rq, where, targets in rows[i].reqs:
-                bidx += [b] * len(where)
-                tidx += where
-                tgt += targets
-                owner.append((rq, len(where)))
-        dev = lm.device
-        bt, tt = torch.tensor(bidx, device=dev), torch.tensor(tidx, device=dev)
-        if bool((seg > 0).any()):
-            sel = lm.logits_at(ids.to(dev), pos.to(dev), _tree_mask(seg.to(dev)), bt, tt)
-        else:  # right padding under a causal mask never affects real positions: no mask needed (as lm-eval)
-            sel = lm.logits_at(ids.to(dev), None, None, bt, tt)
-        logp = F.log_softmax(sel.float(), dim=-1)
-        tgt_t = torch.tensor(tgt, device=logp.device)
-        tok_ll = logp.gather(1, tgt_t[:, None])[:, 0].double().cpu()
-        greedy = (logp.argmax(-1) == tgt_t).cpu()
-        k = 0
-        for rq, n in owner:
-            results[rq] = (float(tok_ll[k : k + n].sum()), bool(greedy[k : k + n].all()), n)
-            k += n
-    out, k = [], 0
-    for g in groups:
-        out.append(results[k : k + len(g)])
-        k += len(g)
-    return out
-
-
 # ----------------------------------------------------------------------------------------------- generation
 
 
-GEN_MODES = ("chat", "lm-eval")
+def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
+    """Cut `text` at the first occurrence of each stop string in turn (lm-eval's post-processing)."""
+    for s in stops:
+        if s:
+            text = text.split(s)[0]
+    return text
 
 
-@torch.no_grad()
-def greedy_generate(
-    lm: LM,
-    prompts: Sequence[str],
-    max_new_tokens: int,
-    stop_strings: Sequence[str],
-    batch_size: int = 16,
-    mode: str = "chat",
-    stats: dict | None = None,
-    progress: Callable | None = None,
-) -> list[str]:
-    """Greedy continuation of each prompt, cut at the first stop string (lm-eval's `until`, plus the EOS text).
-
-    Contexts are left-truncated to max_length - max_new_tokens as lm-eval does (so no position past the model's
-    context is used; `stats["truncated_prompts"]` counts the prompts that lost tokens), and a max_new_tokens that
-    leaves no room for a context is refused, as lm-eval refuses it.
-    mode "chat" (default): a row stops at its first stop string or EOS, decoded with special tokens kept, so a chat
-    model's `<|im_end|>` ends its answer. mode "lm-eval": lm-eval 0.4.13's HFLM.generate_until -- same batches
-    (longest context first, ties by text), rows stop alone only at EOS, a stop string ends the batch only once every
-    row produced it, and the text is decoded with skip_special_tokens=True (special tokens deleted, the text after
-    them kept) before being cut at the stop strings. See docs/eval.md.
-    """
-    if mode not in GEN_MODES:
-        raise ValueError(f"generation mode must be one of {GEN_MODES}, got {mode!r}")
-    tok = lm.tok
-    eos_text = tok.decode([tok.eos_id]) if tok.eos_id is not None else None
-    stops = list(stop_strings) + ([eos_text] if eos_text and eos_text not in stop_strings else [])
-    max_ctx = lm.max_length - max_new_tokens
-    if max_ctx < 1:
-        raise ValueError(
-            f"max_new_tokens={max_new_tokens} must be less than the model's max_length {lm.max_length} "
-            "(prompt + generation must fit its positions; lm-eval refuses this too)"
-        )
-    full = tok.encode_batch(list(prompts))
-    enc = [e[-max_ctx:] for e in full]
-    if stats is not None:
-        stats["truncated_prompts"] = sum(len(e) > max_ctx for e in full)
-    if mode == "lm-eval":  # lm-eval's Collator order: the batches (and so the completions) are its own
-        order = sorted(range(len(enc)), key=lambda i: (-len(full[i]), prompts[i]))
-    else:
-        order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
-    texts: list[str | None] = [None] * len(enc)
-    starts = range(0, len(order), batch_size)
-    for s in progress(starts, total=len(starts), desc="generate") if progress else starts:
-        idx = order[s : s + batch_size]
-        outs = _generate_batch(lm, [enc[i] for i in idx], max_new_tokens, stops, lmeval=mode == "lm-eval")
-        for i, o in zip(idx, outs):
-            text = tok.decode(o, skip_special_tokens=mode == "lm-eval")
-            for st in stops:
-                if st:
-                    text = text.split(st)[0]
-            texts[i] = text
-    return texts
-
-
-def _generate_batch(
-    lm: LM, prompts: list[list[int]], max_new: int, stops: list[str], lmeval: bool = False
-) -> list[list[int]]:
-    if isinstance(lm, HFCausalLM):
-        return _hf_generate(lm, prompts, max_new, stops, lmeval)
-    model = lm.model if isinstance(lm, LedgerLlama) else _ledger_ensemble(lm) if isinstance(lm, Ensemble) else None
-    if model is not None:
-        stop_ids = (lm.tok.eos_id,) if lm.tok.eos_id is not None else ()
-        return generate(
-            model,
-            prompts,
-            max_new,
-            temperature=0.0,
-            stop_ids=stop_ids,
-            stop_strings=tuple(stops),
-            tokenizer=lm.tok.tok,
-            pad_id=lm.tok.pad_id,
-            batch_stop_strings=lmeval,
-        )
-    if lmeval:
-        raise ValueError(f"generation mode lm-eval needs a transformers or ledgerlm model, not {type(lm).__name__}")
-    return [_naive_generate(lm, p, max_new, stops) for p in prompts]
-
-
-def _ledger_ensemble(lm: Ensemble):
-    """The ensemble as ledgerlm.model.ensemble.Ensemble (same combination rule, with a KV cache), when every
-    member is a Llama folder ledgerlm can load; None otherwise (then decoding recomputes the whole prefix)."""
-    if getattr(lm, "_kv_model", None) is None:
-        try:
-            members = [
-                m.model if isinstance(m, LedgerLlama) else load_model(m.name, lm.device, m.dtype) for m in lm.members
-            ]
-            lm._kv_model = KVEnsemble(members, mode=lm.mode).eval()
-        except (ImportError, ValueError, FileNotFoundError, KeyError):
-            lm._kv_model = False
-    return lm._kv_model or None
-
-
-def _hf_generate(lm: HFCausalLM, prompts, max_new, stops, lmeval: bool = False):
-    # Left padding + attention mask, greedy; the stop strings are applied afterwards on the decoded text.
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    T = max(len(p) for p in prompts)
-    pad = lm.tok.eos_id if lm.tok.eos_id is not None else 0
-    if lmeval:
-        pad = lm.tok.pad_id
-    ids = torch.tensor([[pad] * (T - len(p)) + p for p in prompts], device=lm.device)
-    att = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=lm.device)
-
-    class StopOnStrings(StoppingCriteria):
-        """Finish a row once its generated tail contains a stop string (decoding a short tail per step, as
-        lm-eval's criteria do; transformers' `stop_strings` precomputes tables over the whole vocabulary)."""
-
-        def __init__(self):
-            self.done = torch.zeros(len(prompts), dtype=torch.bool, device=lm.device)
-
-        def __call__(self, input_ids, scores, **kw):
-            tail = input_ids[:, T:][:, -16:].tolist()
-            for i, t in enumerate(tail):
-                if not self.done[i] and any(st in lm.tok.decode(t) for st in stops):
-                    self.done[i] = True
-            return self.done.clone()
-
-    class StopWhenAllRowsHit(StoppingCriteria):
-        """lm-eval's rule (its MultiTokenEOSCriteria): for one stop string, every row has produced it in its last
-        len(tokens) + 2 generated tokens (decoded with special tokens); returns one flag for the whole batch."""
-
-        def __init__(self, stop: str):
-            self.stop, self.look = stop, len(lm.tok.encode(stop, add_special_tokens=False)) + 2
-            self.done = [False] * len(prompts)
-
-        def __call__(self, input_ids, scores, **kw):
-            tails = input_ids[:, T:][:, -self.look :].tolist()
-            self.done = [d or self.stop in lm.tok.decode(t) for d, t in zip(self.done, tails)]
-            return all(self.done)
-
-    crit = [StopWhenAllRowsHit(s) for s in stops] if lmeval else [StopOnStrings()]
-    kw = {"stopping_criteria": StoppingCriteriaList(crit)} if stops else {}
-    out = lm.model.generate(
-        input_ids=ids, attention_mask=att, max_new_tokens=max_new, do_sample=False, pad_token_id=pad, **kw
+def _kv_generate(model, tok: Tok, prompts: list[list[int]], max_new: int, stops: list[str], lmeval: bool):
+    """Greedy decoding with ledgerlm's KV-cache generator (our Llama, or an ensemble of them)."""
+    return generate(
+        model,
+        prompts,
+        max_new,
+        temperature=0.0,
+        stop_ids=(tok.eos_id,) if tok.eos_id is not None else (),
+        stop_strings=tuple(stops),
+        tokenizer=tok.tok,
+        pad_id=tok.pad_id,
+        batch_stop_strings=lmeval,
     )
-    return [o[T:].tolist() for o in out]
-
-
-def _naive_generate(lm: LM, prompt: list[int], max_new: int, stops: list[str]) -> list[int]:
-    """Greedy decoding by full re-computation: the fallback for ensembles and mask-less backends."""
-    out: list[int] = []
-    for _ in range(max_new):
-        ids = torch.tensor([prompt + out], device=lm.device)
-        nxt = int(lm.logits(ids)[0, -1].argmax())
-        out.append(nxt)
-        if nxt == lm.tok.eos_id:
-            break
-        if stops and any(s in lm.tok.decode(out) for s in stops):
-            break
-    return out

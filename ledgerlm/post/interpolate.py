@@ -22,12 +22,13 @@ from pathlib import Path
 import torch
 
 from ledgerlm.config import ConfigError
-from ledgerlm.eval.evaluate import HEADLINE, evaluate
+from ledgerlm.eval.evaluate import evaluate
 from ledgerlm.eval.harness import LedgerLlama, load_tok
 from ledgerlm.io import atomic_write_json, atomic_write_text
 from ledgerlm.post import sft
 from ledgerlm.post.common import load_model_and_tokenizer, resolve_model_dir, save_model_dir, seed_everything
 from ledgerlm.stage import StageResult, StageSpec
+from ledgerlm.tasks import HEADLINE
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Preference pairs (prompt, chosen, rejected) for the dpo and reward stages, plus the little machinery both share.
 
 Sources:
-- "arith" (or "arith:final" / "arith:arith" for one kind of corruption): built from the built-in task (`ledgerlm.post.arith`): chosen = the correct worked solution, rejected = the
+- "arith" (or "arith:final" / "arith:arith" for one kind of corruption): built from the built-in task (`ledgerlm.tasks.arith`): chosen = the correct worked solution, rejected = the
   same solution with an arithmetic slip or a wrong final line. Works offline, on CPU, with a verifiable ground truth.
 - a JSONL file (plain/.gz/.zst): rows {"prompt", "chosen", "rejected"} (strings or message lists), or Anthropic HH
   rows {"chosen", "rejected"} that are whole "\\n\\nHuman: ...\\n\\nAssistant: ..." transcripts: the shared prefix up to
@@ -26,9 +26,9 @@ import torch
 from ledgerlm.eval.stats import wilson_ci
 from ledgerlm.io import atomic_write_json, open_text
 from ledgerlm.model.loss import DEFAULT_CHUNK
-from ledgerlm.post import arith
 from ledgerlm.post.chat import ChatFormatError, _encode, _parse_prompt, render_prompt, special_ids, validate
 from ledgerlm.post.common import IGNORE
+from ledgerlm.tasks import arith
 
 _TURN = re.compile(r"\n\n(Human|Assistant):")
 

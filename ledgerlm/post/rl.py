@@ -3,7 +3,7 @@
 One step:
   1. take P prompts, sample G completions each with the KV-cache generator (`ledgerlm.model.generate`);
   2. reward = 1 if the number after `####` equals the reference (the same extractor evaluation uses,
-     `ledgerlm.eval.gsm8k`), plus an optional small bonus for a well-formed `#### N` line;
+     `ledgerlm.tasks.gsm8k`), plus an optional small bonus for a well-formed `#### N` line;
   3. advantages within each group: r - mean ("mean", Dr. GRPO) or (r - mean) / std ("mean_std", GRPO);
      groups whose G rewards are all equal carry no signal and can be filtered out of the loss;
   4. completions cut off by max_new_tokens can be masked out (their reward says nothing about the answer);
@@ -34,12 +34,10 @@ import torch
 
 from ledgerlm import hub
 from ledgerlm.device import autocast
-from ledgerlm.eval.gsm8k import extract_strict, is_correct
 from ledgerlm.eval.stats import mcnemar
 from ledgerlm.io import atomic_write_json, open_text, write_jsonl
 from ledgerlm.ledger import WARN_P
 from ledgerlm.model.generate import generate
-from ledgerlm.post import arith
 from ledgerlm.post.chat import render_prompt, special_ids
 from ledgerlm.post.common import (
     Schedule,
@@ -54,6 +52,8 @@ from ledgerlm.post.common import (
 )
 from ledgerlm.post.preference import pad_batch, token_logps
 from ledgerlm.stage import StageResult, StageSpec
+from ledgerlm.tasks import arith
+from ledgerlm.tasks.gsm8k import extract_strict, is_correct
 from ledgerlm.train.optim import build_optimizer
 
 ADV_MODES = ("mean", "mean_std")

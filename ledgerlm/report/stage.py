@@ -824,7 +824,7 @@ def _task_name(task: str) -> str:
 def _headline(m: dict) -> str | None:
     """The ledger key of the score a reader looks at first: the six-task mean, else the first task's headline
     metric (strict exact match for generative tasks, as lm-eval reports GSM8K)."""
-    from ledgerlm.eval.evaluate import HEADLINE
+    from ledgerlm.tasks import HEADLINE
 
     if _finite(m.get("six_task_mean")):
         return None

@@ -1,6 +1,8 @@
-"""GSM8K answer extraction and prompts, following lm-evaluation-harness's `gsm8k` task (v3.0) exactly.
+"""GSM8K: answer extraction, prompts and the task record, following lm-evaluation-harness's `gsm8k` task (v3.0).
 
-Shared with RL (rewards), so everything here is pure string work with no model or torch import.
+`FORMAT` is how any GSM8K-format task ({"question", "answer": "<worked solution>\n#### N"}) is prompted and
+checked: GSM8K itself and the built-in arithmetic task (`ledgerlm.tasks.arith`). RL rewards use the same
+extractors, so everything here is pure string work with no model or torch import.
 
 lm-eval scores a completion in two ways ("filters"), then compares with `exact_match` after deleting
 `,`, `$`, everything up to `#### ` and one trailing `.` from both prediction and reference (case-insensitive):
@@ -10,9 +12,10 @@ lm-eval scores a completion in two ways ("filters"), then compares with `exact_m
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Sequence
+
+from ledgerlm.tasks.base import BadRecord, Generation, Item, Task, str_field
 
 STRICT_RE = re.compile(r"#### (\-?[0-9\.\,]+)")
 FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
@@ -21,7 +24,6 @@ IGNORE_RES = [re.compile(","), re.compile(r"\$"), re.compile(r"(?s).*#### "), re
 # lm-eval's `until` for gsm8k; the model's EOS text is appended at generation time.
 STOP_STRINGS = ("Question:", "</s>", "<|im_end|>")
 MAX_NEW_TOKENS = 256  # lm-eval's default max_gen_toks
-FEWSHOT_SEED = 1234  # lm-eval's default fewshot_random_seed
 MODES = ("strict", "flexible")
 
 
@@ -85,23 +87,42 @@ def build_prompt(question: str, shots: Sequence[dict] = ()) -> str:
     return "".join(parts) + question_text(question)
 
 
-class FewshotSampler:
-    """Draws k training examples per test item with one `random.Random(seed)` used in item order, as lm-eval's
-    default ContextSampler does for gsm8k (fewshot split = train, so the test doc is never excluded)."""
-
-    def __init__(self, pool: Sequence[dict], seed: int = FEWSHOT_SEED):
-        if not pool:
-            raise ValueError("GSM8K few-shot needs a non-empty training pool")
-        self.pool = list(pool)
-        self.rnd = random.Random(seed)
-
-    def sample(self, k: int) -> list[dict]:
-        return self.rnd.sample(self.pool, k) if k > 0 else []
+def parse(doc: dict) -> Item:
+    """A GSM8K-format record -> Item (no requests: the model generates the answer)."""
+    q, a = str_field(doc, "question"), str_field(doc, "answer")
+    if "####" not in a:
+        raise BadRecord("field 'answer' has no '#### N' final line")
+    return Item(0, [], target=a, question=q)
 
 
-def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
-    """Cut `text` at the first occurrence of each stop string in turn (lm-eval's post-processing)."""
-    for s in stops:
-        if s:
-            text = text.split(s)[0]
-    return text
+def question_and_solution(item: Item) -> str:
+    return f"{item.question}\n{item.target}"
+
+
+FORMAT = Generation(
+    prompt=build_prompt,
+    stop_strings=STOP_STRINGS,
+    modes=MODES,
+    extract=extract,
+    check=is_correct,
+    gold=gold_number,
+    max_new_tokens=MAX_NEW_TOKENS,
+    shot_tokens=160,  # a solved GSM8K example in the prompt
+    few_shot=5,  # lm-eval's GSM8K setting
+    fewshot_seed=1234,  # lm-eval's default fewshot_random_seed
+)
+METRICS = tuple(f"exact_match_{m}" for m in MODES)  # exact_match_strict, exact_match_flexible
+
+# lm-eval reports GSM8K by its strict match; the few-shot examples come from the train split.
+GSM8K = Task(
+    name="gsm8k",
+    kind="generate",
+    split="test",
+    metrics=METRICS,
+    headline="exact_match_strict",
+    build=parse,
+    text=question_and_solution,
+    required=("question", "answer"),
+    hub=("openai/gsm8k", "main"),
+    generation=FORMAT,
+)

@@ -5,14 +5,18 @@ of the key, and so is the split. Train and held-out sets are therefore disjoint 
 under the same template can never appear in both -- and generation is deterministic from (seed, split, n).
 
 Records follow GSM8K: {"question": ..., "answer": "<worked solution>\n#### N"}, so the same extractor that scores
-GSM8K scores these (`ledgerlm.eval.gsm8k`).
+GSM8K scores these (`ledgerlm.tasks.gsm8k`). As an evaluation task (`ARITH`, the demo's benchmark) it needs no data
+at all: its items are the first problems of the "heldout" split, its few-shot pool the "train" split.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from ledgerlm.tasks.base import Task
+from ledgerlm.tasks.gsm8k import FORMAT, METRICS, parse, question_and_solution
 
 NAMES = ["Tom", "Ana", "Ben", "Mia", "Sam", "Lea", "Raj", "Zoe", "Ivan", "Nora", "Omar", "Kim"]
 ITEMS = ["apples", "pens", "books", "cards", "stamps", "shells", "coins", "marbles", "eggs", "stickers"]
@@ -57,8 +61,7 @@ def _eq(a: int, op: str, b: int, r: int, calc: bool) -> str:
     return f"{a} {op} {b} = <<{a}{op}{b}={r}>>{r}" if calc else f"{a} {op} {b} = {r}"
 
 
-# Each template: (name, n_ops, operand sampler, question format, solution lines). Operands keep every intermediate
-# result a non-negative integer.
+# Operands per template, keeping every intermediate result a non-negative integer.
 def _operands(name: str, rng: random.Random, hi: int) -> tuple[int, ...]:
     r = rng.randint
     if name == "add":
@@ -81,69 +84,65 @@ def _operands(name: str, rng: random.Random, hi: int) -> tuple[int, ...]:
     raise ValueError(name)
 
 
-TEMPLATES = {"add": 1, "sub": 1, "mul": 1, "div": 1, "add_sub": 2, "mul_add": 2, "mul_sub_add": 3}
+@dataclass(frozen=True)
+class Template:
+    question: str  # format with the operands a, b, c, d and {who}, {item}
+    steps: tuple[tuple[str, str, str, str], ...]  # (left, op, right, solution line): left/right name an operand or
+    # an earlier step's result (r0, r1); the line is formatted with {eq} = the worked equation, {who}, {item}
+
+
+TEMPLATES: dict[str, Template] = {
+    "add": Template(
+        "{who} has {a} {item}. {who} gets {b} more. How many {item} does {who} have now?",
+        (("a", "+", "b", "{who} has {eq} {item}."),),
+    ),
+    "sub": Template(
+        "{who} has {a} {item}. {who} gives away {b}. How many {item} does {who} have left?",
+        (("a", "-", "b", "{who} has {eq} {item} left."),),
+    ),
+    "mul": Template(
+        "{who} buys {a} bags of {item}. Each bag has {b} {item}. How many {item} does {who} buy?",
+        (("a", "*", "b", "{who} buys {eq} {item}."),),
+    ),
+    "div": Template(
+        "{who} shares {a} {item} equally among {b} friends. How many {item} does each friend get?",
+        (("a", "/", "b", "Each friend gets {eq} {item}."),),
+    ),
+    "add_sub": Template(
+        "{who} has {a} {item} and gets {b} more. Then {who} gives away {c}. How many {item} are left?",
+        (("a", "+", "b", "{who} has {eq} {item}."), ("r0", "-", "c", "{who} has {eq} {item} left.")),
+    ),
+    "mul_add": Template(
+        "{who} has {a} boxes of {b} {item} and {c} loose {item}. How many {item} does {who} have?",
+        (("a", "*", "b", "The boxes hold {eq} {item}."), ("r0", "+", "c", "{who} has {eq} {item}.")),
+    ),
+    "mul_sub_add": Template(
+        "{who} has {a} boxes of {b} {item}. {who} gives away {c} {item} and then finds {d} more. "
+        "How many {item} does {who} have?",
+        (
+            ("a", "*", "b", "The boxes hold {eq} {item}."),
+            ("r0", "-", "c", "After giving some away {who} has {eq} {item}."),
+            ("r1", "+", "d", "{who} has {eq} {item}."),
+        ),
+    ),
+}
 
 
 def _build(name: str, ops: tuple[int, ...], calc: bool) -> Problem:
     key = f"{name}|{','.join(map(str, ops))}"
     hv = _h("words|" + key)
-    who, item = NAMES[hv % len(NAMES)], ITEMS[(hv // 97) % len(ITEMS)]
-    steps: list[tuple[int, str, int, int]] = []
-
-    def step(a: int, op: str, b: int) -> int:
-        res = _calc(a, op, b)
-        steps.append((a, op, b, res))
-        return res
-
-    if name == "add":
-        a, b = ops
-        q = f"{who} has {a} {item}. {who} gets {b} more. How many {item} does {who} have now?"
-        t = step(a, "+", b)
-        lines = [f"{who} has {_eq(a, '+', b, t, calc)} {item}."]
-    elif name == "sub":
-        a, b = ops
-        q = f"{who} has {a} {item}. {who} gives away {b}. How many {item} does {who} have left?"
-        t = step(a, "-", b)
-        lines = [f"{who} has {_eq(a, '-', b, t, calc)} {item} left."]
-    elif name == "mul":
-        a, b = ops
-        q = f"{who} buys {a} bags of {item}. Each bag has {b} {item}. How many {item} does {who} buy?"
-        t = step(a, "*", b)
-        lines = [f"{who} buys {_eq(a, '*', b, t, calc)} {item}."]
-    elif name == "div":
-        a, b = ops
-        q = f"{who} shares {a} {item} equally among {b} friends. How many {item} does each friend get?"
-        t = step(a, "/", b)
-        lines = [f"Each friend gets {_eq(a, '/', b, t, calc)} {item}."]
-    elif name == "add_sub":
-        a, b, c = ops
-        q = f"{who} has {a} {item} and gets {b} more. Then {who} gives away {c}. How many {item} are left?"
-        s = step(a, "+", b)
-        t = step(s, "-", c)
-        lines = [f"{who} has {_eq(a, '+', b, s, calc)} {item}.", f"{who} has {_eq(s, '-', c, t, calc)} {item} left."]
-    elif name == "mul_add":
-        a, b, c = ops
-        q = f"{who} has {a} boxes of {b} {item} and {c} loose {item}. How many {item} does {who} have?"
-        s = step(a, "*", b)
-        t = step(s, "+", c)
-        lines = [f"The boxes hold {_eq(a, '*', b, s, calc)} {item}.", f"{who} has {_eq(s, '+', c, t, calc)} {item}."]
-    elif name == "mul_sub_add":
-        a, b, c, d = ops
-        q = (
-            f"{who} has {a} boxes of {b} {item}. {who} gives away {c} {item} and then finds {d} more. "
-            f"How many {item} does {who} have?"
-        )
-        s = step(a, "*", b)
-        u = step(s, "-", c)
-        t = step(u, "+", d)
-        lines = [
-            f"The boxes hold {_eq(a, '*', b, s, calc)} {item}.",
-            f"After giving some away {who} has {_eq(s, '-', c, u, calc)} {item}.",
-            f"{who} has {_eq(u, '+', d, t, calc)} {item}.",
-        ]
-    else:
-        raise ValueError(f"unknown template {name!r}")
-    return Problem(key, q, "\n".join(lines) + f"\n#### {t}", t, tuple(steps))
+    words = {"who": NAMES[hv % len(NAMES)], "item": ITEMS[(hv // 97) % len(ITEMS)]}
+    tpl = TEMPLATES[name]
+    values = dict(zip("abcd", ops))
+    steps, lines = [], []
+    for i, (left, op, right, line) in enumerate(tpl.steps):
+        a, b = values[left], values[right]
+        r = values[f"r{i}"] = _calc(a, op, b)
+        steps.append((a, op, b, r))
+        lines.append(line.format(eq=_eq(a, op, b, r, calc), **words))
+    t = steps[-1][3]
+    question = tpl.question.format(**words, **values)
+    return Problem(key, question, "\n".join(lines) + f"\n#### {t}", t, tuple(steps))
 
 
 def generate(
@@ -161,7 +160,7 @@ def generate(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     unknown = set(templates or ()) - set(TEMPLATES)
-    names = [t for t in (templates or tuple(TEMPLATES)) if t in TEMPLATES and TEMPLATES[t] <= max_ops]
+    names = [t for t in (templates or tuple(TEMPLATES)) if t in TEMPLATES and len(TEMPLATES[t].steps) <= max_ops]
     if unknown or not names:
         raise ValueError(f"no usable templates (unknown: {sorted(unknown)}, max_ops={max_ops})")
     rng = random.Random(f"arith|{seed}|{split}")
@@ -259,3 +258,26 @@ def preference_pairs(
             continue
         out.append({"prompt": p.question, "chosen": p.solution, "rejected": rej, "kind": kind, "key": p.key})
     return out
+
+
+BUILTIN_ITEMS = 500  # the task's size when no limit is given
+
+
+def _records(split: str, limit: int | None) -> list[dict]:
+    return [p.record() for p in generate(limit or BUILTIN_ITEMS, split, 0)]
+
+
+# Scored exactly like GSM8K. Its longest worked solution (three steps and the #### line) is under 60 tokens even
+# with a 2k-token vocabulary, and a shot costs about as many tokens as a solved example.
+ARITH = Task(
+    name="arith",
+    kind="generate",
+    split="heldout",
+    metrics=METRICS,
+    headline="exact_match_strict",
+    build=parse,
+    text=question_and_solution,
+    required=("question", "answer"),
+    generate=_records,
+    generation=replace(FORMAT, max_new_tokens=96, shot_tokens=60),
+)
