@@ -84,6 +84,10 @@ def test_interpolate_config_errors(tmp_path):
 
     with pytest.raises(ConfigError, match="choose"):
         build_recipe({"name": "t", "interpolate": {"metrics": ["a"], "choose": "b"}}, need_all=False)
+    from ledgerlm.post.interpolate import metric_fn
+
+    with pytest.raises(ConfigError, match="not sft_val_loss nor a task"):
+        metric_fn("pqia")
     with pytest.raises(ConfigError, match="alphas"):
         build_recipe({"name": "t", "interpolate": {"alphas": []}}, need_all=False)
 
@@ -100,7 +104,7 @@ def test_interpolate_with_benchmark_metric(tmp_path, shared_data):
         "sft": sft_recipe(data, max_steps=3).to_dict()["sft"],
         "interpolate": {
             "alphas": [0.0, 1.0],
-            "metrics": ["piqa", "piqa.acc", "sft_val_loss"],
+            "metrics": ["piqa", "piqa.acc", "arith", "sft_val_loss"],  # arith: a generative task, `arith_0shot`
             "choose": "piqa",
             "eval_limit": 16,
             "eval_data_dir": str(shared_data),
@@ -110,5 +114,6 @@ def test_interpolate_with_benchmark_metric(tmp_path, shared_data):
     m = rec["metrics"]
     for a in ("0", "1"):
         assert 0.0 <= m[f"piqa@{a}"] <= 1.0 and m[f"piqa.acc@{a}"] * 16 == round(m[f"piqa.acc@{a}"] * 16)
+        assert m[f"arith@{a}"] * 16 == round(m[f"arith@{a}"] * 16)
     best = max((m["piqa@0"], 0.0), (m["piqa@1"], 1.0), key=lambda t: (t[0], -t[1]))
     assert m["chosen_alpha"] == best[1]

@@ -28,7 +28,7 @@ from ledgerlm.io import atomic_write_json, atomic_write_text
 from ledgerlm.post import sft
 from ledgerlm.post.common import load_model_and_tokenizer, resolve_model_dir, save_model_dir, seed_everything
 from ledgerlm.stage import StageResult, StageSpec
-from ledgerlm.tasks import HEADLINE
+from ledgerlm.tasks import TASKS
 
 
 @dataclass
@@ -106,17 +106,19 @@ def _sft_val_loss(model, tokenizer, env: MetricEnv) -> float:
 
 def _task_metric(name: str) -> Callable:
     """`task` or `task.metric` from ledgerlm.eval (e.g. `piqa`, `piqa.acc`, `gsm8k`), scored by its harness on the
-    in-memory interpolated weights. Default metric: the task's headline (acc_norm / acc; GSM8K 0-shot flexible EM)."""
+    in-memory interpolated weights. Default metric: the task's headline (acc_norm / acc; a generative task's 0-shot flexible EM)."""
     task, _, metric = name.partition(".")
+    if task not in TASKS:
+        raise ConfigError("interpolate.metrics", f"{name!r}: not sft_val_loss nor a task ({', '.join(TASKS)})")
 
     def score(model, tokenizer, env: MetricEnv) -> float:
         if "lm" not in env.cache:  # one wrapper: the weights under it change in place for every alpha
             env.cache["lm"] = LedgerLlama(model, load_tok(env.model_dir), name="interpolated", device=env.device)
         data_dir = env.cfg.eval_data_dir or None
         res = evaluate(env.cache["lm"], [task], data_dir=data_dir, limit=env.cfg.eval_limit or None, gsm8k_shots=(0,))
-        key = "gsm8k_0shot" if task == "gsm8k" else task
-        m = metric or ("exact_match_flexible" if task == "gsm8k" else HEADLINE.get(task, "acc"))
-        got = res["tasks"][key]["metrics"]
+        generative = TASKS[task].generation is not None  # scored 0-shot, reported as `<task>_0shot`
+        m = metric or ("exact_match_flexible" if generative else TASKS[task].headline)
+        got = res["tasks"][f"{task}_0shot" if generative else task]["metrics"]
         if m not in got:
             raise ConfigError("interpolate.metrics", f"{name}: task {task} has metrics {sorted(got)}, not {m!r}")
         return float(got[m]["value"])
