@@ -14,15 +14,15 @@ aside with a reason naming file, line and field instead of being dropped silentl
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ledgerlm import hub
 from ledgerlm.demo.posttrain import demo_sft_conversations
-from ledgerlm.io import open_text
+from ledgerlm.io import iter_jsonl_rows
 
 IM_START, IM_END, EOT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 ROLES = ("system", "user", "assistant")
@@ -226,26 +226,12 @@ class Conversations:
         return len(self.messages)
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[str, object, str | None]]:
-    """(where, row or raw line, json error or None) for each non-blank line."""
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                yield where, json.loads(line), None
-            except json.JSONDecodeError as e:
-                yield where, line[:200], f"invalid JSON ({e.msg} at column {e.colno})"
-
-
-def _hf_rows(name: str, split: str, subset: str | None) -> Iterator[tuple[str, object, None]]:
+def hf_rows(name: str, split: str, subset: str | None) -> Iterator[tuple[str, object, None]]:
+    """(where, row, None) for each row of a Hugging Face dataset (or its copy in the Hub mirror, ledgerlm/hub.py)."""
     try:
         import datasets
     except ImportError as e:  # pragma: no cover - depends on the optional extra
         raise ImportError("loading a Hugging Face dataset by name needs `pip install ledgerlm[hf]`") from e
-    from ledgerlm import hub
-
     ds = datasets.load_dataset(hub.dataset(name), subset, split=split, **hub.cache_kwargs())
     for i, row in enumerate(ds):
         yield f"hf:{name}[{split}]#{i}", dict(row), None
@@ -284,9 +270,9 @@ def load_conversations(
         path = Path(source).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"conversation data not found: {path}")
-        rows = _jsonl_rows(path)
+        rows = iter_jsonl_rows(path)
     else:
-        rows = _hf_rows(hf_name, split, subset)
+        rows = hf_rows(hf_name, split, subset)
     out = Conversations(source=source)
     for where, row, err in rows:
         out.counters["rows"] += 1
