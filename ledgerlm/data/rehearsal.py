@@ -29,7 +29,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tokenizers import pre_tokenizers, processors, trainers
 
+from ledgerlm.data.tokenizer import new_tokenizer, save_hf_tokenizer_files
 from ledgerlm.demo import corpus, explanations, posttrain, stories, words
 from ledgerlm.post import arith
 
@@ -627,10 +629,6 @@ def _split_files(repo: Path, rel: str, n_files: int, rows: list[dict], schema: p
 
 def _tokenizer(texts: list[str], out: Path) -> None:
     """A byte-level BPE with SmolLM's special tokens (ids 0-16) and digit splitting, trained on `texts`."""
-    from tokenizers import pre_tokenizers, processors, trainers
-
-    from ledgerlm.data.tokenizer import new_tokenizer, save_hf_tokenizer_files
-
     tok = new_tokenizer()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
