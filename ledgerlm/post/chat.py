@@ -38,7 +38,7 @@ class ChatFormatError(ValueError):
         super().__init__(f"field '{field}': {message}")
 
 
-def _encode(tokenizer, text: str) -> list[int]:
+def encode_text(tokenizer, text: str) -> list[int]:
     # Accept a `tokenizers.Tokenizer` or a transformers tokenizer; never add BOS/EOS here, the template owns structure.
     if not text:
         return []
@@ -88,7 +88,7 @@ def validate(messages, *, need_assistant: bool = True) -> list[dict]:
 def _encode_many(tokenizer, texts: list[str]) -> list[list[int]]:
     if hasattr(tokenizer, "encode_batch"):  # `tokenizers`: one call, encoded in parallel in Rust
         return [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
-    return [_encode(tokenizer, t) for t in texts]
+    return [encode_text(tokenizer, t) for t in texts]
 
 
 def render_batch(conversations, tokenizer) -> list[tuple[list[int], list[int]]]:
@@ -96,8 +96,8 @@ def render_batch(conversations, tokenizer) -> list[tuple[list[int], list[int]]]:
     role headers once -- the same ids as `render`, fast enough for a few hundred thousand conversations."""
     convs = [validate(c) for c in conversations]
     start, end = special_ids(tokenizer)
-    newline = _encode(tokenizer, "\n")
-    heads = {r: [start, *_encode(tokenizer, r + "\n")] for r in ROLES}
+    newline = encode_text(tokenizer, "\n")
+    heads = {r: [start, *encode_text(tokenizer, r + "\n")] for r in ROLES}
     bodies = iter(_encode_many(tokenizer, [m["content"] for c in convs for m in c]))
     out = []
     for c in convs:
@@ -123,11 +123,11 @@ def render_prompt(messages, tokenizer) -> list[int]:
     if messages[-1]["role"] == "assistant":
         raise ChatFormatError("messages", "a prompt must not end with an assistant message")
     start, end = special_ids(tokenizer)
-    newline = _encode(tokenizer, "\n")
+    newline = encode_text(tokenizer, "\n")
     ids: list[int] = []
     for m in messages:
-        ids += [start, *_encode(tokenizer, m["role"] + "\n"), *_encode(tokenizer, m["content"]), end, *newline]
-    return ids + [start, *_encode(tokenizer, "assistant\n")]
+        ids += [start, *encode_text(tokenizer, m["role"] + "\n"), *encode_text(tokenizer, m["content"]), end, *newline]
+    return ids + [start, *encode_text(tokenizer, "assistant\n")]
 
 
 def render_text(messages, *, add_generation_prompt: bool = False) -> str:
@@ -153,7 +153,7 @@ _ALPACA = re.compile(
 _TRANSCRIPT = re.compile(r"\n\n(Human|Assistant): ")
 
 
-def _parse_prompt(prompt: str) -> list[dict]:
+def parse_prompt(prompt: str) -> list[dict]:
     """A `prompt` string -> messages before the response.
 
     Understands the Alpaca template used by dolly_hhrlhf ("Below is an instruction ... ### Instruction: ... ### Response:")
@@ -194,7 +194,7 @@ def row_to_messages(row) -> list[dict]:
             raise ChatFormatError("prompt", "not a string")
         if not isinstance(response, str) or not response.strip():
             raise ChatFormatError("response", "missing, empty or not a string")
-        return validate([*_parse_prompt(row["prompt"]), {"role": "assistant", "content": response.strip()}])
+        return validate([*parse_prompt(row["prompt"]), {"role": "assistant", "content": response.strip()}])
     if "instruction" in row:
         response = row.get("response", row.get("output"))
         if not isinstance(row["instruction"], str) or not row["instruction"].strip():

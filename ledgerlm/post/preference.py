@@ -28,7 +28,7 @@ from ledgerlm.io import atomic_write_json, iter_jsonl_rows
 from ledgerlm.ledger import WARN_P
 from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.post import arith
-from ledgerlm.post.chat import ChatFormatError, _encode, _parse_prompt, hf_rows, render_prompt, special_ids, validate
+from ledgerlm.post.chat import ChatFormatError, encode_text, hf_rows, parse_prompt, render_prompt, special_ids, validate
 from ledgerlm.post.common import IGNORE
 
 _TURN = re.compile(r"\n\n(Human|Assistant):")
@@ -126,7 +126,7 @@ def split_transcripts(chosen: str, rejected: str) -> tuple[list[dict], str, str]
     if _TURN.search(c) or _TURN.search(r):
         # the responses themselves contain further turns: not a single-response comparison
         raise PreferenceFormatError("chosen", "responses continue with further Human/Assistant turns after the split")
-    msgs = _parse_prompt(prompt_text)
+    msgs = parse_prompt(prompt_text)
     if not msgs or msgs[-1]["role"] != "user":
         raise PreferenceFormatError("chosen", "prompt does not end with a Human turn")
     return msgs, c, r
@@ -151,7 +151,7 @@ def row_to_pair(row) -> tuple[list[dict], str, str]:
     if "prompt" in row:
         p = row["prompt"]
         if isinstance(p, str):
-            msgs = _parse_prompt(p)
+            msgs = parse_prompt(p)
         elif isinstance(p, list):
             try:
                 msgs = validate(p, need_assistant=False)
@@ -261,8 +261,8 @@ def encode_pair(pair: Pair, tokenizer, max_len: int, max_prompt_len: int) -> tup
     to fit `max_len`. Returns (encoded, truncated?)."""
     _, end = special_ids(tokenizer)
     prompt = render_prompt(pair.prompt, tokenizer)
-    c = _encode(tokenizer, pair.chosen) + [end]
-    r = _encode(tokenizer, pair.rejected) + [end]
+    c = encode_text(tokenizer, pair.chosen) + [end]
+    r = encode_text(tokenizer, pair.rejected) + [end]
     truncated = False
     if len(prompt) + max(len(c), len(r)) > max_len:
         truncated = True
