@@ -37,7 +37,7 @@ TOOLS = {
     ),
     "inspect": ("ledgerlm.data.inspect", "print samples of what a curation reason removed"),
     "compare": ("ledgerlm.eval.compare", "paired tests between two evaluation results"),
-    "sweep": ("ledgerlm.post.sweep", "run a stage over a grid (e.g. LR x batch size) with contour plots"),
+    "sweep": ("ledgerlm.sweep", "run a stage over a grid (e.g. LR x batch size) with contour plots"),
     "export": ("ledgerlm.model.export", "export a checkpoint as a Hugging Face Llama directory, or import one"),
 }
 

@@ -1,13 +1,13 @@
 """Devices, one home for all stages: which device "auto" means, bf16 autocast, and the GPU table (peak FLOP/s for MFU
 in the training logs, memory and a default MFU for `ledgerlm plan`).
-
-torch is imported inside the functions: the CLI and recipe checking import this module and start without it.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+
+import torch
 
 from ledgerlm.config import ConfigError
 
@@ -40,8 +40,6 @@ GPUS = {
 def resolve_device(requested: str | None = "auto") -> str:
     """The device to run on: for "auto" (or nothing) cuda when a GPU is there, else cpu. A named device is kept; one
     naming cuda on a machine without CUDA is a config error."""
-    import torch
-
     if requested in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
@@ -52,8 +50,6 @@ def resolve_device(requested: str | None = "auto") -> str:
 def autocast(device, precision: str = "auto"):
     """A context manager: bf16 autocast for precision "bf16", or for "auto" on CUDA; nothing otherwise (so CPU
     loss curves are exact fp32 and reproducible)."""
-    import torch
-
     dev_type = torch.device(device).type
     if precision == "bf16" or (precision == "auto" and dev_type == "cuda"):
         return torch.autocast(dev_type, dtype=torch.bfloat16)
@@ -62,8 +58,6 @@ def autocast(device, precision: str = "auto"):
 
 def peak_flops(device: str) -> float | None:
     """Dense bf16 peak FLOP/s of a CUDA device from the GPU table; None on CPU or for a GPU not in it."""
-    import torch
-
     if not str(device).startswith("cuda"):
         return None
     name = torch.cuda.get_device_name(torch.device(device))

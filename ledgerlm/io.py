@@ -12,9 +12,12 @@ import io
 import json
 import os
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import zstandard
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -69,8 +72,6 @@ def open_text(path: str | os.PathLike, mode: str = "rt", errors: str = "strict",
     if compression == ".gz":
         return gzip.open(path, mode, encoding="utf-8", errors=errors)
     if compression == ".zst":
-        import zstandard
-
         if "r" in mode:
             stream = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
         else:
@@ -93,8 +94,6 @@ CHUNK_BYTES = 1 << 20
 def _zst_chunks(f) -> Iterator[bytes]:
     """Decompressed chunks of a (multi-frame) .zst stream; unlike zstandard's stream_reader, a frame cut short
     raises instead of ending quietly."""
-    import zstandard
-
     dctx = zstandard.ZstdDecompressor()
     d, fed = dctx.decompressobj(), False
     while raw := f.read(CHUNK_BYTES):
@@ -125,8 +124,6 @@ def _raw_chunks(path: Path) -> Iterator[bytes]:
 def iter_chunks(path: str | os.PathLike) -> Iterator[bytes]:
     """The decompressed bytes of a plain, .gz or .zst file in chunks of up to ~1 MB. A truncated or corrupt
     compressed file raises CorruptInput naming the file and the line it broke in."""
-    import zlib
-
     path = Path(path)
     newlines = 0
     try:
@@ -183,6 +180,21 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
             yield lineno, json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}:{lineno}: malformed JSON ({e})") from None
+
+
+def iter_jsonl_rows(path: str | os.PathLike) -> Iterator[tuple[str, Any, str | None]]:
+    """("file:line", value, None) for every non-blank line of anyone's JSONL, or ("file:line", the line's first 200
+    characters, why it is not JSON): for readers that quarantine a bad row and go on (split on "\n" only)."""
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            yield where, json.loads(line), None
+        except json.JSONDecodeError as e:
+            yield where, line[:200].decode(errors="replace"), f"invalid JSON ({e.msg} at column {e.colno})"
+        except UnicodeDecodeError as e:
+            yield where, line[:200].decode(errors="replace"), f"invalid UTF-8 ({e.reason} at byte {e.start})"
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:

@@ -21,6 +21,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ledgerlm import __version__
 from ledgerlm.io import atomic_write_json
 
 SCHEMA = 1
@@ -97,8 +100,6 @@ def resolve(rel: str, root: Path) -> Path:
 
 def code_version() -> dict:
     """Git commit and dirty flag of the ledgerlm checkout, or the package version when installed from a wheel."""
-    from ledgerlm import __version__
-
     repo = Path(__file__).resolve().parent.parent
     info: dict[str, Any] = {"package_version": __version__}
     try:
@@ -123,16 +124,11 @@ def environment() -> dict:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
     }
-    try:
-        import torch
-
-        env["torch"] = torch.__version__
-        env["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
-        if torch.cuda.is_available():
-            env["gpu"] = torch.cuda.get_device_name(0)
-            env["gpu_count"] = torch.cuda.device_count()
-    except ImportError:
-        env["torch"] = None
+    env["torch"] = torch.__version__
+    env["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+        env["gpu_count"] = torch.cuda.device_count()
     return env
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from ledgerlm import hub, ledger
 from ledgerlm.config import ConfigError, to_dict
+from ledgerlm.data import rehearsal
 from ledgerlm.device import resolve_device
 from ledgerlm.progress import divert_stderr, fmt_duration, say
 from ledgerlm.recipe import Recipe, build_recipe, load_recipe  # noqa: F401 - build_recipe, load_recipe: re-exported
@@ -86,8 +87,6 @@ def prepare_mirror(recipe: Recipe, run_dir: Path, echo=print) -> Path | None:
     if path is None:
         return None
     if recipe.hub_mirror.generate == "rehearsal":
-        from ledgerlm.data import rehearsal
-
         if not rehearsal.is_built(path):
             echo(f"[hub_mirror] generating the rehearsal's Hub repositories → {path}")
             rehearsal.write_mirror(path)

@@ -6,9 +6,14 @@ one given with --mfu, else a stated default per GPU (the numbers we measured are
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from ledgerlm.config import ConfigError
+from ledgerlm.data.mixture import parse_tokens
 from ledgerlm.device import GPUS
+from ledgerlm.model.llama import model_config
+from ledgerlm.train.pretrain import resolve_lengths
 
 
 def train_memory_gib(
@@ -36,8 +41,6 @@ def largest_micro_batch(memory_gib: float, *args, loss_chunk: int = 0) -> int:
 
 
 def estimate_lines(recipe, gpu: str = "h100", mfu: float | None = None) -> list[str]:
-    from ledgerlm.model.llama import model_config
-
     key = gpu.lower().replace("-", "").replace(" ", "")
     if key not in GPUS:
         return [f"estimates: unknown GPU {gpu!r} (known: {', '.join(GPUS)})"]
@@ -47,12 +50,8 @@ def estimate_lines(recipe, gpu: str = "h100", mfu: float | None = None) -> list[
     lines = [f"estimates on {g.name} at MFU {used_mfu:.1%} ({source}):"]
     total_h = 0.0
     if "pretrain" in recipe.stages:
-        from ledgerlm.train.pretrain import resolve_lengths
-
         cfg = recipe.section("pretrain")
         m = model_config(cfg.model)
-        from ledgerlm.data.mixture import parse_tokens
-
         phase_tokens = sum(parse_tokens(p.get("tokens", 0)) for p in cfg.phases)
         try:
             L = resolve_lengths(cfg, 1, cfg.data_tokens or phase_tokens or 1, phase_tokens)
@@ -117,10 +116,6 @@ def _corpus_docs(cfg) -> tuple[int, int, list[str]]:
 def data_lines(recipe, cpus: int = 16, ram_gib: float = 128.0) -> list[str]:
     """Curate and tokenize cost on a host with `cpus` cores and `ram_gib` of memory, from the fitted costs of the
     scale benchmark. Raises ConfigError naming the setting to change when the recipe cannot fit."""
-    import json
-
-    from ledgerlm.config import ConfigError
-
     if "curate" not in recipe.stages and "tokenize" not in recipe.stages:
         return []
     if not SCALE_COSTS.exists():

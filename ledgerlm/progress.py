@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-BACKENDS = ("tensorboard", "wandb", "trackio", "none")
+from tqdm.auto import tqdm
+
 EXTRA_FOR = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}  # backend -> pip package
 # Row keys shown on the progress line when a stage does not choose (in this order); every number is tracked.
 SHOW = ("loss", "val_loss", "heldout_acc", "reward_mean", "zero_std_frac", "tok_s")
@@ -145,8 +146,6 @@ class Progress:
         self.closed = False
         self.bar = None
         if self.mode == "bar":
-            from tqdm.auto import tqdm
-
             self.bar = tqdm(total=total, initial=start, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True)
         if tracker is not None and start > 0:
             tracker.purge_from(start + 1)  # a resumed loop re-logs the steps after its checkpoint
@@ -233,8 +232,6 @@ class Progress:
 
 def say(message: str, stream=None) -> None:
     """Print a line without breaking a live progress bar."""
-    from tqdm.auto import tqdm
-
     tqdm.write(message, file=stream or sys.stderr)
 
 
@@ -270,8 +267,6 @@ class Tracker:
 
         self.tb = SummaryWriter(log_dir=str(self.tb_dir), purge_step=self.purge_step, flush_secs=30)
         if self.cfg.backend in ("wandb", "trackio"):
-            import importlib
-
             self.remote = importlib.import_module(self.cfg.backend)
             # wandb: files under the run directory, stages of one run grouped; trackio keeps its own store
             kw = {"dir": str(self.run_dir), "group": self.run_dir.name} if self.cfg.backend == "wandb" else {}

@@ -6,6 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
+from ledgerlm.model import hf
+from ledgerlm.model.generate import fit_prompts, generate
+from ledgerlm.post.chat import render_prompt
+
 
 @dataclass
 class SamplesConfig:
@@ -17,19 +23,12 @@ class SamplesConfig:
 def sample_model(model_dir: Path, chat: bool, cfg: SamplesConfig, device: str = "cpu") -> list[dict]:
     """Greedy completions of the configured prompts by the model in `model_dir` (a chat model: of the chat prompts,
     in the chat template)."""
-    import torch
-
-    from ledgerlm.model.generate import fit_prompts, generate
-    from ledgerlm.model.hf import load_model, load_tokenizer_for
-
     prompts = cfg.chat_prompts if chat else cfg.prompts
     if not prompts:
         return []
-    model = load_model(model_dir, device=device).eval()
-    tok = load_tokenizer_for(model_dir)
+    model = hf.load_model(model_dir, device=device).eval()
+    tok = hf.load_tokenizer_for(model_dir)
     if chat:
-        from ledgerlm.post.chat import render_prompt
-
         ids = [render_prompt([{"role": "user", "content": p}], tok) for p in prompts]
         stops = [tok.token_to_id("<|im_end|>")]
     else:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ledgerlm.config import ConfigError
+from ledgerlm.config import ConfigError, to_dict
 from ledgerlm.ledger import read_record
+from ledgerlm.progress import LoggingConfig, Progress, Tracker, resolve_mode, say
 
 # Stage name -> module (which ends with `SPEC = StageSpec(...)`). Order here is the canonical pipeline order.
 STAGES: dict[str, str] = {
@@ -137,25 +139,18 @@ class StageContext:
 
     @property
     def logging_cfg(self):
-        from ledgerlm.progress import LoggingConfig
-
         return getattr(self.recipe, "logging", None) or LoggingConfig()
 
     @property
     def tracker(self):
         """This stage's metric tracker (TensorBoard under RUN/tensorboard/<stage>/, wandb / trackio if asked)."""
         if self._tracker is None:
-            from ledgerlm.config import to_dict
-            from ledgerlm.progress import Tracker
-
             section = getattr(self.recipe, "sections", {}).get(self.stage)
             self._tracker = Tracker(self.run_dir, self.stage, self.logging_cfg, to_dict(section) if section else None)
         return self._tracker
 
     def progress(self, iterable=None, total: int | None = None, desc: str | None = None, **kw):
         """Progress of a loop that is not training (files, batches, items): a bar on a terminal, lines elsewhere."""
-        from ledgerlm.progress import Progress
-
         desc = f"[{self.stage}] {desc}" if desc and desc != self.stage else f"[{self.stage}]"
         kw.setdefault("unit", "it")
         return Progress(
@@ -171,10 +166,6 @@ class StageContext:
     @property
     def on_terminal(self) -> bool:
         """Progress shows as bars (a terminal): a library may draw its own (e.g. the BPE trainer's)."""
-        import sys
-
-        from ledgerlm.progress import resolve_mode
-
         return resolve_mode(self.logging_cfg.progress, self.terminal or sys.stderr) == "bar"
 
     def steps(self, total: int, start: int = 0, desc: str | None = None, show: tuple[str, ...] | None = None):
@@ -184,8 +175,6 @@ class StageContext:
 
     def warn(self, code: str, message: str) -> None:
         """A result that is quietly bad: printed now, logged, and kept in the record's `warnings`."""
-        from ledgerlm.progress import say
-
         self.warnings.append({"code": code, "message": message})
         self.log.warning("%s: %s", code, message)
         if int(os.environ.get("RANK", "0")) == 0:

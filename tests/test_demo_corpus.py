@@ -13,7 +13,9 @@ from collections import Counter
 
 import pytest
 
-from ledgerlm.data import demo_corpus as dc
+from ledgerlm.demo import corpus as dc
+from ledgerlm.demo.__main__ import main as demo_main
+from ledgerlm.demo.posttrain import demo_preference_pairs, demo_sft_conversations
 from ledgerlm.tasks import arith
 
 N_DOCS = 600  # small: every test here together stays within a few seconds
@@ -183,8 +185,8 @@ def test_sft_and_preference_data():
     from ledgerlm.post.chat import validate
     from ledgerlm.tasks.gsm8k import extract_strict
 
-    convs = dc.demo_sft_conversations(seed=1, n=300)
-    assert convs == dc.demo_sft_conversations(seed=1, n=300)
+    convs = demo_sft_conversations(seed=1, n=300)
+    assert convs == demo_sft_conversations(seed=1, n=300)
     assert {c["kind"] for c in convs} == {"arith", "explanation", "story", "animals", "numbers"}
     held = {p.question for p in dc.benchmark()}
     for c in convs:
@@ -192,9 +194,19 @@ def test_sft_and_preference_data():
         assert [m["role"] for m in msgs] == ["user", "assistant"] and msgs[1]["content"].strip()
         if c["kind"] == "arith":
             assert msgs[0]["content"] not in held and extract_strict(msgs[1]["content"]) is not None
-    pairs = dc.demo_preference_pairs(seed=1, n=200)
+    pairs = demo_preference_pairs(seed=1, n=200)
     assert len(pairs) == 200 and {p["kind"] for p in pairs} >= {"off_topic", "unhelpful"}
     assert all(p["chosen"] != p["rejected"] and p["prompt"] for p in pairs)
+
+
+def test_python_m_ledgerlm_demo_writes_every_file(tmp_path, capsys):
+    assert demo_main([str(tmp_path), "--n-docs", "200", "--n-sft", "20", "--n-pref", "10", "--benchmark-n", "50"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_docs"] == 200
+    manifest = json.loads((tmp_path / "corpus" / "manifest.json").read_text())
+    assert sum(f["docs"] for f in manifest["files"]) == 200
+    lines = {name: (tmp_path / name).read_bytes().count(b"\n") for name in ("sft.jsonl", "preference.jsonl")}
+    assert lines == {"sft.jsonl": 20, "preference.jsonl": 10}
+    assert (tmp_path / "benchmark.jsonl").read_bytes().count(b"\n") == 50
 
 
 def test_bad_arguments_are_clear_errors():

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from test_sft import _one_thread, make_base_run  # noqa: F401 - autouse fixture
 
+from ledgerlm import sweep
 from ledgerlm.config import ConfigError
-from ledgerlm.post import sweep
 
 
 def test_parse_grid():

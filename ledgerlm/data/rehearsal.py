@@ -8,7 +8,7 @@ smol-smoltalk's `messages`, GSM8K for RL, the seven evaluation tasks — offline
 Each repository has the Hub's layout (README.md whose `configs` name the data files per config and split, data files
 at the same paths and in the same format: Parquet, or JSON lines in .json.gz for codeparrot-clean) and the Hub's
 column names and types (`SCHEMAS`). Rows are generated from the demo corpus's templates and word lists
-(`ledgerlm.data.demo_corpus`) and the built-in arithmetic task (`ledgerlm.tasks.arith`): no text is copied from
+(`ledgerlm.demo`) and the built-in arithmetic task (`ledgerlm.tasks.arith`): no text is copied from
 anywhere. Planted in FineWeb-Edu, as in the demo: junk each gate must catch, exact and near duplicates (also across
 sources), boilerplate lines, one empty row (quarantined as malformed), and two items of each of the seven evaluation
 tasks (decontamination must find them). The tokenizer is a small byte-level BPE with SmolLM's layout (its 17 special
@@ -29,8 +29,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tokenizers import pre_tokenizers, processors, trainers
 
-from ledgerlm.data import demo_corpus as dc
+from ledgerlm.data.tokenizer import new_tokenizer, save_hf_tokenizer_files
+from ledgerlm.demo import corpus, explanations, posttrain, stories, words
 from ledgerlm.tasks import TASKS, arith
 
 VERSION = "ledgerlm.rehearsal-hub/1"  # bump when the generated content changes
@@ -160,7 +162,7 @@ N = {
 
 
 def _rng(*parts) -> random.Random:
-    return dc._rng("rehearsal", *parts)
+    return corpus.rng_for("rehearsal", *parts)
 
 
 # ============================================================================ evaluation tasks (Hub schemas)
@@ -204,7 +206,7 @@ def arc_rows(challenge: bool) -> list[dict]:
     out = []
     for i in range(N["eval"]):
         r = _rng("arc", challenge, i)
-        who = r.choice(dc.NAMES)[0]
+        who = r.choice(words.NAMES)[0]
         if challenge:
             where, right, wrong = r.choice(_CHANGES)
             q = (
@@ -251,8 +253,8 @@ def hellaswag_rows() -> list[dict]:
     out = []
     for i in range(N["eval"]):
         r = _rng("hellaswag", i)
-        (who, g) = r.choice(dc.NAMES)
-        pron = dc.PRONOUNS[g][0]
+        (who, g) = r.choice(words.NAMES)
+        pron = words.PRONOUNS[g][0]
         tool, verb, stuff = r.choice(_CHORES)
         room = r.choice(["workshop", "back yard", "garage", "shed", "porch"])
         ctx_a = f"{who} stands in the {room} next to a {tool} and a neat pile of {stuff} for job number {i + 1}."
@@ -303,7 +305,7 @@ def piqa_rows() -> list[dict]:
     for i in range(N["eval"]):
         r = _rng("piqa", i)
         goal, right, wrong = r.choice(_PIQA)
-        f = {"obj": f"{r.choice(dc.ADJS)} {r.choice(dc.OBJECTS)}", "place": r.choice(dc.PLACES)[0]}
+        f = {"obj": f"{r.choice(words.ADJS)} {r.choice(words.OBJECTS)}", "place": r.choice(words.PLACES)[0]}
         label = r.randrange(2)
         sols = [wrong.format(**f), wrong.format(**f)]
         sols[label] = right.format(**f)
@@ -315,8 +317,8 @@ def winogrande_rows() -> list[dict]:
     out = []
     for i in range(N["eval"]):
         r = _rng("winogrande", i)
-        (a, _), (b, _) = r.sample(dc.NAMES, 2)
-        obj, place = r.choice(dc.OBJECTS), r.choice(dc.PLACES)[0]
+        (a, _), (b, _) = r.sample(words.NAMES, 2)
+        obj, place = r.choice(words.OBJECTS), r.choice(words.PLACES)[0]
         if r.random() < 0.5:
             s, ans = f"{a} lent {b} the {obj} at {place} because _ did not need it that afternoon.", "1"
         else:
@@ -333,9 +335,9 @@ def lambada_rows() -> list[dict]:
     out = []
     for i in range(N["eval"]):
         r = _rng("lambada", i)
-        (who, g), (friend, _) = r.sample(dc.NAMES, 2)
-        pron, _obj, pos = dc.PRONOUNS[g]
-        thing = r.choice(dc.OBJECTS)
+        (who, g), (friend, _) = r.sample(words.NAMES, 2)
+        pron, _obj, pos = words.PRONOUNS[g]
+        thing = r.choice(words.OBJECTS)
         out.append(
             {
                 "text": (
@@ -381,19 +383,19 @@ def fineweb_edu_rows() -> list[dict]:
     texts = []
     for i in range(N["fineweb_edu"]):
         r = _rng("fineweb", i)
-        texts.append(dc.story(r)[0] if r.random() < 0.5 else dc.explanation(r)[0])
+        texts.append(stories.story(r)[0] if r.random() < 0.5 else explanations.explanation(r)[0])
     r = _rng("fineweb-plants")
     kinds = ["symbols", "lorem", "javascript", "too_short", "repeated_lines"]
     plants = {}
     for j in range(25):  # junk every gate must catch
-        plants[3 + 17 * j] = dc.junk(r, kinds[j % len(kinds)])
+        plants[3 + 17 * j] = corpus.junk(r, kinds[j % len(kinds)])
     for j in range(12):  # exact and near duplicates of earlier documents
         plants[11 + 29 * j] = texts[j * 7]
-        near = dc.near_duplicate(r, texts[j * 7 + 1])
+        near = corpus.near_duplicate(r, texts[j * 7 + 1])
         if near:
             plants[13 + 31 * j] = near[0]
     for j, (_task, leak) in enumerate(leak_texts()):  # benchmark items inside otherwise clean stories
-        plants[7 + 41 * j] = f"{dc.story(_rng('fineweb-leak', j))[0]}\n\n{leak}\n"
+        plants[7 + 41 * j] = f"{stories.story(_rng('fineweb-leak', j))[0]}\n\n{leak}\n"
     foot = "Share this page with a friend, and sign up for our newsletter to get a new lesson every week."
     for j in range(0, len(texts), 5):  # site furniture: one line in a fifth of the pages
         texts[j] = f"{texts[j]}\n{foot}"
@@ -455,10 +457,10 @@ def finemath_rows() -> list[dict]:
 
 def _python_file(r: random.Random) -> str:
     """A small Python module: helpers over a list of numbers or words, with docstrings and a main block."""
-    noun = r.choice(dc.OBJECTS).replace(" ", "_")
+    noun = r.choice(words.OBJECTS).replace(" ", "_")
     op = r.choice([("total", "sum", "+"), ("largest", "max", ">"), ("count", "len", "+=1")])
     lines = [
-        f'"""Helpers for keeping track of {noun}s in {r.choice(dc.TOWNS)}."""',
+        f'"""Helpers for keeping track of {noun}s in {r.choice(words.TOWNS)}."""',
         "",
         "import json" if r.random() < 0.5 else "import os",
         "from collections import Counter",
@@ -491,7 +493,7 @@ def _python_file(r: random.Random) -> str:
         f"    store = {noun.title().replace('_', '')}Store()",
     ]
     for _ in range(r.randint(2, 5)):
-        lines.append(f'    store.add("{r.choice(dc.NAMES)[0]}", {r.randint(1, 20)})')
+        lines.append(f'    store.add("{r.choice(words.NAMES)[0]}", {r.randint(1, 20)})')
     lines.append(f"    print(store.{op[0]}(), store.by_owner())")
     return "\n".join(lines) + "\n"
 
@@ -504,7 +506,7 @@ def code_rows() -> list[dict]:
         lens = [len(ln) for ln in content.split("\n")]
         rows.append(
             {
-                "repo_name": f"{r.choice(dc.NAMES)[0].lower()}/{r.choice(dc.OBJECTS).replace(' ', '-')}-tools",
+                "repo_name": f"{r.choice(words.NAMES)[0].lower()}/{r.choice(words.OBJECTS).replace(' ', '-')}-tools",
                 "path": f"src/module_{i}.py",
                 "copies": str(r.randint(1, 4)),
                 "size": str(len(content)),
@@ -573,7 +575,7 @@ def reasoning_rows() -> list[dict]:
 
 def smoltalk_rows(n: int, seed: int) -> list[dict]:
     """Chats in smol-smoltalk's shape: user/assistant turns, some with a system prompt or a second exchange."""
-    convs = dc.demo_sft_conversations(seed, n)
+    convs = posttrain.demo_sft_conversations(seed, n)
     rows = []
     for i, c in enumerate(convs):
         msgs = [{"content": m["content"], "role": m["role"]} for m in c["messages"]]
@@ -625,10 +627,6 @@ def _split_files(repo: Path, rel: str, n_files: int, rows: list[dict], schema: p
 
 def _tokenizer(texts: list[str], out: Path) -> None:
     """A byte-level BPE with SmolLM's special tokens (ids 0-16) and digit splitting, trained on `texts`."""
-    from tokenizers import pre_tokenizers, processors, trainers
-
-    from ledgerlm.data.tokenizer import new_tokenizer, save_hf_tokenizer_files
-
     tok = new_tokenizer()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]

@@ -457,7 +457,7 @@ def _hf(spec: SourceSpec, rank: int, world: int) -> Iterator[Record]:
 
 def _demo(spec: SourceSpec, rank: int, world: int) -> Iterator[Record]:
     """The built-in corpus, generated in memory (deterministic for a seed); its `planted` labels are not read."""
-    from ledgerlm.data.demo_corpus import generate_demo_corpus
+    from ledgerlm.demo.corpus import generate_demo_corpus
 
     records, _ = generate_demo_corpus(spec.seed, spec.limit or 6000)
     for i, rec in enumerate(records):

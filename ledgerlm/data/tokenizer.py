@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from ledgerlm import hub
 from ledgerlm.io import atomic_write_json, atomic_write_text
 
 EOT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
@@ -95,8 +96,6 @@ def load_tokenizer(path_or_hub_name: str | os.PathLike) -> Tokenizer:
         raise FileNotFoundError(f"tokenizer file not found: {name}")
     # A Hub repo id such as "HuggingFaceTB/SmolLM-135M" (needs network, or the local HF cache), or its copy in the
     # Hub mirror when one is in use (ledgerlm/hub.py)
-    from ledgerlm import hub
-
     local = hub.model_dir(name)
     if local is not None:
         return load_tokenizer(local)

@@ -14,15 +14,15 @@ aside with a reason naming file, line and field instead of being dropped silentl
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ledgerlm.data.demo_corpus import demo_sft_conversations
-from ledgerlm.io import open_text
+from ledgerlm import hub
+from ledgerlm.demo.posttrain import demo_sft_conversations
+from ledgerlm.io import iter_jsonl_rows
 
 IM_START, IM_END, EOT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 ROLES = ("system", "user", "assistant")
@@ -38,7 +38,7 @@ class ChatFormatError(ValueError):
         super().__init__(f"field '{field}': {message}")
 
 
-def _encode(tokenizer, text: str) -> list[int]:
+def encode_text(tokenizer, text: str) -> list[int]:
     # Accept a `tokenizers.Tokenizer` or a transformers tokenizer; never add BOS/EOS here, the template owns structure.
     if not text:
         return []
@@ -88,7 +88,7 @@ def validate(messages, *, need_assistant: bool = True) -> list[dict]:
 def _encode_many(tokenizer, texts: list[str]) -> list[list[int]]:
     if hasattr(tokenizer, "encode_batch"):  # `tokenizers`: one call, encoded in parallel in Rust
         return [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
-    return [_encode(tokenizer, t) for t in texts]
+    return [encode_text(tokenizer, t) for t in texts]
 
 
 def render_batch(conversations, tokenizer) -> list[tuple[list[int], list[int]]]:
@@ -96,8 +96,8 @@ def render_batch(conversations, tokenizer) -> list[tuple[list[int], list[int]]]:
     role headers once -- the same ids as `render`, fast enough for a few hundred thousand conversations."""
     convs = [validate(c) for c in conversations]
     start, end = special_ids(tokenizer)
-    newline = _encode(tokenizer, "\n")
-    heads = {r: [start, *_encode(tokenizer, r + "\n")] for r in ROLES}
+    newline = encode_text(tokenizer, "\n")
+    heads = {r: [start, *encode_text(tokenizer, r + "\n")] for r in ROLES}
     bodies = iter(_encode_many(tokenizer, [m["content"] for c in convs for m in c]))
     out = []
     for c in convs:
@@ -123,11 +123,11 @@ def render_prompt(messages, tokenizer) -> list[int]:
     if messages[-1]["role"] == "assistant":
         raise ChatFormatError("messages", "a prompt must not end with an assistant message")
     start, end = special_ids(tokenizer)
-    newline = _encode(tokenizer, "\n")
+    newline = encode_text(tokenizer, "\n")
     ids: list[int] = []
     for m in messages:
-        ids += [start, *_encode(tokenizer, m["role"] + "\n"), *_encode(tokenizer, m["content"]), end, *newline]
-    return ids + [start, *_encode(tokenizer, "assistant\n")]
+        ids += [start, *encode_text(tokenizer, m["role"] + "\n"), *encode_text(tokenizer, m["content"]), end, *newline]
+    return ids + [start, *encode_text(tokenizer, "assistant\n")]
 
 
 def render_text(messages, *, add_generation_prompt: bool = False) -> str:
@@ -153,7 +153,7 @@ _ALPACA = re.compile(
 _TRANSCRIPT = re.compile(r"\n\n(Human|Assistant): ")
 
 
-def _parse_prompt(prompt: str) -> list[dict]:
+def parse_prompt(prompt: str) -> list[dict]:
     """A `prompt` string -> messages before the response.
 
     Understands the Alpaca template used by dolly_hhrlhf ("Below is an instruction ... ### Instruction: ... ### Response:")
@@ -194,7 +194,7 @@ def row_to_messages(row) -> list[dict]:
             raise ChatFormatError("prompt", "not a string")
         if not isinstance(response, str) or not response.strip():
             raise ChatFormatError("response", "missing, empty or not a string")
-        return validate([*_parse_prompt(row["prompt"]), {"role": "assistant", "content": response.strip()}])
+        return validate([*parse_prompt(row["prompt"]), {"role": "assistant", "content": response.strip()}])
     if "instruction" in row:
         response = row.get("response", row.get("output"))
         if not isinstance(row["instruction"], str) or not row["instruction"].strip():
@@ -226,26 +226,12 @@ class Conversations:
         return len(self.messages)
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[str, object, str | None]]:
-    """(where, row or raw line, json error or None) for each non-blank line."""
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                yield where, json.loads(line), None
-            except json.JSONDecodeError as e:
-                yield where, line[:200], f"invalid JSON ({e.msg} at column {e.colno})"
-
-
-def _hf_rows(name: str, split: str, subset: str | None) -> Iterator[tuple[str, object, None]]:
+def hf_rows(name: str, split: str, subset: str | None) -> Iterator[tuple[str, object, None]]:
+    """(where, row, None) for each row of a Hugging Face dataset (or its copy in the Hub mirror, ledgerlm/hub.py)."""
     try:
         import datasets
     except ImportError as e:  # pragma: no cover - depends on the optional extra
         raise ImportError("loading a Hugging Face dataset by name needs `pip install ledgerlm[hf]`") from e
-    from ledgerlm import hub
-
     ds = datasets.load_dataset(hub.dataset(name), subset, split=split, **hub.cache_kwargs())
     for i, row in enumerate(ds):
         yield f"hf:{name}[{split}]#{i}", dict(row), None
@@ -278,15 +264,15 @@ def load_conversations(
     hf_name = source[3:] if source.startswith("hf:") else None
     if hf_name is None and not is_local(source) and re.fullmatch(r"[\w.-]+/[\w.-]+", source):
         hf_name = source
-    if source == "demo":  # the built-in demo's conversations, generated by our code (data/demo_corpus.py)
+    if source == "demo":  # the built-in demo's conversations, generated by our code (ledgerlm/demo/)
         rows = ((f"builtin:demo[{i}]", r, None) for i, r in enumerate(demo_sft_conversations(0, limit or 2000)))
     elif hf_name is None:
         path = Path(source).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"conversation data not found: {path}")
-        rows = _jsonl_rows(path)
+        rows = iter_jsonl_rows(path)
     else:
-        rows = _hf_rows(hf_name, split, subset)
+        rows = hf_rows(hf_name, split, subset)
     out = Conversations(source=source)
     for where, row, err in rows:
         out.counters["rows"] += 1

@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 
 from ledgerlm.eval.stats import wilson_ci
-from ledgerlm.io import atomic_write_json, open_text
+from ledgerlm.io import atomic_write_json, iter_jsonl_rows
+from ledgerlm.ledger import WARN_P
 from ledgerlm.model.loss import DEFAULT_CHUNK
-from ledgerlm.post.chat import ChatFormatError, _encode, _parse_prompt, render_prompt, special_ids, validate
+from ledgerlm.post.chat import ChatFormatError, encode_text, hf_rows, parse_prompt, render_prompt, special_ids, validate
 from ledgerlm.post.common import IGNORE
 from ledgerlm.tasks import arith
 
@@ -94,8 +95,6 @@ def write_heldout(path: Path, correct: list[bool], **extra) -> dict:
 def heldout_summary(ctx, what: str, heldout: dict, n: int, start: tuple[str, float] | None = None) -> list[str]:
     """The stage's summary line for its held-out preference accuracy (from write_heldout); warns, through the
     stage context, when the accuracy is no better than chance."""
-    from ledgerlm.ledger import WARN_P
-
     acc, p, (lo, hi) = heldout["heldout_accuracy"], heldout["heldout_p_binomial"], heldout["heldout_wilson95"]
     k = round(acc * n)
     line = f"held-out accuracy {acc:.1%} ({k}/{n} pairs, 95% CI {lo:.1%}-{hi:.1%}), one-sided binomial p = {p:.2g}"
@@ -127,7 +126,7 @@ def split_transcripts(chosen: str, rejected: str) -> tuple[list[dict], str, str]
     if _TURN.search(c) or _TURN.search(r):
         # the responses themselves contain further turns: not a single-response comparison
         raise PreferenceFormatError("chosen", "responses continue with further Human/Assistant turns after the split")
-    msgs = _parse_prompt(prompt_text)
+    msgs = parse_prompt(prompt_text)
     if not msgs or msgs[-1]["role"] != "user":
         raise PreferenceFormatError("chosen", "prompt does not end with a Human turn")
     return msgs, c, r
@@ -152,7 +151,7 @@ def row_to_pair(row) -> tuple[list[dict], str, str]:
     if "prompt" in row:
         p = row["prompt"]
         if isinstance(p, str):
-            msgs = _parse_prompt(p)
+            msgs = parse_prompt(p)
         elif isinstance(p, list):
             try:
                 msgs = validate(p, need_assistant=False)
@@ -181,24 +180,11 @@ def _rows(source: str, split: str, subset: str | None):
     if hf_name is None and not local.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", source):
         hf_name = source
     if hf_name is not None:
-        try:
-            import datasets
-        except ImportError as e:  # pragma: no cover - optional extra
-            raise ImportError("a Hugging Face preference dataset needs `pip install ledgerlm[hf]`") from e
-        for i, row in enumerate(datasets.load_dataset(hf_name, subset, split=split)):
-            yield f"hf:{hf_name}[{split}]#{i}", dict(row), None
+        yield from hf_rows(hf_name, split, subset)
         return
     if not local.is_file():
         raise FileNotFoundError(f"preference data not found: {local}")
-    with open_text(local) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{local}:{lineno}"
-            try:
-                yield where, json.loads(line), None
-            except json.JSONDecodeError as e:
-                yield where, line[:200], f"invalid JSON ({e.msg} at column {e.colno})"
+    yield from iter_jsonl_rows(local)
 
 
 def load_preferences(
@@ -275,8 +261,8 @@ def encode_pair(pair: Pair, tokenizer, max_len: int, max_prompt_len: int) -> tup
     to fit `max_len`. Returns (encoded, truncated?)."""
     _, end = special_ids(tokenizer)
     prompt = render_prompt(pair.prompt, tokenizer)
-    c = _encode(tokenizer, pair.chosen) + [end]
-    r = _encode(tokenizer, pair.rejected) + [end]
+    c = encode_text(tokenizer, pair.chosen) + [end]
+    r = encode_text(tokenizer, pair.rejected) + [end]
     truncated = False
     if len(prompt) + max(len(c), len(r)) > max_len:
         truncated = True

@@ -23,6 +23,7 @@ from typing import Any
 from ledgerlm import ledger
 from ledgerlm.io import atomic_write_bytes, atomic_write_text, iter_jsonl
 from ledgerlm.stage import StageResult, StageSpec
+from ledgerlm.tasks import HEADLINE
 
 SECTIONS = [
     "Run",
@@ -299,11 +300,18 @@ def _stages_section(card: Card, records: dict, cfg: Config) -> None:
     )
 
 
-def _curation_section(card: Card, records: dict) -> None:
-    card.heading("Curation funnel")
-    rec = records.get("curate")
+def _stage_section(card: Card, records: dict, title: str, stage: str, what: str) -> dict | None:
+    """Open the section on one stage: its heading, then the stage's record, or None after saying it did not run."""
+    card.heading(title)
+    rec = records.get(stage)
     if not rec:
-        card.para("Curation was not run in this run.")
+        card.para(f"{what} was not run in this run.")
+    return rec or None
+
+
+def _curation_section(card: Card, records: dict) -> None:
+    rec = _stage_section(card, records, "Curation funnel", "curate", "Curation")
+    if rec is None:
         return
     c = rec.get("counters", {})
     dropped = c.get("dropped", {})
@@ -388,10 +396,8 @@ def _contamination_section(card: Card, records: dict) -> None:
 
 
 def _tokenizer_section(card: Card, records: dict) -> None:
-    card.heading("Tokenizer")
-    rec = records.get("tokenize")
-    if not rec:
-        card.para("Tokenisation was not run in this run.")
+    rec = _stage_section(card, records, "Tokenizer", "tokenize", "Tokenisation")
+    if rec is None:
         return
     m, c = rec.get("metrics", {}), rec.get("counters", {})
     asked = (rec.get("config") or {}).get("vocab_size")
@@ -489,10 +495,8 @@ def _kv_table(card: Card, rows: list[tuple[str, Any]]) -> None:
 
 
 def _pretrain_section(card: Card, records: dict) -> None:
-    card.heading("Pretraining")
-    rec = records.get("pretrain")
-    if not rec:
-        card.para("Pretraining was not run in this run.")
+    rec = _stage_section(card, records, "Pretraining", "pretrain", "Pretraining")
+    if rec is None:
         return
     m, c, x = rec.get("metrics", {}), rec.get("counters", {}), rec.get("extra") or {}
     rows = _artifact_jsonl(rec, card.run_dir, "metrics.jsonl")
@@ -752,10 +756,8 @@ def _grids_section(card: Card, run_dir: Path) -> None:
 
 
 def _eval_section(card: Card, records: dict) -> None:
-    card.heading("Evaluation")
-    rec = records.get("eval")
-    if not rec:
-        card.para("Evaluation was not run in this run.")
+    rec = _stage_section(card, records, "Evaluation", "eval", "Evaluation")
+    if rec is None:
         return
     m, x = rec.get("metrics", {}), rec.get("extra") or {}
     model = _is_model_path(str(x.get("model", "?")))
@@ -824,8 +826,6 @@ def _task_name(task: str) -> str:
 def _headline(m: dict) -> str | None:
     """The ledger key of the score a reader looks at first: the six-task mean, else the first task's headline
     metric (strict exact match for generative tasks, as lm-eval reports GSM8K)."""
-    from ledgerlm.tasks import HEADLINE
-
     if _finite(m.get("six_task_mean")):
         return None
     keys = [k for k in m if "." in k and not k.endswith(("_stderr", "_ci95", ".n")) and _finite(m[k])]

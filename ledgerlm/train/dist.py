@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ledgerlm.device import resolve_device
 
@@ -51,8 +52,6 @@ def wrap_model(model: nn.Module, parallel: str, info: DistInfo) -> nn.Module:
     if not info.enabled or parallel == "none":
         return model
     if parallel == "ddp":
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         ids = [info.local_rank] if info.device.startswith("cuda") else None
         return DDP(model, device_ids=ids)
     if parallel == "fsdp":

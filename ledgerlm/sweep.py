@@ -28,7 +28,8 @@ import numpy as np
 from ledgerlm import ledger
 from ledgerlm.config import ConfigError, apply_overrides, load_raw_recipe, parse_override
 from ledgerlm.io import atomic_path, atomic_write_json, atomic_write_text
-from ledgerlm.pipeline import build_recipe, run_stage
+from ledgerlm.pipeline import run_stage
+from ledgerlm.recipe import build_recipe
 from ledgerlm.stage import STAGES, get
 
 
