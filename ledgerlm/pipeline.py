@@ -24,7 +24,7 @@ from ledgerlm.device import resolve_device
 from ledgerlm.progress import divert_stderr, fmt_duration, say
 from ledgerlm.recipe import Recipe, build_recipe, load_recipe  # noqa: F401 - build_recipe, load_recipe: re-exported
 from ledgerlm.samples import sample_model
-from ledgerlm.stage import CHECKS, STAGES, StageContext, StageSpec, get
+from ledgerlm.stage import CHECKS, STAGES, StageContext, StageResult, StageSpec, get
 
 # ----------------------------------------------------------------------------- running one stage
 
@@ -121,84 +121,25 @@ def _run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool, echo) -> 
         inputs = stage_inputs(spec, cfg, ctx)
         inputs_sha = ledger.canonical_sha256({k: v.get("sha256", v["path"]) for k, v in inputs.items()})
         prev = ledger.read_record(run_dir, stage)
-        if (
-            not force
-            and prev
-            and prev.get("status") == "ok"
-            and prev.get("config_sha256") == config_sha
-            and prev.get("inputs_sha256") == inputs_sha
-            and _outputs_present(prev, run_dir)
-        ):
+        if not force and _up_to_date(prev, config_sha, inputs_sha, run_dir):
             echo(f"[{stage}] up to date (config and inputs unchanged) — skipped")
             for w in prev.get("warnings", []):  # still true of the recorded result: do not let it go quiet
                 say(f"warning [{stage}] {w['code']}: {w['message']} (recorded)", ctx.terminal)
             return "skipped", prev
-        # A stage killed earlier with the same config and inputs resumes in place; otherwise it starts clean.
-        attempt_path = ledger.ledger_dir(run_dir) / f"{stage}.attempt.json"
-        attempt = {"stage": stage, "config_sha256": config_sha, "inputs_sha256": inputs_sha}
-        prior = _read_json(attempt_path)
-        ctx.resuming = prior is not None and {k: prior.get(k) for k in attempt} == attempt and not force
         # Under torchrun every rank runs the stage; only rank 0 touches the run directory and the ledger (the
         # others cannot get ahead of it: the stage's process-group rendezvous waits for rank 0).
         lead = int(os.environ.get("RANK", "0")) == 0
-        if lead and not ctx.resuming:
-            for d in (ctx.out_dir, run_dir / "tensorboard" / stage):  # a fresh start: nothing of an earlier attempt
-                if d.exists():
-                    shutil.rmtree(d)
-        ctx.out_dir.mkdir(parents=True, exist_ok=True)
-        if lead:
-            ledger.atomic_write_json(attempt_path, {**attempt, "started": ledger.now()})
+        attempt_path = _begin_attempt(ctx, config_sha, inputs_sha, force, lead)
         echo(f"[{stage}] {'resuming' if ctx.resuming else 'running'} → {ctx.out_dir}")
         log.info("stage %s starting (resuming=%s) config=%s", stage, ctx.resuming, config)
         started, t0 = ledger.now(), time.time()
-        record = {
-            "schema": ledger.SCHEMA,
-            "stage": stage,
-            "recipe": recipe.name,
-            "recipe_file": recipe.source,
-            "status": "running",
-            "started": started,
-            "config": config,
-            "config_sha256": config_sha,
-            "seed": recipe.seed,
-            "device": ctx.device,
-            "code": ledger.code_version(),
-            "env": ledger.environment(),
-            "inputs": inputs,
-            "inputs_sha256": inputs_sha,
-        }
-        try:
-            with divert_stderr(run_dir / "logs" / f"{stage}.log"):  # other libraries' banners and warnings
-                result = spec.run(cfg, ctx)
-        except Exception as e:
-            if disk_full(e) and not e.filename:  # a failed write() does not say which file: name the stage's dir
-                e.filename = str(ctx.out_dir)
-            log.error("stage %s failed: %s\n%s", stage, e, traceback.format_exc())
-            raise
-        for key, value in nonfinite(result.metrics):
-            ctx.warn("nonfinite_metric", f"{key} is {value}: no usable number was measured (see logs/{stage}.log)")
-        record.update(
-            status="ok",
-            ended=ledger.now(),
-            seconds=round(time.time() - t0, 3),
-            outputs={k: ledger.hash_artifact(Path(p), run_dir) for k, p in result.outputs.items()},
-            counters=result.counters,
-            metrics=result.metrics,
-            extra=result.extra,
-            summary=result.summary,
-            warnings=ctx.warnings,
-            # untracked: the log and event files hold wall-clock times, so they are not hashed outputs
-            logs=ctx.log_paths(),
-        )
+        record = _new_record(ctx, started, config, config_sha, inputs, inputs_sha)
+        result = _call_stage(spec, cfg, ctx)
+        _finish_record(record, result, ctx, t0)
         if not lead:
             return "ran", None
         if "model" in result.outputs and spec.makes_model:
-            try:
-                chat = spec.produces == "chat_model"
-                record["samples"] = sample_model(Path(result.outputs["model"]), chat, recipe.samples, ctx.device)
-            except Exception as e:  # samples are for reading, not for passing: record why they are absent
-                log.warning("could not sample from %s: %s", result.outputs["model"], e)
-                record["samples_error"] = str(e)
+            _add_samples(record, spec, result, ctx)
         ledger.write_record(run_dir, record)
         attempt_path.unlink(missing_ok=True)
         log.info("stage %s done in %.1fs", stage, record["seconds"])
@@ -211,6 +152,96 @@ def _run_stage(recipe: Recipe, stage: str, run_dir: Path, force: bool, echo) -> 
         ctx.close()
         log.removeHandler(handler)
         handler.close()
+
+
+def _up_to_date(prev: dict | None, config_sha: str, inputs_sha: str, run_dir: Path) -> bool:
+    """The last record is `ok`, for the same config and inputs, and its outputs are still there: skip the stage."""
+    return bool(
+        prev
+        and prev.get("status") == "ok"
+        and prev.get("config_sha256") == config_sha
+        and prev.get("inputs_sha256") == inputs_sha
+        and _outputs_present(prev, run_dir)
+    )
+
+
+def _begin_attempt(ctx: StageContext, config_sha: str, inputs_sha: str, force: bool, lead: bool) -> Path:
+    """Set ctx.resuming, clear an earlier attempt's outputs for a fresh start, and note this attempt in the ledger
+    directory (removed once the record is written). -> the attempt file's path."""
+    # A stage killed earlier with the same config and inputs resumes in place; otherwise it starts clean.
+    attempt_path = ledger.ledger_dir(ctx.run_dir) / f"{ctx.stage}.attempt.json"
+    attempt = {"stage": ctx.stage, "config_sha256": config_sha, "inputs_sha256": inputs_sha}
+    prior = _read_json(attempt_path)
+    ctx.resuming = prior is not None and {k: prior.get(k) for k in attempt} == attempt and not force
+    if lead and not ctx.resuming:
+        for d in (ctx.out_dir, ctx.run_dir / "tensorboard" / ctx.stage):  # a fresh start: nothing of an earlier attempt
+            if d.exists():
+                shutil.rmtree(d)
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    if lead:
+        ledger.atomic_write_json(attempt_path, {**attempt, "started": ledger.now()})
+    return attempt_path
+
+
+def _new_record(ctx: StageContext, started: str, config: dict, config_sha: str, inputs: dict, inputs_sha: str) -> dict:
+    """The stage's record as it starts: what runs, on what, with which code (results are added when it ends)."""
+    return {
+        "schema": ledger.SCHEMA,
+        "stage": ctx.stage,
+        "recipe": ctx.recipe.name,
+        "recipe_file": ctx.recipe.source,
+        "status": "running",
+        "started": started,
+        "config": config,
+        "config_sha256": config_sha,
+        "seed": ctx.recipe.seed,
+        "device": ctx.device,
+        "code": ledger.code_version(),
+        "env": ledger.environment(),
+        "inputs": inputs,
+        "inputs_sha256": inputs_sha,
+    }
+
+
+def _call_stage(spec: StageSpec, cfg: Any, ctx: StageContext) -> StageResult:
+    """Run the stage with other libraries' stderr in its log; a failure is logged with its traceback and re-raised."""
+    try:
+        with divert_stderr(ctx.run_dir / "logs" / f"{ctx.stage}.log"):  # other libraries' banners and warnings
+            return spec.run(cfg, ctx)
+    except Exception as e:
+        if disk_full(e) and not e.filename:  # a failed write() does not say which file: name the stage's dir
+            e.filename = str(ctx.out_dir)
+        ctx.log.error("stage %s failed: %s\n%s", ctx.stage, e, traceback.format_exc())
+        raise
+
+
+def _finish_record(record: dict, result: StageResult, ctx: StageContext, t0: float) -> None:
+    """Add the stage's results to its record: hashed outputs, counters, metrics, summary, warnings."""
+    for key, value in nonfinite(result.metrics):
+        ctx.warn("nonfinite_metric", f"{key} is {value}: no usable number was measured (see logs/{ctx.stage}.log)")
+    record.update(
+        status="ok",
+        ended=ledger.now(),
+        seconds=round(time.time() - t0, 3),
+        outputs={k: ledger.hash_artifact(Path(p), ctx.run_dir) for k, p in result.outputs.items()},
+        counters=result.counters,
+        metrics=result.metrics,
+        extra=result.extra,
+        summary=result.summary,
+        warnings=ctx.warnings,
+        # untracked: the log and event files hold wall-clock times, so they are not hashed outputs
+        logs=ctx.log_paths(),
+    )
+
+
+def _add_samples(record: dict, spec: StageSpec, result: StageResult, ctx: StageContext) -> None:
+    """Sample generations from the stage's model into its record (chat models in the chat template)."""
+    try:
+        chat = spec.produces == "chat_model"
+        record["samples"] = sample_model(Path(result.outputs["model"]), chat, ctx.recipe.samples, ctx.device)
+    except Exception as e:  # samples are for reading, not for passing: record why they are absent
+        ctx.log.warning("could not sample from %s: %s", result.outputs["model"], e)
+        record["samples_error"] = str(e)
 
 
 def nonfinite(metrics: Any, prefix: str = "") -> list[tuple[str, float]]:
