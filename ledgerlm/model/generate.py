@@ -87,6 +87,46 @@ def generate(
     a stop string go on generating, so the batch's composition shapes the completions, as in lm-eval."""
     if not prompts:
         return []
+    max_len = _check_prompts(model, prompts, stop_strings, tokenizer)
+    # per-row budget: the last generated token sits at position max_len - 1 at most
+    budget = [max_new_tokens if max_len is None else min(max_new_tokens, max_len - len(p)) for p in prompts]
+    max_new_tokens = max(budget)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    b, plen = len(prompts), max(len(p) for p in prompts)
+    total = plen + max_new_tokens
+    ids, mask = _left_padded(prompts, total, pad_id, device)
+    stop_set = set(int(s) for s in stop_ids)
+    out: list[list[int]] = [[] for _ in range(b)]
+    done = [False] * b
+    cache = model.new_kv_cache(b, total) if use_cache else None
+    lm_eval_rule = batch_stop_strings and bool(stop_strings)
+    if lm_eval_rule:
+        look = [len(_encode_plain(tokenizer, s)) + 2 for s in stop_strings]
+        hit = [[False] * b for _ in stop_strings]
+        seen: list[list[int]] = [[] for _ in range(b)]  # generated tokens as lm-eval sees them (pads after EOS)
+    for cur in range(plen, total):
+        nxt = sample_next(_last_logits(model, ids, mask, cache, cur), temperature, top_k, top_p, generator)
+        ids[:, cur] = nxt
+        # a finished row's further tokens are padding: its positions stop advancing (never past max_len - 1)
+        mask[:, cur] = torch.tensor([not d for d in done], dtype=mask.dtype, device=device)
+        if lm_eval_rule:
+            for i in range(b):
+                seen[i].append(pad_id if done[i] else int(nxt[i]))
+        _take_tokens(nxt, out, done, budget, stop_set, () if batch_stop_strings else stop_strings, tokenizer)
+        if lm_eval_rule and _every_row_hit_one(hit, seen, look, stop_strings, tokenizer):
+            break
+        if all(done):
+            break
+    if was_training:
+        model.train()
+    return out
+
+
+def _check_prompts(model, prompts: list[list[int]], stop_strings: Sequence[str], tokenizer) -> int | None:
+    """Refuse what cannot be generated (an empty prompt, stop strings without a tokenizer, a prompt that fills the
+    context) -> the model's max_seq_len (None: the model does not say)."""
     if any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token")
     if stop_strings and tokenizer is None:
@@ -98,62 +138,54 @@ def generate(
             f"generate: a prompt of {longest} tokens leaves no room in the model's max_seq_len={max_len} positions; "
             "shorten it or left-truncate it (fit_prompts)"
         )
-    # per-row budget: the last generated token sits at position max_len - 1 at most
-    budget = [max_new_tokens if max_len is None else min(max_new_tokens, max_len - len(p)) for p in prompts]
-    max_new_tokens = max(budget)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
+    return max_len
+
+
+def _left_padded(prompts: list[list[int]], total: int, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids [B, total] with each prompt ending at the longest prompt's length (pad_id elsewhere), and the attention
+    mask of the prompt tokens."""
     b, plen = len(prompts), max(len(p) for p in prompts)
-    total = plen + max_new_tokens
     ids = torch.full((b, total), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros((b, total), dtype=torch.long, device=device)
     for i, p in enumerate(prompts):
         ids[i, plen - len(p) : plen] = torch.tensor(p, dtype=torch.long, device=device)
         mask[i, plen - len(p) : plen] = 1
-    stop_set = set(int(s) for s in stop_ids)
-    out: list[list[int]] = [[] for _ in range(b)]
-    done = [False] * b
-    cache = model.new_kv_cache(b, total) if use_cache else None
-    cur = plen
-    if batch_stop_strings and stop_strings:
-        look = [len(_encode_plain(tokenizer, s)) + 2 for s in stop_strings]
-        hit = [[False] * b for _ in stop_strings]
-        seen: list[list[int]] = [[] for _ in range(b)]  # generated tokens as lm-eval sees them (pads after EOS)
-    for _ in range(max_new_tokens):
-        if cache is not None:
-            start = cache.pos
-            logits = model(ids[:, start:cur], kv_cache=cache, attention_mask=mask[:, :cur])
-        else:
-            logits = model(ids[:, :cur], attention_mask=mask[:, :cur])
-        nxt = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
-        ids[:, cur] = nxt
-        # a finished row's further tokens are padding: its positions stop advancing (never past max_len - 1)
-        mask[:, cur] = torch.tensor([not d for d in done], dtype=mask.dtype, device=device)
-        cur += 1
-        for i in range(b):
-            if batch_stop_strings and stop_strings:
-                seen[i].append(pad_id if done[i] else int(nxt[i]))
-            if done[i]:
-                continue
-            tok = int(nxt[i])
-            out[i].append(tok)
-            if tok in stop_set or len(out[i]) >= budget[i]:
+    return ids, mask
+
+
+def _last_logits(model, ids: torch.Tensor, mask: torch.Tensor, cache, cur: int) -> torch.Tensor:
+    """Logits [B, V] after the first `cur` positions: with a cache only the positions it has not seen are run,
+    without one the whole prefix (the reference the cache must reproduce)."""
+    if cache is not None:
+        start = cache.pos
+        logits = model(ids[:, start:cur], kv_cache=cache, attention_mask=mask[:, :cur])
+    else:
+        logits = model(ids[:, :cur], attention_mask=mask[:, :cur])
+    return logits[:, -1]
+
+
+def _take_tokens(nxt, out, done, budget, stop_set, stop_strings, tokenizer) -> None:
+    """Append each unfinished row's new token; the row finishes at a stop id, at its budget, or at a stop string
+    in its decoded tail (stop_strings: the per-row rule)."""
+    for i in range(len(out)):
+        if done[i]:
+            continue
+        tok = int(nxt[i])
+        out[i].append(tok)
+        if tok in stop_set or len(out[i]) >= budget[i]:
+            done[i] = True
+        elif stop_strings:
+            # decode only a tail window: a stop string ending at this token lies within it; special tokens
+            # kept (`tokenizers` would drop them by default), so "<|im_end|>" can be a stop string
+            text = tokenizer.decode(out[i][-32:], skip_special_tokens=False)
+            if any(s in text for s in stop_strings):
                 done[i] = True
-            elif stop_strings and not batch_stop_strings:
-                # decode only a tail window: a stop string ending at this token lies within it; special tokens
-                # kept (`tokenizers` would drop them by default), so "<|im_end|>" can be a stop string
-                text = tokenizer.decode(out[i][-32:], skip_special_tokens=False)
-                if any(s in text for s in stop_strings):
-                    done[i] = True
-        if batch_stop_strings and stop_strings:
-            for k, s in enumerate(stop_strings):
-                for i in range(b):
-                    hit[k][i] = hit[k][i] or s in tokenizer.decode(seen[i][-look[k] :], skip_special_tokens=False)
-            if any(all(h) for h in hit):
-                break
-        if all(done):
-            break
-    if was_training:
-        model.train()
-    return out
+
+
+def _every_row_hit_one(hit, seen, look, stop_strings, tokenizer) -> bool:
+    """lm-eval's batch rule: note which rows have produced each stop string (in their last look[k] tokens) ->
+    whether some one stop string has now been produced by every row."""
+    for k, s in enumerate(stop_strings):
+        for i in range(len(seen)):
+            hit[k][i] = hit[k][i] or s in tokenizer.decode(seen[i][-look[k] :], skip_special_tokens=False)
+    return any(all(h) for h in hit)
