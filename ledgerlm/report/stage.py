@@ -566,85 +566,95 @@ def _post_section(card: Card, records: dict) -> None:
         if not rec:
             continue
         shown = True
-        m, c = rec.get("metrics", {}), rec.get("counters", {})
         card.heading({"sft": "SFT", "dpo": "DPO", "reward": "Reward model", "rl": "RL (GRPO)"}.get(stage, stage), 3)
         rows = _artifact_jsonl(rec, card.run_dir, "metrics.jsonl")
         if stage == "sft":
-            a, b = m.get("initial_val_loss"), m.get("final_val_loss")
-            if _finite(a) and _finite(b):
-                verb = "lowered" if b < a else "did not lower"
-                card.verdict("sft", f"SFT {verb} held-out chat loss {card.num(a)} → {card.num(b)}.")
-            card.warnings(rec)
-            _kv_table(
-                card,
-                [
-                    (
-                        "conversations (train / held-out)",
-                        f"{card.num(c.get('conversations_train'))} / {card.num(c.get('conversations_val'))}",
-                    ),
-                    ("optimizer steps", c.get("steps")),
-                    ("tokens trained on", c.get("tokens")),
-                    (
-                        "training loss, first → last",
-                        f"{card.num(m.get('first_train_loss'))} → {card.num(m.get('final_train_loss'))}",
-                    ),
-                    ("packing efficiency", card.pct(m.get("packing_efficiency"))),
-                    ("conversations truncated", c.get("truncated")),
-                ],
-            )
-            _curve(card, "sft_loss.png", "SFT", rows, [("loss", ["loss", "val_loss"])])
+            _sft(card, rec, rows)
         elif stage == "interpolate":
             _interpolate(card, rec)
         elif stage in ("dpo", "reward"):
-            acc, p = m.get("heldout_accuracy"), m.get("heldout_p_binomial")
-            name = "DPO" if stage == "dpo" else "reward model"
-            if _finite(acc):
-                v = _significance(card, acc, c.get("pairs_heldout"), p)
-                if p is None or p >= ALPHA:
-                    start = (
-                        ("init_logp_accuracy", "the starting model")
-                        if stage == "dpo"
-                        else ("init_heldout_accuracy", "untrained head")
-                    )
-                    v += _pairwise_why(card, m, *start)
-                card.verdict(stage, f"{name}: {v}.")
-            card.warnings(rec)
-            lo, hi = (m.get("heldout_wilson95") or [None, None])[:2]
-            start_key = "init_logp_accuracy" if stage == "dpo" else "init_heldout_accuracy"
-            _kv_table(
-                card,
-                [
-                    (
-                        "pairs (train / held-out)",
-                        f"{card.num(c.get('pairs_train'))} / {card.num(c.get('pairs_heldout'))}",
-                    ),
-                    ("held-out pair accuracy [95% CI]", f"{card.pct(acc)} [{card.pct(lo)}, {card.pct(hi)}]"),
-                    ("p, binomial test against 50%", m.get("heldout_p_binomial")),
-                    (
-                        "starting model's log-probs prefer the chosen side"
-                        if stage == "dpo"
-                        else "held-out accuracy before training (untrained head)",
-                        card.pct(m.get(start_key)),
-                    ),
-                    ("mean held-out margin (chosen − rejected)", m.get("heldout_margin")),
-                    (
-                        "training loss, first → last",
-                        f"{card.num(m.get('first_loss'))} → {card.num(m.get('final_loss'))}",
-                    ),
-                    ("optimizer steps", c.get("steps")),
-                ],
-            )
-            _curve(
-                card,
-                f"{stage}_loss.png",
-                name,
-                rows,
-                [("loss", ["loss"]), ("pair accuracy", ["reward_acc", "acc", "heldout_acc"])],
-            )
+            _pairwise(card, stage, rec, rows)
         else:
             _rl(card, rec, rows)
     if not shown:
         card.para("No post-training stage was run in this run.")
+
+
+def _sft(card: Card, rec: dict, rows: list[dict]) -> None:
+    m, c = rec.get("metrics", {}), rec.get("counters", {})
+    a, b = m.get("initial_val_loss"), m.get("final_val_loss")
+    if _finite(a) and _finite(b):
+        verb = "lowered" if b < a else "did not lower"
+        card.verdict("sft", f"SFT {verb} held-out chat loss {card.num(a)} → {card.num(b)}.")
+    card.warnings(rec)
+    _kv_table(
+        card,
+        [
+            (
+                "conversations (train / held-out)",
+                f"{card.num(c.get('conversations_train'))} / {card.num(c.get('conversations_val'))}",
+            ),
+            ("optimizer steps", c.get("steps")),
+            ("tokens trained on", c.get("tokens")),
+            (
+                "training loss, first → last",
+                f"{card.num(m.get('first_train_loss'))} → {card.num(m.get('final_train_loss'))}",
+            ),
+            ("packing efficiency", card.pct(m.get("packing_efficiency"))),
+            ("conversations truncated", c.get("truncated")),
+        ],
+    )
+    _curve(card, "sft_loss.png", "SFT", rows, [("loss", ["loss", "val_loss"])])
+
+
+def _pairwise(card: Card, stage: str, rec: dict, rows: list[dict]) -> None:
+    """DPO or the reward model: held-out pair accuracy against chance, and against where the stage started."""
+    m, c = rec.get("metrics", {}), rec.get("counters", {})
+    acc, p = m.get("heldout_accuracy"), m.get("heldout_p_binomial")
+    name = "DPO" if stage == "dpo" else "reward model"
+    if _finite(acc):
+        v = _significance(card, acc, c.get("pairs_heldout"), p)
+        if p is None or p >= ALPHA:
+            start = (
+                ("init_logp_accuracy", "the starting model")
+                if stage == "dpo"
+                else ("init_heldout_accuracy", "untrained head")
+            )
+            v += _pairwise_why(card, m, *start)
+        card.verdict(stage, f"{name}: {v}.")
+    card.warnings(rec)
+    lo, hi = (m.get("heldout_wilson95") or [None, None])[:2]
+    start_key = "init_logp_accuracy" if stage == "dpo" else "init_heldout_accuracy"
+    _kv_table(
+        card,
+        [
+            (
+                "pairs (train / held-out)",
+                f"{card.num(c.get('pairs_train'))} / {card.num(c.get('pairs_heldout'))}",
+            ),
+            ("held-out pair accuracy [95% CI]", f"{card.pct(acc)} [{card.pct(lo)}, {card.pct(hi)}]"),
+            ("p, binomial test against 50%", m.get("heldout_p_binomial")),
+            (
+                "starting model's log-probs prefer the chosen side"
+                if stage == "dpo"
+                else "held-out accuracy before training (untrained head)",
+                card.pct(m.get(start_key)),
+            ),
+            ("mean held-out margin (chosen − rejected)", m.get("heldout_margin")),
+            (
+                "training loss, first → last",
+                f"{card.num(m.get('first_loss'))} → {card.num(m.get('final_loss'))}",
+            ),
+            ("optimizer steps", c.get("steps")),
+        ],
+    )
+    _curve(
+        card,
+        f"{stage}_loss.png",
+        name,
+        rows,
+        [("loss", ["loss"]), ("pair accuracy", ["reward_acc", "acc", "heldout_acc"])],
+    )
 
 
 def _interpolate(card: Card, rec: dict) -> None:
