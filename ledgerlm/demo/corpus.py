@@ -314,7 +314,53 @@ def generate_demo_corpus(
     benchmark_seed: int = BENCHMARK_SEED,
     leak_ngram: int = 13,
 ) -> tuple[list[dict], dict]:
-    """The corpus in memory -> (records, manifest). See the module docstring; `write_demo_corpus` writes it."""
+    """The corpus in memory -> (records, manifest). See the module docstring; `write_demo_corpus` writes it.
+    One `plan` random stream draws, in this order: genres, worksheet sizes, boilerplate documents, leaked items,
+    exact-duplicate sources, near-duplicate candidates, the final shuffle (each document has its own stream)."""
+    counts, n_clean = _planted_counts(n_docs, fractions)
+    bench = benchmark(benchmark_n, benchmark_seed)
+    if counts["leak"] > len(bench):
+        raise ValueError(f"{counts['leak']} leak documents need benchmark_n >= {counts['leak']}, got {benchmark_n}")
+
+    rng = rng_for("demo", seed, "plan")
+    genres = rng.choices(list(GENRE_WEIGHTS), weights=list(GENRE_WEIGHTS.values()), k=n_clean)
+    sizes = [rng.randint(2, 4) for _ in range(genres.count("arith") + counts["leak"])]  # popped from the end
+    need = sum(sizes)
+    usable, arith_dropped = _arith_problems(need, seed, bench, leak_ngram)
+    dealer = _Dealer(usable)
+
+    docs, seen = _clean_docs(genres, sizes, dealer, seed)
+    clean_idx = list(range(len(docs)))
+    _add_boilerplate(docs, rng, clean_idx, counts["boilerplate"])
+    n_boiler_docs = sum("boilerplate" in d["planted"] for d in docs)
+    leaked = _add_leaks(docs, rng, bench, counts["leak"], dealer, sizes, seed)
+    dup_src, n_groups = _add_exact_duplicates(docs, rng, clean_idx, counts["exact_dup"])
+    near_j = _add_near_duplicates(docs, rng, clean_idx, set(dup_src), counts["near_dup"], seen, seed)
+    junk_counts = _add_junk(docs, counts["junk"], seen, seed)
+    records = _shuffled_records(docs, rng)
+
+    manifest = _manifest(
+        records,
+        docs,
+        seed=seed,
+        counts=counts,
+        n_clean=n_clean,
+        junk_counts=junk_counts,
+        n_groups=n_groups,
+        near_j=near_j,
+        n_boiler_docs=n_boiler_docs,
+        leaked=leaked,
+        benchmark_n=benchmark_n,
+        benchmark_seed=benchmark_seed,
+        leak_ngram=leak_ngram,
+        need=need,
+        arith_dropped=arith_dropped,
+    )
+    return records, manifest
+
+
+def _planted_counts(n_docs: int, fractions: dict[str, float] | None) -> tuple[dict[str, int], int]:
+    """Check the options -> (documents of each planted kind, clean documents)."""
     frac = {**DEFAULT_FRACTIONS, **(fractions or {})}
     unknown = set(frac) - set(DEFAULT_FRACTIONS)
     if unknown:
@@ -326,19 +372,17 @@ def generate_demo_corpus(
     n_clean = n_docs - counts["junk"] - counts["exact_dup"] - counts["near_dup"] - counts["leak"]
     if n_clean < max(20, n_docs // 2):
         raise ValueError(f"n_docs={n_docs} is too small for the planted fractions {frac} (need >= 40 documents)")
+    return counts, n_clean
 
-    # --- the benchmark, and train problems that share no leak_ngram-gram with it (so decontamination is exact)
-    bench = benchmark(benchmark_n, benchmark_seed)
-    if counts["leak"] > len(bench):
-        raise ValueError(f"{counts['leak']} leak documents need benchmark_n >= {counts['leak']}, got {benchmark_n}")
+
+def _arith_problems(
+    need: int, seed: int, bench: list[arith.Problem], leak_ngram: int
+) -> tuple[list[arith.Problem], int]:
+    """Train problems that share no leak_ngram-gram with the benchmark (so decontamination is exact) -> (at least
+    `need` of them, how many were dropped for overlap)."""
     bench_grams: set[tuple[str, ...]] = set()
     for p in bench:
         bench_grams |= ngrams(qa_text(p), leak_ngram)
-
-    rng = rng_for("demo", seed, "plan")
-    genres = rng.choices(list(GENRE_WEIGHTS), weights=list(GENRE_WEIGHTS.values()), k=n_clean)
-    sizes = [rng.randint(2, 4) for _ in range(genres.count("arith") + counts["leak"])]  # popped from the end
-    need = sum(sizes)
     # twice what is needed: the spare keeps the end of the pool varied enough to deal good worksheets
     pool = arith.generate(2 * need + 100, "train", seed, **ARITH_OPTIONS)
     usable = [p for p in pool if not (ngrams(qa_text(p), leak_ngram) & bench_grams)]
@@ -348,10 +392,12 @@ def generate_demo_corpus(
         pool += more
     if len(usable) < need:
         raise ValueError(f"not enough arithmetic problems free of benchmark overlap ({len(usable)} < {need})")
-    arith_dropped = len(pool) - len(usable)
-    dealer = _Dealer(usable)
+    return usable, len(pool) - len(usable)
 
-    # --- clean documents; each has its own random stream, so one document never shifts another
+
+def _clean_docs(genres: list[str], sizes: list[int], dealer: _Dealer, seed: int) -> tuple[list[dict], set[str]]:
+    """One distinct document per genre drawn -> (documents, the set of texts so far). Each document has its own
+    random stream, so one document never shifts another."""
     docs: list[dict] = []
     seen: set[str] = set()
     for i, genre in enumerate(genres):
@@ -368,20 +414,31 @@ def generate_demo_corpus(
                 raise RuntimeError(f"could not make a distinct {genre} document (seed={seed}, index={i})")
         seen.add(text)
         docs.append({"text": text, "planted": {"kind": "clean", "genre": genre, "topic": topic}})
-    clean_idx = list(range(len(docs)))
+    return docs, seen
 
-    # --- boilerplate lines appended to some clean documents
-    # Lines are dealt round-robin (every third document gets a second one), so each line is about equally frequent
-    # and far above any repeated content line even in a small corpus.
+
+def _add_boilerplate(docs: list[dict], rng: random.Random, clean_idx: list[int], n: int) -> None:
+    """Boilerplate lines appended to `n` clean documents. Lines are dealt round-robin (every third document gets a
+    second one), so each line is about equally frequent and far above any repeated content line even in a small
+    corpus."""
     nb = len(BOILERPLATE)
-    for k, i in enumerate(sorted(rng.sample(clean_idx, min(counts["boilerplate"], len(clean_idx))))):
+    for k, i in enumerate(sorted(rng.sample(clean_idx, min(n, len(clean_idx))))):
         picks = [k % nb] + ([(k + nb // 2) % nb] if k % 3 == 2 else [])
         docs[i]["text"] += "\n\n" + "\n".join(BOILERPLATE[b] for b in picks)
         docs[i]["planted"]["boilerplate"] = picks
-    n_boiler_docs = sum("boilerplate" in d["planted"] for d in docs)
 
-    # --- leaks: a benchmark item copied verbatim into an otherwise ordinary worksheet
-    leaked = rng.sample(bench, counts["leak"])
+
+def _add_leaks(
+    docs: list[dict],
+    rng: random.Random,
+    bench: list[arith.Problem],
+    n: int,
+    dealer: _Dealer,
+    sizes: list[int],
+    seed: int,
+) -> list[arith.Problem]:
+    """`n` benchmark items, each copied verbatim into an otherwise ordinary worksheet -> the leaked items."""
+    leaked = rng.sample(bench, n)
     for k, item in enumerate(leaked):
         r = rng_for("demo", seed, "leak", k)
         probs = dealer.deal(sizes.pop() - 1, first=item)
@@ -392,16 +449,24 @@ def generate_demo_corpus(
                 "planted": {"kind": "leak", "genre": "arith", "topic": "worksheet", "leaks": [item.key]},
             }
         )
+    return leaked
 
-    # --- exact duplicates: extra copies of some clean documents (some copied more than once)
-    n_groups = max(1, round(counts["exact_dup"] / 1.5)) if counts["exact_dup"] else 0
+
+def _add_exact_duplicates(docs: list[dict], rng: random.Random, clean_idx: list[int], n: int) -> tuple[list[int], int]:
+    """`n` extra copies of some clean documents (some copied more than once) -> (the sources, how many)."""
+    n_groups = max(1, round(n / 1.5)) if n else 0
     dup_src = rng.sample(clean_idx, n_groups)
-    for k in range(counts["exact_dup"]):
+    for k in range(n):
         src = dup_src[k] if k < n_groups else rng.choice(dup_src)
         docs.append({"text": docs[src]["text"], "planted": {**docs[src]["planted"], "kind": "exact_dup", "of": src}})
+    return dup_src, n_groups
 
-    # --- near duplicates of long clean prose documents (never of an exact-dup source, to keep clusters apart)
-    taken = set(dup_src)
+
+def _add_near_duplicates(
+    docs: list[dict], rng: random.Random, clean_idx: list[int], taken: set[int], n: int, seen: set[str], seed: int
+) -> list[float]:
+    """Near duplicates of `n` long clean prose documents (never of an exact-dup source in `taken`, to keep clusters
+    apart) -> the word-5-gram Jaccard of each to its source."""
     cands = [
         i
         for i in clean_idx
@@ -410,9 +475,11 @@ def generate_demo_corpus(
     rng.shuffle(cands)
     near_j: list[float] = []
     for i in cands:
-        if len(near_j) == counts["near_dup"]:
+        if len(near_j) == n:
             break
-        made = near_duplicate(rng_for("demo", seed, "near", i), docs[i]["text"], lo=NEAR_DUP_BAND[0], hi=NEAR_DUP_BAND[1])
+        made = near_duplicate(
+            rng_for("demo", seed, "near", i), docs[i]["text"], lo=NEAR_DUP_BAND[0], hi=NEAR_DUP_BAND[1]
+        )
         if made is None or made[0] in seen:
             continue
         text, j = made
@@ -421,12 +488,16 @@ def generate_demo_corpus(
         docs.append(
             {"text": text, "planted": {**docs[i]["planted"], "kind": "near_dup", "of": i, "jaccard5": round(j, 4)}}
         )
-    if len(near_j) < counts["near_dup"]:
-        raise RuntimeError(f"only {len(near_j)} of {counts['near_dup']} near duplicates could be made")
+    if len(near_j) < n:
+        raise RuntimeError(f"only {len(near_j)} of {n} near duplicates could be made")
+    return near_j
 
-    # --- junk, cycling through the kinds; every junk text is distinct so only the quality gates can remove it
+
+def _add_junk(docs: list[dict], n: int, seen: set[str], seed: int) -> Counter[str]:
+    """`n` junk documents cycling through the kinds; every junk text is distinct so only the quality gates can
+    remove it -> count per kind."""
     junk_counts: Counter[str] = Counter()
-    for k in range(counts["junk"]):
+    for k in range(n):
         kind = JUNK_KINDS[k % len(JUNK_KINDS)]
         r = rng_for("demo", seed, "junk", k)
         text = junk(r, kind)
@@ -435,8 +506,11 @@ def generate_demo_corpus(
         seen.add(text)
         junk_counts[kind] += 1
         docs.append({"text": text, "planted": {"kind": "junk", "genre": "junk", "topic": kind}})
+    return junk_counts
 
-    # --- shuffle, then give ids by final position and point the duplicates at their sources' ids
+
+def _shuffled_records(docs: list[dict], rng: random.Random) -> list[dict]:
+    """The documents shuffled, with ids by final position and the duplicates pointing at their sources' ids."""
     order = list(range(len(docs)))
     rng.shuffle(order)
     ids = {old: f"demo-{new:06d}" for new, old in enumerate(order)}
@@ -446,7 +520,28 @@ def generate_demo_corpus(
         if "of" in planted:
             planted["of"] = ids[planted["of"]]
         records.append({"id": ids[old], "text": docs[old]["text"], "planted": planted})
+    return records
 
+
+def _manifest(
+    records: list[dict],
+    docs: list[dict],
+    *,
+    seed: int,
+    counts: dict[str, int],
+    n_clean: int,
+    junk_counts: Counter[str],
+    n_groups: int,
+    near_j: list[float],
+    n_boiler_docs: int,
+    leaked: list[arith.Problem],
+    benchmark_n: int,
+    benchmark_seed: int,
+    leak_ngram: int,
+    need: int,
+    arith_dropped: int,
+) -> dict:
+    """What was planted, and the numbers a curation of this corpus is checked against."""
     line_counts = Counter(line for r in records for line in r["text"].split("\n") if line in BOILERPLATE)
     # For segment dedup: how many documents share the most repeated line of real content (>= 20 characters, as
     # normalised by segment dedup) -- a `min_docs` above this and at most min(boilerplate counts) removes exactly the
@@ -458,7 +553,7 @@ def generate_demo_corpus(
                 if len(line) >= 20:
                     content_lines[line] += 1
     genre_counts = Counter(d["planted"]["genre"] for d in docs if d["planted"]["kind"] == "clean")
-    manifest = {
+    return {
         "schema": SCHEMA,
         "seed": seed,
         "n_docs": len(records),
@@ -496,7 +591,6 @@ def generate_demo_corpus(
         # what a perfect curation keeps: every clean document (boilerplate lines stripped), one of each duplicate set
         "expected_kept_docs": n_clean,
     }
-    return records, manifest
 
 
 def write_demo_corpus(
