@@ -245,6 +245,40 @@ def is_local(source: str) -> bool:
     )
 
 
+def parsed_rows(
+    rows: Iterator[tuple[str, object, str | None]],
+    parse,
+    error: type[ValueError],
+    counters: Counter,
+    quarantined: list[dict],
+    max_quarantined: int = 10_000,
+    strict: bool = False,
+    keep_row: bool = True,
+) -> Iterator[tuple[str, object]]:
+    """(where, parse(row)) for each usable row of `rows` (from iter_jsonl_rows or hf_rows), counting every row. A row
+    that is not JSON or that `parse` rejects with `error` (which names its field) is counted under `quarantined` and
+    `quarantined:<field>` (`messages[2].role` counts as `messages`) and kept aside with where and why (and the row,
+    with keep_row) up to `max_quarantined`; `strict=True` raises instead, naming where."""
+    for where, row, err in rows:
+        counters["rows"] += 1
+        try:
+            if err:
+                raise error("<line>", err)
+            value = parse(row)
+        except error as e:
+            if strict:
+                raise error(e.field, f"{where}: {str(e).split(': ', 1)[1]}") from None
+            counters[f"quarantined:{e.field.split('[')[0].split('.')[0]}"] += 1
+            counters["quarantined"] += 1
+            if len(quarantined) < max_quarantined:
+                entry = {"where": where, "reason": str(e)}
+                if keep_row:
+                    entry["row"] = row
+                quarantined.append(entry)
+            continue
+        yield where, value
+
+
 def load_conversations(
     source: str | Path,
     *,
@@ -274,20 +308,8 @@ def load_conversations(
     else:
         rows = hf_rows(hf_name, split, subset)
     out = Conversations(source=source)
-    for where, row, err in rows:
-        out.counters["rows"] += 1
-        try:
-            if err:
-                raise ChatFormatError("<line>", err)
-            msgs = row_to_messages(row)
-        except ChatFormatError as e:
-            if strict:
-                raise ChatFormatError(e.field, f"{where}: {str(e).split(': ', 1)[1]}") from None
-            out.counters[f"quarantined:{e.field.split('[')[0].split('.')[0]}"] += 1
-            out.counters["quarantined"] += 1
-            if len(out.quarantined) < max_quarantined:
-                out.quarantined.append({"where": where, "reason": str(e), "row": row})
-            continue
+    good = parsed_rows(rows, row_to_messages, ChatFormatError, out.counters, out.quarantined, max_quarantined, strict)
+    for _where, msgs in good:
         out.messages.append(msgs)
         out.counters["kept"] += 1
         if limit and len(out.messages) >= limit:

@@ -27,7 +27,16 @@ from ledgerlm.eval.stats import wilson_ci
 from ledgerlm.io import atomic_write_json, iter_jsonl_rows
 from ledgerlm.ledger import WARN_P
 from ledgerlm.model.loss import DEFAULT_CHUNK
-from ledgerlm.post.chat import ChatFormatError, encode_text, hf_rows, parse_prompt, render_prompt, special_ids, validate
+from ledgerlm.post.chat import (
+    ChatFormatError,
+    encode_text,
+    hf_rows,
+    parse_prompt,
+    parsed_rows,
+    render_prompt,
+    special_ids,
+    validate,
+)
 from ledgerlm.post.common import IGNORE
 from ledgerlm.tasks import arith
 
@@ -202,18 +211,11 @@ def load_preferences(
             out.counters["kept"] += 1
             out.counters[f"kind:{p['kind']}"] += 1
         return out
-    for where, row, err in _rows(source, split, subset):
-        out.counters["rows"] += 1
-        try:
-            if err:
-                raise PreferenceFormatError("<line>", err)
-            msgs, c, r = row_to_pair(row)
-        except PreferenceFormatError as e:
-            out.counters["quarantined"] += 1
-            out.counters[f"quarantined:{e.field}"] += 1
-            if len(out.quarantined) < 10_000:
-                out.quarantined.append({"where": where, "reason": str(e)})
-            continue
+    # the quarantine is a hashed output (quarantine.jsonl): its entries hold where and why, not the row
+    good = parsed_rows(
+        _rows(source, split, subset), row_to_pair, PreferenceFormatError, out.counters, out.quarantined, keep_row=False
+    )
+    for where, (msgs, c, r) in good:
         out.pairs.append(Pair(msgs, c, r, where))
         out.counters["kept"] += 1
         if limit and len(out.pairs) >= limit:
