@@ -251,14 +251,19 @@ def parsed_rows(
     error: type[ValueError],
     counters: Counter,
     quarantined: list[dict],
+    *,
+    what: str,
+    source: str,
+    limit: int = 0,
     max_quarantined: int = 10_000,
     strict: bool = False,
     keep_row: bool = True,
 ) -> Iterator[tuple[str, object]]:
-    """(where, parse(row)) for each usable row of `rows` (from iter_jsonl_rows or hf_rows), counting every row. A row
-    that is not JSON or that `parse` rejects with `error` (which names its field) is counted under `quarantined` and
-    `quarantined:<field>` (`messages[2].role` counts as `messages`) and kept aside with where and why (and the row,
-    with keep_row) up to `max_quarantined`; `strict=True` raises instead, naming where."""
+    """(where, parse(row)) for each usable row of `rows` (from iter_jsonl_rows or hf_rows), up to `limit` of them,
+    counting rows and kept ones. A row that is not JSON or that `parse` rejects with `error` (which names its field)
+    is counted under `quarantined` and `quarantined:<field>` (`messages[2].role` counts as `messages`) and kept aside
+    with where and why (and the row, with keep_row) up to `max_quarantined`; `strict=True` raises instead, naming
+    where. Raises if no row was usable, quoting the first problems."""
     for where, row, err in rows:
         counters["rows"] += 1
         try:
@@ -277,6 +282,12 @@ def parsed_rows(
                 quarantined.append(entry)
             continue
         yield where, value
+        counters["kept"] += 1
+        if limit and counters["kept"] >= limit:
+            return
+    if not counters["kept"]:
+        first = "; ".join(f"{q['where']}: {q['reason']}" for q in quarantined[:3]) or "no rows"
+        raise ValueError(f"no usable {what} in {source} ({counters['rows']} rows; {first})")
 
 
 def load_conversations(
@@ -308,13 +319,17 @@ def load_conversations(
     else:
         rows = hf_rows(hf_name, split, subset)
     out = Conversations(source=source)
-    good = parsed_rows(rows, row_to_messages, ChatFormatError, out.counters, out.quarantined, max_quarantined, strict)
-    for _where, msgs in good:
-        out.messages.append(msgs)
-        out.counters["kept"] += 1
-        if limit and len(out.messages) >= limit:
-            break
-    if not out.messages:
-        first = "; ".join(f"{q['where']}: {q['reason']}" for q in out.quarantined[:3]) or "no rows"
-        raise ValueError(f"no usable conversations in {source} ({out.counters['rows']} rows; {first})")
+    good = parsed_rows(
+        rows,
+        row_to_messages,
+        ChatFormatError,
+        out.counters,
+        out.quarantined,
+        what="conversations",
+        source=source,
+        limit=limit,
+        max_quarantined=max_quarantined,
+        strict=strict,
+    )
+    out.messages = [msgs for _where, msgs in good]
     return out

@@ -211,18 +211,19 @@ def load_preferences(
             out.counters["kept"] += 1
             out.counters[f"kind:{p['kind']}"] += 1
         return out
-    # the quarantine is a hashed output (quarantine.jsonl): its entries hold where and why, not the row
+    rows = _rows(source, split, subset)
     good = parsed_rows(
-        _rows(source, split, subset), row_to_pair, PreferenceFormatError, out.counters, out.quarantined, keep_row=False
+        rows,
+        row_to_pair,
+        PreferenceFormatError,
+        out.counters,
+        out.quarantined,
+        what="preference pairs",
+        source=source,
+        limit=limit,
+        keep_row=False,  # the quarantine is a hashed output (quarantine.jsonl): where and why, not the row
     )
-    for where, (msgs, c, r) in good:
-        out.pairs.append(Pair(msgs, c, r, where))
-        out.counters["kept"] += 1
-        if limit and len(out.pairs) >= limit:
-            break
-    if not out.pairs:
-        first = "; ".join(f"{q['where']}: {q['reason']}" for q in out.quarantined[:3]) or "no rows"
-        raise ValueError(f"no usable preference pairs in {source} ({out.counters['rows']} rows; {first})")
+    out.pairs = [Pair(msgs, c, r, where) for where, (msgs, c, r) in good]
     return out
 
 
