@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +107,23 @@ def test_segment_plan_and_apply():
     assert len(boiler) == 1 and owner[0] == 0
     assert segdedup.apply(docs[0], cfg, boiler, owner, 0) == (docs[0], 0)
     assert segdedup.apply(docs[1], cfg, boiler, owner, 1) == ("other text", 1)
+
+
+def test_segment_hashes_of_a_document_equal_hashing_each_segment():
+    """The whole-document normalisation of ASCII lines gives each line's `segment_hash` (tabs, runs of spaces, every
+    line break of str.splitlines, blank lines); other text and paragraphs take the per-segment path."""
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    rng = random.Random(0)
+    for alphabet in (
+        [c for c in spaces if c.isascii()] * 4 + list("abcXYZ .,'") + ["\r\n", "  ", "\t\t"],
+        spaces * 2 + list("abcXYZ ΣσςΑİıé日\u0307.,'") + ["\r\n", "ΑΣ"],
+    ):
+        for unit, min_chars in (("line", 0), ("line", 3), ("line", 20), ("paragraph", 3)):
+            cfg = segdedup.SegDedupConfig(unit=unit, min_chars=min_chars)
+            for _ in range(2000):
+                text = "".join(rng.choices(alphabet, k=rng.randint(0, 60)))
+                want = [segdedup.segment_hash(x, min_chars) for x in segdedup.split_segments(text, unit)]
+                assert segdedup.segment_hashes(text, cfg) == want, (unit, min_chars, repr(text))
 
 
 def test_segment_paragraph_unit():

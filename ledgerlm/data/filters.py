@@ -104,7 +104,7 @@ class GopherRepetition(Filter):
     def filter(self, v: DocView) -> Verdict:
         c, text = self.cfg, v.text
         if c.max_dup_line_frac is not None or c.max_dup_line_char_frac is not None:
-            k, chars = _dup_stats(v.lines)
+            k, chars = v.dup_lines
             if c.max_dup_line_frac is not None and k / v.n_lines > c.max_dup_line_frac:
                 return fail("gopher_dup_lines", k / v.n_lines, c.max_dup_line_frac)
             if c.max_dup_line_char_frac is not None and chars / max(len(text), 1) > c.max_dup_line_char_frac:
@@ -157,7 +157,7 @@ class FineWeb(Filter):
             if r > c.max_short_lines_ratio:
                 return fail("fineweb_short_lines", r, c.max_short_lines_ratio)
         if c.max_dup_line_chars_ratio is not None:
-            r = _dup_stats(v.lines)[1] / max(len(text) - text.count("\n"), 1)
+            r = v.dup_lines[1] / max(len(text) - text.count("\n"), 1)
             if r > c.max_dup_line_chars_ratio:
                 return fail("fineweb_dup_line_chars", r, c.max_dup_line_chars_ratio)
         if c.max_newline_word_ratio is not None:

@@ -16,6 +16,7 @@ import numpy as np
 import xxhash
 
 _PARA = re.compile(r"(\n\s*\n)")
+_ASCII_BLANKS = str.maketrans({"\t": " ", "\x1f": " "})  # ASCII whitespace: neither a space nor a line break
 
 
 @dataclass
@@ -47,9 +48,27 @@ def segment_hash(seg: str, min_chars: int) -> int | None:
     return xxhash.xxh3_64_intdigest(norm.encode("utf-8", "surrogatepass"))
 
 
+def segment_hashes(text: str, cfg: SegDedupConfig) -> list[int | None]:
+    """`segment_hash` of each piece of `split_segments(text, cfg.unit)`, in order.
+
+    ASCII lines are normalised for the whole document at once (lowercase, tabs -> spaces, runs of spaces -> one),
+    then split: the same strings as line by line, since every line break of `str.splitlines` is whitespace that the
+    per-line normalisation drops anyway (3x faster than splitting each line into words)."""
+    if cfg.unit != "line" or not text.isascii():
+        return [segment_hash(s, cfg.min_chars) for s in split_segments(text, cfg.unit)]
+    low = text.lower().translate(_ASCII_BLANKS)
+    while "  " in low:
+        low = low.replace("  ", " ")
+    norms = [ln.strip(" ") for ln in low.splitlines()]
+    return [
+        xxhash.xxh3_64_intdigest(n.encode("utf-8", "surrogatepass")) if len(n) >= cfg.min_chars else None
+        for n in norms
+    ]
+
+
 def doc_segment_hashes(text: str, cfg: SegDedupConfig) -> np.ndarray:
     """The distinct segment hashes of a document (a document counts once per segment)."""
-    hs = {h for s in split_segments(text, cfg.unit) if (h := segment_hash(s, cfg.min_chars)) is not None}
+    hs = {h for h in segment_hashes(text, cfg) if h is not None}
     return np.fromiter(hs, dtype=np.uint64, count=len(hs))
 
 
@@ -74,17 +93,20 @@ def apply(
     `owned`, if given, receives (hash, segment) for each boilerplate segment this document keeps as its owner."""
     if len(boiler) == 0:
         return text, 0
+    segs = split_segments(text, cfg.unit)
+    hs = segment_hashes(text, cfg)
+    h = np.array([0 if x is None else x for x in hs], dtype=np.uint64)
+    i = np.minimum(np.searchsorted(boiler, h), len(boiler) - 1)  # one lookup for all segments of the document
+    hit = ((boiler[i] == h) & np.array([x is not None for x in hs], dtype=bool)).tolist()
+    mine = (owner[i] == my_rank).tolist()
     out, removed = [], 0
-    for s in split_segments(text, cfg.unit):
-        h = segment_hash(s, cfg.min_chars)
-        if h is not None:
-            i = int(np.searchsorted(boiler, np.uint64(h)))
-            if i < len(boiler) and boiler[i] == h:
-                if owner[i] != my_rank:
-                    removed += 1
-                    continue
-                if owned is not None:
-                    owned.append((h, s.strip()))
+    for s, x, is_boiler, is_mine in zip(segs, hs, hit, mine):
+        if is_boiler:
+            if not is_mine:
+                removed += 1
+                continue
+            if owned is not None:
+                owned.append((x, s.strip()))
         out.append(s)
     if not removed:
         return text, 0
