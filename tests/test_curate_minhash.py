@@ -14,11 +14,13 @@ from ledgerlm.data.minhash import (
     MinHasher,
     MinHashParams,
     candidate_pairs,
+    codepoints,
     components,
     doc_word_hashes,
     estimated_jaccard,
     lsh_edges,
     normalize,
+    normalized_codes,
 )
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -38,6 +40,13 @@ def test_word_hashes_do_not_depend_on_context_or_encoding():
     wh, s, e = doc_word_hashes("café au lait")
     assert np.array_equal(wh[1:], doc_word_hashes("au lait")[0]) and (s[1], e[1]) == (5, 7)
     assert len(normalize("İstanbul")) == len("İstanbul")
+
+
+def test_normalized_codes_equal_the_translate_table_on_every_code_point():
+    """The numpy lookup (ASCII by bytes.translate, the BMP by one table) equals `normalize` (str.translate)."""
+    every = "".join(chr(c) for c in range(0x20000) if not 0xD800 <= c < 0xE000)
+    for text in (every, every[:128], "Hello, World! 123"):
+        assert np.array_equal(normalized_codes(text), codepoints(normalize(text)))
 
 
 def test_batch_signatures_equal_single_signatures():

@@ -8,8 +8,9 @@ import random
 import numpy as np
 
 from ledgerlm.data import filters
+from ledgerlm.data.filters import QualityGates
 from ledgerlm.data.minhash import ngram_hash_family
-from ledgerlm.data.quality import DocView, QualityConfig, QualityGates, ngram_repetition
+from ledgerlm.data.quality import DocView, QualityConfig, ngram_repetition
 
 GOOD = (
     "The old lighthouse keeper climbed the stairs every evening to light the lamp. He had done this for forty years, "

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from datatrove.pipeline.base import PipelineStep  # the base class only adds stats and a name
 
+from ledgerlm import hub
 from ledgerlm.config import ConfigError, to_dict
 from ledgerlm.data import segdedup
 from ledgerlm.data.decontam import (
@@ -53,8 +54,9 @@ from ledgerlm.data.decontam import (
     to_markdown,
 )
 from ledgerlm.data.dedup import band_edges, greedy_clusters
+from ledgerlm.data.filters import QualityGates
 from ledgerlm.data.minhash import MinHasher, MinHashParams, band_keys, components
-from ledgerlm.data.quality import DocView, QualityConfig, QualityGates, overlay
+from ledgerlm.data.quality import DocView, QualityConfig, overlay
 from ledgerlm.data.runs import keyed_line, merge_runs, write_run
 from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import Record, SourceSpec, check_sources, iter_records
@@ -892,8 +894,6 @@ def _execute(cfg: Config, step: _Step, tasks: int, logs: Path, resume: bool) -> 
         ).run()
     elif ex.kind == "ray":
         from datatrove.executor import RayPipelineExecutor
-
-        from ledgerlm import hub
 
         # Ray's workers do not inherit this process's environment: hand them the Hub mirror, if one is in use
         mirror = {"runtime_env": {"env_vars": {hub.ENV: str(hub.mirror())}}} if hub.mirror() else None

@@ -48,10 +48,9 @@ def _build_translate_table() -> dict[int, int]:
 
 _TABLE = _build_translate_table()
 # the same mapping as a lookup table over code points (applied with numpy, much faster than str.translate)
-_LUT = np.arange(0x3100, dtype=np.uint32)
-_LUT[[k for k in _TABLE if k < 0x3100]] = 32
+_LUT = np.arange(0x10000, dtype=np.uint32)  # the whole BMP (every key of _TABLE is in it)
+_LUT[list(_TABLE)] = 32
 _LUT8 = _LUT[:256].astype(np.uint8)
-_EXTRA = np.array([k for k in _TABLE if k >= 0x3100], dtype=np.uint32)
 _NORM8 = _LUT8.copy()  # ASCII: lowercase and punctuation in one table lookup
 _NORM8[65:91] += 32
 _NORM8_BYTES = _NORM8.tobytes()  # the same table for bytes.translate (one C pass, no numpy fancy indexing)
@@ -81,10 +80,7 @@ def normalized_codes(text: str) -> np.ndarray:
     if text.isascii():
         return np.frombuffer(text.encode("ascii").translate(_NORM8_BYTES), dtype=np.uint8)
     c = codepoints(_lower(text))
-    out = np.where(c < 0x3100, _LUT[np.minimum(c, 0x30FF)], c)
-    if len(_EXTRA):
-        out[np.isin(out, _EXTRA)] = 32
-    return out
+    return np.where(c < 0x10000, _LUT[np.minimum(c, 0xFFFF)], c)
 
 
 def splitmix(x: np.ndarray) -> np.ndarray:

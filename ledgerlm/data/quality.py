@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ledgerlm.config import from_dict
 from ledgerlm.data.minhash import U64, codepoints, ngram_windows, normalized_codes, word_hashes, word_spans
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")  # Gopher's list
@@ -94,8 +95,6 @@ def overlay(base: QualityConfig, override: dict[str, Any] | None) -> QualityConf
     """
     if not override:
         return base
-    from ledgerlm.config import from_dict
-
     part = from_dict(QualityConfig, override, prefix="quality")
     out = dataclasses.replace(base, **{k: getattr(part, k) for k in override})
     out.validate()
@@ -177,27 +176,29 @@ def ngram_repetition(h: np.ndarray, lens: np.ndarray, top: list[int], dup: list[
     for n, g in ngram_windows(h, range(min(sizes), max(sizes) + 1), mix=False):
         m = len(g)
         at = np.flatnonzero(rep[:m] & rep[1 : m + 1]) if rep is not None else _shared_buckets(g)
-        vals, counts = _repeated(g[at])
-        if not len(vals):
+        ga = g[at]
+        order = np.argsort(ga, kind="stable")  # equal values stay in position order: the first is the earliest
+        gs = ga[order]
+        later = np.zeros(len(gs), dtype=bool)  # an occurrence after the first of its value
+        np.equal(gs[1:], gs[:-1], out=later[1:])
+        if not later.any():
             break
         if n in top:
-            k = int(np.argmax(counts))  # the first maximum: the smallest value, as in sorted order
-            i = int(np.argmax(g == vals[k]))  # its first occurrence
+            starts = np.flatnonzero(~later)
+            counts = np.diff(np.append(starts, len(gs)))
+            k = int(np.argmax(counts))  # the first maximum: of equally frequent n-grams, the smallest value
+            i = int(at[order[starts[k]]])  # its first occurrence
             out[("top", n)] = float(lens[i : i + n].sum() * counts[k]) / total
-        j = np.minimum(np.searchsorted(vals, g[at]), len(vals) - 1)
-        at = at[vals[j] == g[at]]  # the positions of repeated n-grams, ascending
-        rep = np.zeros(m, dtype=bool)
-        rep[at] = True
         if n in dup:
-            order = np.argsort(g[at], kind="stable")  # occurrences of one value stay in position order
-            gs = g[at][order]
-            later = np.ones(len(at), dtype=bool)
-            later[order[np.flatnonzero(np.append(True, gs[1:] != gs[:-1]))]] = False  # first occurrences
-            pos = at[later]
+            pos = at[order[later]]
             cover = np.zeros(len(lens) + 1, dtype=np.int32)
             cover[pos] += 1  # positions are distinct: fancy-index adds are exact (no np.add.at needed)
             cover[pos + n] -= 1
             out[("dup", n)] = float(lens[np.cumsum(cover[:-1]) > 0].sum()) / total
+        repeated = later.copy()  # every occurrence of a value that occurs more than once
+        repeated[:-1] |= later[1:]
+        rep = np.zeros(m, dtype=bool)
+        rep[at[order[repeated]]] = True
     return out
 
 
@@ -207,43 +208,3 @@ def _shared_buckets(g: np.ndarray) -> np.ndarray:
     bits = min(len(g).bit_length() + 2, 24)
     bucket = (g >> U64(64 - bits)).astype(np.intp)
     return np.flatnonzero(np.bincount(bucket, minlength=1 << bits)[bucket] > 1)
-
-
-def _repeated(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The values occurring more than once in g (sorted) and their counts."""
-    s = np.sort(g)
-    new = np.empty(len(s), dtype=bool)
-    new[:1] = True
-    np.not_equal(s[1:], s[:-1], out=new[1:])
-    starts = np.flatnonzero(new)
-    counts = np.diff(np.append(starts, len(s)))
-    many = counts > 1
-    return s[starts[many]], counts[many]
-
-
-class QualityGates:
-    """`check(text) -> (reason or None, details, score)`; `score` ranks copies in near-dup clusters (higher kept).
-
-    The document is tokenised once (`DocView`); the filters of `ledgerlm.data.filters.FILTERS` run in order and the
-    first that fails names the reason."""
-
-    def __init__(self, cfg: QualityConfig):
-        from ledgerlm.data.filters import FILTERS
-
-        self.cfg = cfg
-        self.filters = [f(cfg) for f in FILTERS if f.active(cfg)]
-
-    def check(self, text: str) -> tuple[str | None, dict, float]:
-        return self.check_view(DocView(text))
-
-    def check_view(self, v: DocView) -> tuple[str | None, dict, float]:
-        text = v.text
-        _, dup_line_chars = v.dup_lines
-        score = round(v.line_punct_ratio * (1.0 - dup_line_chars / max(len(text), 1)), 6)
-        if not self.cfg.enabled:
-            return None, {}, score
-        for f in self.filters:
-            keep, reason, details = f.filter(v)
-            if not keep:
-                return reason, details, score
-        return None, {}, score

@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import xxhash
+import zstandard
 
+from ledgerlm import hub
+from ledgerlm.config import ConfigError, from_dict
+from ledgerlm.data.quality import QualityConfig
 from ledgerlm.io import CorruptInput, has_content, iter_chunks, iter_lines
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".ndjson")
@@ -67,9 +71,6 @@ class SourceSpec:
         if self.text_split not in ("file", "blank_line"):
             raise ValueError(f"source {self.name!r}: text_split must be file|blank_line")
         if self.quality:
-            from ledgerlm.config import from_dict
-            from ledgerlm.data.quality import QualityConfig
-
             # the stage-wide section's own check: a bad gate name or type is a ConfigError naming
             # `<this source>.quality.<field>`; keep the coerced values (YAML strings -> numbers, n-gram keys -> int)
             part = from_dict(QualityConfig, self.quality, prefix="quality")
@@ -152,8 +153,6 @@ def _has_content(path: Path, fmt: str) -> bool:
 def check_sources(specs: list[SourceSpec], key: str = "curate.sources") -> None:
     """Before any compute: every file source exists, has a known format and holds something. Raises ConfigError
     (one line, exit 2) naming the source and the file."""
-    from ledgerlm.config import ConfigError
-
     for i, spec in enumerate(specs):
         if spec.format in ("hf", "demo") or (spec.format == "auto" and spec.hf_name and not spec.path):
             continue
@@ -172,8 +171,6 @@ def _open_bytes(path: Path):
     if name.endswith(".gz"):
         return gzip.open(path, "rb")
     if name.endswith(".zst"):
-        import zstandard
-
         return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
     return open(path, "rb")
 
@@ -443,8 +440,6 @@ def _hf(spec: SourceSpec, rank: int, world: int) -> Iterator[Record]:
     `line` is the index in the stream.
     """
     from datasets import load_dataset  # optional dependency, only for Hub sources
-
-    from ledgerlm import hub
 
     kw = {"data_files": spec.hf_data_files} if spec.hf_data_files else {}
     ds = load_dataset(hub.dataset(spec.hf_name), spec.hf_config, split=spec.hf_split, streaming=True, **kw)
