@@ -130,6 +130,24 @@ def test_segment_hashes_of_a_document_equal_hashing_each_segment():
                 assert segdedup.segment_hashes(text, cfg) == want, (unit, min_chars, repr(text))
 
 
+@pytest.mark.parametrize("unit", ["line", "paragraph"])
+def test_words_left_after_segment_removal_are_the_words_minus_the_removed_segments_words(unit):
+    """Curate counts the words left as (words - words of the removed segments) instead of re-splitting the text."""
+    rng = random.Random(0)
+    pieces = ["alpha beta", "gamma", " ", "\n", "\n\n", "\r\n", "\t", "  \n \n", "a shared footer", "x\u2028y", "\u3000w"]
+    cfg = segdedup.SegDedupConfig(unit=unit, min_chars=1, min_docs=2)
+    removed = 0
+    for _ in range(500):
+        text = "".join(rng.choices(pieces, k=rng.randint(0, 30)))
+        hs = np.array(sorted({h for h in segdedup.segment_hashes(text, cfg) if h is not None}), dtype=np.uint64)
+        boiler = hs[::2]  # every other distinct segment: boilerplate owned by another document
+        gone: list = []
+        new, k = segdedup.apply(text, cfg, boiler, np.ones(len(boiler), np.int64), 0, removed_segments=gone)
+        assert len(new.split()) == len(text.split()) - sum(len(s.split()) for s in gone) and len(gone) == k
+        removed += k
+    assert removed > 100
+
+
 def test_segment_paragraph_unit():
     cfg = segdedup.SegDedupConfig(unit="paragraph", min_docs=2, min_chars=10)
     foot = "Thanks for reading this far.\nSee you next week!"

@@ -752,13 +752,16 @@ class ApplyStep(_Step):
                 text = d["text"]
                 if j in has_boiler:
                     mine: list = []
+                    gone: list = []
                     my_rank = int(self.id_rank[g])
-                    text, k = segdedup.apply(text, cfg.segment_dedup, self.boiler, self.owner, my_rank, owned=mine)
+                    text, k = segdedup.apply(
+                        text, cfg.segment_dedup, self.boiler, self.owner, my_rank, owned=mine, removed_segments=gone
+                    )
                     for h, s in mine:
                         docs = int(self.boiler_docs[np.searchsorted(self.boiler, np.uint64(h))])
                         owned.append(keyed_line({"id": f"{h:016x}", "segment": s, "docs": docs, "owner": rec.id}))
                     if k:
-                        left = _words(text)
+                        left = words - sum(map(_words, gone))
                         counters.totals["segments_removed"] += k
                         counters.totals["docs_changed"] += 1
                         if left < cfg.segment_dedup.min_words:

@@ -88,10 +88,18 @@ def plan(hashes: np.ndarray, doc_rank: np.ndarray, min_docs: int) -> tuple[np.nd
 
 
 def apply(
-    text: str, cfg: SegDedupConfig, boiler: np.ndarray, owner: np.ndarray, my_rank: int, owned: list | None = None
+    text: str,
+    cfg: SegDedupConfig,
+    boiler: np.ndarray,
+    owner: np.ndarray,
+    my_rank: int,
+    owned: list | None = None,
+    removed_segments: list | None = None,
 ) -> tuple[str, int]:
     """Remove the boilerplate segments this document does not own; returns (new text, segments removed).
-    `owned`, if given, receives (hash, segment) for each boilerplate segment this document keeps as its owner."""
+    `owned`, if given, receives (hash, segment) for each boilerplate segment this document keeps as its owner;
+    `removed_segments` the segments removed (the words left = the document's words - theirs: a segment ends in
+    whitespace, so no word spans two segments)."""
     if len(boiler) == 0:
         return text, 0
     segs = split_segments(text, cfg.unit)
@@ -105,6 +113,8 @@ def apply(
         if is_boiler:
             if not is_mine:
                 removed += 1
+                if removed_segments is not None:
+                    removed_segments.append(s)
                 continue
             if owned is not None:
                 owned.append((x, s.strip()))
