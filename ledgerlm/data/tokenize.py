@@ -174,31 +174,7 @@ def run(cfg: Config, ctx) -> StageResult:
     resumable = getattr(ctx, "resuming", False) and state_path.is_file() and (out / "tokenizer.json").is_file()
     state = json.loads(state_path.read_text()) if resumable else None
     t0, c0 = time.time(), time.process_time()  # wall, and CPU seconds of all threads
-    if state is not None:
-        tok = load_tokenizer(out / "tokenizer.json")
-        tok_info = state["progress"]["tokenizer"]
-        done = sum(len(w["entries"]) for w in state["writers"])
-        ctx.log.info("resuming: tokenizer and %d completed shards kept from the killed run", done)
-    elif cfg.tokenizer == "train":
-        bad: list[dict] = []
-        sample = sample_texts(files, cfg, ctx.seed, bad.append)
-        if not sample:  # the whole input was read: nothing valid in the train split
-            _no_documents(files, bad, out / "quarantine.jsonl")
-        if (cap := max_learnable_vocab(sample, cfg.vocab_size)) < cfg.vocab_size:
-            raise ConfigError(
-                "tokenize.vocab_size",
-                f"{cfg.vocab_size:,} tokens asked, but this data can give at most {cap:,} (its sample has too few "
-                "distinct words); lower vocab_size or tokenize more data",
-            )
-        tok = train_tokenizer(sample, cfg.vocab_size, cfg.min_frequency, show_progress=ctx.on_terminal)
-        tok_info = {"trained": True, "sample_docs": len(sample), "sample_chars": sum(map(len, sample))}
-        del sample
-    else:
-        try:
-            tok = load_tokenizer(cfg.tokenizer)
-        except (FileNotFoundError, ValueError) as e:  # a wrong path or a file that is no tokenizer: one line
-            raise ConfigError("tokenize.tokenizer", str(e)) from None
-        tok_info = {"trained": False, "loaded_from": cfg.tokenizer}
+    tok, tok_info = _tokenizer(cfg, ctx, files, state)
     t_tok, c_tok = time.time() - t0, time.process_time() - c0
     eot = eot_id(tok, cfg.eot_token)
     if state is None:
@@ -228,71 +204,24 @@ def run(cfg: Config, ctx) -> StageResult:
     if not index["shards"]:
         _no_documents(files, quarantined, q_path)
 
-    # Compression on held-out text: the val split's bytes over its text tokens (separators excluded).
-    def bpt(split: str, source: str | None = None) -> float | None:
-        rows = [v[split] for s, v in index["sources"].items() if source in (None, s)]
-        n_bytes = sum(r["n_bytes"] for r in rows)
-        n_tok = sum(r["n_tokens"] - r["n_docs"] for r in rows)
-        return round(n_bytes / n_tok, 4) if n_tok else None
-
-    held_out = bpt("val")
-    index.update(
-        tokenizer="tokenizer.json",
-        bytes_per_token=held_out if held_out is not None else bpt("train"),
-        bytes_per_token_on="val" if held_out is not None else "train (no val documents)",
-        seed=ctx.seed,
-        val_fraction=cfg.val_fraction,
-    )
+    _describe_index(index, ctx.seed, cfg.val_fraction)
     index_path = sh.write_index(out, index)
     state_path.unlink(missing_ok=True)  # index.json is the commit point; the progress record is no longer needed
     if quarantined:
         ctx.log.warning("quarantined %d malformed records -> %s", len(quarantined), q_path)
-    for s, v in index["sources"].items():
-        if cfg.val_fraction > 0 and v["val"]["n_docs"] == 0:
-            ctx.warn("no_val_documents", f"source {s} has no held-out documents (only {v['train']['n_docs']} in all)")
     vocab = tok.get_vocab_size()
-    if cfg.tokenizer == "train" and vocab < cfg.vocab_size:
-        ctx.warn(
-            "vocab_smaller_than_asked",
-            f"asked for {cfg.vocab_size:,} vocabulary entries, the text supported {vocab:,} "
-            f"(BPE ran out of pairs seen {cfg.min_frequency}+ times in {tok_info['sample_chars']:,} characters)",
-        )
+    _warn_quietly_bad(cfg, ctx, index, vocab, tok_info)
 
-    total_bytes = sum(v[sp]["n_bytes"] for v in index["sources"].values() for sp in ("train", "val"))
-    counters = {
-        "documents": sum(v[sp]["n_docs"] for v in index["sources"].values() for sp in ("train", "val")),
-        "documents_quarantined": len(quarantined),
-        "quarantine_reasons": dict(Counter(q["reason"] for q in quarantined)),
-        "tokens": {s: {sp: v[sp]["n_tokens"] for sp in ("train", "val")} for s, v in index["sources"].items()},
-        "documents_per_source": {
-            s: {sp: v[sp]["n_docs"] for sp in ("train", "val")} for s, v in index["sources"].items()
-        },
-        "shards": len(index["shards"]),
-        "input_files": len(files),
-    }
+    counters = _counters(index, quarantined, files)
     metrics = {
         "bytes_per_token": index["bytes_per_token"],
         "bytes_per_token_on": index["bytes_per_token_on"],
-        "bytes_per_token_per_source": {s: bpt("val", s) for s in index["sources"]},
+        "bytes_per_token_per_source": {s: _split_bytes_per_token(index, "val", s) for s in index["sources"]},
         "vocab_size": vocab,
-        "tokenizer_seconds": round(t_tok, 2),
-        "shard_seconds": round(t_shards, 2),
-        # CPU seconds (all threads): tokenizer sampling + training, and the shard pass (read, encode, write)
-        "tokenizer_cpu_seconds": round(c_tok, 2),
-        "shard_cpu_seconds": round(c_shards, 2),
-        "shard_mb_per_cpu_s": round(total_bytes / 1e6 / max(c_shards, 1e-9), 2),
-        "shard_mb_per_s": round(total_bytes / 1e6 / max(t_shards, 1e-9), 2),
+        **_speed(index, t_tok, c_tok, t_shards, c_shards),
     }
     extra = {"tokenizer": {**describe(tok), **tok_info, "eot_id": eot}, "dtype": index["dtype"]}
     ctx.log.info("tokenize done: %s tokens, %.2f bytes/token", counters["tokens"], index["bytes_per_token"])
-    split_tokens = {sp: sum(v[sp] for v in counters["tokens"].values()) for sp in ("train", "val")}
-    asked = f" (asked {cfg.vocab_size:,})" if cfg.tokenizer == "train" and vocab != cfg.vocab_size else ""
-    summary = [
-        f"vocabulary {vocab:,}{asked}; {split_tokens['train']:,} train + {split_tokens['val']:,} held-out tokens "
-        f"from {counters['documents']:,} documents in {counters['shards']} shard(s)",
-        f"{index['bytes_per_token']:.2f} bytes per token on {index['bytes_per_token_on']} text"
-        + (f"; {len(quarantined):,} malformed records quarantined" if quarantined else ""),
-    ]
     return StageResult(
         outputs={
             "tokenizer": out / "tokenizer.json",
@@ -305,8 +234,110 @@ def run(cfg: Config, ctx) -> StageResult:
         counters=counters,
         metrics=metrics,
         extra=extra,
-        summary=summary,
+        summary=_summary(cfg, vocab, counters, index, len(quarantined)),
     )
+
+
+def _tokenizer(cfg: Config, ctx, files: list[Path], state: dict | None):
+    """The killed run's tokenizer (state: its progress record), a newly trained one, or the one named by
+    `cfg.tokenizer` -> (tokenizer, what the record says about it)."""
+    out = ctx.out_dir
+    if state is not None:
+        tok = load_tokenizer(out / "tokenizer.json")
+        done = sum(len(w["entries"]) for w in state["writers"])
+        ctx.log.info("resuming: tokenizer and %d completed shards kept from the killed run", done)
+        return tok, state["progress"]["tokenizer"]
+    if cfg.tokenizer == "train":
+        bad: list[dict] = []
+        sample = sample_texts(files, cfg, ctx.seed, bad.append)
+        if not sample:  # the whole input was read: nothing valid in the train split
+            _no_documents(files, bad, out / "quarantine.jsonl")
+        if (cap := max_learnable_vocab(sample, cfg.vocab_size)) < cfg.vocab_size:
+            raise ConfigError(
+                "tokenize.vocab_size",
+                f"{cfg.vocab_size:,} tokens asked, but this data can give at most {cap:,} (its sample has too few "
+                "distinct words); lower vocab_size or tokenize more data",
+            )
+        tok = train_tokenizer(sample, cfg.vocab_size, cfg.min_frequency, show_progress=ctx.on_terminal)
+        return tok, {"trained": True, "sample_docs": len(sample), "sample_chars": sum(map(len, sample))}
+    try:
+        tok = load_tokenizer(cfg.tokenizer)
+    except (FileNotFoundError, ValueError) as e:  # a wrong path or a file that is no tokenizer: one line
+        raise ConfigError("tokenize.tokenizer", str(e)) from None
+    return tok, {"trained": False, "loaded_from": cfg.tokenizer}
+
+
+def _split_bytes_per_token(index: dict, split: str, source: str | None = None) -> float | None:
+    """Compression: the split's bytes over its text tokens (separators excluded), of one source or all of them."""
+    rows = [v[split] for s, v in index["sources"].items() if source in (None, s)]
+    n_bytes = sum(r["n_bytes"] for r in rows)
+    n_tok = sum(r["n_tokens"] - r["n_docs"] for r in rows)
+    return round(n_bytes / n_tok, 4) if n_tok else None
+
+
+def _describe_index(index: dict, seed: int, val_fraction: float) -> None:
+    """Add to the shards' index: the tokenizer, the split, and bytes per token on held-out text (on train text when
+    nothing is held out)."""
+    held_out = _split_bytes_per_token(index, "val")
+    index.update(
+        tokenizer="tokenizer.json",
+        bytes_per_token=held_out if held_out is not None else _split_bytes_per_token(index, "train"),
+        bytes_per_token_on="val" if held_out is not None else "train (no val documents)",
+        seed=seed,
+        val_fraction=val_fraction,
+    )
+
+
+def _warn_quietly_bad(cfg: Config, ctx, index: dict, vocab: int, tok_info: dict) -> None:
+    """A source with no held-out documents; a trained vocabulary smaller than asked."""
+    for s, v in index["sources"].items():
+        if cfg.val_fraction > 0 and v["val"]["n_docs"] == 0:
+            ctx.warn("no_val_documents", f"source {s} has no held-out documents (only {v['train']['n_docs']} in all)")
+    if cfg.tokenizer == "train" and vocab < cfg.vocab_size:
+        ctx.warn(
+            "vocab_smaller_than_asked",
+            f"asked for {cfg.vocab_size:,} vocabulary entries, the text supported {vocab:,} "
+            f"(BPE ran out of pairs seen {cfg.min_frequency}+ times in {tok_info['sample_chars']:,} characters)",
+        )
+
+
+def _counters(index: dict, quarantined: list[dict], files: list[Path]) -> dict:
+    return {
+        "documents": sum(v[sp]["n_docs"] for v in index["sources"].values() for sp in ("train", "val")),
+        "documents_quarantined": len(quarantined),
+        "quarantine_reasons": dict(Counter(q["reason"] for q in quarantined)),
+        "tokens": {s: {sp: v[sp]["n_tokens"] for sp in ("train", "val")} for s, v in index["sources"].items()},
+        "documents_per_source": {
+            s: {sp: v[sp]["n_docs"] for sp in ("train", "val")} for s, v in index["sources"].items()
+        },
+        "shards": len(index["shards"]),
+        "input_files": len(files),
+    }
+
+
+def _speed(index: dict, t_tok: float, c_tok: float, t_shards: float, c_shards: float) -> dict:
+    """Wall and CPU seconds (all threads) of the tokenizer (sampling + training) and of the shard pass (read,
+    encode, write), and the shard pass's text throughput."""
+    total_bytes = sum(v[sp]["n_bytes"] for v in index["sources"].values() for sp in ("train", "val"))
+    return {
+        "tokenizer_seconds": round(t_tok, 2),
+        "shard_seconds": round(t_shards, 2),
+        "tokenizer_cpu_seconds": round(c_tok, 2),
+        "shard_cpu_seconds": round(c_shards, 2),
+        "shard_mb_per_cpu_s": round(total_bytes / 1e6 / max(c_shards, 1e-9), 2),
+        "shard_mb_per_s": round(total_bytes / 1e6 / max(t_shards, 1e-9), 2),
+    }
+
+
+def _summary(cfg: Config, vocab: int, counters: dict, index: dict, n_quarantined: int) -> list[str]:
+    split_tokens = {sp: sum(v[sp] for v in counters["tokens"].values()) for sp in ("train", "val")}
+    asked = f" (asked {cfg.vocab_size:,})" if cfg.tokenizer == "train" and vocab != cfg.vocab_size else ""
+    return [
+        f"vocabulary {vocab:,}{asked}; {split_tokens['train']:,} train + {split_tokens['val']:,} held-out tokens "
+        f"from {counters['documents']:,} documents in {counters['shards']} shard(s)",
+        f"{index['bytes_per_token']:.2f} bytes per token on {index['bytes_per_token_on']} text"
+        + (f"; {n_quarantined:,} malformed records quarantined" if n_quarantined else ""),
+    ]
 
 
 SPEC = StageSpec(
