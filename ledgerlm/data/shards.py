@@ -442,74 +442,29 @@ def write_shards(
     """
     out_dir = Path(out_dir)
     dtype = token_dtype(tok.get_vocab_size())
-    writers: dict[tuple[str, str], ShardWriter] = {}
-    dirs: dict[str, str] = {}
-    stats: dict[str, dict[str, dict[str, int]]] = {}
-    skip: dict[tuple[str, str], int] = {}
     state_path = Path(state_path) if state_path else None
     saved = _read_state(state_path)
-    if saved:
-        dirs.update(saved["dirs"])
-        for w in saved["writers"]:
-            key = (w["source"], w["split"])
-            writers[key] = ShardWriter(out_dir, f"shards/{dirs[w['source']]}", *key, dtype, shard_tokens)
-            writers[key].entries = w["entries"]
-            writers[key].done_bytes = w["n_bytes"]
-            skip[key] = sum(e["n_docs"] for e in w["entries"])
-            stats.setdefault(key[0], {})[key[1]] = {
-                "n_docs": skip[key],
-                "n_tokens": sum(e["n_tokens"] for e in w["entries"]),
-                "n_bytes": w["n_bytes"],
-            }
-
-    def save_state() -> None:
-        if state_path is not None:
-            rows = [
-                {"source": k[0], "split": k[1], "entries": w.entries, "n_bytes": w.done_bytes}
-                for k, w in sorted(writers.items())
-                if w.entries
-            ]
-            atomic_write_json(state_path, {"dirs": dirs, "writers": rows, "progress": saved.get("progress", {})})
-
-    def unskipped(items):
-        left = dict(skip)
-        for item in items:
-            k = (item[0], item[1])
-            if left.get(k):
-                left[k] -= 1
-                continue
-            yield item
-
+    writers, dirs, stats, skip = _resumed_writers(saved, out_dir, dtype, shard_tokens)
     try:
         stream = encode_stream(
-            tok, unskipped(docs), eot, dtype, workers=workers, batch_bytes=batch_bytes, long_chars=long_chars
+            tok, _unskipped(docs, skip), eot, dtype, workers=workers, batch_bytes=batch_bytes, long_chars=long_chars
         )
         for batch, tokens, lengths in progress(stream) if progress else stream:
             offsets = np.concatenate([[0], np.cumsum(lengths)])
-            i = 0
-            while i < len(batch):  # route runs of consecutive documents with the same (source, split)
+            for i, j in _runs(batch):  # route runs of consecutive documents with the same (source, split)
                 source, split = batch[i][0], batch[i][1]
-                j = i + 1
-                while j < len(batch) and batch[j][0] == source and batch[j][1] == split:
-                    j += 1
                 w = writers.get((source, split))
                 if w is None:
-                    if source not in dirs:
-                        d = source_dir_name(source)
-                        if d in dirs.values():
-                            d = f"{d}-{xxhash.xxh32_hexdigest(source)}"
-                        dirs[source] = d
                     w = writers[(source, split)] = ShardWriter(
-                        out_dir, f"shards/{dirs[source]}", source, split, dtype, shard_tokens
+                        out_dir, f"shards/{_dir_of(source, dirs)}", source, split, dtype, shard_tokens
                     )
                 n_bytes = [len(batch[k][2].encode("utf-8", "surrogatepass")) for k in range(i, j)]
-                if w.append(tokens[offsets[i] : offsets[j]], lengths[i:j], n_bytes):
-                    save_state()
-                s = stats.setdefault(source, {}).setdefault(split, {"n_docs": 0, "n_tokens": 0, "n_bytes": 0})
+                if w.append(tokens[offsets[i] : offsets[j]], lengths[i:j], n_bytes) and state_path is not None:
+                    _save_state(state_path, writers, dirs, saved.get("progress", {}))
+                s = stats.setdefault(source, {}).setdefault(split, _empty())
                 s["n_docs"] += j - i
                 s["n_tokens"] += int(offsets[j] - offsets[i])
                 s["n_bytes"] += sum(n_bytes)
-                i = j
         shards = []
         for key in sorted(writers):
             shards += writers[key].close()
@@ -529,6 +484,72 @@ def write_shards(
         "shards": shards,
         "sources": sources,
     }
+
+
+def _resumed_writers(saved: dict, out_dir: Path, dtype: np.dtype, shard_tokens: int):
+    """The writers of a killed run's progress record (`saved`, {} for a fresh start), holding its completed shards
+    -> (writers by (source, split), shard directory by source, statistics so far, documents to skip per writer)."""
+    writers: dict[tuple[str, str], ShardWriter] = {}
+    dirs: dict[str, str] = {}
+    stats: dict[str, dict[str, dict[str, int]]] = {}
+    skip: dict[tuple[str, str], int] = {}
+    if saved:
+        dirs.update(saved["dirs"])
+        for w in saved["writers"]:
+            key = (w["source"], w["split"])
+            writers[key] = ShardWriter(out_dir, f"shards/{dirs[w['source']]}", *key, dtype, shard_tokens)
+            writers[key].entries = w["entries"]
+            writers[key].done_bytes = w["n_bytes"]
+            skip[key] = sum(e["n_docs"] for e in w["entries"])
+            stats.setdefault(key[0], {})[key[1]] = {
+                "n_docs": skip[key],
+                "n_tokens": sum(e["n_tokens"] for e in w["entries"]),
+                "n_bytes": w["n_bytes"],
+            }
+    return writers, dirs, stats, skip
+
+
+def _save_state(state_path: Path, writers: dict, dirs: dict, progress: dict) -> None:
+    """Record every completed shard (and the caller's `progress`) so that a killed run can resume after them."""
+    rows = [
+        {"source": k[0], "split": k[1], "entries": w.entries, "n_bytes": w.done_bytes}
+        for k, w in sorted(writers.items())
+        if w.entries
+    ]
+    atomic_write_json(state_path, {"dirs": dirs, "writers": rows, "progress": progress})
+
+
+def _unskipped(items: Iterable[tuple[str, str, str]], skip: dict) -> Iterator[tuple[str, str, str]]:
+    """The items after the first skip[(source, split)] of each (source, split): those already in completed shards."""
+    left = dict(skip)
+    for item in items:
+        k = (item[0], item[1])
+        if left.get(k):
+            left[k] -= 1
+            continue
+        yield item
+
+
+def _runs(batch: list[tuple[str, str, str]]) -> Iterator[tuple[int, int]]:
+    """(i, j) of each run batch[i:j] of consecutive items with the same (source, split)."""
+    i = 0
+    while i < len(batch):
+        source, split = batch[i][0], batch[i][1]
+        j = i + 1
+        while j < len(batch) and batch[j][0] == source and batch[j][1] == split:
+            j += 1
+        yield i, j
+        i = j
+
+
+def _dir_of(source: str, dirs: dict[str, str]) -> str:
+    """The source's shard directory name, chosen the first time it is seen (a hash suffix when two names clash)."""
+    if source not in dirs:
+        d = source_dir_name(source)
+        if d in dirs.values():
+            d = f"{d}-{xxhash.xxh32_hexdigest(source)}"
+        dirs[source] = d
+    return dirs[source]
 
 
 def _read_state(path: Path | None) -> dict:
