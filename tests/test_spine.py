@@ -11,7 +11,8 @@ import pytest
 from ledgerlm import io as lio
 from ledgerlm import ledger
 from ledgerlm.cli import main
-from ledgerlm.config import ConfigError, apply_overrides
+from ledgerlm.config import ConfigError, apply_overrides, builtin_recipes
+from ledgerlm.recipe import load_recipe
 
 
 def _recipe(toy, tmp_path, **over):
@@ -164,3 +165,10 @@ def test_plan_validates_real_recipes_and_estimates(capsys):
     assert "hub:HuggingFaceFW/fineweb-edu" in out  # the Hub input is listed with what could be checked
     assert main(["plan", "demo", "--gpu", "nosuchgpu"]) == 0
     assert "unknown GPU" in capsys.readouterr().out
+
+
+def test_every_builtin_recipe_validates():
+    names = builtin_recipes()
+    assert {"demo", "demo-fast", "smollm-135m-1gpu", "smollm-135m-rehearsal"} <= set(names)
+    for name in names:
+        assert load_recipe(name).name  # every section checked against its stage's Config and across sections
