@@ -156,6 +156,10 @@ def test_every_subcommand_has_help(capsys):
         sub = next(a for a in build_parser(stage)._actions if isinstance(a, argparse._SubParsersAction))
         unhelped = [a.dest for a in sub.choices[stage]._actions if not a.help]
         assert unhelped == [], (stage, unhelped)
+    with pytest.raises(SystemExit):
+        main(["curate", "--help"])
+    out = capsys.readouterr().out  # a nested section is explained, not printed as a dataclass repr
+    assert "quality.KEY=VALUE" in out and "QualityConfig(" not in out
 
 
 def test_plan_validates_real_recipes_and_estimates(capsys):
