@@ -121,7 +121,8 @@ def bench_datatrove(docs: list[str], work: Path) -> dict:
 
 
 def bench_quality(docs: list[str]) -> dict:
-    from ledgerlm.data.quality import QualityConfig, QualityGates
+    from ledgerlm.data.filters import QualityGates
+    from ledgerlm.data.quality import QualityConfig
 
     g = QualityGates(QualityConfig())
     t = time.perf_counter()

@@ -135,6 +135,44 @@ def test_curate_bad_bytes_are_quarantined_with_file_and_line(tmp_path, capsys):
     assert rc == 0 and [(r["reason"], r["line"]) for r in bad] == [("malformed:utf8", 2)], err
 
 
+def _parquet_files(d: Path) -> None:
+    """A good file, one cut in half, random bytes and one whose footer reads but whose first page is garbage."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d.mkdir()
+    pq.write_table(pa.table({"text": [_doc(i) for i in range(300)]}), d / "good.parquet", row_group_size=100)
+    data = (d / "good.parquet").read_bytes()
+    (d / "cut.parquet").write_bytes(data[: len(data) // 2])
+    (d / "noise.parquet").write_bytes(random.Random(2).randbytes(5000))
+    page = bytearray(data)
+    page[4:2004] = random.Random(3).randbytes(2000)  # the first row group's pages (the footer is at the end)
+    (d / "page.parquet").write_bytes(bytes(page))
+
+
+def test_curate_corrupt_parquet_is_quarantined_with_the_file_and_the_run_goes_on(tmp_path, capsys):
+    _parquet_files(tmp_path / "pq")
+    rc, err, bad = _curate(capsys, tmp_path / "pq", tmp_path / "r")
+    assert rc == 0, err
+    got = sorted((Path(r["file"]).name, r["reason"], r["line"]) for r in bad)
+    assert got == [
+        ("cut.parquet", "malformed:truncated", 0),
+        ("noise.parquet", "malformed:truncated", 0),
+        ("page.parquet", "malformed:corrupt", 1),
+    ], got
+    why = {Path(r["file"]).name: r["details"]["detail"] for r in bad}
+    assert "footer" in why["cut.parquet"] and why["page.parquet"].startswith("row group 0, rows 1-100 unreadable")
+    kept = [r for f in (tmp_path / "r" / "curate" / "kept").glob("*.jsonl") for _, r in iter_jsonl(f)]
+    assert len(kept) == 300  # good.parquet; page.parquet's two readable row groups are copies of it (near_dup)
+
+
+def test_tokenize_parquet_input_is_one_line(tmp_path, capsys):
+    _parquet_files(tmp_path / "pq")
+    for name in ("cut.parquet", "noise.parquet"):
+        rc, err, _ = _tokenize(capsys, tmp_path / "pq" / name, tmp_path / f"r-{name}")
+        assert rc == 2 and name in _one_line(err)
+
+
 def test_curate_unknown_suffix_and_empty_input_are_one_line(tmp_path, capsys):
     (tmp_path / "x.csv").write_text("text\nhello\n")
     rc, err, _ = _curate(capsys, tmp_path / "x.csv", tmp_path / "r1")
@@ -347,7 +385,8 @@ def test_tokenize_killed_at_any_moment_resumes_to_identical_outputs(tmp_path):
     assert _outputs(tmp_path / "run") == clean
 
 
-def test_curate_full_disk_ends_with_one_line_and_the_rerun_recovers(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("step, workers", [("MergeStep", "1"), ("ScanStep", "2")])
+def test_curate_full_disk_ends_with_one_line_and_the_rerun_recovers(tmp_path, monkeypatch, capsys, step, workers):
     from ledgerlm.data import curate
 
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": _doc(i, 200)}) + "\n" for i in range(6)))
@@ -355,12 +394,12 @@ def test_curate_full_disk_ends_with_one_line_and_the_rerun_recovers(tmp_path, mo
     def no_space(self, *a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(curate.MergeStep, "run", no_space)
-    rc = main(["curate", "--input", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "run")])
-    err = [ln for ln in capsys.readouterr().err.split("\n") if ln.strip()]
-    # (datatrove's own task log, which curate prints to stderr, comes before it)
-    assert rc == 1 and err[-1].startswith("error: disk full writing ") and str(tmp_path / "run") in err[-1]
+    monkeypatch.setattr(getattr(curate, step), "run", no_space)  # (pool workers are forked: they see it too)
+    args = ["curate", "--input", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "run"), "--workers", workers]
+    rc = main([*args, "--tasks", workers])
+    line = _one_line(capsys.readouterr().err)  # no datatrove/loguru traceback before it
+    assert rc == 1 and line.startswith("error: disk full writing ") and str(tmp_path / "run") in line
     monkeypatch.undo()
-    assert main(["curate", "--input", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "run")]) == 0
+    assert main([*args, "--tasks", workers]) == 0
     kept = [r for f in (tmp_path / "run" / "curate" / "kept").glob("*.jsonl") for _, r in iter_jsonl(f)]
     assert len(kept) == 6

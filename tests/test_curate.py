@@ -14,8 +14,9 @@ import pytest
 
 from ledgerlm.data.curate import Config, ExecutorConfig, curate
 from ledgerlm.data.decontam import DecontamConfig
+from ledgerlm.data.filters import QualityGates
 from ledgerlm.data.inspect import inspect_main
-from ledgerlm.data.quality import QualityConfig, QualityGates
+from ledgerlm.data.quality import QualityConfig
 from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import SourceSpec, doc_id
 

@@ -14,11 +14,13 @@ from ledgerlm.data.minhash import (
     MinHasher,
     MinHashParams,
     candidate_pairs,
+    codepoints,
     components,
     doc_word_hashes,
     estimated_jaccard,
     lsh_edges,
     normalize,
+    normalized_codes,
 )
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -40,6 +42,13 @@ def test_word_hashes_do_not_depend_on_context_or_encoding():
     assert len(normalize("İstanbul")) == len("İstanbul")
 
 
+def test_normalized_codes_equal_the_translate_table_on_every_code_point():
+    """The numpy lookup (ASCII by bytes.translate, the BMP by one table) equals `normalize` (str.translate)."""
+    every = "".join(chr(c) for c in range(0x20000) if not 0xD800 <= c < 0xE000)
+    for text in (every, every[:128], "Hello, World! 123"):
+        assert np.array_equal(normalized_codes(text), codepoints(normalize(text)))
+
+
 def test_batch_signatures_equal_single_signatures():
     mh = MinHasher()
     texts = ["the quick brown fox jumps over the lazy dog " * 3, "short text", "", "a b c d e f g h", "!!!"]
@@ -48,6 +57,33 @@ def test_batch_signatures_equal_single_signatures():
         assert np.array_equal(batch[i], mh.signatures([t])[0])
     assert np.all(batch[2] == MinHasher.EMPTY) and np.all(batch[4] == MinHasher.EMPTY)
     assert not np.all(batch[1] == MinHasher.EMPTY)  # fewer words than n: one shingle of all of them
+
+
+def test_signatures_from_word_hashes_equal_signatures_of_texts():
+    """The scan builds signatures from the word hashes the quality gates already computed: same shingles, same
+    signatures as from the texts (short, empty, punctuation-only, non-ASCII and real documents in one batch)."""
+    mh = MinHasher()
+    texts = ["the quick brown fox jumps over the lazy dog " * 3, "short text", "", "!!!", "a b c d e f g h"]
+    texts += ["Café au lait, naïve “quotes” — ΣΟΦΙΑ σοφός 日本語 end.", "x"] + _real_docs(40, random.Random(1))
+    sh, counts = mh.shingles(texts)
+    sh2, counts2 = mh.shingles_of_words([doc_word_hashes(t)[0] for t in texts])
+    assert np.array_equal(sh, sh2) and np.array_equal(counts, counts2)
+    assert np.array_equal(mh.signatures(texts), mh.signatures_from_shingles(sh2, counts2))
+    assert mh.shingles_of_words([])[0].size == 0
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 5, 300, 1 << 16])
+def test_signatures_equal_the_product_matrix_reference(chunk_rows):
+    """One hash function at a time, in blocks of documents, equals the minimum over the full (shingles x 112)
+    product matrix of each document (blocks smaller than a document, empty documents, real text)."""
+    mh = MinHasher(chunk_rows=chunk_rows)
+    texts = ["", "a", "!!!", "one two three four five six seven"] + _real_docs(30, random.Random(2)) + [""]
+    sh, counts = mh.shingles(texts)
+    want = np.full((len(texts), mh.params.num_perm), MinHasher.EMPTY, dtype=np.uint64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    for d in np.flatnonzero(counts):
+        want[d] = (sh[offsets[d] : offsets[d + 1], None] * mh.a[None, :]).min(axis=0)
+    assert np.array_equal(mh.signatures_from_shingles(sh, counts), want)
 
 
 def ref_shingles(text: str, n: int = 5) -> set[str]:

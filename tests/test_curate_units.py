@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,8 @@ import pytest
 
 from ledgerlm.data import segdedup
 from ledgerlm.data.decontam import DecontamConfig, Matcher, build_benchmark, cut_spans
-from ledgerlm.data.quality import QualityConfig, QualityGates
+from ledgerlm.data.filters import QualityGates
+from ledgerlm.data.quality import QualityConfig
 from ledgerlm.data.sources import SourceSpec, doc_id, iter_records
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -105,6 +108,44 @@ def test_segment_plan_and_apply():
     assert len(boiler) == 1 and owner[0] == 0
     assert segdedup.apply(docs[0], cfg, boiler, owner, 0) == (docs[0], 0)
     assert segdedup.apply(docs[1], cfg, boiler, owner, 1) == ("other text", 1)
+
+
+def test_segment_hashes_of_a_document_equal_hashing_each_segment():
+    """The whole-document normalisation of lines gives each line's `segment_hash` (tabs, runs of spaces, every line
+    break of str.splitlines, blank lines, final sigma and 'İ' whose lowercase depends on context or is longer); text
+    with non-ASCII whitespace and paragraphs take the per-segment path."""
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    letters = list("abcXYZ ΣσςΑİıé日\u0307.,'") + ["ΑΣ", "İΣ"]
+    rng = random.Random(0)
+    for alphabet in (
+        [c for c in spaces if c.isascii()] * 4 + list("abcXYZ .,'") + ["\r\n", "  ", "\t\t"],
+        [c for c in spaces if c.isascii()] * 4 + letters + ["\r\n", "  ", "\t\t"],
+        spaces * 2 + letters + ["\r\n"],
+    ):
+        for unit, min_chars in (("line", 0), ("line", 3), ("line", 20), ("paragraph", 3)):
+            cfg = segdedup.SegDedupConfig(unit=unit, min_chars=min_chars)
+            for _ in range(2000):
+                text = "".join(rng.choices(alphabet, k=rng.randint(0, 60)))
+                want = [segdedup.segment_hash(x, min_chars) for x in segdedup.split_segments(text, unit)]
+                assert segdedup.segment_hashes(text, cfg) == want, (unit, min_chars, repr(text))
+
+
+@pytest.mark.parametrize("unit", ["line", "paragraph"])
+def test_words_left_after_segment_removal_are_the_words_minus_the_removed_segments_words(unit):
+    """Curate counts the words left as (words - words of the removed segments) instead of re-splitting the text."""
+    rng = random.Random(0)
+    pieces = ["alpha beta", "gamma", " ", "\n", "\n\n", "\r\n", "\t", "  \n \n", "a shared footer", "x\u2028y", "\u3000w"]
+    cfg = segdedup.SegDedupConfig(unit=unit, min_chars=1, min_docs=2)
+    removed = 0
+    for _ in range(500):
+        text = "".join(rng.choices(pieces, k=rng.randint(0, 30)))
+        hs = np.array(sorted({h for h in segdedup.segment_hashes(text, cfg) if h is not None}), dtype=np.uint64)
+        boiler = hs[::2]  # every other distinct segment: boilerplate owned by another document
+        gone: list = []
+        new, k = segdedup.apply(text, cfg, boiler, np.ones(len(boiler), np.int64), 0, removed_segments=gone)
+        assert len(new.split()) == len(text.split()) - sum(len(s.split()) for s in gone) and len(gone) == k
+        removed += k
+    assert removed > 100
 
 
 def test_segment_paragraph_unit():

@@ -167,7 +167,7 @@ def test_worksheets_are_gsm8k_format_and_correct(corpus):
 
 def test_quality_gates_separate_junk_from_clean(corpus):
     """With the demo's two math-friendly thresholds, the curate gates drop every junk document and nothing else."""
-    from ledgerlm.data.quality import QualityGates
+    from ledgerlm.data.filters import QualityGates
     from ledgerlm.pipeline import load_recipe
 
     records, _ = corpus

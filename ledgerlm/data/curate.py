@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from datatrove.pipeline.base import PipelineStep  # the base class only adds stats and a name
 
+from ledgerlm import hub
 from ledgerlm.config import ConfigError, to_dict
 from ledgerlm.data import segdedup
 from ledgerlm.data.decontam import (
@@ -53,8 +54,9 @@ from ledgerlm.data.decontam import (
     to_markdown,
 )
 from ledgerlm.data.dedup import band_edges, greedy_clusters
+from ledgerlm.data.filters import QualityGates
 from ledgerlm.data.minhash import MinHasher, MinHashParams, band_keys, components
-from ledgerlm.data.quality import QualityConfig, QualityGates, overlay
+from ledgerlm.data.quality import DocView, QualityConfig, overlay
 from ledgerlm.data.runs import keyed_line, merge_runs, write_run
 from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import Record, SourceSpec, check_sources, iter_records
@@ -309,7 +311,7 @@ class _ScanChunk:
         self.files: dict[str, int] = {}
         self.cols: dict[str, list] = {k: [] for k in ("id", "file", "line", "source", "score", "words", "offset")}
         self.excl: dict[int, list[bytes]] = {}
-        self.batch: list[str] = []
+        self.batch: list[np.ndarray] = []  # word hashes of the documents waiting for their signatures
         self.keys: list[np.ndarray] = []
         self.valid: list[bool] = []
         self.seg_h: list[np.ndarray] = []
@@ -332,14 +334,15 @@ class _ScanChunk:
     def add(self, rec: Record) -> None:
         s, cfg = self.step, self.cfg
         self.consumed += 1
-        words = _words(rec.text) if rec.text else 0
+        view = None if rec.reason else DocView(rec.text)  # tokenised once: the word count and every gate read it
+        words = view.n_words if view else _words(rec.text) if rec.text else 0
         self.counters.totals["read"] += 1
         self.counters.totals["read_words"] += words
         self.counters.by_source[rec.source] += 1
         if rec.reason:
             self.exclude(rec, Drop("read", rec.reason), {"detail": rec.detail, "raw": rec.raw}, 0)
             return
-        reason, details, score = s.gates[rec.source].check(rec.text)
+        reason, details, score = s.gates[rec.source].check_view(view)
         if reason:
             self.exclude(rec, Drop("quality", reason), details, words)
             self.counters.quality_by_source.setdefault(rec.source, Counter())[reason] += 1
@@ -380,13 +383,14 @@ class _ScanChunk:
             for b, hs in m.items():
                 self.match.append((i, s.bench_idx[b], hs))
         if s.hasher is not None:
-            self.batch.append(rec.text)
+            self.batch.append(view.norm_hashes)
             if len(self.batch) >= cfg.near_dedup.batch_docs:
                 self.flush()
 
     def flush(self) -> None:
         if self.batch:
-            sig = self.step.hasher.signatures(self.batch)
+            hasher = self.step.hasher
+            sig = hasher.signatures_from_shingles(*hasher.shingles_of_words(self.batch))
             self.valid.extend((~np.all(sig == MinHasher.EMPTY, axis=1)).tolist())  # no shingle: never a candidate
             self.keys.append(band_keys(sig, self.cfg.near_dedup.params()))
             self.batch.clear()
@@ -748,13 +752,16 @@ class ApplyStep(_Step):
                 text = d["text"]
                 if j in has_boiler:
                     mine: list = []
+                    gone: list = []
                     my_rank = int(self.id_rank[g])
-                    text, k = segdedup.apply(text, cfg.segment_dedup, self.boiler, self.owner, my_rank, owned=mine)
+                    text, k = segdedup.apply(
+                        text, cfg.segment_dedup, self.boiler, self.owner, my_rank, owned=mine, removed_segments=gone
+                    )
                     for h, s in mine:
                         docs = int(self.boiler_docs[np.searchsorted(self.boiler, np.uint64(h))])
                         owned.append(keyed_line({"id": f"{h:016x}", "segment": s, "docs": docs, "owner": rec.id}))
                     if k:
-                        left = _words(text)
+                        left = words - sum(map(_words, gone))
                         counters.totals["segments_removed"] += k
                         counters.totals["docs_changed"] += 1
                         if left < cfg.segment_dedup.min_words:
@@ -768,15 +775,16 @@ class ApplyStep(_Step):
                         counters.totals["segment_words_removed"] += words - left
                         words = left  # later drops count only what segment dedup left
                 if self.matcher is not None and j in matched:
-                    text, verdict = self._decontaminate(text, counters)
+                    cut, verdict = self._decontaminate(text, counters)
                     if verdict is not None:
                         drop(rec, Drop("decontaminate", verdict[0]), verdict[1], words, g)
                         continue
+                    words, text = (words, text) if cut is text else (_words(cut), cut)
                 out = {"id": rec.id, "source": rec.source, "text": text}
                 if rec.orig_id is not None:
                     out["orig_id"] = rec.orig_id
                 counters.totals["kept"] += 1
-                counters.totals["kept_words"] += words if text is d["text"] else _words(text)
+                counters.totals["kept_words"] += words  # what segment dedup and decontamination left
                 kept.setdefault(_shard_of(rec.id, cfg.shards), []).append(keyed_line(out))
         for sub, by_shard in (("kept", kept), ("excl", excl)):
             for shard, lines in by_shard.items():
@@ -889,8 +897,6 @@ def _execute(cfg: Config, step: _Step, tasks: int, logs: Path, resume: bool) -> 
         ).run()
     elif ex.kind == "ray":
         from datatrove.executor import RayPipelineExecutor
-
-        from ledgerlm import hub
 
         # Ray's workers do not inherit this process's environment: hand them the Hub mirror, if one is in use
         mirror = {"runtime_env": {"env_vars": {hub.ENV: str(hub.mirror())}}} if hub.mirror() else None

@@ -104,7 +104,7 @@ class GopherRepetition(Filter):
     def filter(self, v: DocView) -> Verdict:
         c, text = self.cfg, v.text
         if c.max_dup_line_frac is not None or c.max_dup_line_char_frac is not None:
-            k, chars = _dup_stats(v.lines)
+            k, chars = v.dup_lines
             if c.max_dup_line_frac is not None and k / v.n_lines > c.max_dup_line_frac:
                 return fail("gopher_dup_lines", k / v.n_lines, c.max_dup_line_frac)
             if c.max_dup_line_char_frac is not None and chars / max(len(text), 1) > c.max_dup_line_char_frac:
@@ -157,7 +157,7 @@ class FineWeb(Filter):
             if r > c.max_short_lines_ratio:
                 return fail("fineweb_short_lines", r, c.max_short_lines_ratio)
         if c.max_dup_line_chars_ratio is not None:
-            r = _dup_stats(v.lines)[1] / max(len(text) - text.count("\n"), 1)
+            r = v.dup_lines[1] / max(len(text) - text.count("\n"), 1)
             if r > c.max_dup_line_chars_ratio:
                 return fail("fineweb_dup_line_chars", r, c.max_dup_line_chars_ratio)
         if c.max_newline_word_ratio is not None:
@@ -191,3 +191,29 @@ class Language(Filter):
 
 # the registry: the gates run in this order
 FILTERS: list[type[Filter]] = [GopherQuality, GopherRepetition, C4, FineWeb, Language]
+
+
+class QualityGates:
+    """`check(text) -> (reason or None, details, score)`; `score` ranks copies in near-dup clusters (higher kept).
+
+    The document is tokenised once (`DocView`); the filters of `FILTERS` run in order and the first that fails names
+    the reason. (FILTERS is read when the gates are built: a test may add a rule to it.)"""
+
+    def __init__(self, cfg: QualityConfig):
+        self.cfg = cfg
+        self.filters = [f(cfg) for f in FILTERS if f.active(cfg)]
+
+    def check(self, text: str) -> tuple[str | None, dict, float]:
+        return self.check_view(DocView(text))
+
+    def check_view(self, v: DocView) -> tuple[str | None, dict, float]:
+        text = v.text
+        _, dup_line_chars = v.dup_lines
+        score = round(v.line_punct_ratio * (1.0 - dup_line_chars / max(len(text), 1)), 6)
+        if not self.cfg.enabled:
+            return None, {}, score
+        for f in self.filters:
+            keep, reason, details = f.filter(v)
+            if not keep:
+                return reason, details, score
+        return None, {}, score

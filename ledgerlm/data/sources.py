@@ -1,11 +1,12 @@
 """Document sources: JSONL (plain/.gz/.zst), Parquet, plain text, and Hugging Face datasets (streaming).
 
 `iter_records(spec, rank, world)` yields one `Record` per input record — a good one with text, or a bad one with a
-`reason` (malformed:json, malformed:utf8, malformed:missing_field, malformed:type, malformed:empty) and its file and
-line — so the caller can quarantine it; nothing is skipped silently. Every record goes to exactly one of the `world`
-tasks: JSONL and text records by their position in the source (position % world == rank; every task reads the
-lines, which is cheap), Parquet by whole row groups and Hugging Face streams by whole shards (see `_share`), so a
-task decodes only its own part. `limit` is always the first N records of the source in file order, and every
+`reason` (malformed:json, malformed:utf8, malformed:missing_field, malformed:type, malformed:empty,
+malformed:truncated for a file cut short or not of its suffix's format, malformed:corrupt for an unreadable Parquet
+page) and its file and line — so the caller can quarantine it; nothing is skipped silently. Every record goes to
+exactly one of the `world` tasks: JSONL and text records by their position in the source (position % world == rank;
+every task reads the lines, which is cheap), Parquet by whole row groups and Hugging Face streams by whole shards
+(see `_share`), so a task decodes only its own part. `limit` is always the first N records of the source in file order, and every
 document's id is a hash of (source, text), so no decision depends on file order, sharding or the number of tasks.
 """
 
@@ -20,7 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import xxhash
+import zstandard
 
+from ledgerlm import hub
+from ledgerlm.config import ConfigError, from_dict
+from ledgerlm.data.quality import QualityConfig
 from ledgerlm.io import CorruptInput, has_content, iter_chunks, iter_lines
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".ndjson")
@@ -66,9 +71,6 @@ class SourceSpec:
         if self.text_split not in ("file", "blank_line"):
             raise ValueError(f"source {self.name!r}: text_split must be file|blank_line")
         if self.quality:
-            from ledgerlm.config import from_dict
-            from ledgerlm.data.quality import QualityConfig
-
             # the stage-wide section's own check: a bad gate name or type is a ConfigError naming
             # `<this source>.quality.<field>`; keep the coerced values (YAML strings -> numbers, n-gram keys -> int)
             part = from_dict(QualityConfig, self.quality, prefix="quality")
@@ -151,8 +153,6 @@ def _has_content(path: Path, fmt: str) -> bool:
 def check_sources(specs: list[SourceSpec], key: str = "curate.sources") -> None:
     """Before any compute: every file source exists, has a known format and holds something. Raises ConfigError
     (one line, exit 2) naming the source and the file."""
-    from ledgerlm.config import ConfigError
-
     for i, spec in enumerate(specs):
         if spec.format in ("hf", "demo") or (spec.format == "auto" and spec.hf_name and not spec.path):
             continue
@@ -171,8 +171,6 @@ def _open_bytes(path: Path):
     if name.endswith(".gz"):
         return gzip.open(path, "rb")
     if name.endswith(".zst"):
-        import zstandard
-
         return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
     return open(path, "rb")
 
@@ -226,24 +224,33 @@ def _truncated(spec: SourceSpec, e: CorruptInput, counter: list[int], rank: int,
         yield Record(spec.name, e.path, e.line, reason="malformed:truncated", detail=e.why)
 
 
-def _jsonl(spec: SourceSpec, path: Path, counter: list[int], rank: int, world: int) -> Iterator[Record]:
-    lines = iter_lines(path)  # split on b"\n" only: U+2028/U+2029/U+0085 are legal inside JSON strings
+def _my_share(spec: SourceSpec, items: Iterator, counter: list[int], rank: int, world: int) -> Iterator:
+    """This task's items of one file: every item takes the next source-wide position (which `limit` cuts and whose
+    remainder mod `world` picks the task). A file that breaks (CorruptInput) ends with one quarantined Record."""
     while True:
         try:
-            lineno, line = next(lines)
+            item = next(items)
         except StopIteration:
             return
         except CorruptInput as e:
             yield from _truncated(spec, e, counter, rank, world)
             return
-        if not line.strip():
-            continue  # blank lines are layout, not records
         i = counter[0]
         counter[0] += 1
         if spec.limit is not None and i >= spec.limit:
             return
-        if i % world != rank:
+        if i % world == rank:
+            yield item
+
+
+def _jsonl(spec: SourceSpec, path: Path, counter: list[int], rank: int, world: int) -> Iterator[Record]:
+    # split on b"\n" only: U+2028/U+2029/U+0085 are legal inside JSON strings; blank lines are layout, not records
+    lines = ((lineno, line) for lineno, line in iter_lines(path) if line.strip())
+    for item in _my_share(spec, lines, counter, rank, world):
+        if isinstance(item, Record):
+            yield item
             continue
+        lineno, line = item
         try:
             s = line.decode("utf-8-sig" if lineno == 1 else "utf-8")  # tolerate a byte-order mark
         except UnicodeDecodeError as e:
@@ -283,21 +290,11 @@ def _text_blocks(spec: SourceSpec, path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def _text(spec: SourceSpec, path: Path, counter: list[int], rank: int, world: int) -> Iterator[Record]:
-    blocks = _text_blocks(spec, path)
-    while True:
-        try:
-            lineno, data = next(blocks)
-        except StopIteration:
-            return
-        except CorruptInput as e:
-            yield from _truncated(spec, e, counter, rank, world)
-            return
-        i = counter[0]
-        counter[0] += 1
-        if spec.limit is not None and i >= spec.limit:
-            return
-        if i % world != rank:
+    for item in _my_share(spec, _text_blocks(spec, path), counter, rank, world):
+        if isinstance(item, Record):
+            yield item
             continue
+        lineno, data = item
         try:
             block = data.decode("utf-8")
         except UnicodeDecodeError as e:  # quarantined at the line of the first bad byte
@@ -335,6 +332,7 @@ class _RowGroups:
 
     files: dict[Path, tuple[Any, int]]
     units: int  # row groups that start within the limit (counting Parquet rows only; an upper bound when mixed)
+    broken: dict[Path, str]  # files whose footer cannot be read (cut short, not Parquet): why
 
 
 def _row_groups(spec: SourceSpec, paths: list[Path]) -> _RowGroups:
@@ -345,19 +343,24 @@ def _row_groups(spec: SourceSpec, paths: list[Path]) -> _RowGroups:
     only include more row groups (a balance question, never a correctness one), and every file a task reaches
     before the limit is in the layout.
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files, units, rows = {}, 0, 0
+    files, units, rows, broken = {}, 0, 0, {}
     for path in paths:
         if spec.limit is not None and rows >= spec.limit:
             break
-        md = pq.read_metadata(path)
+        try:
+            md = pq.read_metadata(path)
+        except (pa.ArrowException, OSError) as e:  # every task sees the same footers: the layout still agrees
+            broken[path] = f"unreadable Parquet footer (cut short or not Parquet): {e}"
+            continue
         files[path] = (md, units)
         for i in range(md.num_row_groups):
             if spec.limit is None or rows < spec.limit:
                 units += 1
             rows += md.row_group(i).num_rows
-    return _RowGroups(files, units)
+    return _RowGroups(files, units, broken)
 
 
 def _parquet(
@@ -368,6 +371,9 @@ def _parquet(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if path in layout.broken:  # one quarantined record for the file, at one source-wide position
+        yield from _truncated(spec, CorruptInput(path, 0, layout.broken[path]), counter, rank, world)
+        return
     md, first = layout.files[path]
     pf = pq.ParquetFile(path, metadata=md)
     names = pf.schema_arrow.names
@@ -394,8 +400,16 @@ def _parquet(
             continue
         k, j = share
         done = 0  # rows of this row group already seen
-        for batch in pf.iter_batches(batch_size=4096, row_groups=[i], columns=cols):
-            if done >= n:
+        batches = pf.iter_batches(batch_size=4096, row_groups=[i], columns=cols)
+        while done < n:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except (pa.ArrowException, OSError) as e:  # a corrupt page: the rest of the row group is lost
+                if j == 0:  # every task sharing the row group hits it: the first one reports it
+                    detail = f"row group {i}, rows {base + done + 1}-{base + n} unreadable: {e}"
+                    yield Record(spec.name, str(path), base + done + 1, reason="malformed:corrupt", detail=detail)
                 break
             if done + batch.num_rows > n:
                 batch = batch.slice(0, n - done)
@@ -426,8 +440,6 @@ def _hf(spec: SourceSpec, rank: int, world: int) -> Iterator[Record]:
     `line` is the index in the stream.
     """
     from datasets import load_dataset  # optional dependency, only for Hub sources
-
-    from ledgerlm import hub
 
     kw = {"data_files": spec.hf_data_files} if spec.hf_data_files else {}
     ds = load_dataset(hub.dataset(spec.hf_name), spec.hf_config, split=spec.hf_split, streaming=True, **kw)
