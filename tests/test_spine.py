@@ -176,3 +176,22 @@ def test_every_builtin_recipe_validates():
     assert {"demo", "demo-fast", "smollm-135m-1gpu", "smollm-135m-rehearsal"} <= set(names)
     for name in names:
         assert load_recipe(name).name  # every section checked against its stage's Config and across sections
+
+
+def test_every_stage_config_field_is_documented():
+    """`--help` of every stage command explains every option: each Config field has a comment (config.field_docs)."""
+    import dataclasses
+
+    from ledgerlm.config import field_docs
+    from ledgerlm.stage import STAGES, get
+
+    bare = {
+        stage: missing
+        for stage in STAGES
+        if (
+            missing := sorted(
+                {f.name for f in dataclasses.fields(get(stage).config)} - set(field_docs(get(stage).config))
+            )
+        )
+    }
+    assert bare == {}

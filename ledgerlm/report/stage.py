@@ -43,10 +43,10 @@ ALPHA = 0.05  # significance level of the verdicts' tests
 
 @dataclass
 class Config:
-    title: str = ""
+    title: str = ""  # the page title ("" = the recipe name)
     gpu_usd_per_hour: float = 2.5  # cost of a stage = its wall time x this (CPU stages: cpu_usd_per_hour)
-    cpu_usd_per_hour: float = 0.10
-    max_samples: int = 4
+    cpu_usd_per_hour: float = 0.10  # cost per hour of a CPU stage
+    max_samples: int = 4  # sample generations shown per model stage
 
 
 def inputs(cfg: Config, ctx) -> dict[str, Path]:
