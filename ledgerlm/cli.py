@@ -64,7 +64,12 @@ def _add_config_flags(p: argparse.ArgumentParser, config: type) -> None:
     actions = {a.dest: a for a in p._actions}
     for f in dataclasses.fields(config):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        text = f"{docs.get(f.name, f.name.replace('_', ' '))} (default: {default!r})"
+        doc = docs.get(f.name, f.name.replace("_", " "))
+        if dataclasses.is_dataclass(default):  # a nested section: its repr would fill the screen
+            key = dataclasses.fields(default)[0].name
+            text = f"{doc} (a section: set one key as {f.name}.KEY=VALUE, e.g. {f.name}.{key}={getattr(default, key)})"
+        else:
+            text = f"{doc} (default: {default!r})"
         flag = "--" + f.name.replace("_", "-")
         if f.name in actions:  # the stage's own flag for this field
             actions[f.name].help = actions[f.name].help or text

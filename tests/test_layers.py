@@ -45,24 +45,6 @@ LAZY_OK = {
     "torch.distributed",  # not in every torch build; only multi-process training needs it
 }  # fmt: skip
 
-# Today's violations in files other engineers are changing right now (issue #15, split/tasks/perf); the integrator
-# empties this set after merging their branches. A new violation anywhere fails; so does an entry that is fixed.
-KNOWN = {
-    # perf: curation
-    "ledgerlm.data.curate: lazy import ledgerlm.hub",
-    "ledgerlm.data.quality: lazy import ledgerlm.config",
-    "ledgerlm.data.quality: lazy import ledgerlm.data.filters",
-    "ledgerlm.data.sources: lazy import ledgerlm.config",
-    "ledgerlm.data.sources: lazy import ledgerlm.data.quality",
-    "ledgerlm.data.sources: lazy import ledgerlm.hub",
-    "ledgerlm.data.sources: lazy import ledgerlm.demo.corpus",
-    "ledgerlm.data.sources: lazy import pyarrow",
-    "ledgerlm.data.sources: lazy import pyarrow.parquet",
-    "ledgerlm.data.sources: lazy import zstandard",
-    "cycle: ledgerlm.data.filters -> ledgerlm.data.quality -> ledgerlm.data.filters",
-}
-
-
 @dataclass(frozen=True)
 class Import:
     source: str  # the importing module
@@ -224,25 +206,20 @@ def test_every_module_has_a_layer(found):
 
 
 def test_no_lazy_imports(found):
-    new = sorted(v for v in found - KNOWN if ": lazy import " in v)
+    new = sorted(v for v in found if ": lazy import " in v)
     assert new == [], "import at the top of the module (a cycle means the code is in the wrong layer):\n" + "\n".join(
         new
     )
 
 
 def test_no_upward_arrows(found):
-    new = sorted(v for v in found - KNOWN if " -> " in v and not v.startswith("cycle: "))
+    new = sorted(v for v in found if " -> " in v and not v.startswith("cycle: "))
     assert new == [], "a lower layer imports a higher one (LAYERS):\n" + "\n".join(new)
 
 
 def test_no_cycles(found):
-    new = sorted(v for v in found - KNOWN if v.startswith("cycle: "))
+    new = sorted(v for v in found if v.startswith("cycle: "))
     assert new == [], "modules that import each other (one of them is in the wrong layer):\n" + "\n".join(new)
-
-
-def test_known_violations_still_exist(found):
-    """KNOWN only shrinks: an entry that no longer happens is deleted from it."""
-    assert sorted(KNOWN - found) == []
 
 
 # ------------------------------------------------------------------------------------- the checker on a toy tree

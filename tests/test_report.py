@@ -98,3 +98,12 @@ def test_numbers_round_to_what_they_mean():
     assert card.num(856064) == "856,064" and card.num(1234.5678) == "1,235" and card.num(0.1) == "0.1"
     assert card.num(3e-5) == "3.00e-05" and card.num(float("nan")) == "not a number"
     assert card.usd(0.0174) == "$0.02" and card.pct(0.0425) == "4.2%" and card.plain(1234) == "1234"
+
+
+def test_numbers_shown_does_not_depend_on_the_values():
+    """The record's `numbers_shown` counts every printed number: two runs whose wall times happen to equal another
+    printed number (13 s vs a 13-gram gate) give the same counter as runs where they do not."""
+    a, b = Card(run_dir=None), Card(run_dir=None)
+    for card, seconds in ((a, 13), (b, 14)):
+        card.num(13), card.num(seconds), card.pct(0.5), card.plain(7)
+    assert a.shown == b.shown == 4 and len(a.numbers) == 3 and len(b.numbers) == 4

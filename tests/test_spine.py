@@ -11,7 +11,8 @@ import pytest
 from ledgerlm import io as lio
 from ledgerlm import ledger
 from ledgerlm.cli import main
-from ledgerlm.config import ConfigError, apply_overrides
+from ledgerlm.config import ConfigError, apply_overrides, builtin_recipes
+from ledgerlm.recipe import load_recipe
 
 
 def _recipe(toy, tmp_path, **over):
@@ -155,6 +156,10 @@ def test_every_subcommand_has_help(capsys):
         sub = next(a for a in build_parser(stage)._actions if isinstance(a, argparse._SubParsersAction))
         unhelped = [a.dest for a in sub.choices[stage]._actions if not a.help]
         assert unhelped == [], (stage, unhelped)
+    with pytest.raises(SystemExit):
+        main(["curate", "--help"])
+    out = capsys.readouterr().out  # a nested section is explained, not printed as a dataclass repr
+    assert "quality.KEY=VALUE" in out and "QualityConfig(" not in out
 
 
 def test_plan_validates_real_recipes_and_estimates(capsys):
@@ -164,3 +169,29 @@ def test_plan_validates_real_recipes_and_estimates(capsys):
     assert "hub:HuggingFaceFW/fineweb-edu" in out  # the Hub input is listed with what could be checked
     assert main(["plan", "demo", "--gpu", "nosuchgpu"]) == 0
     assert "unknown GPU" in capsys.readouterr().out
+
+
+def test_every_builtin_recipe_validates():
+    names = builtin_recipes()
+    assert {"demo", "demo-fast", "smollm-135m-1gpu", "smollm-135m-rehearsal"} <= set(names)
+    for name in names:
+        assert load_recipe(name).name  # every section checked against its stage's Config and across sections
+
+
+def test_every_stage_config_field_is_documented():
+    """`--help` of every stage command explains every option: each Config field has a comment (config.field_docs)."""
+    import dataclasses
+
+    from ledgerlm.config import field_docs
+    from ledgerlm.stage import STAGES, get
+
+    bare = {
+        stage: missing
+        for stage in STAGES
+        if (
+            missing := sorted(
+                {f.name for f in dataclasses.fields(get(stage).config)} - set(field_docs(get(stage).config))
+            )
+        )
+    }
+    assert bare == {}

@@ -106,16 +106,16 @@ class ExecutorConfig:
 
 @dataclass
 class Config:
-    sources: list[SourceSpec] = field(default_factory=list)
-    quality: QualityConfig = field(default_factory=QualityConfig)
-    near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
-    segment_dedup: SegDedupConfig = field(default_factory=SegDedupConfig)
-    decontam: DecontamConfig = field(default_factory=DecontamConfig)
-    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    sources: list[SourceSpec] = field(default_factory=list)  # inputs: name, path or hub dataset, format, text field
+    quality: QualityConfig = field(default_factory=QualityConfig)  # quality gates (a source's `quality:` overrides)
+    near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)  # MinHash/LSH near-duplicates, across sources
+    segment_dedup: SegDedupConfig = field(default_factory=SegDedupConfig)  # exact repeated lines/paragraphs
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)  # benchmark n-gram decontamination
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # datatrove executor: local, ray or slurm
     shards: int = 1  # output shards of kept/ and excluded/ (by document id)
     # memory bound of the scan and apply processes: a chunk ends at this many documents or megabytes of text
     chunk_docs: int = 20_000
-    chunk_mb: int = 128
+    chunk_mb: int = 128  # a scan/apply chunk ends at this many megabytes of text (or chunk_docs documents)
     segment_buckets: int = 16  # segment-hash buckets = boilerplate tasks (memory of one = segments / buckets)
     keep_work: bool = False  # keep the intermediate work directory (.work/) for debugging
 

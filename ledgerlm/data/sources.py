@@ -20,12 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import xxhash
 import zstandard
 
 from ledgerlm import hub
 from ledgerlm.config import ConfigError, from_dict
 from ledgerlm.data.quality import QualityConfig
+from ledgerlm.demo.corpus import generate_demo_corpus
 from ledgerlm.io import CorruptInput, has_content, iter_chunks, iter_lines
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".ndjson")
@@ -141,8 +144,6 @@ def _has_content(path: Path, fmt: str) -> bool:
     """Whether a file holds anything but whitespace (Parquet: any row); reads only up to the first such byte. A file
     that cannot be read is 'not empty' here: its reader quarantines it with the line where it broke."""
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
         try:
             return pq.read_metadata(path).num_rows > 0
         except Exception:  # noqa: BLE001 - a corrupt footer is the reader's error to report
@@ -343,9 +344,6 @@ def _row_groups(spec: SourceSpec, paths: list[Path]) -> _RowGroups:
     only include more row groups (a balance question, never a correctness one), and every file a task reaches
     before the limit is in the layout.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     files, units, rows, broken = {}, 0, 0, {}
     for path in paths:
         if spec.limit is not None and rows >= spec.limit:
@@ -368,8 +366,6 @@ def _parquet(
 ) -> Iterator[Record]:
     """This task's rows of one Parquet file: only its row groups (see `_share`) are read; the others are counted
     from the footer. Rows are numbered in the file (1-based) and `limit` cuts at the source-wide position."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     if path in layout.broken:  # one quarantined record for the file, at one source-wide position
         yield from _truncated(spec, CorruptInput(path, 0, layout.broken[path]), counter, rank, world)
@@ -469,7 +465,6 @@ def _hf(spec: SourceSpec, rank: int, world: int) -> Iterator[Record]:
 
 def _demo(spec: SourceSpec, rank: int, world: int) -> Iterator[Record]:
     """The built-in corpus, generated in memory (deterministic for a seed); its `planted` labels are not read."""
-    from ledgerlm.demo.corpus import generate_demo_corpus
 
     records, _ = generate_demo_corpus(spec.seed, spec.limit or 6000)
     for i, rec in enumerate(records):

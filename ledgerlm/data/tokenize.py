@@ -52,9 +52,9 @@ class Config:
     batch_bytes: int = 1_000_000  # text per encode batch (small batches keep reading and encoding overlapped)
     long_doc_chars: int = 4_000_000  # longer documents are encoded in pieces (bounded memory, same tokens)
     input: list[str] = field(default_factory=list)  # explicit input files/dirs; empty = <run>/curate/kept
-    text_field: str = "text"
+    text_field: str = "text"  # the JSON field holding the text
     source_field: str = "source"  # records without it take default_source, else their file name
-    default_source: str = ""
+    default_source: str = ""  # the source of records without `source_field` ("" = their file name)
     eot_token: str = EOT  # document separator (must exist in a loaded tokenizer)
     model_max_length: int = 2048  # written into tokenizer_config.json
 

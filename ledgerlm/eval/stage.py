@@ -28,10 +28,10 @@ from ledgerlm.tasks.gsm8k import MAX_NEW_TOKENS
 @dataclass
 class Config:
     model: str = "auto"  # "auto", a stage name (sft, ...), a model folder / Hub name, or "A,B,..." (ensemble)
-    tasks: list[str] = field(default_factory=lambda: list(SIX_TASKS))
+    tasks: list[str] = field(default_factory=lambda: list(SIX_TASKS))  # task names (ledgerlm.tasks); default the six
     data_dir: Path | None = None  # local task files (D/<task>/<split>.jsonl or ../shared/data layout); None = Hub
     limit: int | None = None  # first N items of each task (quick checks; not comparable to full-split scores)
-    batch_size: int = 32
+    batch_size: int = 32  # requests scored per forward pass
     backend: str = "auto"  # auto | hf (transformers) | ledgerlm (our Llama)
     dtype: str | None = None  # float32 | bfloat16 | float16; None = float32
     device: str | None = None  # None = the recipe's device

@@ -43,10 +43,10 @@ ALPHA = 0.05  # significance level of the verdicts' tests
 
 @dataclass
 class Config:
-    title: str = ""
+    title: str = ""  # the page title ("" = the recipe name)
     gpu_usd_per_hour: float = 2.5  # cost of a stage = its wall time x this (CPU stages: cpu_usd_per_hour)
-    cpu_usd_per_hour: float = 0.10
-    max_samples: int = 4
+    cpu_usd_per_hour: float = 0.10  # cost per hour of a CPU stage
+    max_samples: int = 4  # sample generations shown per model stage
 
 
 def inputs(cfg: Config, ctx) -> dict[str, Path]:
@@ -66,6 +66,7 @@ class Card:
     md: list[str] = field(default_factory=list)
     html: list[str] = field(default_factory=list)
     numbers: set[str] = field(default_factory=set)  # every number printed, as printed
+    shown: int = 0  # how many numbers were printed (repeats counted: the distinct count moves with wall times)
     images: dict[str, bytes] = field(default_factory=dict)
     verdicts: list[tuple[str, str]] = field(default_factory=list)  # (stage, verdict line), for the summary
 
@@ -91,25 +92,29 @@ class Card:
                 s = f"{x:.{digits - 1}e}"
         else:
             return str(x)
-        self.numbers.add(s)
+        self._shown(s)
         return s
+
+    def _shown(self, s: str) -> None:
+        self.numbers.add(s)
+        self.shown += 1
 
     def plain(self, x: Any) -> str:
         """An identifier-like integer (a seed, a year): no separators."""
         s = str(x)
-        self.numbers.add(s)
+        self._shown(s)
         return s
 
     def usd(self, x: float) -> str:
         s = f"{x:.2f}"
-        self.numbers.add(s)
+        self._shown(s)
         return f"${s}"
 
     def pct(self, fraction: float | None, digits: int = 1) -> str:
         if fraction is None or not math.isfinite(fraction):
             return "—"
         s = f"{100 * fraction:.{digits}f}"
-        self.numbers.add(s)
+        self._shown(s)
         return f"{s}%"
 
     def formats(self, x: float) -> set[str]:
@@ -956,7 +961,7 @@ def run(cfg: Config, ctx) -> StageResult:
     atomic_write_text(out / "report.html", page + "<body>" + "\n".join(card.html) + "</body></html>\n")
     ctx.log.info("report written to %s", out / "report.html")
     return StageResult(
-        outputs={"report": out}, counters={"numbers_shown": len(card.numbers), "images": len(card.images)}
+        outputs={"report": out}, counters={"numbers_shown": card.shown, "images": len(card.images)}
     )
 
 
