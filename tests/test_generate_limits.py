@@ -132,3 +132,35 @@ def test_eval_stage_refuses_a_generation_budget_past_the_context(lm64):
     cfg = Config(model=lm64.name, tasks=["gsm8k"], data_dir=FIX, gsm8k_shots=[0], gsm8k_max_new_tokens=64)
     with pytest.raises(ConfigError, match="at most 63"):
         _evaluate(cfg, [lm64.name], "cpu")
+
+
+class _Chars:
+    """One letter per token id (id i -> chr(97 + i % 26)): a tokenizer whose decoded text is easy to reason about."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(97 + i % 26) for i in ids)
+
+    def encode(self, text, add_special_tokens=False):
+        return [ord(c) - 97 for c in text]
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_stop_strings_per_row_and_lmeval_batch_rule(model64, use_cache):
+    tok, prompts = _Chars(), [[1, 2, 3], [7, 5], [11, 13, 17, 19]]
+
+    def gen(**kw):  # sampled (a fresh generator each call: the same draws), so rows differ from token to token
+        g = torch.Generator().manual_seed(3)
+        return generate(model64, prompts, 24, temperature=1.0, generator=g, use_cache=use_cache, **kw)
+
+    free = gen()
+    texts = [tok.decode(o) for o in free]
+    # a letter every row produces, the one whose last first-occurrence comes latest (so rows stop at different steps)
+    common = set(texts[0]) & set(texts[1]) & set(texts[2])
+    stop = max(sorted(common), key=lambda c: max(t.index(c) for t in texts))
+    first = [t.index(stop) for t in texts]
+    assert len(set(first)) > 1, texts  # the test means something: rows reach the stop string at different steps
+    # per-row rule: each row stops at the token that completes the stop string, the tokens before it unchanged
+    assert gen(stop_strings=[stop], tokenizer=tok) == [free[i][: first[i] + 1] for i in range(3)]
+    # lm-eval's batch rule: rows that produced it go on until every row has; then all stop at that step
+    last = max(first) + 1
+    assert gen(stop_strings=[stop], tokenizer=tok, batch_stop_strings=True) == [r[:last] for r in free]
