@@ -74,7 +74,15 @@ def _add_config_flags(p: argparse.ArgumentParser, config: type) -> None:
         if f.name in actions:  # the stage's own flag for this field
             actions[f.name].help = actions[f.name].help or text
         elif flag not in p._option_string_actions:
-            p.add_argument(flag, dest=CONFIG_FLAG + f.name, metavar="VALUE", help=text)
+            if str(f.type).startswith("list"):  # `--alphas 0,0.5,1` as well as the YAML `--alphas '[0, 0.5, 1]'`
+                p.add_argument(flag, dest=CONFIG_FLAG + f.name, metavar="A,B,...", type=_yaml_list, help=text)
+            else:
+                p.add_argument(flag, dest=CONFIG_FLAG + f.name, metavar="VALUE", help=text)
+
+
+def _yaml_list(value: str) -> str:
+    """A list flag's value as a YAML list: comma-separated items become a flow sequence; a YAML list stays as it is."""
+    return value if value.lstrip().startswith("[") else f"[{value}]"
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

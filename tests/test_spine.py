@@ -195,3 +195,19 @@ def test_every_stage_config_field_is_documented():
         )
     }
     assert bare == {}
+
+
+def test_list_flags_take_comma_separated_values():
+    """`--alphas 0,0.5,1` and `--alphas '[0, 0.5, 1]'` set the same list; a scalar list item is a one-item list."""
+    from ledgerlm.cli import CONFIG_FLAG, build_parser
+    from ledgerlm.config import parse_override
+    from ledgerlm.recipe import build_recipe
+
+    def alphas(*flags):
+        args = build_parser("interpolate").parse_args(["interpolate", *flags])
+        key, value = parse_override("interpolate.alphas=" + getattr(args, CONFIG_FLAG + "alphas"))
+        raw = apply_overrides({"name": "t"}, {".".join(key): value})
+        return build_recipe(raw, need_all=False).section("interpolate").alphas
+
+    assert alphas("--alphas", "0,0.5,1") == alphas("--alphas", "[0, 0.5, 1]") == [0.0, 0.5, 1.0]
+    assert alphas("--alphas", "1") == [1.0]

@@ -35,9 +35,9 @@ from ledgerlm.tasks import TASKS
 class Config:
     base: str = "pretrain"  # stage name or model dir (α = 0)
     tuned: str = "sft"  # stage name or model dir (α = 1)
-    # weights of the tuned model to try, a YAML list (e.g. [0, 0.5, 1])
+    # weights of the tuned model to try (e.g. 0,0.5,1)
     alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
-    # metric names, a YAML list (sft_val_loss, a task such as piqa, or task.metric)
+    # metric names: sft_val_loss, a task such as piqa, or task.metric
     metrics: list[str] = field(default_factory=lambda: ["sft_val_loss"])
     choose: str = ""  # metric that picks α (default: the first of `metrics`)
     mode: str = "auto"  # min | max | auto (min for *loss / *ppl / *perplexity, else max)
