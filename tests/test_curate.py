@@ -19,6 +19,7 @@ from ledgerlm.data.inspect import inspect_main
 from ledgerlm.data.quality import QualityConfig
 from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import SourceSpec, doc_id
+from ledgerlm.data.workdir import WorkDir
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BOILER = [
@@ -276,11 +277,30 @@ def test_deterministic_and_independent_of_workers(corpus, result, tmp_path):
     curate(make_cfg(root), tmp_path / "again")
     # 3 tasks on 2 worker processes, in chunks of 7 documents (every step is split, same bytes out)
     curate(make_cfg(root, tasks=3, workers=2, chunk_docs=7, segment_buckets=3), tmp_path / "par")
+    curate(make_cfg(root, segment_buckets=37), tmp_path / "ranges")  # boilerplate by 37 ranges of segment hashes
     for sub in ("kept", "excluded"):
         h = dir_hash(out1 / sub)
         assert dir_hash(tmp_path / "again" / sub) == h
         assert dir_hash(tmp_path / "par" / sub) == h, sub
+        assert dir_hash(tmp_path / "ranges" / sub) == h, sub
+    assert (tmp_path / "ranges" / "boilerplate.jsonl").read_bytes() == (out1 / "boilerplate.jsonl").read_bytes()
 
+
+def test_boilerplate_tasks_grow_with_the_segments(corpus, result, tmp_path, monkeypatch):
+    """More segments than one task may hold: more boilerplate tasks (ranges of hashes), the same bytes out."""
+    import ledgerlm.data.curate as curate_mod
+
+    root, _ = corpus
+    out1, _, _ = result
+    monkeypatch.setattr(curate_mod, "SEGMENT_BYTES", 2**20 // 50)  # 50 segments per task at sort_buffer_mb 1
+    cfg = make_cfg(root, keep_work=True, segment_buckets=2, sort_buffer_mb=1)
+    curate(cfg, tmp_path / "out")
+    wd = WorkDir(tmp_path / "out" / ".work")
+    segments = sum(len(np.load(wd.scan(c, "seg-h.npy"))) for c, _ in wd.scan_chunks(1))
+    tasks = len(list(wd.root.glob("plan/boiler-*.npz")))
+    assert tasks == -(-segments // 50) > 2
+    for sub in ("kept", "excluded"):
+        assert dir_hash(tmp_path / "out" / sub) == dir_hash(out1 / sub), sub
 
 def test_cut_action_removes_span_with_margin(corpus, tmp_path):
     root, truth = corpus
@@ -309,3 +329,54 @@ def test_inspect_prints_samples(result, capsys):
     assert inspect_main([str(out), "--reason", "quality"]) == 0
     assert "quality:" in capsys.readouterr().out
     assert inspect_main([str(out), "--reason", "nonexistent"]) == 1
+
+
+def _lexsort_index(wd: WorkDir, cfg: Config, tasks: int) -> dict[str, np.ndarray]:
+    """The index as one in-memory lexsort over the whole corpus (what the external sort replaced): the reference."""
+    chunks = wd.scan_chunks(tasks)
+    pos = {f: i for i, f in enumerate(sorted({f for _, d in chunks for f in d["files"]}))}
+    col: dict[str, list] = {k: [] for k in ("ids", "file", "line", "source", "score", "eligible")}
+    for c, d in chunks:
+        z = np.load(wd.scan(c, "meta.npz"))
+        for k in ("ids", "line", "source", "score"):
+            col[k].append(z[k])
+        col["file"].append(np.array([pos[f] for f in d["files"]] or [0])[z["file_idx"]])
+        eligible = np.ones(d["n"], dtype=bool)
+        eligible[np.load(wd.scan(c, "match.npz"))["doc"]] = False
+        col["eligible"].append(eligible)
+    a = {k: np.concatenate(v) for k, v in col.items()}
+    n = len(a["ids"])
+    order = np.lexsort((a["line"], a["file"], a["ids"]))
+    id_rank = np.empty(n, np.int64)
+    id_rank[order] = np.arange(n)
+    priority = np.array([s.priority for s in cfg.sources])[a["source"]]
+    keep = np.lexsort((id_rank, -a["score"], -priority, ~a["eligible"]))
+    keep_pos = np.empty(n, np.int64)
+    keep_pos[keep] = np.arange(n)
+    same = np.flatnonzero(a["ids"][order][1:] == a["ids"][order][:-1])
+    edges = np.sort(np.stack([order[same], order[same + 1]], axis=1), axis=1)
+    return {"id_rank": id_rank, "keep_pos": keep_pos, "edges-same": edges, "ids": a["ids"], "source": a["source"]}
+
+
+def test_index_by_external_sort_equals_one_global_sort(corpus, tmp_path, monkeypatch):
+    """Sorted runs per scan chunk merged in small blocks give the ranks one lexsort over the corpus gives."""
+    import ledgerlm.data.curate as curate_mod
+
+    root, _ = corpus
+    merge = curate_mod.rank_runs
+    rounds = []
+
+    def small_merge(runs, ranks, _rows, on_block=None):
+        rounds.append(len(runs))
+        merge(runs, ranks, 5, on_block)  # five keys at once: many rounds
+
+    monkeypatch.setattr(curate_mod, "rank_runs", small_merge)
+    cfg = make_cfg(root, tasks=3, chunk_docs=7, keep_work=True)
+    cfg.sources[2].priority = -1  # three priorities, eligible and leaked documents, identical copies (one id)
+    curate(cfg, tmp_path / "out")
+    wd = WorkDir(tmp_path / "out" / ".work")
+    want = _lexsort_index(wd, cfg, 3)
+    assert rounds[0] > 5 and len(want["edges-same"]) > 0 and len(set(want["source"].tolist())) == 4
+    assert any(len(np.load(wd.scan(c, "match.npz"))["doc"]) for c, _ in wd.scan_chunks(3))  # ineligible ones too
+    for k, v in want.items():
+        assert np.array_equal(np.load(wd.plan(f"{k}.npy")), v), k

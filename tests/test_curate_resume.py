@@ -172,7 +172,9 @@ def reference(tmp_path_factory):
     return root, _tree_hash(root / "ref")
 
 
-@pytest.mark.parametrize("window", ["scan-chunk", "after-index", "after-lsh", "apply-chunk", "after-cleanup"])
+@pytest.mark.parametrize(
+    "window", ["scan-chunk", "index-merge", "after-index", "after-lsh", "apply-chunk", "after-cleanup"]
+)
 def test_killed_at_any_window_resumes_to_identical_outputs(reference, tmp_path, window):
     root, ref = reference
     out = tmp_path / "out"

@@ -7,17 +7,20 @@ spread over tasks, each talking to the next only through the typed work director
                       malformed records; run the quality filters; for each surviving document write its text, id,
                       origin, score, LSH band keys, segment hashes and benchmark n-gram hits to disk. A killed task
                       resumes after its last completed chunk.
-  index    (1 task)   fixed-width arrays over every surviving document: id order, keep order (eligible first).
-  lsh      (B tasks)  one task per LSH band: sort that band's keys, write candidate edges.
+  index    (1 task)   each document's rank in id order and in keep order (eligible first), by external sort: each
+                      scan chunk's keys sorted into a run, the runs merged in blocks (`ledgerlm.data.extsort`).
+  lsh      (B tasks)  one task per LSH band: that band's keys sorted per chunk and merged the same way; edges.
   cluster  (T tasks)  candidate groups split by component; verified greedy clusters (see `ledgerlm.data.dedup`).
   segments (K tasks)  boilerplate lines, one task per segment-hash bucket, counted over documents that survived.
   contam   (1 task)   n-grams too common to count as leaks and the contamination table.
   apply    (T tasks)  apply every decision chunk by chunk, writing sorted runs per output shard.
   merge    (S tasks)  heap-merge the runs of each output shard into kept/ and excluded/ (sorted by id).
 
-No step holds a per-document Python object across the corpus: the global steps hold a few fixed-width numpy columns
-(ids 32 bytes, orders 8 bytes, one band's keys) and stream the rest; memory per scan/apply process is bounded by
-`chunk_docs`/`chunk_mb`. Decisions depend only on content (ids, shingles), so outputs are byte-identical whatever the
+Memory per process is bounded by settings, not by the corpus: scan and apply hold one chunk (`chunk_docs`/`chunk_mb`),
+index and lsh one merge buffer (`sort_buffer_mb`), segments one hash bucket, cluster its candidates only; what grows
+is a byte per document (`alive`) and the near-duplicate candidates and drops. Global columns (ids, ranks, offsets)
+live in .npy files read by range or gathered block by block, never memory-mapped (mapped pages stay resident).
+Decisions depend only on content (ids, shingles), so outputs are byte-identical whatever the
 number of tasks or workers. kept + excluded = read, always.
 """
 
@@ -33,6 +36,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -53,7 +57,8 @@ from ledgerlm.data.decontam import (
     to_csv,
     to_markdown,
 )
-from ledgerlm.data.dedup import band_edges, greedy_clusters
+from ledgerlm.data.dedup import greedy_clusters
+from ledgerlm.data.extsort import NpyRows, NpyWriter, merged_blocks, order_bytes, pack, rank_runs
 from ledgerlm.data.filters import QualityGates
 from ledgerlm.data.minhash import MinHasher, MinHashParams, band_keys, components
 from ledgerlm.data.quality import DocView, QualityConfig, overlay
@@ -116,7 +121,8 @@ class Config:
     # memory bound of the scan and apply processes: a chunk ends at this many documents or megabytes of text
     chunk_docs: int = 20_000
     chunk_mb: int = 128  # a scan/apply chunk ends at this many megabytes of text (or chunk_docs documents)
-    segment_buckets: int = 16  # segment-hash buckets = boilerplate tasks (memory of one = segments / buckets)
+    segment_buckets: int = 16  # boilerplate tasks at least (more when one would hold over sort_buffer_mb of segments)
+    sort_buffer_mb: int = 16  # memory bound of the global steps: index/lsh merge buffers, one boilerplate task
     keep_work: bool = False  # keep the intermediate work directory (.work/) for debugging
 
     def validate(self) -> None:
@@ -125,8 +131,10 @@ class Config:
             raise ValueError(f"source names must be unique, got {names}")
         if self.shards < 1:
             raise ValueError("shards must be >= 1")
-        if self.chunk_docs < 1 or self.chunk_mb < 1 or self.segment_buckets < 1:
-            raise ValueError("chunk_docs, chunk_mb and segment_buckets must be >= 1")
+        if min(self.chunk_docs, self.chunk_mb, self.segment_buckets, self.sort_buffer_mb) < 1:
+            raise ValueError("chunk_docs, chunk_mb, segment_buckets and sort_buffer_mb must be >= 1")
+        if self.segment_buckets > FINE_BUCKETS:
+            raise ValueError(f"segment_buckets must be <= {FINE_BUCKETS}")
 
 
 def quality_configs(cfg: Config) -> dict[str, QualityConfig]:
@@ -244,6 +252,14 @@ def _set_pdeathsig() -> None:
         pass
 
 
+def _trim_heap() -> None:
+    """Hand freed heap memory back to the OS: glibc keeps it, so a chunk's texts would stay in RSS chunk after chunk."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 _GUARD_PID = 0  # the stage's main process while it runs its executors
 
 
@@ -276,6 +292,7 @@ class _Step(PipelineStep):
                 os._exit(1)
             _set_pdeathsig()
         self.run_task(rank, world_size)
+        _trim_heap()  # one process may run several steps: what this one freed goes back now
         return data
 
     def run_task(self, rank: int, world: int) -> None:
@@ -298,6 +315,11 @@ def _excluded(rec: Record, reason: str, details: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- scan
+
+
+FINE_BITS = 12  # segment hashes by their top 12 bits: a boilerplate task takes a contiguous range of these buckets
+FINE_BUCKETS = 1 << FINE_BITS
+SEGMENT_BYTES = 100  # a boilerplate task holds each of its segments as ~100 bytes (hash, document, rank, sort indices)
 
 
 class _ScanChunk:
@@ -420,10 +442,11 @@ class _ScanChunk:
         )
         h = np.concatenate(self.seg_h) if self.seg_h else np.zeros(0, np.uint64)
         d = np.concatenate(self.seg_d) if self.seg_d else np.zeros(0, np.int32)
-        bucket = (h % np.uint64(cfg.segment_buckets)).astype(np.int64)
-        order = np.argsort(bucket, kind="stable")
-        starts = np.searchsorted(bucket[order], np.arange(cfg.segment_buckets + 1))
-        _save_npz(wd.scan(c, "seg.npz"), h=h[order], d=d[order], starts=starts)
+        order = np.argsort(h, kind="stable")  # by hash: a boilerplate task reads one range of fine buckets
+        _save_npy(wd.scan(c, "seg-h.npy"), h[order])
+        _save_npy(wd.scan(c, "seg-d.npy"), d[order])
+        bounds = np.arange(FINE_BUCKETS, dtype=np.uint64) << np.uint64(64 - FINE_BITS)
+        _save_npy(wd.scan(c, "seg-starts.npy"), np.append(np.searchsorted(h[order], bounds), len(h)))
         m_doc = np.array([x[0] for x in self.match for _ in x[2]], dtype=np.int32)
         m_b = np.array([x[1] for x in self.match for _ in x[2]], dtype=np.int16)
         m_h = np.concatenate([x[2] for x in self.match]) if self.match else np.zeros(0, np.uint64)
@@ -461,6 +484,7 @@ class ScanStep(_Step):
             chunk.add(rec)
             if chunk.full():
                 chunk.write()
+                _trim_heap()
                 _test_kill_point("scan-chunk")
                 chunk = _ScanChunk(self, Chunk(rank, chunk.chunk.chunk + 1))
         if chunk.consumed:
@@ -478,80 +502,161 @@ def _chunk_starts(wd: WorkDir, tasks: int) -> tuple[list[tuple[Chunk, dict]], np
     return chunks, np.concatenate([[0], np.cumsum([d["n"] for _, d in chunks])]).astype(np.int64)
 
 
+def _merge_rows(cfg: Config, key: np.dtype) -> int:
+    """Keys an external merge may hold at once so that it stays within `sort_buffer_mb`: each row is held about three
+    times (buffers, concatenation, sorted copy) plus ~40 bytes of indices."""
+    return max(1, (cfg.sort_buffer_mb << 20) // (3 * key.itemsize + 40))
+
+
+# keys of the two global orders; the global index makes id keys unique (identical records keep input order)
+ID_KEY = np.dtype([("id", "S32"), ("file", ">u4"), ("line", ">u8"), ("g", ">u8")])
+KEEP_KEY = np.dtype([("ineligible", "u1"), ("priority", ">u8"), ("score", ">u8"), ("id_rank", ">u8")])
+
+
+class _SameIds:
+    """Pairs of documents sharing an id (identical text of one source), adjacent in id order: always candidates."""
+
+    def __init__(self):
+        self.prev = np.zeros(0, ID_KEY)
+        self.pairs: list[np.ndarray] = []
+
+    def add(self, keys: np.ndarray) -> None:
+        k = np.concatenate([self.prev, keys.view(ID_KEY)])
+        same = np.flatnonzero(k["id"][1:] == k["id"][:-1])
+        g = k["g"].astype(np.int64)
+        self.pairs.append(np.sort(np.stack([g[same], g[same + 1]], axis=1), axis=1))
+        self.prev = k[-1:]
+
+    def edges(self) -> np.ndarray:
+        return np.concatenate(self.pairs) if self.pairs else np.zeros((0, 2), np.int64)
+
+
 class IndexStep(_Step):
-    name = "curate: index (id order, keep order)"
+    name = "curate: index (id order, keep order: external sort)"
+
+    def run_task(self, rank: int, world: int) -> None:
+        cfg, wd = self.cfg, self.wd
+        chunks, starts = _chunk_starts(wd, self.tasks)
+        n = int(starts[-1])
+        names = sorted({f for _, d in chunks for f in d["files"]})
+        pos = {f: i for i, f in enumerate(names)}
+        prio = np.array([s.priority for s in cfg.sources] or [0], dtype=np.int64)
+        # 1. the columns later steps read, written chunk by chunk; each chunk's id keys sorted into a run
+        with (
+            NpyWriter(wd.plan("ids.npy"), "S32", n) as ids,
+            NpyWriter(wd.plan("source.npy"), np.int16, n) as source,
+            NpyWriter(wd.plan("offset.npy"), np.int64, n) as offset,
+        ):
+            for i, (c, d) in enumerate(chunks):
+                z = np.load(wd.scan(c, "meta.npz"))
+                fmap = np.array([pos[f] for f in d["files"]] or [0], dtype=np.int64)
+                columns = {"id": z["ids"], "file": fmap[z["file_idx"]], "line": order_bytes(z["line"])}
+                self._save_run("id", i, pack(ID_KEY, columns | {"g": starts[i] + np.arange(d["n"])}))
+                ids.write(z["ids"])
+                source.write(z["source"])
+                offset.write(z["offset"])
+        same = _SameIds()
+        self._rank("id", ID_KEY, len(chunks), on_block=same.add)
+        _save_npy(wd.plan("edges-same.npy"), same.edges())
+        _test_kill_point("index-merge")
+        # 2. keep order: eligible first (decontamination would drop or cut the others), priority, score, id
+        with NpyWriter(wd.plan("id_rank.npy"), np.int64, n) as id_ranks:
+            for i, (c, d) in enumerate(chunks):
+                id_rank = self._ranks("id", i)
+                id_ranks.write(id_rank)
+                z = np.load(wd.scan(c, "meta.npz"))
+                eligible = np.ones(d["n"], dtype=bool)
+                eligible[np.load(wd.scan(c, "match.npz"))["doc"]] = False
+                columns = {
+                    "ineligible": ~eligible,
+                    "priority": order_bytes(prio[z["source"].astype(np.int64)], descending=True),
+                    "score": order_bytes(z["score"], descending=True),
+                    "id_rank": id_rank,
+                }
+                self._save_run("keep", i, pack(KEEP_KEY, columns))
+        self._rank("keep", KEEP_KEY, len(chunks))
+        with NpyWriter(wd.plan("keep_pos.npy"), np.int64, n) as keep_pos:
+            for i in range(len(chunks)):
+                keep_pos.write(self._ranks("keep", i))
+        shutil.rmtree(wd.sort_dir)
+
+    def _save_run(self, order: str, i: int, keys: np.ndarray) -> None:
+        o = np.argsort(keys)
+        _save_npy(self.wd.sort_run(order, i, "keys.npy"), keys[o])
+        _save_npy(self.wd.sort_run(order, i, "pos.npy"), o.astype(np.int64))
+
+    def _rank(self, order: str, key: np.dtype, runs: int, on_block=None) -> None:
+        keys = [self.wd.sort_run(order, i, "keys.npy") for i in range(runs)]
+        ranks = [self.wd.sort_run(order, i, "ranks.bin") for i in range(runs)]
+        rank_runs(keys, ranks, _merge_rows(self.cfg, key), on_block)
+
+    def _ranks(self, order: str, i: int) -> np.ndarray:
+        """One chunk's ranks in the global order, by document (the merge wrote them in the chunk's sorted order)."""
+        o = np.load(self.wd.sort_run(order, i, "pos.npy"))
+        out = np.empty(len(o), dtype=np.int64)
+        out[o] = np.fromfile(self.wd.sort_run(order, i, "ranks.bin"), dtype=np.int64)
+        return out
+
+
+LSH_KEY = np.dtype([("key", ">u8"), ("g", ">u8")])  # one band's key; in a bucket the first document is the head
+
+
+class _Buckets:
+    """Candidate edges (bucket head, member) from one band's keys arriving in order, block by block."""
+
+    def __init__(self):
+        self.last = np.zeros(0, LSH_KEY)  # the open bucket: its key and head, carried into the next block
+        self.parts: list[np.ndarray] = []
+
+    def add(self, keys: np.ndarray) -> None:
+        k = np.concatenate([self.last, keys.view(LSH_KEY)])
+        g = k["g"].astype(np.int64)
+        start = np.concatenate([[True], k["key"][1:] != k["key"][:-1]])
+        head = np.maximum.accumulate(np.where(start, np.arange(len(k)), 0))
+        members = np.flatnonzero(~start)
+        self.parts.append(np.stack([g[head[members]], g[members]], axis=1))
+        self.last = np.array([(k["key"][-1], g[head[-1]])], dtype=LSH_KEY)
+
+    def edges(self) -> np.ndarray:
+        e = np.concatenate(self.parts) if self.parts else np.zeros((0, 2), np.int64)
+        return np.unique(e, axis=0) if len(e) else e
+
+
+class LshStep(_Step):
+    name = "curate: LSH buckets (one task per band: external sort)"
 
     def run_task(self, rank: int, world: int) -> None:
         wd = self.wd
         chunks, starts = _chunk_starts(wd, self.tasks)
-        names = sorted({f for _, d in chunks for f in d["files"]})
-        pos = {f: i for i, f in enumerate(names)}
-        prio = np.array([s.priority for s in self.cfg.sources] or [0], dtype=np.int64)
-        cols: dict[str, list] = {k: [] for k in ("ids", "file", "line", "source", "score", "offset", "eligible")}
-        for c, d in chunks:
+        runs = []
+        for i, (c, _) in enumerate(chunks):  # this band's keys of every document with shingles, sorted per chunk
             z = np.load(wd.scan(c, "meta.npz"))
-            fmap = np.array([pos[f] for f in d["files"]] or [0], dtype=np.int64)
-            for k in ("ids", "line", "source", "score", "offset"):
-                cols[k].append(z[k])
-            cols["file"].append(fmap[z["file_idx"]])
-            eligible = np.ones(d["n"], dtype=bool)
-            eligible[np.load(wd.scan(c, "match.npz"))["doc"]] = False  # decontamination would drop or cut it
-            cols["eligible"].append(eligible)
-        col = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
-        n = int(starts[-1])
-        ids = col["ids"].astype("S32") if n else np.zeros(0, "S32")
-        order = np.lexsort((col["line"], col["file"], ids)) if n else np.zeros(0, np.int64)
-        id_rank = np.empty(n, dtype=np.int64)
-        id_rank[order] = np.arange(n)
-        priority = prio[col["source"].astype(np.int64)] if n else np.zeros(0, np.int64)
-        keep = np.lexsort((id_rank, -col["score"], -priority, ~col["eligible"].astype(bool))) if n else order
-        keep_pos = np.empty(n, dtype=np.int64)
-        keep_pos[keep] = np.arange(n)
-        # identical documents of one source share an id: always candidates, even without shingles
-        same = np.flatnonzero(ids[order][1:] == ids[order][:-1]) if n else np.zeros(0, np.int64)
-        same_edges = np.sort(np.stack([order[same], order[same + 1]], axis=1), axis=1).astype(np.int64)
-        for k, a in (
-            ("ids", ids),
-            ("id_rank", id_rank),
-            ("keep_pos", keep_pos),
-            ("starts", starts),
-            ("source", col["source"].astype(np.int16) if n else np.zeros(0, np.int16)),
-            ("offset", col["offset"].astype(np.int64) if n else np.zeros(0, np.int64)),
-            ("eligible", col["eligible"].astype(bool) if n else np.zeros(0, bool)),
-            ("edges-same", same_edges.reshape(-1, 2)),
-        ):
-            _save_npy(wd.plan(f"{k}.npy"), a)
-
-
-class LshStep(_Step):
-    name = "curate: LSH buckets (one task per band)"
-
-    def run_task(self, rank: int, world: int) -> None:
-        wd = self.wd
-        keys, valid = [], []
-        for c, _ in wd.scan_chunks(self.tasks):
-            z = np.load(wd.scan(c, "meta.npz"))
-            keys.append(np.ascontiguousarray(z["keys"][:, rank]))
-            valid.append(z["valid"])
-        k = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
-        _save_npy(wd.edges(rank), band_edges(k, np.concatenate(valid) if valid else np.zeros(0, bool)))
+            idx = np.flatnonzero(z["valid"])
+            runs.append(wd.sort_run(f"band{rank:03d}", i, "keys.npy"))
+            _save_npy(runs[-1], np.sort(pack(LSH_KEY, {"key": z["keys"][idx, rank], "g": starts[i] + idx})))
+        buckets = _Buckets()
+        for keys, _, _ in merged_blocks(runs, _merge_rows(self.cfg, LSH_KEY)):
+            buckets.add(keys)
+        _save_npy(wd.edges(rank), buckets.edges())
+        for p in runs:
+            p.unlink()
 
 
 class _Texts:
-    """Random access to the text of any scanned document by global index (byte offsets into the chunk files)."""
+    """The text of any scanned document by global index and byte offset into its chunk's file."""
 
-    def __init__(self, wd: WorkDir, chunks, starts: np.ndarray, offset: np.ndarray):
-        self.wd, self.chunks, self.starts, self.offset = wd, chunks, starts, offset
+    def __init__(self, wd: WorkDir, chunks, starts: np.ndarray):
+        self.wd, self.chunks, self.starts = wd, chunks, starts
         self.files: dict[int, object] = {}
 
-    def __call__(self, g: int) -> str:
+    def __call__(self, g: int, offset: int) -> str:
         ci = int(np.searchsorted(self.starts, g, side="right") - 1)
         if ci not in self.files:
             if len(self.files) > 64:
                 self.close()
             self.files[ci] = open(self.wd.scan(self.chunks[ci][0], "docs.jsonl"), "rb")
         f = self.files[ci]
-        f.seek(int(self.offset[g]))
+        f.seek(offset)
         return json.loads(f.readline())["text"]
 
     def close(self) -> None:
@@ -572,41 +677,67 @@ class ClusterStep(_Step):
     def run_task(self, rank: int, world: int) -> None:
         cfg, wd = self.cfg, self.wd
         chunks, starts = _chunk_starts(wd, self.tasks)
-        n = int(starts[-1])
         edges = _candidate_edges(wd, cfg.near_dedup.bands)
-        labels = components(n, edges) if n else np.zeros(0, np.int64)
-        members = np.unique(edges)
-        members = members[labels[members] % world == rank]
-        ids = np.load(wd.plan("ids.npy"), mmap_mode="r")
-        id_rank = np.load(wd.plan("id_rank.npy"))
-        keep_pos = np.load(wd.plan("keep_pos.npy"))
-        texts = _Texts(wd, chunks, starts, np.load(wd.plan("offset.npy"), mmap_mode="r"))
+        # only candidates are read: every array below is over this task's candidates, never the whole corpus
+        candidates = np.unique(edges)
+        labels = components(len(candidates), np.searchsorted(candidates, edges))
+        mine = np.flatnonzero(labels % world == rank)
+        g, labels = candidates[mine], labels[mine]
+        ids, id_rank, keep_pos, offset, source = (
+            NpyRows(wd.plan(f"{k}.npy")).gather(g) for k in ("ids", "id_rank", "keep_pos", "offset", "source")
+        )
+        texts = _Texts(wd, chunks, starts)
         hasher = MinHasher(cfg.near_dedup.params())
-        out = [x for x in greedy_clusters(members, labels, keep_pos, ids, texts, hasher, cfg.near_dedup.exact_jaccard)]
+        local = np.arange(len(g))
+        out = list(
+            greedy_clusters(
+                local,
+                labels,
+                keep_pos,
+                ids,
+                lambda i: texts(int(g[i]), int(offset[i])),
+                hasher,
+                cfg.near_dedup.exact_jaccard,
+            )
+        )
         texts.close()
         doc = np.array([x[0] for x in out], dtype=np.int64)
+        rep = np.array([x[1] for x in out], dtype=np.int64)
         # a cluster is named by its member with the smallest id, independent of which copy is kept
-        by_rank = members[np.lexsort((id_rank[members], labels[members]))]
-        first = np.concatenate([[True], labels[by_rank][1:] != labels[by_rank][:-1]]) if len(by_rank) else []
-        name_of = dict(zip(labels[by_rank[first]].tolist(), by_rank[first].tolist())) if len(by_rank) else {}
+        by_rank = np.lexsort((id_rank, labels))
+        first = by_rank[np.concatenate([[True], labels[by_rank][1:] != labels[by_rank][:-1]])] if len(g) else local
+        name_of = dict(zip(labels[first].tolist(), first.tolist()))
+        cluster = np.array([name_of[int(labels[d])] for d in doc], dtype=np.int64)
         _save_npz(
             wd.dups(rank),
-            doc=doc,
-            rep=np.array([x[1] for x in out], dtype=np.int64),
+            doc=g[doc],
+            rep=g[rep],
             jaccard=np.array([x[2] for x in out], dtype=np.float64),
             size=np.array([x[3] for x in out], dtype=np.int64),
-            cluster=np.array([name_of[int(labels[d])] for d in doc], dtype=np.int64),
+            cluster=g[cluster],
+            kept_id=ids[rep],
+            kept_source=source[rep],
+            cluster_id=ids[cluster],
             candidate_edges=np.array([len(edges)]),
         )
 
 
-_DUP_KEYS = ("doc", "rep", "jaccard", "size", "cluster")
+_DUP_KEYS = {
+    "doc": np.int64,
+    "rep": np.int64,
+    "jaccard": np.float64,
+    "size": np.int64,
+    "cluster": np.int64,
+    "kept_id": "S32",
+    "kept_source": np.int16,
+    "cluster_id": "S32",
+}
 
 
 def _load_dups(wd: WorkDir, tasks: int) -> dict[str, np.ndarray]:
     zs = [np.load(p) for r in range(tasks) if (p := wd.dups(r)).exists()]  # none: near-dedup is off
     if not zs:
-        return {k: np.zeros(0, np.float64 if k == "jaccard" else np.int64) for k in _DUP_KEYS} | {"candidate_edges": 0}
+        return {k: np.zeros(0, t) for k, t in _DUP_KEYS.items()} | {"candidate_edges": 0}
     out = {k: np.concatenate([z[k] for z in zs]) for k in _DUP_KEYS}
     out["candidate_edges"] = int(zs[0]["candidate_edges"][0]) if zs else 0
     return out
@@ -618,25 +749,32 @@ def _alive(wd: WorkDir, n: int, tasks: int) -> np.ndarray:
     return alive
 
 
+def _segment_tasks(cfg: Config, wd: WorkDir, tasks: int) -> int:
+    """Boilerplate tasks: `segment_buckets`, or more so that one holds at most ~`sort_buffer_mb` of segments."""
+    total = sum(NpyRows(wd.scan(c, "seg-h.npy")).n for c, _ in wd.scan_chunks(tasks))
+    per_task = max(1, (cfg.sort_buffer_mb << 20) // SEGMENT_BYTES)
+    return min(FINE_BUCKETS, max(cfg.segment_buckets, -(-total // per_task)))
+
+
 class SegmentStep(_Step):
-    name = "curate: boilerplate segments (one task per hash bucket)"
+    name = "curate: boilerplate segments (one task per range of hashes)"
 
     def run_task(self, rank: int, world: int) -> None:
         cfg, wd = self.cfg, self.wd
         chunks, starts = _chunk_starts(wd, self.tasks)
         alive = _alive(wd, int(starts[-1]), self.tasks)
-        id_rank = np.load(wd.plan("id_rank.npy"), mmap_mode="r")
+        lo, hi = rank * FINE_BUCKETS // world, (rank + 1) * FINE_BUCKETS // world
         hs, ds = [], []
         for i, (c, _) in enumerate(chunks):
-            z = np.load(wd.scan(c, "seg.npz"))
-            a, b = z["starts"][rank], z["starts"][rank + 1]
-            d = z["d"][a:b].astype(np.int64) + starts[i]
+            a, b = np.load(wd.scan(c, "seg-starts.npy"))[[lo, hi]]
+            d = NpyRows(wd.scan(c, "seg-d.npy")).read(a, b).astype(np.int64) + starts[i]
             keep = alive[d]
-            hs.append(z["h"][a:b][keep])
+            hs.append(NpyRows(wd.scan(c, "seg-h.npy")).read(a, b)[keep])
             ds.append(d[keep])
         h = np.concatenate(hs) if hs else np.zeros(0, np.uint64)
         d = np.concatenate(ds) if ds else np.zeros(0, np.int64)
-        boiler, owner = segdedup.plan(h, np.asarray(id_rank[d]), cfg.segment_dedup.min_docs)
+        docs, at = np.unique(d, return_inverse=True)
+        boiler, owner = segdedup.plan(h, NpyRows(wd.plan("id_rank.npy")).gather(docs)[at], cfg.segment_dedup.min_docs)
         u, counts = np.unique(h, return_counts=True)
         _save_npz(wd.boiler(rank), h=boiler, owner=owner, docs=counts[np.searchsorted(u, boiler)])
 
@@ -686,21 +824,19 @@ class ApplyStep(_Step):
             return
         lo, hi = int(starts[mine[0][0]]), int(starts[mine[-1][0] + 1])
         dups = _load_dups(wd, self.tasks)
-        sel = (dups["doc"] >= lo) & (dups["doc"] < hi)
-        self.removed = {
-            int(d): (int(r), float(j), int(s), int(c))
-            for d, r, j, s, c in zip(*(dups[k][sel] for k in ("doc", "rep", "jaccard", "size", "cluster")))
-        }
-        self.reps = set(dups["rep"][(dups["rep"] >= lo) & (dups["rep"] < hi)].tolist())
-        bz = [np.load(wd.boiler(b)) for b in range(cfg.segment_buckets)] if cfg.segment_dedup.enabled else []
+        self.dups = {k: v[(dups["doc"] >= lo) & (dups["doc"] < hi)] for k, v in dups.items() if k in _DUP_KEYS}
+        self.reps = np.unique(dups["rep"][(dups["rep"] >= lo) & (dups["rep"] < hi)])
+        bz = (
+            [np.load(wd.boiler(b)) for b in range(_segment_tasks(cfg, wd, self.tasks))]
+            if cfg.segment_dedup.enabled
+            else []
+        )
         boiler = np.concatenate([z["h"] for z in bz]) if bz else np.zeros(0, np.uint64)
         order = np.argsort(boiler)
         self.boiler = boiler[order]
         self.owner = (np.concatenate([z["owner"] for z in bz]) if bz else np.zeros(0, np.int64))[order]
         self.boiler_docs = (np.concatenate([z["docs"] for z in bz]) if bz else np.zeros(0, np.int64))[order]
-        self.ids = np.load(wd.plan("ids.npy"), mmap_mode="r")
-        self.id_rank = np.load(wd.plan("id_rank.npy"), mmap_mode="r")
-        self.doc_source = np.load(wd.plan("source.npy"), mmap_mode="r")
+        self.id_rank = NpyRows(wd.plan("id_rank.npy"))
         plan = np.load(wd.plan("contam.npz"))
         ignore = {k.split(":", 1)[1]: plan[k] for k in plan.files}
         benchmarks = _load_bench_cache(wd)
@@ -709,16 +845,17 @@ class ApplyStep(_Step):
         for i, c in mine:
             if not wd.apply(c, "done.json").exists():
                 self.apply_chunk(c, int(starts[i]))
+                _trim_heap()
                 _test_kill_point("apply-chunk")
 
-    def _near_dup_details(self, g: int) -> dict:
-        rep, jac, size, cluster = self.removed[g]
+    def _near_dup_details(self, removed: dict, i: int) -> dict:
+        jaccard = float(removed["jaccard"][i])
         return {
-            "cluster": self.ids[cluster].decode(),
-            "kept_id": self.ids[rep].decode(),
-            "kept_source": self.cfg.sources[int(self.doc_source[rep])].name,
-            "jaccard": None if jac != jac else jac,  # NaN: unverified (exact_jaccard null)
-            "cluster_size": size,
+            "cluster": removed["cluster_id"][i].decode(),
+            "kept_id": removed["kept_id"][i].decode(),
+            "kept_source": self.cfg.sources[int(removed["kept_source"][i])].name,
+            "jaccard": None if jaccard != jaccard else jaccard,  # NaN: unverified (exact_jaccard null)
+            "cluster_size": int(removed["size"][i]),
         }
 
     def apply_chunk(self, c: Chunk, base: int) -> None:
@@ -729,31 +866,37 @@ class ApplyStep(_Step):
         owned: list[bytes] = []  # boilerplate segments this chunk's documents own: (hash, text), for `inspect`
         matched = set(np.load(wd.scan(c, "match.npz"))["doc"].tolist())
         n_words = np.load(wd.scan(c, "meta.npz"))["words"]
-        seg = np.load(wd.scan(c, "seg.npz"))  # only documents holding a boilerplate segment are re-split
-        has_boiler = set(seg["d"][np.isin(seg["h"], self.boiler)].tolist()) if len(self.boiler) else set()
+        # this chunk's near-dup drops (by position in the chunk) and the representatives it holds
+        in_chunk = (self.dups["doc"] >= base) & (self.dups["doc"] < base + len(n_words))
+        removed = {k: v[in_chunk] for k, v in self.dups.items()}
+        removed_at = dict(zip((removed["doc"] - base).tolist(), range(len(removed["doc"]))))
+        reps = set((self.reps[(self.reps >= base) & (self.reps < base + len(n_words))] - base).tolist())
+        id_rank = self.id_rank.read(base, base + len(n_words))
+        seg_h, seg_d = np.load(wd.scan(c, "seg-h.npy")), np.load(wd.scan(c, "seg-d.npy"))
+        has_boiler = set(seg_d[np.isin(seg_h, self.boiler)].tolist()) if len(self.boiler) else set()  # to re-split
 
-        def drop(rec, why: Drop, details: dict, words: int, g: int) -> None:
+        def drop(rec, why: Drop, details: dict, words: int, j: int) -> None:
             counters.drop(why, words)
             excl.setdefault(_shard_of(rec.id, cfg.shards), []).append(keyed_line(_excluded(rec, why.reason, details)))
-            if g in self.reps:  # the document kept for a near-dup cluster is gone: the cluster lost every member
+            if j in reps:  # the document kept for a near-dup cluster is gone: the cluster lost every member
                 counters.totals["near_dup_clusters_lost"] += 1
 
         with open(wd.scan(c, "docs.jsonl"), "rb") as f:  # our own JSONL: split on b"\n" only
             for j, line in enumerate(f):
                 d = json.loads(line)
-                g = base + j
                 rec = Record(d["source"], d["file"], d["line"], text=d["text"], orig_id=d["orig_id"], _id=d["id"])
                 words = int(n_words[j])
-                if g in self.removed:
+                if j in removed_at:
                     counters.drop(NEAR_DUP, words)
-                    line = keyed_line(_excluded(rec, NEAR_DUP.reason, self._near_dup_details(g)))
+                    details = self._near_dup_details(removed, removed_at[j])
+                    line = keyed_line(_excluded(rec, NEAR_DUP.reason, details))
                     excl.setdefault(_shard_of(rec.id, cfg.shards), []).append(line)
                     continue
                 text = d["text"]
                 if j in has_boiler:
                     mine: list = []
                     gone: list = []
-                    my_rank = int(self.id_rank[g])
+                    my_rank = int(id_rank[j])
                     text, k = segdedup.apply(
                         text, cfg.segment_dedup, self.boiler, self.owner, my_rank, owned=mine, removed_segments=gone
                     )
@@ -770,14 +913,14 @@ class ApplyStep(_Step):
                                 "words_left": left,
                                 "threshold": cfg.segment_dedup.min_words,
                             }
-                            drop(rec, TOO_SHORT, details, words, g)
+                            drop(rec, TOO_SHORT, details, words, j)
                             continue
                         counters.totals["segment_words_removed"] += words - left
                         words = left  # later drops count only what segment dedup left
                 if self.matcher is not None and j in matched:
                     cut, verdict = self._decontaminate(text, counters)
                     if verdict is not None:
-                        drop(rec, Drop("decontaminate", verdict[0]), verdict[1], words, g)
+                        drop(rec, Drop("decontaminate", verdict[0]), verdict[1], words, j)
                         continue
                     words, text = (words, text) if cut is text else (_words(cut), cut)
                 out = {"id": rec.id, "source": rec.source, "text": text}
@@ -934,15 +1077,21 @@ def _execute(cfg: Config, step: _Step, tasks: int, logs: Path, resume: bool) -> 
             raise RuntimeError(f"curate step {logs.name}: task {r} did not complete (see {logs}/logs)")
 
 
-def steps(cfg: Config, work: str, out_dir: str) -> list[tuple[str, _Step, int]]:
-    """(name, step, tasks) in order: each step reads only what the steps before it wrote."""
+def steps(cfg: Config, work: str, out_dir: str) -> list[tuple[str, _Step, int | Callable[[], int]]]:
+    """(name, step, tasks) in order: each step reads only what the steps before it wrote (tasks may be a function
+    of what they wrote)."""
     t = cfg.executor.tasks
     return [
         ("scan", ScanStep(cfg, work, t), t),
         ("index", IndexStep(cfg, work, t), 1),
         ("lsh", LshStep(cfg, work, t), cfg.near_dedup.bands if cfg.near_dedup.enabled else 0),
         ("cluster", ClusterStep(cfg, work, t), t if cfg.near_dedup.enabled else 0),
-        ("segments", SegmentStep(cfg, work, t), cfg.segment_buckets if cfg.segment_dedup.enabled else 0),
+        # as many boilerplate tasks as the scanned segments need (known once scan is done)
+        (
+            "segments",
+            SegmentStep(cfg, work, t),
+            (lambda: _segment_tasks(cfg, WorkDir(work), t)) if cfg.segment_dedup.enabled else 0,
+        ),
         ("contam", ContamStep(cfg, work, t), 1),
         ("apply", ApplyStep(cfg, work, t), t),
         ("merge", MergeStep(cfg, work, t, out_dir), cfg.shards),
@@ -983,6 +1132,7 @@ def curate(cfg: Config, out_dir: Path, log=None, resume: bool = False, logs_dir:
     _GUARD_PID = os.getpid()
     try:
         for name, step, n in steps(cfg, str(work), str(out_dir)):
+            n = n() if callable(n) else n
             if n == 0:  # switched off (near-dedup or segment dedup)
                 if progress is not None:
                     progress(name)
@@ -1060,7 +1210,9 @@ def _summarise(cfg: Config, wd: WorkDir, tasks: int) -> dict:
         stats["candidate_edges"] = dups["candidate_edges"]
         stats["near_dup_clusters"] = len(np.unique(dups["rep"]))
     stats["boilerplate_segments"] = (
-        sum(len(np.load(wd.boiler(b))["h"]) for b in range(cfg.segment_buckets)) if cfg.segment_dedup.enabled else 0
+        sum(len(np.load(wd.boiler(b))["h"]) for b in range(_segment_tasks(cfg, wd, tasks)))
+        if cfg.segment_dedup.enabled
+        else 0
     )
     table = json.loads(wd.plan("contam.json").read_text())
     contamination = [
@@ -1210,7 +1362,12 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
         metavar="TASK_OR_FILE",
         help="benchmark task name or file to decontaminate against (repeatable)",
     )
-    p.add_argument("--decontam-action", choices=["drop", "cut"], default=None, help="decontam.action: drop a matching document or cut the match")
+    p.add_argument(
+        "--decontam-action",
+        choices=["drop", "cut"],
+        default=None,
+        help="decontam.action: drop a matching document or cut the match",
+    )
     p.add_argument("--data-dir", default=None, help="local benchmark data for task names (e.g. ../shared/data)")
     p.add_argument("--tasks", type=int, default=None, help="datatrove tasks")
     p.add_argument("--workers", type=int, default=None, help="datatrove workers (processes)")

@@ -1,7 +1,7 @@
 """Near-duplicate decisions from LSH candidates, in bounded memory.
 
-1. `band_edges`: one LSH band at a time (one task per band): sort that band's keys (8 bytes per document), link each
-   bucket member to the bucket's first document. Memory: one band column, never the signatures.
+1. LSH buckets (`curate.LshStep`): one band at a time (one task per band), its keys sorted per scan chunk and merged
+   in blocks (`ledgerlm.data.extsort`); each bucket member is linked to the bucket's first document.
 2. `components`: union-find (scipy, in C) over every band's candidate edges -> candidate groups.
 3. `greedy_clusters`: inside each candidate group (one task per group subset, `label % tasks`), documents are taken
    in keep order (eligible first, then priority, score, id). A document becomes a duplicate of the first
@@ -17,22 +17,6 @@ import numpy as np
 from ledgerlm.data.minhash import MinHasher, exact_jaccard
 
 MAX_REPS_COMPARED = 64  # representatives a document is checked against (the most preferred first)
-
-
-def band_edges(keys: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Candidate edges (first document of the bucket, member) from one band's keys; int64 (m, 2), i < j."""
-    idx = np.flatnonzero(valid)
-    k = keys[idx]
-    order = np.argsort(k, kind="stable")
-    ks = k[order]
-    same = ks[1:] == ks[:-1]
-    if not same.any():
-        return np.zeros((0, 2), dtype=np.int64)
-    run_start = np.concatenate([[True], ~same])
-    head = np.maximum.accumulate(np.where(run_start, np.arange(len(ks)), 0))
-    members = np.flatnonzero(~run_start)
-    e = np.stack([idx[order[head[members]]], idx[order[members]]], axis=1).astype(np.int64)
-    return np.unique(np.sort(e, axis=1), axis=0)
 
 
 def greedy_clusters(

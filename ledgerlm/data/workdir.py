@@ -4,10 +4,12 @@ Layout (all under `RUN/curate/.work/`):
 
   benchmarks.json/.npz          decontamination benchmarks, hashed once
   scan/RRRRR-CCCCC.*            one scan chunk (task R, chunk C): docs.jsonl (text), meta.npz (fixed-width arrays),
-                                seg.npz (segment hashes bucketed by hash), match.npz (benchmark n-gram hits),
+                                seg-h/seg-d/seg-starts.npy (segment hashes sorted, their documents, the
+                                bounds of 4,096 hash ranges), match.npz (benchmark n-gram hits),
                                 excl-SSSSS.run (excluded records, sorted), done.json (written last: the chunk counts)
   plan/                         index (ids, orders), edges per LSH band, duplicate decisions per cluster task,
-                                boilerplate per hash bucket, the contamination plan
+                                boilerplate per range of segment hashes, the contamination plan; plan/sort/: the
+                                external sorts' runs (removed when their step ends)
   apply/RRRRR-CCCCC.*           kept-SSSSS.run / excl-SSSSS.run (sorted runs) and done.json, per scan chunk
   merge/                        intermediate runs when one shard has too many to merge at once
 
@@ -52,7 +54,7 @@ class WorkDir:
 
     # scan
     def scan(self, c: Chunk, kind: str) -> Path:
-        """kind: docs.jsonl | meta.npz | seg.npz | match.npz | done.json"""
+        """kind: docs.jsonl | meta.npz | seg-h.npy | seg-d.npy | seg-starts.npy | match.npz | done.json"""
         return self.root / "scan" / f"{c.stem}.{kind}"
 
     def scan_excluded(self, c: Chunk, shard: int) -> Path:
@@ -74,6 +76,17 @@ class WorkDir:
         """index arrays (`ids.npy`, `keep_pos.npy`, ...), `edges-BB.npy`, `dups-RRRRR.npz`, `boiler-BBBBB.npz`,
         `contam.json`/`contam.npz`"""
         return self.root / "plan" / name
+
+    @property
+    def sort_dir(self) -> Path:
+        return self.root / "plan" / "sort"
+
+    def sort_run(self, order: str, i: int, kind: str) -> Path:
+        """The index step's external sort, per global order (`id`, `keep`) and scan chunk `i`: `keys.npy` (sorted
+        keys), `pos.npy` (the chunk's documents in that order), `ranks.bin` (their global ranks, int64)"""
+        path = self.sort_dir / f"{order}-{i:05d}.{kind}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     def edges(self, band: int) -> Path:
         return self.plan(f"edges-{band:03d}.npy")
