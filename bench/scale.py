@@ -254,7 +254,11 @@ def report(rows, fd, sizes, workers, args) -> None:
     lines += ["|---:|---:|---:|---:|---:|"]
     for n, f in fd.items():
         lines.append(f"| {n:,} | {f['planted']:,} | {f['near_dup']:,} | {f['false']} | {f['min_jaccard']} |")
-    rss = [r["rss_kb"] for r in cur]
+    growth = []  # the acceptance: per worker count, the largest process at the largest size over the smallest
+    for w in sorted({r["workers"] for r in cur}):
+        by_n = {r["docs"]: r["rss_kb"] for r in cur if r["workers"] == w}
+        lo, hi = by_n[min(by_n)], by_n[max(by_n)]
+        growth.append(f"x{hi / lo:.2f} with {w} worker{'s' * (w > 1)} ({lo / 2**20:.2f} -> {hi / 2**20:.2f} GB)")
     ex = {m: (a_rss + b_rss * m) / 2**30 for m in (15_000_000, 100_000_000)}
     cpu_h = {m: b_cpu * m / 3600 for m in ex}
     lines += [
@@ -263,7 +267,7 @@ def report(rows, fd, sizes, workers, args) -> None:
         f"at the margin; {1e6 / (a_cpu + b_cpu * 1e6):,.0f} for a whole 1M-document run); peak RSS of the largest "
         f"process = {a_rss / 2**30:.2f} GB + {b_rss:.1f} B/doc (fitted on W={big[0]['workers']}, sizes "
         f"{sorted({r['docs'] for r in big})}). Peak RSS from {sizes[0]:,} to {sizes[-1]:,} docs: "
-        f"x{max(rss) / min(rss):.2f}.",
+        f"{', '.join(growth)}.",
         f"Extrapolated to a 16-core 128 GB host: 15M docs {cpu_h[15_000_000]:.1f} CPU-hours "
         f"(~{cpu_h[15_000_000] / 16:.1f} h on 16 workers), peak RSS per process {ex[15_000_000]:.2f} GB; "
         f"100M docs {cpu_h[100_000_000]:.0f} CPU-hours (~{cpu_h[100_000_000] / 16:.1f} h), {ex[100_000_000]:.2f} GB.",

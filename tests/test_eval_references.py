@@ -40,10 +40,16 @@ def test_load_references_checks_each_row(tmp_path, row, expect):
             ev.load_references(p)
 
 
+def _piqa(value: float) -> dict:
+    v = {"value": value, "stderr": 0.01, "ci95": [value - 0.02, value + 0.02]}
+    return {"split": "validation", "n": 100, "n_quarantined": 0, "metrics": {"acc_norm": v, "acc": v}}
+
+
 def test_references_render_in_markdown_with_partial_rows():
     rows = ev.load_references()
-    md = ev.to_markdown({"model": "m", "tasks": {}}, rows)
+    md = ev.to_markdown({"model": "m", "tasks": {"piqa": _piqa(0.61)}}, rows)
     assert "## Reference rows — reported, not re-run" in md
+    assert "| **m (this run)** | " in md and "0.6100" in md
     for r in rows:
         line = next(ln for ln in md.splitlines() if ln.startswith(f"| {r['model']} |"))
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -58,3 +64,15 @@ def test_load_references_rejects_rows_without_source(tmp_path):
     p.write_text("rows:\n  - model: X\n    six_task_mean: 0.4\n", encoding="utf-8")
     with pytest.raises(ValueError, match="source"):
         ev.load_references(p)
+
+
+def test_no_reference_rows_without_a_six_task_score():
+    """An arith-only (or GSM8K-only) run has nothing to set beside the six-task reference rows."""
+    arith = {
+        "split": "test",
+        "n": 50,
+        "n_quarantined": 0,
+        "metrics": {"exact_match": {"value": 0.4, "stderr": 0.07, "ci95": [0.27, 0.54]}},
+    }
+    md = ev.to_markdown({"model": "m", "tasks": {"arith_0shot": arith}}, ev.load_references())
+    assert "Reference rows" not in md and "| arith_0shot |" in md

@@ -1,8 +1,8 @@
-"""External sort for curate's global orders: sorted runs on disk, merged block by block, ranks written per run.
+"""External sort for curate's global steps: sorted runs on disk, merged block by block.
 
-The index step needs each document's rank in two global orders (id order, keep order). Sorting every key of the
-corpus in one process grows with the corpus; here each scan chunk sorts its own keys into a run (`np.save`), and
-`rank_runs` merges the runs holding at most `buffer_rows` keys at once: every round it reads a block of each run
+The index step needs each document's rank in two global orders (id order, keep order), the LSH step each band's
+buckets. Sorting every key of the corpus in one process grows with the corpus; here each scan chunk sorts its own
+keys into a run (`np.save`), `merged_blocks` yields them in global order a block at a time, and `rank_runs` merges the runs holding at most `buffer_rows` keys at once: every round it reads a block of each run
 whose buffer is empty, emits every buffered key not above the smallest last key of the runs that still have unread
 rows, and appends the emitted keys' global ranks to one file per run, in that run's order. Keys are fixed-width
 byte strings (numpy `S`), compared like memcmp: encode numbers big-endian with `order_bytes`, and make keys unique

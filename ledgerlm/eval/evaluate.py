@@ -261,7 +261,7 @@ def to_markdown(results: dict, references: list[dict] | None = None) -> str:
     q = {t: r["n_quarantined"] for t, r in results["tasks"].items() if r["n_quarantined"]}
     if q:
         lines += ["", "Quarantined malformed records: " + ", ".join(f"{t}: {n}" for t, n in q.items())]
-    if references:
+    if references and any(t in results["tasks"] for t in SIX_TASKS):  # nothing to compare in e.g. an arith-only run
         lines += ["", "## Reference rows — reported, not re-run", ""]
         lines += ["Copied from the cited sources; their harness, metric choices and splits may differ from ours.", ""]
         cols = list(SIX_TASKS)
