@@ -187,7 +187,7 @@ def main() -> int:
         "\n\nData: the rehearsal's Hub mirror made into local Parquet copies as docs/recipes.md says (4 sources, "
         f"{ref['read'] if ref else '?'} documents). CPU is this process's children: the whole run for the local "
         "executor, only the driver for Ray and Slurm (their tasks run in processes the cluster starts: compare wall "
-        "times). Each of the 4 curate steps is a new Ray task set or Slurm job array whose workers start Python "
+        "times). Each of the 8 curate steps is a new Ray task set or Slurm job array whose workers start Python "
         "afresh. Commands, run in $W (the work directory, with hub/ and data/):\n\n"
     )
     body += "\n".join(f"- {e}: `{r['command'].replace(str(out), '$W')}`" for e, r in results.items())
