@@ -11,7 +11,7 @@ spread over tasks, each talking to the next only through the typed work director
                       scan chunk's keys sorted into a run, the runs merged in blocks (`ledgerlm.data.extsort`).
   lsh      (B tasks)  one task per LSH band: that band's keys sorted per chunk and merged the same way; edges.
   cluster  (T tasks)  candidate groups split by component; verified greedy clusters (see `ledgerlm.data.dedup`).
-  segments (K tasks)  boilerplate lines, one task per segment-hash bucket, counted over documents that survived.
+  segments (K tasks)  boilerplate lines, one task per range of segment hashes, over documents that survived.
   contam   (1 task)   n-grams too common to count as leaks and the contamination table.
   apply    (T tasks)  apply every decision chunk by chunk, writing sorted runs per output shard.
   merge    (S tasks)  heap-merge the runs of each output shard into kept/ and excluded/ (sorted by id).
