@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,11 +31,37 @@ def default_command() -> str:
     return " ".join(["python -m bench." + Path(sys.argv[0]).stem, *map(shlex.quote, sys.argv[1:])])
 
 
-def record(name: str, body: str, command: str | None = None) -> None:
+def code_version() -> str:
+    """`commit <sha>` of the checkout the benchmark ran on, `+dirty` when tracked files under ledgerlm/ or bench/
+    had uncommitted changes (then the numbers are not of that commit: commit first, then measure)."""
+    repo = BENCHMARKS.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "ledgerlm", "bench"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "commit unknown"
+    if sha.returncode != 0:
+        return "commit unknown"
+    return f"commit {sha.stdout.strip()[:12]}" + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def record(name: str, body: str, command: str | None = None, numbers: dict | None = None) -> None:
     """Replace the section `name` of BENCHMARKS.md with `body`, stamped with command (default: this run's command
-    line, see default_command), machine and date."""
+    line, see default_command), machine, date and code version.
+
+    `numbers` are the section's headline values, written as one machine-readable line
+    `<!-- numbers: {...} -->` that `python -m bench.summary` quotes (so a summary row cannot say more than its
+    section measured). Repeated runs give lists; keep them as lists (the summary shows min / median / max, n)."""
     command = command or default_command()
-    stamp = f"`{command}` — {machine()} — {datetime.date.today().isoformat()}"
+    stamp = f"`{command}` — {machine()} — {datetime.date.today().isoformat()} — {code_version()}"
+    if numbers:
+        body = body.strip() + "\n\n<!-- numbers: " + json.dumps(numbers, sort_keys=True) + " -->"
     section = f"<!-- bench:{name}:start -->\n### {name}\n\n{stamp}\n\n{body.strip()}\n<!-- bench:{name}:end -->"
     text = (
         BENCHMARKS.read_text()

@@ -72,3 +72,31 @@ def test_paired_bootstrap_mean():
     r = paired_bootstrap_mean(a, better, iters=2000, seed=1)
     assert r["diff"] == pytest.approx(0.5) and r["p_value"] < 0.01 and r["ci95"][0] > 0.3
     assert paired_bootstrap_mean(a, better, iters=500, seed=3) == paired_bootstrap_mean(a, better, iters=500, seed=3)
+
+
+def test_effect_binary_uses_mcnemar_and_counts_gains_and_losses():
+    from ledgerlm.eval.stats import effect
+
+    before = [1] * 10 + [0] * 30
+    after = [1] * 10 + [1] * 20 + [0] * 10  # 20 gained, 0 lost
+    e = effect("em", before, after)
+    assert e["test"] == "mcnemar_exact" and e["n"] == 40
+    assert e["before"] == 0.25 and e["after"] == 0.75 and e["gained"] == 20 and e["lost"] == 0
+    assert e["p"] < 1e-4 and e["improved"]
+    same = effect("em", before, before)
+    assert same["p"] == 1.0 and not same["improved"]
+
+
+def test_effect_scores_use_paired_bootstrap():
+    import numpy as np
+
+    from ledgerlm.eval.stats import effect
+
+    rng = np.random.default_rng(0)
+    before = rng.normal(0, 1, 200)
+    e = effect("margin", before, before + 0.5 + rng.normal(0, 0.1, 200))
+    assert e["test"] == "paired_bootstrap" and e["p"] < 0.01 and e["improved"]
+    worse = effect("margin", before, before - 0.5)
+    assert worse["p"] < 0.01 and not worse["improved"]
+    with pytest.raises(ValueError, match="margin"):
+        effect("margin", [0.1, 0.2], [0.3])

@@ -100,3 +100,31 @@ def paired_bootstrap_mean(
     p = min(1.0, 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
     lo, hi = np.percentile(diffs, [2.5, 97.5])
     return {"test": "paired_bootstrap", "diff": observed, "ci95": [float(lo), float(hi)], "p_value": p, "iters": iters}
+
+
+def effect(metric: str, before: Sequence[float], after: Sequence[float], binary: bool | None = None) -> dict:
+    """What a stage did to its own metric: {metric, before, after, n, test, p, ...} on the same held-out items,
+    before = the model the stage started from, after = the model it hands on.
+
+    Per-item right/wrong outcomes (binary) get the exact McNemar test; per-item scores (a log-prob margin, a reward)
+    a paired bootstrap of the mean difference. `binary=None` decides from the values."""
+    before, after = list(map(float, before)), list(map(float, after))
+    if len(before) != len(after):
+        raise ValueError(f"effect of {metric!r}: paired lists differ in length ({len(before)} vs {len(after)})")
+    if binary is None:
+        binary = all(x in (0.0, 1.0) for x in before + after)
+    n = len(before)
+    out = {
+        "metric": metric,
+        "before": float(np.mean(before)) if n else float("nan"),
+        "after": float(np.mean(after)) if n else float("nan"),
+        "n": n,
+    }
+    if binary:
+        t = mcnemar(before, after)
+        out.update(test="mcnemar_exact", p=t["p_value"], gained=t["b_only"], lost=t["a_only"])
+    else:
+        t = paired_bootstrap_mean([before], [after])
+        out.update(test="paired_bootstrap", p=t["p_value"], diff_ci95=t["ci95"])
+    out["improved"] = bool(out["after"] > out["before"])
+    return out
