@@ -174,7 +174,10 @@ def changed_keys(a: Any, b: Any, roots_a: tuple[str, ...] = (), roots_b: tuple[s
     for k in list(fa) + [k for k in fb if k not in fa]:
         va, vb = fa.get(k), fb.get(k)
         if (k in fa) != (k in fb) or not _equal(localize(va, roots_a), localize(vb, roots_b)):
-            out.append({"key": k, "a": va, "b": vb, "incidental": is_timing(k)})
+            row = {"key": k, "a": va, "b": vb, "incidental": is_timing(k)}
+            if (k in fa) != (k in fb):
+                row["absent"] = "b" if k in fa else "a"  # a key one side's code did not have
+            out.append(row)
     return out
 
 
@@ -524,12 +527,17 @@ def model_effects(a: Run, b: Run, order: list[str], iters: int, seed: int) -> di
             continue
         rows_a, rows_b = metrics_rows(a, ra), metrics_rows(b, rb)
         keys = [k for k in CURVE_KEYS if any(_finite(r.get(k)) for r in rows_a + rows_b)]
-        if keys and rows_a != rows_b:
-            keys = keys[:3]
-            out["curves"].append({"stage": s, "keys": keys, "a": _points(rows_a, keys), "b": _points(rows_b, keys)})
+        pa, pb = _points(rows_a, keys), _points(rows_b, keys)
+        keys = [k for k in keys if pa[k] != pb[k]][:3]  # a curve the two runs share says nothing about the change
+        if keys:
+            out["curves"].append(
+                {"stage": s, "keys": keys, "a": {k: pa[k] for k in keys}, "b": {k: pb[k] for k in keys}}
+            )
         heads = headline(s)
         for c in changed_keys(ra.get("metrics"), rb.get("metrics")):
             if c["incidental"] or c["key"].startswith("effect") or not (_number(c["a"]) or _number(c["b"])):
+                continue
+            if re.search(r"\[\d+\]\.", c["key"]):  # a field of a list of rows (the contamination table): shown whole
                 continue
             delta = c["b"] - c["a"] if _number(c["a"]) and _number(c["b"]) else None
             out["metrics"].append({"stage": s, **c, "delta": delta, "headline": c["key"] in heads})
@@ -658,6 +666,13 @@ def fmt(x: Any, digits: int = 4) -> str:
     return json.dumps(x, default=str)
 
 
+def _val(c: dict, side: str) -> str:
+    """One side of a changed key: its value, `(absent)` where that side had no such key."""
+    if c.get("absent") == side:
+        return "(absent)"
+    return json.dumps(c[side]) if isinstance(c[side], str) else fmt(c[side])
+
+
 def _delta(x: Any, digits: int = 3) -> str:
     return "" if not _number(x) else f"{'+' if x >= 0 else '−'}{fmt(abs(x), digits)}"
 
@@ -676,12 +691,11 @@ def _why(row: dict) -> str:
     for k in row["why"]:
         items = [x for x in row.get(k) or [] if not x.get("incidental")]
         if k == "config":
-            keys = ", ".join(x["key"] for x in items[:2]) + (f" and {len(items) - 2} more" if len(items) > 2 else "")
-            text = f"config ({keys})"
+            text = f"config ({_some([x['key'] for x in items], 2)})"
         elif k in ("outputs", "inputs"):
-            text = f"{k} (" + ", ".join(x["name"] for x in items) + ")"
-        elif k in ("code", "environment", "seed"):
-            text = f"{k} (" + ", ".join(x["key"] for x in items) + ")"
+            text = f"{k} ({_some([x['name'] for x in items])})"
+        elif k in ("code", "environment"):
+            text = f"{k} ({_some([x['key'] for x in items])})"
         else:
             text = k
         (went if k in WENT_IN else came).append(text)
@@ -690,13 +704,19 @@ def _why(row: dict) -> str:
     return ", ".join(went) + " → " + (", ".join(came) if came else "outputs the same")
 
 
+def _some(names: list[str], most: int = 3) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def _move(state: str | None, side: str) -> str:
     if state is None:
         return f"not read in {side}"
     return f"kept in {side}" if state == "kept" else f"dropped in {side} ({state})"
 
 
-NOT_HEADLINE = re.compile(r"(_stderr|ci95|wilson95|\.n|_n|(^|_)p_\w+|_p)(\[\d+\])?$")  # an uncertainty, a count of items, a p-value
+NOT_HEADLINE = re.compile(
+    r"(_stderr|ci95|wilson95|\.n|_n|(^|_)p_\w+|_p)(\[\d+\])?$"
+)  # an uncertainty, a count of items, a p-value
 
 
 def headline_deltas(d: dict, limit: int = 16, per_stage: int = 2) -> list[str]:
@@ -768,7 +788,7 @@ def summary(d: dict, top: int = 8) -> str:
         lines.append(f" {mark}{r['stage']:<{width}}  {_why(r)}")
     ch = d["changes"]
     changed = [f"recipe: {c['a']} → {c['b']}" for c in ch["recipe"]]
-    changed += [f"{c['stage']}.{c['key']}: {fmt(c['a'])} → {fmt(c['b'])}" for c in ch["config"]]
+    changed += [f"{c['stage']}.{c['key']}: {_val(c, 'a')} → {_val(c, 'b')}" for c in ch["config"]]
     changed += [f"{c['kind']} {c['key']}: {fmt(c['a'])} → {fmt(c['b'])}" for c in ch["other"]]
     if changed:
         more = f" (and {len(changed) - top} more; --out DIR or --json lists them all)" if len(changed) > top else ""
@@ -907,7 +927,8 @@ def _render_changes(d: dict, page, h: int) -> None:
         page.para(f"Recipe: `{ch['recipe'][0]['a']}` (A) vs `{ch['recipe'][0]['b']}` (B).")
     page.para(f"Resolved config keys that differ: {page.num(len(ch['config']))}.")
     page.table(
-        ["stage", "key", "A", "B"], [[c["stage"], _code(c["key"]), _code(c["a"]), _code(c["b"])] for c in ch["config"]]
+        ["stage", "key", "A", "B"],
+        [[c["stage"], _code(c["key"]), _code(_val(c, "a")), _code(_val(c, "b"))] for c in ch["config"]],
     )
     if ch["other"]:
         page.para("Code, environment and seed:")
@@ -1053,6 +1074,7 @@ def _curves(page, c: dict) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     keys = c["keys"]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.9 * len(keys) + 0.6, 3.0), squeeze=False, layout="constrained")
@@ -1064,6 +1086,7 @@ def _curves(page, c: dict) -> None:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=marker, label=side.upper())
         ax.set_title(LABELS.get(k, k.replace("_", " ")), fontsize=10)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{c['stage']}: A (solid) vs B (dashed)", fontsize=11)
