@@ -84,6 +84,7 @@ def test_one_curation_knob_names_the_key_the_documents_and_the_metric_tests(runs
     }
     assert back["examples"] and all(pair[0]["id"] in near_a and pair[1]["id"] in kept_b for pair in back["examples"])
     assert all(0.7 <= pair[0]["details"]["jaccard"] < 0.9 for pair in back["examples"])  # why they moved
+    assert all(pair[0]["twin"]["id"] == pair[0]["details"]["kept_id"] for pair in back["examples"])  # as inspect
     dropped = {r["key"]: (r["a"], r["b"]) for r in cur["dropped"]}
     counters = [ledger.read_record(run, "curate")["counters"]["dropped"] for run in (a, b)]
     assert dropped["near_dup"] == (counters[0]["near_dup"], counters[1]["near_dup"])
@@ -125,12 +126,17 @@ def test_a_changed_output_with_the_same_inputs_is_named_not_reproducible(runs, c
     rec = ledger.read_record(c, "eval")
     key = next(k for k, v in rec["metrics"].items() if isinstance(v, float) and not k.endswith("_stderr"))
     rec["metrics"][key] += 0.5
+    effect = {"metric": "exact_match", "before": 0.25, "after": 0.5, "n": 16, "test": "mcnemar_exact", "p": 0.125}
+    rec["metrics"]["effect"] = {**effect, "improved": True}  # a stage's own before/after test, when it records one
     ledger.write_record(c, {k: v for k, v in rec.items() if k != "record_sha256"})
     rc, d = _diff(capsys, a, c)
     assert rc == 1 and d["first_divergent"] == "eval" and d["stages"][-1]["cause"] == "nondeterminism"
     assert [m["key"] for m in d["model"]["metrics"]] == [key]
+    assert d["model"]["effects"] == [{"stage": "eval", "a": None, "b": {**effect, "improved": True}}]
     assert main(["diff", str(a), str(c), "--no-rehash"]) == 1
-    assert "not reproducible" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "not reproducible" in out
+    assert "eval effect: A not recorded; B exact_match 0.25 → 0.5 (n = 16, mcnemar_exact p = 0.125)" in out
 
 
 def test_runs_with_different_stages_give_a_readable_diff(runs, demo_run, capsys):

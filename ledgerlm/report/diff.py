@@ -115,7 +115,9 @@ def stage_order(a: Run, b: Run) -> list[str]:
                 order.insert(order.index(prev) + 1 if prev else 0, s)
     rest = {s: r for run in (b, a) for s, r in run.records.items() if s not in order}
     registry = list(STAGES)
-    for s in sorted(rest, key=lambda s: (registry.index(s) if s in registry else len(registry), rest[s]["started"])):
+    for s in sorted(
+        rest, key=lambda s: (registry.index(s) if s in registry else len(registry), rest[s].get("started", ""))
+    ):
         later = [o for o in order if o in registry and s in registry and registry.index(o) > registry.index(s)]
         order.insert(order.index(later[0]) if later else len(order), s)
     return order
@@ -265,6 +267,9 @@ def _compare_inputs(ra: dict, rb: dict, incidental_paths: set[str], verdicts: di
     return out
 
 
+LEDGER_RECORD = re.compile(r"(^|/)ledger/[^/]+\.json$")  # a stage record read as an input (the report's)
+
+
 def _incidental_input(path: str, incidental_paths: set[str], verdicts: dict[str, dict]) -> bool:
     """An input that differs only because an upstream output (or record) differs only incidentally."""
     m = re.fullmatch(r"ledger/(.+)\.json", path)
@@ -317,7 +322,7 @@ def compare_stage(stage: str, ra: dict | None, rb: dict | None, a: Run, b: Run, 
     row.update(came_out)
     # only ledger records as inputs, none differing but incidentally: a view of the records (the report) whose
     # outputs show their timings
-    view = bool(ra.get("inputs")) and all(x["path"].startswith("ledger/") for x in (ra.get("inputs") or {}).values())
+    view = bool(ra.get("inputs")) and all(LEDGER_RECORD.search(x["path"]) for x in (ra.get("inputs") or {}).values())
     real_in = [k for k, v in went_in.items() if [x for x in v if not x.get("incidental")]]
     real_out = [k for k, v in came_out.items() if [x for x in v if not x.get("incidental")]]
     if view and not real_in:
@@ -419,7 +424,26 @@ def documents_moved(a: Run, b: Run, examples: int = EXAMPLES) -> dict | None:
         {"a": fa, "b": fb, "n": n, "examples": shown.get((fa, fb), [])}
         for (fa, fb), n in sorted(moves.items(), key=lambda kv: (-kv[1], str(kv[0])))
     ]
+    for run, rec, side in ((a, ra, "A"), (b, rb, "B")):  # the kept twin of each near-duplicate shown, as inspect does
+        want = {x["details"]["kept_id"]: x for m in rows for pair in m["examples"] for x in pair
+                if x["run"] == side and isinstance(x.get("details"), dict) and x["details"].get("kept_id")}  # fmt: skip
+        for twin in _kept_records(run, rec, set(want)):
+            want[str(twin["id"])]["twin"] = _example(twin, "kept")
     return {"moves": rows, "same": same, "text_changed": int(text_changed)}
+
+
+def _kept_records(run: Run, rec: dict, ids: set[str]) -> Iterator[dict]:
+    """The kept records with these ids: one pass over the kept shards (sorted by id), stopping past the last."""
+    if not ids:
+        return
+    last = max(ids)
+    d = ledger.resolve(rec["outputs"]["kept"]["path"], run.path)
+    for p in sorted(d.glob("part-*.jsonl*")):
+        for _, r in iter_jsonl(p):
+            if str(r["id"]) in ids:
+                yield r
+            if str(r["id"]) > last:
+                break
 
 
 def _count_docs(rec: dict) -> int:
@@ -799,7 +823,9 @@ def summary(d: dict, top: int = 8) -> str:
         lines.append("documents that moved (curate):")
         for mv in docs["moves"][:top]:
             ex = ", ".join(x[-1]["id"] for x in mv["examples"][:2])
-            lines.append(f"  {mv['n']:>6,}  {_move(mv['a'], 'A')}, {_move(mv['b'], 'B')}  (e.g. {ex})")
+            lines.append(
+                f"  {mv['n']:>6,}  {_move(mv['a'], 'A')}, {_move(mv['b'], 'B')}" + (f"  (e.g. {ex})" if ex else "")
+            )
     deltas = headline_deltas(d)
     if deltas:
         lines.append("metrics, A → B:")
@@ -973,6 +999,11 @@ def _render_data(d: dict, page, h: int) -> None:
                             head += f"; details `{json.dumps(x['details'], ensure_ascii=False)[:200]}`"
                         page.para(head)
                     _pre(page, next((x["text"] for x in pair if x["text"]), ""))
+                    for x in pair:
+                        if x.get("twin"):
+                            t = x["twin"]
+                            page.para(f"{x['run']}: its kept twin `{t['id']}` (source `{t['source']}`):")
+                            _pre(page, t["text"])
                 reason = m["b"] if m["b"] not in (None, "kept") else m["a"]
                 side = "B" if m["b"] not in (None, "kept") else "A"
                 if reason not in (None, "kept"):
