@@ -502,13 +502,31 @@ def data_effects(a: Run, b: Run, examples: int = EXAMPLES) -> dict:
         for s in _keys(da, db):
             xa, xb = da.get(s), db.get(s)
             if isinstance(xa, dict) or isinstance(xb, dict):
-                for ph in _keys(xa or {}, xb or {}):
-                    rows.append({"what": f"{s}, {ph}", "a": (xa or {}).get(ph), "b": (xb or {}).get(ph)})
+                for ep in _keys(xa or {}, xb or {}):
+                    rows.append({"what": f"{s}, epoch {ep}", "a": (xa or {}).get(ep), "b": (xb or {}).get(ep)})
             else:
                 rows.append({"what": s, "a": xa, "b": xb})
         if rows:
             out["drawn"] = rows
+        phases = _phase_rows((pa.get("config") or {}).get("phases"), (pb.get("config") or {}).get("phases"))
+        if phases:
+            out["phases"] = phases
     return out
+
+
+def _phase_rows(pa: Any, pb: Any) -> list[dict]:
+    """Pretraining phases (recipe `pretrain.phases`): each phase's tokens and mixture weight per source, A and B."""
+    if not isinstance(pa, list) and not isinstance(pb, list):
+        return []
+    na = {str(p.get("name", i)): p for i, p in enumerate(pa or []) if isinstance(p, dict)}
+    nb = {str(p.get("name", i)): p for i, p in enumerate(pb or []) if isinstance(p, dict)}
+    rows = []
+    for name in _keys(na, nb):
+        xa, xb = na.get(name) or {}, nb.get(name) or {}
+        rows.append({"what": f"{name}: tokens", "a": xa.get("tokens"), "b": xb.get("tokens")})
+        ma, mb = xa.get("mixture") or {}, xb.get("mixture") or {}
+        rows += [{"what": f"{name}: weight of {src}", "a": ma.get(src), "b": mb.get(src)} for src in _keys(ma, mb)]
+    return rows
 
 
 CONTAM_FIELDS = ["items", "items_contaminated", "docs_touched", "docs_dropped", "docs_cut", "action"]
@@ -694,7 +712,7 @@ def _val(c: dict, side: str) -> str:
     """One side of a changed key: its value, `(absent)` where that side had no such key."""
     if c.get("absent") == side:
         return "(absent)"
-    return json.dumps(c[side]) if isinstance(c[side], str) else fmt(c[side])
+    return json.dumps(c[side]) if isinstance(c[side], str) or c[side] is None else fmt(c[side])
 
 
 def _delta(x: Any, digits: int = 3) -> str:
@@ -1041,9 +1059,12 @@ def _render_data(d: dict, page, h: int) -> None:
                 for r in data["tokenize"]
             ],
         )
+    if data.get("phases"):
+        page.para("Pretraining phases (tokens, and each source's weight in the phase's mixture):")
+        page.table(["phase", "A", "B"], [[r["what"], num(r["a"]), num(r["b"])] for r in data["phases"]])
     if data.get("drawn"):
-        page.para("Tokens drawn by pretraining, per source and phase:")
-        page.table(["source, phase", "A", "B"], [[r["what"], num(r["a"]), num(r["b"])] for r in data["drawn"]])
+        page.para("Tokens pretraining drew, per source and pass over it (epoch):")
+        page.table(["source, epoch", "A", "B"], [[r["what"], num(r["a"]), num(r["b"])] for r in data["drawn"]])
 
 
 def _render_model(d: dict, page, h: int) -> None:
