@@ -1241,6 +1241,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
+    bad = (
+        f"--out {args.out}: exists and is not a directory" if args.out is not None and args.out.exists()
+        and not args.out.is_dir() else f"--iters {args.iters}: give at least 1" if args.iters < 1 else None
+    )  # fmt: skip
+    if bad:
+        print(f"error: {bad}", file=sys.stderr)
+        return 2
     try:
         a = load_run(args.run_a, rehash=not args.no_rehash)
         b = load_run(args.run_b, rehash=not args.no_rehash)
