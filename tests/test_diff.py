@@ -66,6 +66,7 @@ def test_one_curation_knob_names_the_key_the_documents_and_the_metric_tests(runs
     assert [(c["stage"], c["key"], c["a"], c["b"]) for c in d["changes"]["config"]] == [("curate", KNOB, 0.7, 0.9)]
     # (the code's dirty flag moves too if the tree was edited while the session's runs were made)
     assert [c for c in d["changes"]["other"] if c["kind"] != "code"] == [] and d["changes"]["recipe"] == []
+    assert d["changes"]["recipe_keys"] == []
     assert d["first_divergent"] == "curate" and d["downstream"] == ["tokenize", "pretrain", "eval"]
     rows = {r["stage"]: r for r in d["stages"]}
     assert rows["curate"]["cause"] == "config" and "outputs" in rows["curate"]["why"]
@@ -147,6 +148,7 @@ def test_runs_with_different_stages_give_a_readable_diff(runs, demo_run, capsys)
     assert d["changes"]["only_in_a"] == ["sft", "interpolate", "dpo", "reward", "rl", "report"]
     assert [s["stage"] for s in d["stages"]][:4] == ["curate", "tokenize", "pretrain", "sft"]
     assert {c["key"] for c in d["changes"]["config"] if c["stage"] == "pretrain"} == {"steps", "eval_every"}
+    assert [c["key"] for c in d["changes"]["recipe_keys"]] == ["stages"]
     assert main(["diff", str(demo_run), str(a), "--no-rehash"]) == 1
     out = capsys.readouterr().out
     assert "sft          ran only in A" in out and "Traceback" not in out

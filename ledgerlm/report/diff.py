@@ -681,11 +681,28 @@ def _changes(stages: list[dict], a: Run, b: Run) -> dict:
     )
     return {
         "recipe": recipe,
+        "recipe_keys": _recipe_keys(a, b),
         "config": config,
         "other": list(seen.values()),
         "only_in_a": [r["stage"] for r in stages if r.get("status") == "only in A"],
         "only_in_b": [r["stage"] for r in stages if r.get("status") == "only in B"],
     }
+
+
+def _recipe_keys(a: Run, b: Run) -> list[dict]:
+    """The recipes' own keys outside the stage sections (the stage list, `hub_mirror`, `logging`, ...) that differ;
+    the name, seed and device are shown with the runs and in every stage's record."""
+
+    def top(run: Run) -> dict:
+        return {
+            k: v for k, v in run.recipe.items() if k not in STAGES and k not in ("name", "seed", "device", "stages")
+        }
+
+    out = changed_keys(top(a), top(b), a.roots, b.roots)
+    sa, sb = a.recipe.get("stages"), b.recipe.get("stages")
+    if sa != sb:  # the stage list as a whole: an inserted stage is not a change of every later item
+        out.insert(0, {"key": "stages", "a": sa, "b": sb, "incidental": False})
+    return out
 
 
 # ----------------------------------------------------------------------------- words and numbers
@@ -830,6 +847,7 @@ def summary(d: dict, top: int = 8) -> str:
         lines.append(f" {mark}{r['stage']:<{width}}  {_why(r)}")
     ch = d["changes"]
     changed = [f"recipe: {c['a']} → {c['b']}" for c in ch["recipe"]]
+    changed += [f"recipe {c['key']}: {_val(c, 'a')} → {_val(c, 'b')}" for c in ch["recipe_keys"]]
     changed += [f"{c['stage']}.{c['key']}: {_val(c, 'a')} → {_val(c, 'b')}" for c in ch["config"]]
     changed += [f"{c['kind']} {c['key']}: {fmt(c['a'])} → {fmt(c['b'])}" for c in ch["other"]]
     if changed:
@@ -969,6 +987,11 @@ def _render_changes(d: dict, page, h: int) -> None:
     page.heading("What changed", h)
     if ch["recipe"]:
         page.para(f"Recipe: `{ch['recipe'][0]['a']}` (A) vs `{ch['recipe'][0]['b']}` (B).")
+    if ch["recipe_keys"]:
+        page.para("Recipe keys outside the stages' sections:")
+        page.table(
+            ["key", "A", "B"], [[_code(c["key"]), _code(_val(c, "a")), _code(_val(c, "b"))] for c in ch["recipe_keys"]]
+        )
     page.para(f"Resolved config keys that differ: {page.num(len(ch['config']))}.")
     page.table(
         ["stage", "key", "A", "B"],
