@@ -37,6 +37,7 @@ TOOLS = {
     ),
     "inspect": ("ledgerlm.data.inspect", "print samples of what a curation reason removed"),
     "compare": ("ledgerlm.eval.compare", "paired tests between two evaluation results"),
+    "diff": ("ledgerlm.report.diff", "why a number moved: two runs compared stage by stage from their ledgers"),
     "sweep": ("ledgerlm.sweep", "run a stage over a grid (e.g. LR x batch size) with contour plots"),
     "export": ("ledgerlm.model.export", "export a checkpoint as a Hugging Face Llama directory, or import one"),
 }
@@ -85,9 +86,17 @@ def _yaml_list(value: str) -> str:
     return value if value.lstrip().startswith("[") else f"[{value}]"
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated flags, here and in every subcommand (`export --to hf` is not `--tokenizer hf`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; only the chosen command's module is imported (keeps `--help` and `audit` fast)."""
-    ap = argparse.ArgumentParser(prog="ledgerlm", description=__doc__)
+    ap = _Parser(prog="ledgerlm", description=__doc__)
     ap.add_argument("--version", action="version", version=f"ledgerlm {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -118,6 +127,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="build report.md and report.html for a run from its ledger")
     p.add_argument("run_dir", type=Path, help="the run directory (e.g. runs/demo)")
+    p.add_argument("--baseline", type=Path, default=None, help="a run to compare with (`ledgerlm diff`), as a section")
     p = sub.add_parser("audit", help="re-hash every artifact of a run and check the ledger chain")
     p.add_argument("run_dir", type=Path, help="the run directory (e.g. runs/demo)")
 
@@ -246,6 +256,8 @@ def _dispatch(args) -> int:
         _existing_run(args.run_dir)
         raw = json.loads((args.run_dir / "recipe.json").read_text()) if (args.run_dir / "recipe.json").is_file() else {}
         raw = {**raw, "stages": ["report"]}
+        if args.baseline is not None:
+            raw["report"] = {**(raw.get("report") or {}), "baseline": str(args.baseline)}
         recipe = build_recipe(raw, args.run_dir / "recipe.json", need_all=False)
         run_stage(recipe, "report", args.run_dir, force=True)
         return 0

@@ -12,6 +12,16 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """One `demo-fast` run for the whole session (test_e2e, test_diff): read it, or copy it before changing it."""
+    from ledgerlm.cli import main
+
+    run = tmp_path_factory.mktemp("e2e") / "run"
+    assert main(["run", "demo-fast", "--out", str(run)]) == 0  # its last step is the audit
+    return run
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -1,24 +1,15 @@
-"""The whole pipeline on the built-in corpus (demo-fast recipe), then the report card and the audit."""
+"""The whole pipeline on the built-in corpus (demo-fast recipe), then the report card and the audit (`demo_run`: conftest)."""
 
 from __future__ import annotations
 
 import json
 import re
 
-import pytest
-
 from ledgerlm import ledger
 from ledgerlm.cli import main
 from ledgerlm.report.stage import SECTIONS, Card, Config
 
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?(?:e[+-]?\d+)?")
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("e2e") / "run"
-    assert main(["run", "demo-fast", "--out", str(run)]) == 0  # its last step is the audit
-    return run
 
 
 def test_every_stage_recorded_and_audit_intact(demo_run):

@@ -28,6 +28,7 @@ LAYERS = [
     ["ledgerlm.data", "ledgerlm.model", "ledgerlm.demo"],
     # stages
     ["ledgerlm.train", "ledgerlm.post", "ledgerlm.eval", "ledgerlm.report",
+     "ledgerlm.report.diff",  # `ledgerlm diff` and the report's baseline section (reads eval.compare: sideways)
      "ledgerlm.model.export"],  # a tool that reads training checkpoints (ledgerlm.train.checkpoint)
     # the pipeline and the tools built on it (samples: the pipeline's sample generations after a model stage)
     ["ledgerlm.pipeline", "ledgerlm.recipe", "ledgerlm.plan", "ledgerlm.sweep", "ledgerlm.samples"],

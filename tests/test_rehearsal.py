@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ledgerlm import hub
+from ledgerlm.cli import main
 from ledgerlm.data import rehearsal
 from ledgerlm.pipeline import load_recipe
 
@@ -277,7 +278,7 @@ def test_mirror_is_deterministic(mirror, tmp_path):
     assert differing == []
 
 
-def test_rehearsal_runs_every_stage_offline_and_its_audit_passes(tmp_path):
+def test_rehearsal_runs_every_stage_offline_and_its_audit_passes(tmp_path, demo_run, capsys):
     """`ledgerlm run smollm-135m-rehearsal`: the real recipe's whole path on generated Hub-schema data."""
     run = tmp_path / "run"
     # offline; one intra-op thread (2 threads on 2 busy cores spin-wait, 10x slower); torch.compile traces forward and
@@ -331,6 +332,13 @@ def test_rehearsal_runs_every_stage_offline_and_its_audit_passes(tmp_path):
     results = json.loads((run / "eval" / "results.json").read_text())
     assert set(load_recipe(REAL).section("eval").tasks) <= set(json.dumps(results).split('"'))
     assert (run / "report" / "report.html").is_file()
+
+    # `ledgerlm diff` across recipes (the session's demo-fast run against this one): readable, not a traceback
+    capsys.readouterr()
+    assert main(["diff", str(demo_run), str(run), "--no-rehash"]) == 1
+    out = capsys.readouterr().out
+    assert "recipe: demo-fast → smollm-135m-rehearsal" in out and "The runs differ. They part ways at curate" in out
+    assert "dpo          ran only in A" in out and "eval: no paired tests (the two results share no task)" in out
 
 
 # ----------------------------------------------------------------------------- what the rehearsal found, one by one

@@ -127,7 +127,7 @@ def main(args, out=None) -> int:
 
 
 def inspect_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="ledgerlm inspect")
+    p = argparse.ArgumentParser(prog="ledgerlm inspect", allow_abbrev=False)
     add_args(p)
     return main(p.parse_args(argv))
 

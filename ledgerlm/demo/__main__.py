@@ -12,7 +12,7 @@ from ledgerlm.io import write_jsonl
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ledgerlm.demo", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ledgerlm.demo", description=__doc__.split("\n")[0], allow_abbrev=False)
     ap.add_argument(
         "out_dir",
         type=Path,

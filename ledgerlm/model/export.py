@@ -93,6 +93,9 @@ def verify_with_transformers(model, out: Path, atol: float = 1e-4) -> float:
 
 
 def main(args) -> int:
+    if args.tokenizer is not None and not args.tokenizer.is_file():  # before any work: one line, like every input
+        print(f"error: --tokenizer {args.tokenizer}: no such file (give a tokenizer.json)", file=sys.stderr)
+        return 2
     try:
         model, tok = load_any(args.src, args.weights)
     except (FileNotFoundError, ValueError) as e:

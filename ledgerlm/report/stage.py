@@ -22,6 +22,7 @@ from typing import Any
 
 from ledgerlm import ledger
 from ledgerlm.io import atomic_write_bytes, atomic_write_text, iter_jsonl
+from ledgerlm.report import diff
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.tasks import HEADLINE
 
@@ -47,14 +48,19 @@ class Config:
     gpu_usd_per_hour: float = 2.5  # cost of a stage = its wall time x this (CPU stages: cpu_usd_per_hour)
     cpu_usd_per_hour: float = 0.10  # cost per hour of a CPU stage
     max_samples: int = 4  # sample generations shown per model stage
+    baseline: str = ""  # a run directory to compare with (`ledgerlm diff`): adds "Difference from the baseline"
+
+    def validate(self) -> None:
+        diff.check_baseline(self.baseline)
 
 
 def inputs(cfg: Config, ctx) -> dict[str, Path]:
-    return {
+    own = {
         f"ledger:{r['stage']}": ledger.record_path(ctx.run_dir, r["stage"])
         for r in ledger.read_records(ctx.run_dir)
         if r.get("stage") != "report"
     }
+    return {**own, **diff.baseline_inputs(cfg.baseline)}
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -929,6 +935,8 @@ def build(run_dir: Path, cfg: Config | None = None) -> Card:
     _eval_section(card, records)
     _samples_section(card, records, cfg)
     _env_section(card, records)
+    if cfg.baseline:
+        diff.baseline_section(card, run_dir, Path(cfg.baseline))
     md, page = _summary(card, records)
     card.md[card.md.index("<!-- summary -->")] = "\n".join(md)
     card.html[card.html.index("<!-- summary -->")] = "".join(page)
