@@ -17,8 +17,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -72,6 +70,8 @@ def open_text(path: str | os.PathLike, mode: str = "rt", errors: str = "strict",
     if compression == ".gz":
         return gzip.open(path, mode, encoding="utf-8", errors=errors)
     if compression == ".zst":
+        import zstandard  # here, not at import: a GPU machine without it can still train and benchmark
+
         if "r" in mode:
             stream = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
         else:
@@ -94,6 +94,8 @@ CHUNK_BYTES = 1 << 20
 def _zst_chunks(f) -> Iterator[bytes]:
     """Decompressed chunks of a (multi-frame) .zst stream; unlike zstandard's stream_reader, a frame cut short
     raises instead of ending quietly."""
+    import zstandard
+
     dctx = zstandard.ZstdDecompressor()
     d, fed = dctx.decompressobj(), False
     while raw := f.read(CHUNK_BYTES):

@@ -55,16 +55,18 @@ class ModelConfig:
         emb = self.vocab_size * d * (1 if self.tie_embeddings else 2)
         return emb + self.n_layer * per_layer + d
 
-    def flops_per_token(self, seq_len: int) -> float:
+    def flops_per_token(self, seq_len: int, causal: bool = False) -> float:
         """Training FLOPs per token: 6 x matmul params (lm_head included, embedding lookup not) + attention scores.
 
-        Attention term as in PaLM/nanoGPT: 12 * n_layer * d_model * seq_len (not halved for causality).
+        Attention term 12 * n_layer * d_model * seq_len, full (every query against every key, as nanoGPT's MFU and
+        our older numbers count it); `causal=True` halves it for the causal mask (PaLM's appendix B, nanochat):
+        the work a causal kernel really does, so the lower, stricter MFU.
         """
         d = self.d_model
         n_matmul = self.num_params() - (2 * self.n_layer + 1) * d  # drop norm weights
         if not self.tie_embeddings:
             n_matmul -= self.vocab_size * d  # the input embedding is a lookup, not a matmul
-        return 6.0 * n_matmul + 12.0 * self.n_layer * d * seq_len
+        return 6.0 * n_matmul + (6.0 if causal else 12.0) * self.n_layer * d * seq_len
 
 
 # Named sizes. `tiny`/`small` are for CPU tests and demos; vocab_size is usually overridden by the tokenizer's.

@@ -164,10 +164,14 @@ def _memory_gb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
+# settings that do not change the trajectory (and fields added later, so older checkpoints still resume)
+NOT_TRAJECTORY = ("eval_every", "ckpt_every", "keep_ckpts", "log_every", "extra", "val_on")
+NOT_TRAJECTORY += ("supply_estimate", "max_source_passes")
+
+
 def config_sha(cfg: Config) -> str:
     d = dataclasses.asdict(cfg)
-    # settings that do not change the trajectory (and fields added later, so older checkpoints still resume)
-    for k in ("eval_every", "ckpt_every", "keep_ckpts", "log_every", "extra", "val_on", "supply_estimate", "max_source_passes"):
+    for k in NOT_TRAJECTORY:
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
