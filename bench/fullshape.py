@@ -68,6 +68,7 @@ def main() -> int:
     ap.add_argument("--no-record", dest="record", action="store_false")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="fullshape-")) / "run"
+    out.parent.mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()[0]
     res = run_fullshape(out, out.parent / "fullshape.log")
     rows = res["stages"]
