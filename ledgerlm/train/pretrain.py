@@ -657,6 +657,21 @@ def plan(cfg: Config, ctx) -> list[str]:
             phases = phases_from_config(cfg.phases)
         except ValueError as e:
             raise _err("phases", str(e)) from None
+        try:
+            L = resolve_lengths(cfg, 1, 1, sum(p.tokens for p in phases))
+            starts = [0]
+            for p in phases[:-1]:
+                starts.append(starts[-1] + -(-p.tokens // L["batch_tokens"]))
+            d0 = decay_start(L["steps"], cfg.schedule, cfg.decay_frac, cfg.warmup)
+            lines.append(
+                "schedule: warmup "
+                f"{cfg.warmup} steps ({cfg.warmup / L['steps']:.1%}); "
+                + ", ".join(f"phase {p.name} from step {s0:,}" for p, s0 in zip(phases, starts))
+                + (f"; the LR decays from step {d0:,}" if cfg.schedule == "wsd" else "")
+                + ("" if cfg.schedule != "wsd" or d0 in starts else " (not at a phase start)")
+            )
+        except Exception as e:  # noqa: BLE001 - plan reports what it cannot compute
+            lines.append(f"schedule: {e}")
         rows = supply.table(phases, supply.plan_available(ctx.recipe, ctx.run_dir, cfg.supply_estimate))
         lines += supply.lines(rows)
         lines += [f"WARNING: {w}" for w in supply.warnings(rows, cfg.max_source_passes)]
