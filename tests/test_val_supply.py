@@ -222,3 +222,21 @@ def test_supply_table_counts_passes_cumulatively():
     assert [r.passes for r in rows] == [pytest.approx(100 / 120), pytest.approx(150 / 120), float("inf")]
     assert set(supply.repeats(rows)) == {"a", "b"} and supply.over_limit(rows, 2.0) == {"b": float("inf")}
     assert np.isclose(supply.repeats(rows)["a"], 1.25)
+
+
+def test_sweep_of_pretrain_without_metric_uses_the_headline(tmp_path, jsonl, capsys):
+    import csv
+
+    import yaml
+
+    out = _run(tmp_path, jsonl, "sw")
+    raw = _recipe(tmp_path, jsonl, eval_every=0).to_dict()
+    f = tmp_path / "r.yaml"
+    f.write_text(yaml.safe_dump({k: raw[k] for k in ("name", "seed", "device", "stages", "tokenize", "pretrain")}))
+    argv = ["sweep", str(f), "--stage", "pretrain", "--grid", "pretrain.lr=0.01,0.002", "--out", str(out)]
+    assert main(argv) == 0  # no --metric: the stage's headline, final_val_loss, which the stage writes
+    rows = list(csv.DictReader((out / "sweep" / "sweep.csv").open()))
+    assert len(rows) == 2 and len({r["final_val_loss"] for r in rows}) == 2
+    for r in rows:
+        rec = json.loads((out / "sweep" / r["cell"] / "ledger" / "pretrain.json").read_text())
+        assert float(r["final_val_loss"]) == pytest.approx(rec["metrics"]["final_val_loss"])
