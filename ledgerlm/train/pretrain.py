@@ -471,6 +471,8 @@ def step_row(t: Trainer, loss: float, gnorm: float, mult: float, dt: float) -> d
 def log_line(log, row: dict, steps: int) -> None:
     mfu = f" mfu {row['mfu']:.1%}" if row["mfu"] is not None else ""
     val = f" val {row['val_loss']:.4f}" if "val_loss" in row else ""
+    by = [f"{k[8:]} {v:.3f}" for k, v in row.items() if k.startswith("val_src.")]
+    val += f" ({', '.join(by)})" if len(by) > 1 else ""
     log.info(
         "step %d/%d loss %.4f%s lr %.2e gnorm %.3f tok/s %.0f%s",
         row["step"],
