@@ -748,7 +748,9 @@ def run(cfg: Config, ctx):
     summary = [
         f"{res['steps']:,} steps, {res['tokens']:,} tokens ({res['data_epochs']:.2f} epochs), "
         f"{res['params']:,} parameters{speed}",
-        f"{loss}validation loss {res['val_loss']:.3f} on {res['val_on']} ({res['final']} weights)",
+        f"{loss}validation loss {res['val_loss']:.3f}"
+        + (f" on {res['val_on']}" if res["val_on"] else "")
+        + f" ({res['final']} weights)",
     ]
     if res["val_loss_by_source"]:
         summary.append(
