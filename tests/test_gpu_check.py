@@ -84,3 +84,20 @@ def test_plan_reads_a_recorded_mfu_else_says_assumed(tmp_path, capsys):
     assert main(["plan", "smollm-135m-1gpu", "--gpu", "a100"]) == 0
     out = capsys.readouterr().out
     assert "(assumed, not measured" in out and "measured, BENCHMARKS.md" not in out
+
+
+def test_gpu_check_needs_neither_zstandard_nor_datatrove():
+    """A fresh GPU machine may lack both: everything the check imports must load without them."""
+    code = (
+        "import builtins\n"
+        "real = builtins.__import__\n"
+        "def imp(name, *a, **k):\n"
+        "    if name.split('.')[0] in ('zstandard', 'datatrove'):\n"
+        "        raise ImportError('blocked ' + name)\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = imp\n"
+        "import bench.gpu_check, ledgerlm.train.pretrain, ledgerlm.train.data, ledgerlm.model.generate\n"
+        "import sys; assert 'zstandard' not in sys.modules and 'datatrove' not in sys.modules\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
