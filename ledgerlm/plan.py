@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ledgerlm.config import ConfigError
 from ledgerlm.data.mixture import parse_tokens
-from ledgerlm.device import GPUS
+from ledgerlm.device import GPUS, gpu_for
 from ledgerlm.model.llama import model_config
 from ledgerlm.train.pretrain import resolve_lengths
 
@@ -24,8 +24,6 @@ GPU_CHECK_SECTION = "gpu-check-mfu"  # written by bench/gpu_check.py on a GPU
 def recorded_mfu(g, path: Path = BENCHMARKS) -> float | None:
     """The MFU (full-attention convention, the one the hours below divide by) that `bench.gpu_check` recorded on this
     GPU for the recipe's path (chunked loss, micro-batch 16), or None when none was recorded."""
-    from ledgerlm.device import gpu_for
-
     if not path.exists():
         return None
     m = re.search(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ledgerlm import ledger
 from ledgerlm.data.mixture import Phase
 
 DEFAULT_TOKENS_PER_DOC = 1000  # a web document (FineWeb-Edu averages about a thousand SmolLM tokens)
@@ -100,8 +101,6 @@ def warnings(rows: list[Row], limit: float) -> list[str]:
 
 def plan_available(recipe, run_dir: Path, estimate: dict) -> dict[str, tuple[int | None, str]]:
     """{source: (training tokens or None, basis)} from the run's records when it has them, else from estimates."""
-    from ledgerlm import ledger
-
     out: dict[str, tuple[int | None, str]] = {}
     tok = ledger.read_record(run_dir, "tokenize") if Path(run_dir).exists() else None
     if tok:
