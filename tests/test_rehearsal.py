@@ -117,7 +117,7 @@ def test_fullshape_is_the_real_model_and_sequence_and_differs_only_in_sizes():
 @pytest.mark.slow
 def test_fullshape_rehearsal_runs_at_the_real_shape_on_the_cpu(tmp_path):
     """bench.fullshape (stage by stage, each its own process): every stage and the audit pass at 134.5M parameters,
-    sequence 2048, vocabulary 49152 (~30 CPU-minutes; BENCHMARKS.md `fullshape-rehearsal`)."""
+    sequence 2048, vocabulary 49152 (~10 CPU-minutes, 49 min wall at load 13-21; BENCHMARKS.md `fullshape-rehearsal`)."""
     run = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != hub.ENV}
     cmd = [sys.executable, "-m", "bench.fullshape", "--out", str(run), "--no-record"]
