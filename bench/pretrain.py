@@ -502,67 +502,28 @@ def cmd_memory(args):
 
 
 def cmd_gpu_mfu(args):
-    """For the plain and the chunked loss: the largest micro-batch (of --batches) whose compiled bf16 step fits,
-    then tokens/s and MFU at that micro-batch. One short script for a GPU session; without a GPU it says so."""
-    from ledgerlm.train.pretrain import peak_flops
-
+    """For the plain and the chunked loss: micro-batch 16 and the largest that fits, tokens/s, peak memory and MFU
+    under both attention conventions -- `bench.gpu_check mfu`, each point in its own process (this command's first
+    version called build_optimizer wrongly, divided by a missing peak off the GPU table and recompiled ~9 times in one
+    process). Without a GPU it says so."""
     name = "pretrain-gpu-mfu-loss"
     if not torch.cuda.is_available():
         body = (
             "| loss path | largest micro-batch that fits (seq 2048) | tokens/s | MFU |\n|---|---:|---:|---:|\n"
             "| plain | not measured (no GPU in this session) | — | — |\n"
-            "| chunked (4096 tokens) | not measured (no GPU in this session) | — | — |"
+            "| chunked (4096 tokens) | not measured (no GPU in this session) | — | — |\n\n"
+            "The measurement is `bash bench/gpu_check.sh` (section `gpu-check-mfu` once run on a GPU); its CPU dry "
+            "run is in the default tests."
         )
         print(body)
         if args.record:
             record(name, body, "python -m bench.pretrain gpu-mfu")
         return
-    torch.backends.cuda.matmul.allow_tf32 = True
-    cfg = model_config("smollm-135m")
-    T, peak = args.seq, peak_flops("cuda")
-    ac = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
-    rows = [f"| loss path | largest micro-batch that fits (seq {T}) | peak GiB | tokens/s | MFU |"]
-    rows.append("|---|---:|---:|---:|---:|")
-    out = {}
-    for chunk in (0, args.chunk):
-        best = None
-        for B in args.batches:
-            torch._dynamo.reset()  # a fresh compile per attempt (no recompile limit falling back to eager)
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-            try:
-                model = build_model(cfg, device="cuda")
-                opt = build_optimizer(model, lr=1e-4)
-                x = torch.randint(0, cfg.vocab_size, (B, T), device="cuda")
-                step = make_step("ours", model, opt, x, x, ac, True, loss_chunk_size=chunk)
-                for _ in range(3):  # compile + warm-up
-                    step()
-                times = time_variants({"s": step}, 1, args.steps, "cuda")["s"]
-                best = (B, statistics.median(times), torch.cuda.max_memory_allocated() / 2**30)
-            except (torch.OutOfMemoryError, RuntimeError) as e:  # a compiled graph may wrap the OOM
-                if not isinstance(e, torch.OutOfMemoryError) and "out of memory" not in str(e).lower():
-                    raise
-                break
-            finally:
-                model = opt = step = None
-        label = "plain" if chunk == 0 else f"chunked ({chunk} tokens)"
-        if best is None:
-            rows.append(f"| {label} | none of {args.batches} fit | — | — | — |")
-            continue
-        B, s, mem = best
-        tps = B * T / s
-        mfu = cfg.flops_per_token(T) * tps / peak
-        out[label] = {"micro_batch": B, "s_per_step": s, "tok_s": tps, "mfu": mfu, "peak_gib": mem}
-        rows.append(f"| {label} | {B} | {mem:.1f} | {tps:,.0f} | {mfu:.1%} |")
-    body = (
-        f"`smollm-135m`, seq {T}, bf16 autocast, torch.compile, fused AdamW, one optimizer step per micro-batch; "
-        f"micro-batches tried: {args.batches} (the largest that ran is kept); {torch.cuda.get_device_name()}, "
-        f"MFU against {peak / 1e12:.0f} TFLOP/s.\n\n" + "\n".join(rows)
-    )
-    print(body)
-    print(json.dumps(out))
-    if args.record:
-        record(name, body, "python -m bench.pretrain gpu-mfu " + " ".join(sys.argv[2:]))
+    from bench import gpu_check
+
+    argv = ["mfu", "--seq", str(args.seq), "--batches", ",".join(map(str, args.batches))]
+    argv += ["--chunk", str(args.chunk), "--steps", str(args.steps)] + (["--record"] if args.record else [])
+    gpu_check.main(argv)
 
 
 def main():
@@ -597,7 +558,7 @@ def main():
     p.add_argument("--no-record", dest="record", action="store_false")
     p = sub.add_parser("gpu-mfu")
     p.add_argument("--seq", type=int, default=2048)
-    p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[16, 24, 32, 48, 64])
+    p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32, 48, 64])
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--no-record", dest="record", action="store_false")

@@ -33,12 +33,15 @@ class HubMirror:
 
     path: str = ""  # the mirror directory ("" = the real Hub); relative paths are under the run directory
     generate: str = ""  # "rehearsal": build the mirror with ledgerlm.data.rehearsal when it is missing
+    vocab_size: int = 0  # generate: pad the generated tokenizer to this many tokens (0 = its own ~1k)
 
     def validate(self) -> None:
         if self.generate not in ("", "rehearsal"):
             raise ValueError(f"generate must be '' or 'rehearsal', got {self.generate!r}")
         if self.generate and not self.path:
             raise ValueError("generate needs a path to write the mirror to")
+        if self.vocab_size and (not self.generate or not 0 < self.vocab_size <= 65536):
+            raise ValueError(f"vocab_size={self.vocab_size} needs generate and must be in 1..65536 (uint16 shards)")
 
     def resolve(self, run_dir: str | Path) -> Path | None:
         if not self.path:

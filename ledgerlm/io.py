@@ -17,7 +17,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import zstandard
+try:  # only .zst files need it: a fresh GPU machine without it still trains, evaluates and benchmarks
+    import zstandard
+except ImportError:  # pragma: no cover - exercised on machines without the package
+    zstandard = None
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -65,6 +68,11 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def _need_zstandard(path) -> None:
+    if zstandard is None:
+        raise ImportError(f"{path}: reading or writing .zst needs the zstandard package (pip install zstandard)")
+
+
 def open_text(path: str | os.PathLike, mode: str = "rt", errors: str = "strict", compression: str | None = None):
     """Open plain, .gz or .zst text files the same way (`mode` 'rt' or 'wt'); compression defaults to the suffix."""
     path = Path(path)
@@ -72,6 +80,7 @@ def open_text(path: str | os.PathLike, mode: str = "rt", errors: str = "strict",
     if compression == ".gz":
         return gzip.open(path, mode, encoding="utf-8", errors=errors)
     if compression == ".zst":
+        _need_zstandard(path)
         if "r" in mode:
             stream = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
         else:
@@ -94,6 +103,7 @@ CHUNK_BYTES = 1 << 20
 def _zst_chunks(f) -> Iterator[bytes]:
     """Decompressed chunks of a (multi-frame) .zst stream; unlike zstandard's stream_reader, a frame cut short
     raises instead of ending quietly."""
+    _need_zstandard(getattr(f, "name", ".zst stream"))
     dctx = zstandard.ZstdDecompressor()
     d, fed = dctx.decompressobj(), False
     while raw := f.read(CHUNK_BYTES):

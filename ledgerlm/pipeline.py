@@ -87,9 +87,10 @@ def prepare_mirror(recipe: Recipe, run_dir: Path, echo=print) -> Path | None:
     if path is None:
         return None
     if recipe.hub_mirror.generate == "rehearsal":
-        if not rehearsal.is_built(path):
+        vocab = recipe.hub_mirror.vocab_size
+        if not rehearsal.is_built(path, vocab):
             echo(f"[hub_mirror] generating the rehearsal's Hub repositories → {path}")
-            rehearsal.write_mirror(path)
+            rehearsal.write_mirror(path, vocab)
     elif not path.is_dir():
         raise ConfigError("hub_mirror.path", f"directory does not exist: {path}", recipe.source)
     return path

@@ -1,19 +1,47 @@
 """Cost estimates for `ledgerlm plan`: tokens, FLOPs, GPU memory and hours per training stage on a named GPU.
 
 FLOPs per token are 6N + attention (the model's `flops_per_token`); hours = FLOPs / (peak x MFU). The MFU is the
-one given with --mfu, else a stated default per GPU (the numbers we measured are in BENCHMARKS.md).
+one given with --mfu, else the one `bench/gpu_check.sh` recorded on that GPU (BENCHMARKS.md, `gpu-check-mfu`), else
+an assumed default per GPU, said to be assumed.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ledgerlm.config import ConfigError
 from ledgerlm.data.mixture import parse_tokens
-from ledgerlm.device import GPUS
+from ledgerlm.device import GPUS, gpu_for
 from ledgerlm.model.llama import model_config
 from ledgerlm.train.pretrain import resolve_lengths
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+GPU_CHECK_SECTION = "gpu-check-mfu"  # written by bench/gpu_check.py on a GPU
+
+
+def recorded_mfu(g, path: Path = BENCHMARKS) -> float | None:
+    """The MFU (full-attention convention, the one the hours below divide by) that `bench.gpu_check` recorded on this
+    GPU for the recipe's path (chunked loss, micro-batch 16), or None when none was recorded."""
+    if not path.exists():
+        return None
+    m = re.search(
+        rf"<!-- bench:{GPU_CHECK_SECTION}:start -->.*?<!-- numbers: (\{{.*?\}}) -->.*?<!-- bench:{GPU_CHECK_SECTION}:end -->",
+        path.read_text(),
+        re.S,
+    )
+    if not m:
+        return None
+    nums = json.loads(m.group(1))
+    dev, value = nums.get("device"), nums.get("mfu_full_chunked_b16")
+    if isinstance(dev, list):
+        dev = dev[-1] if dev else None
+    if isinstance(value, list):
+        value = value[-1] if value else None
+    if not dev or not isinstance(value, int | float) or gpu_for(str(dev)) is not g:
+        return None
+    return float(value)
 
 
 def train_memory_gib(
@@ -45,8 +73,13 @@ def estimate_lines(recipe, gpu: str = "h100", mfu: float | None = None) -> list[
     if key not in GPUS:
         return [f"estimates: unknown GPU {gpu!r} (known: {', '.join(GPUS)})"]
     g = GPUS[key]
-    used_mfu = mfu if mfu is not None else g.default_mfu
-    source = "given" if mfu is not None else ("measured, BENCHMARKS.md" if g.measured else "stated default")
+    rec = recorded_mfu(g)
+    if mfu is not None:
+        used_mfu, source = mfu, "given"
+    elif rec is not None:
+        used_mfu, source = rec, "measured by bench.gpu_check, BENCHMARKS.md"
+    else:
+        used_mfu, source = g.default_mfu, "assumed, not measured: pass --mfu, or run bench/gpu_check.sh"
     lines = [f"estimates on {g.name} at MFU {used_mfu:.1%} ({source}):"]
     total_h = 0.0
     if "pretrain" in recipe.stages:

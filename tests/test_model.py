@@ -161,3 +161,25 @@ def test_save_tensors_is_byte_identical_with_several_metadata_keys(tmp_path):
     with safe_open(str(tmp_path / "0.safetensors"), "pt") as f:
         assert f.metadata() == meta
         assert torch.equal(f.get_tensor("chosen"), t["chosen"]) and torch.equal(f.get_tensor("rejected"), t["rejected"])
+
+
+def test_grouped_kv_go_to_sdpa_only_where_the_flash_kernel_takes_them(monkeypatch):
+    import torch.nn.functional as F
+
+    from ledgerlm.model import llama
+
+    ok = llama.gqa_in_kernel
+    assert ok(True, torch.bfloat16, False, 64) == llama.TORCH_HAS_GQA
+    assert not ok(True, torch.float32, False, 64)  # fp32 (RL/eval generation without autocast): expand k/v
+    assert not ok(True, torch.bfloat16, True, 64)  # an explicit mask (padding, documents): expand
+    assert not ok(False, torch.bfloat16, False, 64)  # CPU
+    assert not ok(True, torch.bfloat16, False, 512)  # head dim past flash's limit
+    monkeypatch.setattr(llama, "TORCH_HAS_GQA", False)  # torch 2.4: no enable_gqa at all
+    assert not ok(True, torch.bfloat16, False, 64)
+    # expanded K/V give what grouped K/V give (head h reads KV head h // rep)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, n, 16, 8, generator=g) for n in (6, 2, 2))
+    ref = F.scaled_dot_product_attention(q, k.repeat_interleave(3, 1), v.repeat_interleave(3, 1), is_causal=True)
+    assert torch.allclose(llama._sdpa(q, k, v, None, True, 0.0), ref, atol=1e-6)
+    if tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5):
+        assert torch.allclose(F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True), ref, atol=1e-6)

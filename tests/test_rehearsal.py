@@ -18,7 +18,7 @@ from ledgerlm.cli import main
 from ledgerlm.data import rehearsal
 from ledgerlm.pipeline import load_recipe
 
-REAL, REHEARSAL = "smollm-135m-1gpu", "smollm-135m-rehearsal"
+REAL, REHEARSAL, FULLSHAPE = "smollm-135m-1gpu", "smollm-135m-rehearsal", "smollm-135m-fullshape"
 
 # Keys the rehearsal may change, and only to another number: how much, never what or how. `[*]` = any list item.
 SIZE_KEYS = {
@@ -54,6 +54,8 @@ SIZE_KEYS = {
     "eval.gsm8k_max_new_tokens",
 }
 MODEL_DIMS = {"n_layer", "d_model", "n_head", "n_kv_head", "d_ff"}  # the model shrinks; its family stays
+# the real-shape rehearsal also caps steps and items (two steps of each stage, a handful of eval items)
+FULLSHAPE_KEYS = {"sft.max_steps", "eval.limit", "rl.passk_problems"}
 
 
 def _leaves(x, path=""):
@@ -67,7 +69,7 @@ def _leaves(x, path=""):
         yield path, x
 
 
-def recipe_differences(a: str, b: str) -> list[str]:
+def recipe_differences(a: str, b: str, extra_keys: frozenset = frozenset()) -> list[str]:
     """Every difference between two validated recipes that is not a size (nor name, description or hub_mirror)."""
     da, db = load_recipe(a).to_dict(), load_recipe(b).to_dict()
     for d in (da, db):
@@ -83,7 +85,10 @@ def recipe_differences(a: str, b: str) -> list[str]:
         if general == "pretrain.model":  # a named size -> the same family with smaller dimensions
             ok = isinstance(vb, dict) and vb.get("size") == va and set(vb) - {"size"} <= MODEL_DIMS
         else:
-            ok = general in SIZE_KEYS and all(isinstance(v, int | float) and not isinstance(v, bool) for v in (va, vb))
+            sizes = SIZE_KEYS | extra_keys
+            unset = ("<absent>", None)  # a cap the real recipe leaves unset (e.g. eval.limit)
+            num = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (va, vb) if v not in unset)
+            ok = general in sizes and num and (general in extra_keys or (va not in unset and vb not in unset))
         if not ok:
             problems.append(f"{key}: {va!r} -> {vb!r}")
     return problems
@@ -98,6 +103,37 @@ def test_rehearsal_differs_from_the_real_recipe_only_in_sizes():
     for name in (REAL, REHEARSAL):
         p = load_recipe(name).section("pretrain")
         assert abs(p.phases[1]["tokens"] / p.tokens - p.decay_frac) < 0.005
+
+
+def test_fullshape_is_the_real_model_and_sequence_and_differs_only_in_sizes():
+    assert recipe_differences(REAL, FULLSHAPE, frozenset(FULLSHAPE_KEYS)) == []
+    real, full = load_recipe(REAL).section("pretrain"), load_recipe(FULLSHAPE).section("pretrain")
+    assert full.model == real.model == "smollm-135m" and full.seq_len == real.seq_len == 2048
+    assert (full.compile, full.precision, full.loss_chunk_size) == (real.compile, real.precision, real.loss_chunk_size)
+    assert load_recipe(FULLSHAPE).hub_mirror.vocab_size == 49152
+    rl, real_rl = load_recipe(FULLSHAPE).section("rl"), load_recipe(REAL).section("rl")
+    assert rl.max_new_tokens == real_rl.max_new_tokens == 256 and rl.steps == 1
+
+
+@pytest.mark.slow
+def test_fullshape_rehearsal_runs_at_the_real_shape_on_the_cpu(tmp_path):
+    """bench.fullshape (stage by stage, each its own process): every stage and the audit pass at 134.5M parameters,
+    sequence 2048, vocabulary 49152 (~10 CPU-minutes, 49 min wall at load 13-21; BENCHMARKS.md `fullshape-rehearsal`)."""
+    run = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != hub.ENV}
+    cmd = [sys.executable, "-m", "bench.fullshape", "--out", str(run), "--no-record"]
+    p = subprocess.run(cmd, cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True, timeout=5400)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    pre = json.loads((run / "ledger" / "pretrain.json").read_text())
+    mc = pre["extra"]["model_config"]
+    assert pre["counters"]["params"] == 134_515_008 and mc["vocab_size"] == 49152 and mc["n_layer"] == 30
+    assert pre["counters"]["steps"] == 2 and pre["extra"]["grad_accum"] == 2
+    assert "fineweb_edu" in pre["metrics"]["val_loss_by_source"]
+    assert json.loads((run / "ledger" / "sft.json").read_text())["counters"]["steps"] == 2
+    assert json.loads((run / "ledger" / "rl.json").read_text())["status"] == "ok"
+    results = json.loads((run / "eval" / "results.json").read_text())
+    assert results["limit"] == 2 and results["tasks"]["gsm8k_0shot"]["generation_mode"] == "lm-eval"
+    assert (run / "report" / "report.html").is_file() and "peak RSS" in p.stdout
 
 
 def test_recipe_diff_catches_a_changed_setting(tmp_path):
@@ -323,6 +359,16 @@ def test_rehearsal_runs_every_stage_offline_and_its_audit_passes(tmp_path, demo_
     drawn = records["pretrain"]["extra"]["loader"]["drawn"]
     assert sorted(drawn) == sorted(sources) and all(sum(v.values()) > 0 for v in drawn.values()), drawn
     assert records["pretrain"]["counters"]["tokens"] == load_recipe(REHEARSAL).section("pretrain").tokens
+    # a validation loss per source, logged and reported; the headline is the declared mixture's (stable: FineWeb-Edu)
+    pm, px = records["pretrain"]["metrics"], records["pretrain"]["extra"]
+    by = pm["val_loss_by_source"]
+    assert "fineweb_edu" in by and len(by) >= 2 and px["val_on"] == "stable"
+    assert pm["final_val_loss"] == pytest.approx(by["fineweb_edu"], abs=1e-6)
+    assert all(r["passes"] is not None for r in px["supply"]) and len(px["supply"]) == 5
+    rows = [json.loads(x) for x in (run / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_src.fineweb_edu" in r and "val_mix.anneal" in r for r in rows)
+    html = (run / "report" / "report.html").read_text()
+    assert "held-out loss, source fineweb_edu" in html and "(on stable)" in html
     # SFT on smol-smoltalk's messages, GRPO on GSM8K's train split: both read from the mirror by their Hub names
     assert records["sft"]["inputs"]["data"]["path"] == "hub:HuggingFaceTB/smol-smoltalk"
     assert records["sft"]["counters"]["quarantined"] == 0 and records["sft"]["counters"]["steps"] > 0

@@ -7,7 +7,8 @@
     loader.state_dict() -> dict[str, int];  loader.load_state_dict(d)   # resume exactly
     loader.phase_at(step) -> Phase;  loader.phase (current name);  loader.total_steps (sum over phases)
     loader.drawn() -> {source: {epoch: tokens}};  loader.dropped() -> {source: tokens}   # for the ledger
-    loader.val_batches(n_batches=None, sources=None) -> finite, deterministic iterator over the val split
+    loader.val_batches(n_batches=None, sources=None, mixture=None) -> finite, deterministic batches of the val split
+                                        (sources interleaved row by row in the mixture's proportions)
 
 How data is drawn. Each source is an endless stream: epoch e is all its documents in a permutation seeded by
 (seed, source, e), each document followed by end-of-text, epochs concatenated. A source's position in its stream
@@ -235,25 +236,49 @@ class TokenLoader:
 
     # ------------------------------------------------------------------ validation
 
-    def val_batches(self, n_batches: int | None = None, sources: list[str] | None = None) -> Iterator:
-        """Deterministic, finite batches over the val split (sources in name order, documents in stored order).
+    def val_batches(
+        self, n_batches: int | None = None, sources: list[str] | None = None, mixture: dict[str, float] | None = None
+    ) -> Iterator:
+        """Deterministic, finite batches over the val split: each source's documents in stored order, the sources
+        interleaved row by row in the proportions of `mixture` (default: of their val sizes) by the same
+        low-discrepancy assignment as training, so every batch of a mixture is mixed (never all code first).
 
         Windows are spread over ranks like training windows, so ranks see disjoint data. Only full batches are
-        yielded; iteration stops after `n_batches` or when the split runs out.
+        yielded; iteration stops after `n_batches` or when the next window's source runs out.
         """
-        names = sorted(sources) if sources else self.index.sources
-        table = DocTable.concat([self.index.table(s, "val") for s in names])
-        if table.n_tokens < self.T + 1:
-            raise ValueError(f"val split of {names} has {table.n_tokens} tokens, fewer than seq_len + 1")
-        stream = _Stream(table, self.seed, "val", shuffle=False)
+        if mixture is None:
+            names = sorted(sources) if sources else self.index.sources
+            sizes = {s: self.index.n_tokens(s, "val") for s in names}
+            mixture = {s: float(n) for s, n in sizes.items() if n > self.T}
+            if not mixture:
+                raise ValueError(f"val split of {names} has no source with more than seq_len + 1 tokens")
+        phase = Phase("val", 1, dict(mixture))  # normalises, drops zero weights, sorts by name
+        names = list(phase.mixture)
+        unknown = [s for s in names if s not in self.index.sources]
+        if unknown:
+            raise ValueError(f"val mixture names unknown source(s) {unknown}")
+        tables = [self.index.table(s, "val") for s in names]
+        cap = [max(0, (t.n_tokens - 1) // self.T) for t in tables]  # whole windows of T+1 tokens per source
+        short = [s for s, c in zip(names, cap) if c == 0]
+        if short:
+            raise ValueError(f"val split of {short} has fewer than seq_len + 1 = {self.T + 1} tokens")
+        streams = [_Stream(t, self.seed, "val", shuffle=False) for t in tables]
+        total = sum(cap)
+        assign = Schedule([phase], names, self.T, 0).sources_for(0, 0, total)  # window -> source
+        pos = np.zeros(total, dtype=np.int64)  # window -> its index within its source
+        for j in range(len(names)):
+            hit = assign == j
+            pos[hit] = np.arange(int(hit.sum()))
         i = 0
         while n_batches is None or i < n_batches:
             first = (i * self.world + self.rank) * self.B
-            if (first + self.B) * self.T + 1 > table.n_tokens:
+            ws = range(first, first + self.B)
+            if first + self.B > total or any(pos[w] >= cap[assign[w]] for w in ws):
                 return
             rows, eots = [], []
-            for w in range(first, first + self.B):
-                toks, e = stream.read(w * self.T, w * self.T + self.T + 1)
+            for w in ws:
+                a = int(pos[w]) * self.T
+                toks, e = streams[int(assign[w])].read(a, a + self.T + 1)
                 rows.append(toks)
                 eots.append(e)
             yield self._pack(rows, eots)

@@ -625,8 +625,10 @@ def _split_files(repo: Path, rel: str, n_files: int, rows: list[dict], schema: p
         _parquet(repo / rel.format(k=k, n=n_files), rows[k * per : (k + 1) * per], schema)
 
 
-def _tokenizer(texts: list[str], out: Path) -> None:
-    """A byte-level BPE with SmolLM's special tokens (ids 0-16) and digit splitting, trained on `texts`."""
+def _tokenizer(texts: list[str], out: Path, vocab_size: int = 0) -> None:
+    """A byte-level BPE with SmolLM's special tokens (ids 0-16) and digit splitting, trained on `texts`; with
+    `vocab_size` above VOCAB_SIZE, padded with never-seen tokens up to it (the real-shape rehearsal: the model's
+    embedding and output head at SmolLM's 49,152, though the generated text needs only ~1k merges)."""
     tok = new_tokenizer()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
@@ -640,6 +642,10 @@ def _tokenizer(texts: list[str], out: Path) -> None:
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
+    if vocab_size > tok.get_vocab_size():
+        n = vocab_size - tok.get_vocab_size()
+        tok.add_tokens([f"<|rehearsal_pad_{i}|>" for i in range(n)])
+        assert tok.get_vocab_size() == vocab_size, (tok.get_vocab_size(), vocab_size)
     save_hf_tokenizer_files(tok, out)
     (out / "config.json").write_text(
         json.dumps(
@@ -648,8 +654,13 @@ def _tokenizer(texts: list[str], out: Path) -> None:
     )
 
 
-def write_mirror(root: str | Path) -> Path:
-    """Write the whole mirror under `root` (atomically: built beside it, then renamed into place)."""
+def _stamp(vocab_size: int) -> str:
+    return VERSION if not vocab_size or vocab_size == VOCAB_SIZE else f"{VERSION} vocab {vocab_size}"
+
+
+def write_mirror(root: str | Path, vocab_size: int = 0) -> Path:
+    """Write the whole mirror under `root` (atomically: built beside it, then renamed into place); `vocab_size` > 0
+    pads the tokenizer to that many tokens."""
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
@@ -716,18 +727,18 @@ def write_mirror(root: str | Path) -> Path:
 
     texts = [r["text"] for r in fw_rows if r["text"]] + [r["text"] for r in fm_rows] + [r["content"] for r in cp_rows]
     texts += [m["content"] for r in smoltalk_rows(N["smoltalk"], 5) for m in r["messages"]]
-    _tokenizer(texts, m / "HuggingFaceTB/SmolLM-135M")
+    _tokenizer(texts, m / "HuggingFaceTB/SmolLM-135M", vocab_size)
 
-    (tmp / DONE).write_text(VERSION + "\n")
+    (tmp / DONE).write_text(_stamp(vocab_size) + "\n")
     if root.exists():
         shutil.rmtree(root)
     tmp.rename(root)
     return root
 
 
-def is_built(root: str | Path) -> bool:
+def is_built(root: str | Path, vocab_size: int = 0) -> bool:
     p = Path(root) / DONE
-    return p.is_file() and p.read_text().strip() == VERSION
+    return p.is_file() and p.read_text().strip() == _stamp(vocab_size)
 
 
 def main(argv: list[str] | None = None) -> int:

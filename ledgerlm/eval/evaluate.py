@@ -254,7 +254,8 @@ def to_markdown(results: dict, references: list[dict] | None = None) -> str:
     for t, r in results["tasks"].items():
         for m, v in r["metrics"].items():
             head = " (in mean)" if t in SIX_TASKS and HEADLINE[t] == m else ""
-            lines.append(f"| {t} | {r['split']} | {r['n']} | {m}{head} | {_cell(v)} |")
+            mode = " (chat mode: stops at the chat end token, not lm-eval's rule)" if r.get("generation_mode") == "chat" else ""
+            lines.append(f"| {t} | {r['split']} | {r['n']} | {m}{head}{mode} | {_cell(v)} |")
     if "six_task_mean" in results:
         s = results["six_task_mean"]
         lines.append(f"| **six-task mean** | | {s['n']} | headline metrics | **{_cell(s)}** |")

@@ -55,16 +55,18 @@ class ModelConfig:
         emb = self.vocab_size * d * (1 if self.tie_embeddings else 2)
         return emb + self.n_layer * per_layer + d
 
-    def flops_per_token(self, seq_len: int) -> float:
+    def flops_per_token(self, seq_len: int, causal: bool = False) -> float:
         """Training FLOPs per token: 6 x matmul params (lm_head included, embedding lookup not) + attention scores.
 
-        Attention term as in PaLM/nanoGPT: 12 * n_layer * d_model * seq_len (not halved for causality).
+        Attention term 12 * n_layer * d_model * seq_len, full (every query against every key, as nanoGPT's MFU and
+        our older numbers count it); `causal=True` halves it for the causal mask (PaLM's appendix B, nanochat):
+        the work a causal kernel really does, so the lower, stricter MFU.
         """
         d = self.d_model
         n_matmul = self.num_params() - (2 * self.n_layer + 1) * d  # drop norm weights
         if not self.tie_embeddings:
             n_matmul -= self.vocab_size * d  # the input embedding is a lookup, not a matmul
-        return 6.0 * n_matmul + 12.0 * self.n_layer * d * seq_len
+        return 6.0 * n_matmul + (6.0 if causal else 12.0) * self.n_layer * d * seq_len
 
 
 # Named sizes. `tiny`/`small` are for CPU tests and demos; vocab_size is usually overridden by the tokenizer's.
@@ -159,11 +161,24 @@ class KVCache:
         return self.k[layer][:, :, : self.pos + t], self.v[layer][:, :, : self.pos + t]
 
 
+# SDPA's enable_gqa exists from torch 2.5 (pyproject allows 2.4, where it is a TypeError)
+TORCH_HAS_GQA = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
+
+
+def gqa_in_kernel(is_cuda: bool, dtype: torch.dtype, has_mask: bool, head_dim: int) -> bool:
+    """Whether to hand grouped K/V to SDPA (enable_gqa=True) instead of expanding them: only where the flash kernel
+    takes them -- CUDA, fp16/bf16, no explicit mask, head dim <= 256, torch >= 2.5. Elsewhere (fp32 generation and
+    evaluation, masks) SDPA would skip flash and the memory-efficient kernel, which do not accept enable_gqa there,
+    and fall back to the math path that materialises the [B, H, T, S] attention in fp32; expanded K/V keep the
+    efficient kernel."""
+    return TORCH_HAS_GQA and is_cuda and not has_mask and dtype in (torch.float16, torch.bfloat16) and head_dim <= 256
+
+
 def _sdpa(q, k, v, mask, is_causal, dropout_p):
     rep = q.shape[1] // k.shape[1]
     if rep > 1:
-        if q.is_cuda and mask is None:
-            # flash kernels take grouped K/V directly: no copy
+        if gqa_in_kernel(q.is_cuda, q.dtype, mask is not None, q.shape[-1]):
+            # the flash kernel takes grouped K/V directly: no copy
             return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, dropout_p=dropout_p, enable_gqa=True)
         # Same as HF repeat_kv (head h uses kv head h // rep); exact, and every CPU/masked backend accepts it.
         k = k.repeat_interleave(rep, dim=1)

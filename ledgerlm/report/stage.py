@@ -498,6 +498,8 @@ LABELS = {
 
 
 def _label(k: str) -> str:
+    if k.startswith(("val_src.", "val_mix.")):  # pretraining's held-out loss per source / per phase mixture
+        return f"held-out {k[8:]}" + (" mixture" if k.startswith("val_mix.") else "")
     return LABELS.get(k, k.replace("heldout", "held-out").replace("_", " "))
 
 
@@ -525,12 +527,25 @@ def _pretrain_section(card: Card, records: dict) -> None:
     panels = [("loss", ["loss", "val_loss"]), ("learning rate", ["lr"]), ("tokens/s", ["tok_s", "tokens_per_s"])]
     if any(_finite(r.get("mfu")) for r in rows):  # GPU only: no empty MFU panel on CPU runs
         panels.append(("model FLOPs utilisation", ["mfu"]))
+    by_src = sorted({k for r in rows for k in r if k.startswith(("val_src.", "val_mix."))})
+    if by_src:  # the held-out loss of each source and of each phase's mixture, beside the declared one
+        panels.insert(1, ("held-out loss by source and mixture", by_src))
     _curve(card, "pretrain_loss.png", "Pretraining", rows, panels)
     by_w = m.get("val_loss_by_weights") or {}
+    on = x.get("val_on")
     _kv_table(
         card,
         [
-            ("held-out loss of the kept weights", m.get("val_loss") if _finite(m.get("val_loss")) else None),
+            (
+                "held-out loss of the kept weights" + (f" (on {on})" if on else ""),
+                m.get("val_loss") if _finite(m.get("val_loss")) else None,
+            ),
+            *[(f"held-out loss, source {k}", v) for k, v in (m.get("val_loss_by_source") or {}).items() if _finite(v)],
+            *[
+                (f"held-out loss, phase {k}'s mixture", v)
+                for k, v in (m.get("val_loss_by_mixture") or {}).items()
+                if _finite(v) and len((x.get("val_mixtures") or {}).get(k, {})) > 1
+            ],
             ("weights kept", x.get("final_weights")),
             *[(f"held-out loss, {k} weights", v) for k, v in by_w.items() if _finite(v) and len(by_w) > 1],
             ("mean tokens/s", m.get("tok_s")),

@@ -96,6 +96,13 @@ class WindowSource:
             out.append((t[:, :-1].contiguous(), t[:, 1:].contiguous()))
         return out
 
+    def val_sets(self, n: int, batch: int) -> dict[str, list]:
+        """Validation batches by name: these arrays are not split by source, so one set, `all`."""
+        return {"all": self.val_batches(n, batch)}
+
+    def mixtures(self) -> dict[str, dict[str, float]]:
+        return {"all": {"all": 1.0}}
+
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "cursor": self.cursor, "n_windows": len(self.windows), "seed": self.seed}
 
@@ -163,10 +170,27 @@ class LoaderSource:
         return (out[0], out[1], out[2]) if self.doc_ids else (out[0], out[1], None)
 
     def val_batches(self, n: int, batch: int):
+        """n batches of every source's held-out windows, interleaved in proportion to their val sizes."""
         try:
             return [(b[0], b[1]) for b in self.loader.val_batches(n)]
         except ValueError:  # no (or too small a) validation split
             return []
+
+    def val_sets(self, n: int, batch: int) -> dict[str, list]:
+        """n held-out batches of each training source that has a validation split of at least one batch."""
+        out = {}
+        for s in self.loader.sources:
+            try:
+                got = [(b[0], b[1]) for b in self.loader.val_batches(n, mixture={s: 1.0})]
+            except ValueError:  # no (or too small a) validation split for this source
+                got = []
+            if got:
+                out[s] = got
+        return out
+
+    def mixtures(self) -> dict[str, dict[str, float]]:
+        """Each phase's mixture by phase name (one proportional phase `all` when the recipe gives none)."""
+        return {p.name: dict(p.mixture) for p in self.loader.phases}
 
     def state_dict(self) -> dict:
         return self.loader.state_dict()

@@ -38,6 +38,7 @@ from ledgerlm.model.llama import ModelConfig, build_model, model_config
 from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train import checkpoint as ckpt_lib
+from ledgerlm.train import supply
 from ledgerlm.train.averaging import EMA, SnapshotAverage, load_weights_into, snapshot_steps
 from ledgerlm.train.data import LoaderSource, WindowSource, doc_ids_from_eot, from_tokenize_dir
 from ledgerlm.train.dist import (
@@ -88,13 +89,21 @@ class Config:
     # output head + loss over chunks of this many tokens, never the whole [B, T, V] logits (0 = the plain path)
     loss_chunk_size: int = DEFAULT_CHUNK
     eval_every: int = ranged(100, ge=0)  # steps between validation losses (0 = none while training)
-    val_batches: int = ranged(8, ge=0)  # held-out batches in each validation loss (0 = no validation)
+    val_batches: int = ranged(8, ge=0)  # held-out batches of each source in a validation loss (0 = no validation)
+    # what `val_loss` (the headline, the curve, select_final: best) measures: a phase name (its mixture, the
+    # per-source losses weighted by it) or a source name; "" = the first phase's mixture
+    val_on: str = ""
     ckpt_every: int = ranged(500, ge=0)  # steps between checkpoints (0 = only at the end)
     keep_ckpts: int = ranged(2, ge=1)  # newest checkpoints kept
     log_every: int = ranged(10, ge=1)  # steps between log lines
     parallel: Literal["none", "ddp", "fsdp"] = "none"  # none, or ddp / fsdp under torchrun
     cpu_threads: int = ranged(0, ge=0)  # CPU intra-op threads (0 = torch's default); 1 is often fastest when busy
     init_from: str = ""  # optional HF Llama dir to continue from (e.g. a downloaded SmolLM-135M)
+    # What each source can supply, for `ledgerlm plan` before curate and tokenize have run (their records replace
+    # it): {source: {tokens_per_doc: N, docs: N}} (docs only where the curate source has no limit)
+    supply_estimate: dict = field(default_factory=dict)
+    # a phase schedule drawing more passes than this over any source is refused (plan and run); 0 = no limit
+    max_source_passes: float = ranged(4.0, ge=0)
     extra: dict = field(default_factory=dict)  # free-form notes recorded in the ledger
 
 
@@ -155,9 +164,14 @@ def _memory_gb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
+# settings that do not change the trajectory (and fields added later, so older checkpoints still resume)
+NOT_TRAJECTORY = ("eval_every", "ckpt_every", "keep_ckpts", "log_every", "extra", "val_on")
+NOT_TRAJECTORY += ("supply_estimate", "max_source_passes")
+
+
 def config_sha(cfg: Config) -> str:
     d = dataclasses.asdict(cfg)
-    for k in ("eval_every", "ckpt_every", "keep_ckpts", "log_every", "extra"):  # do not change the trajectory
+    for k in NOT_TRAJECTORY:
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -181,7 +195,9 @@ class Trainer:
     avg: SnapshotAverage | None
     ema_start: int  # the step the EMA starts from (the decay phase)
     avg_steps: set[int]  # the steps whose weights enter the snapshot average
-    val: list  # fixed validation batches
+    val: dict[str, list]  # fixed validation batches per source (one set `all` for a WindowSource)
+    val_weights: dict[str, float]  # the declared mixture (val_on) over those sources
+    val_mixtures: dict[str, dict[str, float]]  # every phase's mixture (reported beside the declared one)
     peak: float | None  # the device's peak FLOP/s (MFU); None on CPU
     step: int = 0  # optimizer steps done
     first_step: int = 0  # where this process started (0, or the step resumed from)
@@ -194,10 +210,26 @@ class Trainer:
     def steps(self) -> int:
         return self.lengths["steps"]
 
-    def val_loss(self, model=None) -> float:
-        """Mean loss on the validation batches, of the training model or of `model`."""
+    def val_losses(self, model=None) -> dict:
+        """Validation losses of the training model or of `model`: {"val_loss": the declared mixture's,
+        "by_source": {source: mean loss over its batches}, "by_mixture": {phase: its mixture's}}. A mixture's loss
+        is the mixture-weighted mean of its sources' losses: the expected loss of rows drawn in its proportions."""
         dev, eot = self.info.device, self.source.eot_id
-        return evaluate(model or self.model, self.val, dev, self.autocast, self.cfg.doc_mask, eot, self.info)
+        by_source = {
+            s: evaluate(model or self.model, b, dev, self.autocast, self.cfg.doc_mask, eot, self.info)
+            for s, b in self.val.items()
+        }
+        by_mixture = {
+            name: sum(w * by_source[s] for s, w in mix.items())
+            for name, mix in self.val_mixtures.items()
+            if all(s in by_source for s in mix)
+        }
+        head = sum(w * by_source[s] for s, w in self.val_weights.items()) if self.val else float("nan")
+        return {"val_loss": head, "by_source": by_source, "by_mixture": by_mixture}
+
+    def val_loss(self, model=None) -> float:
+        """The declared (`val_on`) validation loss of the training model or of `model`."""
+        return self.val_losses(model)["val_loss"]
 
 
 def build(cfg: Config, mcfg: ModelConfig, dev: str, seed: int) -> torch.nn.Module:
@@ -254,18 +286,73 @@ def setup(cfg: Config, source: WindowSource, vocab_size: int, seed: int, info: D
     ema = EMA(model, cfg.ema) if cfg.ema else None
     avg = SnapshotAverage(model) if cfg.average_last_k else None
     avg_steps = set(snapshot_steps(d0 if d0 < steps else 0, steps, cfg.average_last_k))
-    val = source.val_batches(cfg.val_batches, cfg.micro_batch) if cfg.val_batches else []
+    val = source.val_sets(cfg.val_batches, cfg.micro_batch) if cfg.val_batches else {}
     if cfg.val_batches and cfg.eval_every and not val:  # else every validation loss would be NaN
         raise _err(
             "val_batches",
             f"the held-out split has less than one validation batch ({cfg.micro_batch} x {cfg.seq_len + 1} tokens); "
             "raise tokenize.val_fraction, or set pretrain.val_batches=0 to train without a validation loss",
         )
+    mixtures = source.mixtures()
+    val_weights = resolve_val_on(cfg, mixtures, val) if val else {}
     autocast = functools.partial(bf16_autocast, dev, cfg.precision)
     ema_start = d0 if d0 < steps else 0
     return Trainer(
-        cfg, source, info, mcfg, L, model, wrapped, fwd, opt, autocast, sched, ema, avg, ema_start, avg_steps, val, peak_flops(dev)
+        cfg,
+        source,
+        info,
+        mcfg,
+        L,
+        model,
+        wrapped,
+        fwd,
+        opt,
+        autocast,
+        sched,
+        ema,
+        avg,
+        ema_start,
+        avg_steps,
+        val,
+        val_weights,
+        mixtures,
+        peak_flops(dev),
     )
+
+
+def val_on_name(cfg: Config, mixtures: dict) -> str:
+    """The name of what the headline validation loss measures: `val_on`, else the first phase's."""
+    return cfg.val_on or next(iter(mixtures))
+
+
+def resolve_val_on(cfg: Config, mixtures: dict[str, dict[str, float]], val: dict[str, list]) -> dict[str, float]:
+    """The declared validation mixture {source: weight}: a phase's mixture, or one source. Every source in it must
+    have validation batches (else the headline would silently measure a different mixture)."""
+    name = val_on_name(cfg, mixtures)
+    if name in mixtures:
+        weights = dict(mixtures[name])
+    elif name in val or name in {s for m in mixtures.values() for s in m}:
+        weights = {name: 1.0}
+    else:
+        names = sorted(set(mixtures) | {s for m in mixtures.values() for s in m})
+        raise _err("val_on", f"{name!r} is neither a phase nor a source (phases and sources: {', '.join(names)})")
+    missing = [s for s in weights if s not in val]
+    if missing:
+        raise _err(
+            "val_on",
+            f"{name!r} draws on {missing}, which have less than one validation batch ({cfg.micro_batch} x "
+            f"{cfg.seq_len + 1} tokens) in the held-out split; raise tokenize.val_fraction or name another val_on",
+        )
+    return weights
+
+
+def val_row(v: dict, mixtures: dict[str, dict[str, float]]) -> dict:
+    """A validation result as flat metrics-row keys: val_loss (the declared one), val_src.<source> and
+    val_mix.<phase> for each phase mixing several sources (a one-source phase is its source's row)."""
+    row = {"val_loss": round(v["val_loss"], 6)}
+    row.update({f"val_src.{s}": round(x, 6) for s, x in v["by_source"].items()})
+    row.update({f"val_mix.{k}": round(x, 6) for k, x in v["by_mixture"].items() if len(mixtures[k]) > 1})
+    return row
 
 
 def resume(t: Trainer, ckpt_dir: Path, metrics_path: Path, log) -> None:
@@ -384,6 +471,8 @@ def step_row(t: Trainer, loss: float, gnorm: float, mult: float, dt: float) -> d
 def log_line(log, row: dict, steps: int) -> None:
     mfu = f" mfu {row['mfu']:.1%}" if row["mfu"] is not None else ""
     val = f" val {row['val_loss']:.4f}" if "val_loss" in row else ""
+    by = [f"{k[8:]} {v:.3f}" for k, v in row.items() if k.startswith("val_src.")]
+    val += f" ({', '.join(by)})" if len(by) > 1 else ""
     log.info(
         "step %d/%d loss %.4f%s lr %.2e gnorm %.3f tok/s %.0f%s",
         row["step"],
@@ -408,8 +497,9 @@ def steps_to_end(t: Trainer, ckpt_dir: Path, metrics_path: Path, log, view=None)
             row = train_step(t, ckpt_dir)
             done = t.step
             if t.val and cfg.eval_every and (done % cfg.eval_every == 0 or done == steps):
-                last_val = t.val_loss()
-                row["val_loss"] = round(last_val, 6)
+                v = t.val_losses()
+                last_val = v["val_loss"]
+                row.update(val_row(v, t.val_mixtures))
             if metrics_f:
                 metrics_f.write(json.dumps(row) + "\n")
                 metrics_f.flush()
@@ -429,9 +519,10 @@ def steps_to_end(t: Trainer, ckpt_dir: Path, metrics_path: Path, log, view=None)
     return last_val
 
 
-def select_final(t: Trainer) -> tuple[torch.nn.Module, str, dict[str, float]]:
-    """The final weights -- raw, EMA or snapshot average -- chosen on validation loss unless fixed by select_final,
-    loaded into a plain (unwrapped / FSDP-gathered) model -> (model, chosen, validation loss by candidate)."""
+def select_final(t: Trainer) -> tuple[torch.nn.Module, str, dict[str, float], dict]:
+    """The final weights -- raw, EMA or snapshot average -- chosen on the declared (`val_on`) validation loss unless
+    fixed by select_final, loaded into a plain (unwrapped / FSDP-gathered) model -> (model, chosen, declared
+    validation loss by candidate, the chosen weights' validation losses by source and mixture)."""
     cfg = t.cfg
     if cfg.parallel == "fsdp" and t.info.enabled:
         m_sd, _ = full_state_dicts(t.wrapped, t.opt, t.info, cfg.parallel)
@@ -447,16 +538,17 @@ def select_final(t: Trainer) -> tuple[torch.nn.Module, str, dict[str, float]]:
     if cfg.select_final != "best" and cfg.select_final not in candidates:
         raise _err("select_final", f"{cfg.select_final!r} is not available (enabled: {sorted(candidates)})")
     raw = {n: p.detach().clone() for n, p in final.named_parameters()}
-    val_by = {}
+    val_by, full = {}, {}
     for name, w in candidates.items():
         load_weights_into(final, raw if w is None else w)
-        val_by[name] = t.val_loss(final) if t.val else float("nan")
+        full[name] = t.val_losses(final) if t.val else {"val_loss": float("nan"), "by_source": {}, "by_mixture": {}}
+        val_by[name] = full[name]["val_loss"]
     if cfg.select_final != "best":
         chosen = cfg.select_final
     else:  # the lowest finite validation loss
         chosen = min(val_by, key=lambda k: val_by[k] if math.isfinite(val_by[k]) else float("inf")) if t.val else "raw"
     load_weights_into(final, raw if candidates[chosen] is None else candidates[chosen])
-    return final, chosen, val_by
+    return final, chosen, val_by, full[chosen]
 
 
 def train(
@@ -493,7 +585,7 @@ def train(
     )
     view = progress(steps, start=start) if progress and info.is_main else None
     last_val = steps_to_end(t, ckpt_dir, metrics_path, log, view)
-    final, chosen, val_by = select_final(t)
+    final, chosen, val_by, val_full = select_final(t)
     model_dir = out_dir / "model"
     if info.is_main:
         _save_hf(final, model_dir, tokenizer)
@@ -512,6 +604,11 @@ def train(
         "final": chosen,
         "val_loss": val_by[chosen],
         "val_loss_by_weights": val_by,
+        "val_loss_by_source": val_full["by_source"],
+        "val_loss_by_mixture": val_full["by_mixture"],
+        "val_on": val_on_name(cfg, t.val_mixtures) if t.val else None,
+        "val_weights": t.val_weights,
+        "val_mixtures": t.val_mixtures,
         "last_val_loss": last_val,
         "tok_s_mean": mean(t.tok_s_hist),
         "mfu_mean": mean(t.mfu_hist),
@@ -551,7 +648,63 @@ def plan(cfg: Config, ctx) -> list[str]:
         f"optimizer {cfg.optimizer}, schedule {cfg.schedule}, dropout {cfg.dropout}, wd {cfg.weight_decay}, "
         f"ema {cfg.ema or 'off'}, average_last_k {cfg.average_last_k or 'off'}, parallel {cfg.parallel}"
     )
+    if cfg.val_batches:
+        names = [p.get("name", f"phase{i + 1}") for i, p in enumerate(cfg.phases)] or ["all"]
+        lines.append(
+            f"validation: {cfg.val_batches} batches of each source; val_loss, select_final and the headline "
+            f"measure {cfg.val_on or names[0]!r}" + ("" if cfg.val_on else " (the first phase's mixture)")
+        )
+    if cfg.phases:
+        try:
+            phases = phases_from_config(cfg.phases)
+        except ValueError as e:
+            raise _err("phases", str(e)) from None
+        try:
+            L = resolve_lengths(cfg, 1, 1, sum(p.tokens for p in phases))
+            starts = [0]
+            for p in phases[:-1]:
+                starts.append(starts[-1] + -(-p.tokens // L["batch_tokens"]))
+            d0 = decay_start(L["steps"], cfg.schedule, cfg.decay_frac, cfg.warmup)
+            lines.append(
+                "schedule: warmup "
+                f"{cfg.warmup} steps ({cfg.warmup / L['steps']:.1%}); "
+                + ", ".join(f"phase {p.name} from step {s0:,}" for p, s0 in zip(phases, starts))
+                + (f"; the LR decays from step {d0:,}" if cfg.schedule == "wsd" else "")
+                + ("" if cfg.schedule != "wsd" or d0 in starts else " (not at a phase start)")
+            )
+        except Exception as e:  # noqa: BLE001 - plan reports what it cannot compute
+            lines.append(f"schedule: {e}")
+        rows = supply.table(phases, supply.plan_available(ctx.recipe, ctx.run_dir, cfg.supply_estimate))
+        lines += supply.lines(rows)
+        lines += [f"WARNING: {w}" for w in supply.warnings(rows, cfg.max_source_passes)]
+        check_supply(cfg, rows)
     return lines
+
+
+def check_supply(cfg: Config, rows: list) -> None:
+    """Refuse a phase schedule that repeats a source more than `max_source_passes` times."""
+    bad = supply.over_limit(rows, cfg.max_source_passes)
+    if bad:
+        s, p = max(bad.items(), key=lambda kv: kv[1])
+        raise _err(
+            "max_source_passes",
+            f"the phases draw {p:.2f} passes over source {s!r} (limit {cfg.max_source_passes:g}): raise its curate "
+            "limit, lower its mixture weight, or raise pretrain.max_source_passes",
+        )
+
+
+def run_supply(cfg: Config, source, ctx) -> list[dict]:
+    """Supply vs demand at run time, from the token index (exact): warned per repeated source, refused above the
+    limit, and recorded."""
+    if not cfg.phases or not isinstance(source, LoaderSource):
+        return []
+    idx = source.loader.index
+    avail = {s: (idx.n_tokens(s, "train"), "token index") for s in idx.sources}
+    rows = supply.table(source.loader.phases, avail)
+    check_supply(cfg, rows)
+    for w in supply.warnings(rows, cfg.max_source_passes):
+        ctx.warn("source_repeated", w)
+    return [r.as_dict() for r in rows]
 
 
 def make_source(cfg: Config, tok_dir, seed: int, info: DistInfo):
@@ -574,6 +727,7 @@ def run(cfg: Config, ctx):
     vocab = TokenIndex(tok_dir).vocab_size
     info = init_distributed(ctx.device)
     source = make_source(cfg, tok_dir, ctx.seed, info)
+    supply_rows = run_supply(cfg, source, ctx)
     tok_file = tok_dir / "tokenizer.json"
     res = train(
         cfg,
@@ -594,20 +748,32 @@ def run(cfg: Config, ctx):
     summary = [
         f"{res['steps']:,} steps, {res['tokens']:,} tokens ({res['data_epochs']:.2f} epochs), "
         f"{res['params']:,} parameters{speed}",
-        f"{loss}validation loss {res['val_loss']:.3f} ({res['final']} weights)",
+        f"{loss}validation loss {res['val_loss']:.3f}"
+        + (f" on {res['val_on']}" if res["val_on"] else "")
+        + f" ({res['final']} weights)",
     ]
+    if res["val_loss_by_source"]:
+        summary.append(
+            "validation loss by source: " + ", ".join(f"{s} {v:.3f}" for s, v in res["val_loss_by_source"].items())
+        )
     return StageResult(
         outputs={"model": res["model_dir"], "metrics": res["metrics_path"]},
         counters={"steps": res["steps"], "tokens": res["tokens"], "params": res["params"]},
         metrics={
             "val_loss": res["val_loss"],
+            "final_val_loss": res["val_loss"],  # the headline: the declared (val_on) mixture's, of the kept weights
             "val_loss_by_weights": res["val_loss_by_weights"],
+            "val_loss_by_source": res["val_loss_by_source"],
+            "val_loss_by_mixture": res["val_loss_by_mixture"],
             "tok_s": res["tok_s_mean"],
             "mfu": res["mfu_mean"],
             "train_seconds": res["train_seconds"],
         },
         extra={
             "final_weights": res["final"],
+            "val_on": res["val_on"],
+            "val_mixture": res["val_weights"],
+            "val_mixtures": res["val_mixtures"],
             "batch_tokens": res["batch_tokens"],
             "grad_accum": res["grad_accum"],
             "world": res["world"],
@@ -616,6 +782,7 @@ def run(cfg: Config, ctx):
             "data_source": type(source).__name__,
             "loader": source.ledger_info() if hasattr(source, "ledger_info") else source.state_dict(),
             "resumed_from_step": res["resumed_from"],
+            "supply": supply_rows,  # per phase and source: tokens asked, available (token index), passes
             "model_config": res["model_config"],
             "data_efficiency": {
                 "epochs": res["data_epochs"],
