@@ -101,18 +101,27 @@ def write_heldout(path: Path, correct: list[bool], **extra) -> dict:
     return {"heldout_accuracy": k / n, "heldout_p_binomial": p, "heldout_wilson95": [lo, hi]}
 
 
-def heldout_summary(ctx, what: str, heldout: dict, n: int, start: tuple[str, float] | None = None) -> list[str]:
+def heldout_summary(
+    ctx,
+    stage: str,
+    heldout: dict,
+    n: int,
+    start: tuple[str, float] | None = None,
+    what: str = "held-out accuracy",
+    vs_chance: bool = True,
+) -> list[str]:
     """The stage's summary line for its held-out preference accuracy (from write_heldout); warns, through the
-    stage context, when the accuracy is no better than chance."""
+    stage context, when the accuracy is no better than chance -- if `vs_chance` (a stage that starts from chance,
+    like a fresh reward head; DPO's implicit reward starts from ties and is judged by its effect instead)."""
     acc, p, (lo, hi) = heldout["heldout_accuracy"], heldout["heldout_p_binomial"], heldout["heldout_wilson95"]
     k = round(acc * n)
-    line = f"held-out accuracy {acc:.1%} ({k}/{n} pairs, 95% CI {lo:.1%}-{hi:.1%}), one-sided binomial p = {p:.2g}"
+    line = f"{what} {acc:.1%} ({k}/{n} pairs, 95% CI {lo:.1%}-{hi:.1%}), one-sided binomial p = {p:.2g}"
     if start is not None:
         line += f"; {start[0]} {start[1]:.1%}"
-    if not p < WARN_P:
+    if vs_chance and not p < WARN_P:
         ctx.warn(
             "not_better_than_chance",
-            f"{what} held-out accuracy {acc:.1%} ({k}/{n}) is not better than chance "
+            f"{stage} {what} {acc:.1%} ({k}/{n}) is not better than chance "
             f"(one-sided binomial p = {p:.2g} >= {WARN_P})",
         )
     return [line]
