@@ -695,12 +695,12 @@ def _pairwise(card: Card, stage: str, rec: dict, rows: list[dict]) -> None:
         card.verdict(stage, v + ".")
     elif eff:
         # a fresh reward head starts from chance: its effect, and whether it beats chance
-        v = _effect_verdict(card, "the reward model", eff)
+        v = _effect_verdict(card, "The reward model", eff)
         if _finite(acc):
             v += "; " + _significance(card, acc, c.get("pairs_heldout"), p).replace(
                 " of held-out pairs ranked correctly", ""
             )
-        card.verdict(stage, v[0].upper() + v[1:] + ".")
+        card.verdict(stage, v + ".")
     elif _finite(acc):
         v = _significance(card, acc, c.get("pairs_heldout"), p)
         if p is None or p >= ALPHA:
