@@ -198,3 +198,14 @@ def test_sweep_defaults_to_the_headline_of_dpo_and_reward(tmp_path):
         spec_headline = list(__import__(f"ledgerlm.post.{stage}", fromlist=["SPEC"]).SPEC.headline)
         assert out["metrics"] == spec_headline and len(out["rows"]) == 1
         assert all(0.0 <= out["rows"][0][m] <= 1.0 for m in spec_headline)
+
+
+def test_load_split_n_train_zero_means_all_pairs(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(
+        "".join(json.dumps({"prompt": f"q{i}?", "chosen": "yes", "rejected": "no"}) + "\n" for i in range(30))
+    )
+    tr, ho, _, _ = preference.load_split(str(path), 0, 8, seed=0)
+    assert len(tr) == 22 and len(ho) == 8 and {p.prompt[0]["content"] for p in tr + ho} == {f"q{i}?" for i in range(30)}
+    tr, ho, _, _ = preference.load_split(str(path), 10, 8, seed=0)
+    assert len(tr) == 10 and len(ho) == 8

@@ -252,7 +252,8 @@ def load_split(source: str, n_train: int, n_heldout: int, seed: int, split: str 
         tr = load_preferences(source, split="train", limit=n_train, seed=seed)
         ho = load_preferences(source, split="heldout", limit=n_heldout, seed=seed)
         return tr.pairs, ho.pairs, tr.counters + ho.counters, []
-    prefs = load_preferences(source, split=split, subset=subset, limit=(n_train + n_heldout) or 0, seed=seed)
+    # n_train 0 = every pair the source has (less the held-out ones): no limit
+    prefs = load_preferences(source, split=split, subset=subset, limit=n_train + n_heldout if n_train else 0, seed=seed)
     tr, ho = train_heldout(prefs, n_heldout, seed)
     return tr, ho, prefs.counters, prefs.quarantined
 
