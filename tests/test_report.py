@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ledgerlm.report.stage import Card, build
+from ledgerlm.report.stage import Card, _effect_test, build
 
 
 def _record(stage: str, **kw) -> dict:
@@ -160,3 +160,8 @@ def test_post_training_verdicts_are_effects_against_the_start(tmp_path):
     )
     assert md.count("| held-out metric | start → end | test |") == 4 and "| worse |" in md
     assert "made its own metric worse" in page
+
+
+def test_effect_with_bootstrap_p_zero_says_below_resolution():
+    zero = _eff("heldout_conversation_loss", 1.7, 0.5, 9, 0.0, "paired_bootstrap", higher=False, iters=10000)
+    assert _effect_test(Card(run_dir=None), zero) == "n = 9, paired bootstrap p < 1/10,000"

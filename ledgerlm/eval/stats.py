@@ -133,7 +133,7 @@ def effect(
         out.update(test="mcnemar_exact", p=t["p_value"], gained=t["b_only"], lost=t["a_only"])
     else:
         t = paired_bootstrap_mean([before], [after])
-        out.update(test="paired_bootstrap", p=t["p_value"], diff_ci95=t["ci95"])
+        out.update(test="paired_bootstrap", p=t["p_value"], diff_ci95=t["ci95"], iters=t["iters"])
     out["higher_is_better"] = bool(higher_is_better)
     out["improved"] = bool(out["after"] > out["before"] if higher_is_better else out["after"] < out["before"])
     if label:

@@ -284,8 +284,9 @@ def effect_line(e: dict) -> str:
     what = e.get("label") or e["metric"].replace("_", " ")
     if e.get("test") == "mcnemar_exact":
         test = f"n = {e['n']}, McNemar p = {e['p']:.2g}, {e['gained']} gained, {e['lost']} lost"
-    elif e.get("test"):
-        test = f"n = {e['n']}, paired bootstrap p = {e['p']:.2g}"
+    elif e.get("test"):  # p = 0: no resample crossed 0
+        p = f"< 1/{e['iters']:,}" if e["p"] == 0 and e.get("iters") else f"= {e['p']:.2g}"
+        test = f"n = {e['n']}, paired bootstrap p {p}"
     else:
         test = "no per-item scores: no test"
     if e["after"] == e["before"]:

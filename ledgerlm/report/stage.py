@@ -577,7 +577,10 @@ def _effect_test(card: Card, e: dict) -> str:
             f"gained, {card.num(e.get('lost'))} lost"
         )
     if e.get("test"):
-        return f"n = {card.num(e.get('n'))}, paired bootstrap p = {card.num(e.get('p'), 2)}"
+        p = e.get("p")
+        if p == 0 and e.get("iters"):  # no bootstrap resample crossed 0
+            return f"n = {card.num(e.get('n'))}, paired bootstrap p < 1/{card.num(e['iters'])}"
+        return f"n = {card.num(e.get('n'))}, paired bootstrap p = {card.num(p, 2)}"
     return "no per-item scores, no test"
 
 
