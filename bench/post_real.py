@@ -48,14 +48,22 @@ def base_model(run: Path, texts: list[str], vocab: int, seed: int, size: dict) -
     )
 
 
-def run_stages(run: Path, sections: dict, device: str, seed: int) -> dict:
+def run_stages(run: Path, sections: dict, device: str, seed: int, force: bool = True) -> dict:
+    """Run `sections` in order through the pipeline (ledger records and all); force=False skips a stage whose record
+    is up to date (same config and inputs), as `ledgerlm run` does."""
     recipe = pipeline.Recipe(name="bench-post", seed=seed, device=device, stages=list(sections), sections=sections)
     out = {}
     for stage in sections:
         t0 = time.time()
-        _, rec = pipeline.run_stage(recipe, stage, run, force=True)
-        out[stage] = {**rec, "wall_s": time.time() - t0}
+        status, rec = pipeline.run_stage(recipe, stage, run, force=force)
+        out[stage] = {**rec, "wall_s": time.time() - t0 if status == "ran" else rec.get("seconds", 0.0)}
     return out
+
+
+def _reward_seed(run: str, cfg: reward.Config, device: str, seed: int, force: bool, threads: int) -> dict:
+    """One reward-model run in its own run directory (seeds run side by side, in separate processes)."""
+    torch.set_num_threads(threads)
+    return run_stages(Path(run), {"reward": cfg}, device, seed, force)["reward"]
 
 
 def arith_part(args) -> str:
@@ -177,7 +185,8 @@ def real_part(args) -> tuple[str, dict]:
     run = Path(args.run_dir) / "real"
     run.mkdir(parents=True, exist_ok=True)
     texts = [r["prompt"] + r["response"] for _, r in iter_jsonl(sft_file)]  # the tokenizer sees the SFT text only
-    base_model(run, texts + ["user\nassistant\n"], args.real_vocab, args.seed, SIZE)
+    if not (args.reuse and (run / "pretrain" / "model" / "config.json").is_file()):
+        base_model(run, texts + ["user\nassistant\n"], args.real_vocab, args.seed, SIZE)
     pairs = dict(data=str(hh), n_train=0, n_heldout=args.real_heldout, max_len=256, max_prompt_len=128, batch_size=16)
     sections = {
         "sft": sft.Config(
@@ -199,12 +208,20 @@ def real_part(args) -> tuple[str, dict]:
             **pairs,
         ),
     }
-    res = run_stages(run, sections, args.device, args.seed)
-    rm_cfg = reward.Config(init="sft", lr=args.real_rm_lr, epochs=1.0, **pairs)
-    rms = {}
-    for seed in args.real_rm_seeds:
-        rms[seed] = run_stages(run, {"reward": rm_cfg}, args.device, seed)["reward"]
-        (run / f"reward_seed{seed}.json").write_text(json.dumps(rms[seed], indent=2, default=str))
+    res = run_stages(run, sections, args.device, args.seed, force=not args.reuse)
+    # every seed from the same SFT model, each in its own run dir (its own held-out draw), `--jobs` at a time;
+    # evaluated at the start, halfway and at the end (scoring all held-out pairs is a good part of the cost)
+    rm_cfg = reward.Config(init=str(run / "sft" / "model"), lr=args.real_rm_lr, epochs=1.0, eval_every=50, **pairs)
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futs = {
+            seed: pool.submit(
+                _reward_seed, str(run / f"reward-seed{seed}"), rm_cfg, args.device, seed, not args.reuse, args.threads
+            )
+            for seed in args.real_rm_seeds
+        }
+        rms = {seed: f.result() for seed, f in futs.items()}
     s, d = res["sft"]["metrics"], res["dpo"]["metrics"]
     c = res["dpo"]["counters"]
     rows = [
@@ -270,8 +287,12 @@ def main() -> None:
     ap.add_argument("--real-dpo-lr", type=float, default=2e-4)
     ap.add_argument("--real-rm-lr", type=float, default=1e-4)
     ap.add_argument("--real-rm-seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--jobs", type=int, default=3, help="reward-model seeds run side by side")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process (1: see experiments/README.md)")
+    ap.add_argument("--reuse", action="store_true", help="skip stages whose ledger record is up to date")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     cmd = "python -m bench.post_real " + " ".join(sys.argv[1:])
     if args.part in ("arith", "all"):
         body = arith_part(args)
