@@ -247,20 +247,20 @@ def dpo_effects(cfg: Config, ref_ho: dict, final: dict) -> tuple[dict, dict]:
     (paired bootstrap). Per token when the loss is length-normalised."""
     norm = cfg.loss == "length_normalized"
     before, after = own_margin(ref_ho, norm).tolist(), final["own_margin"]
-    unit = ", per token" if norm else ""
+    unit = " per-token" if norm else ""
     pref = effect(
         "heldout_chosen_preference",
         [float(m > 0) for m in before],
         [float(m > 0) for m in after],
         binary=True,
-        label=f"held-out chosen-preference (pairs whose chosen answer the model's own log-probs{unit} rank first)",
+        label=f"held-out chosen-preference (pairs where the model's own{unit} log-probs rank the chosen answer first)",
     )
     margin = effect(
         "heldout_logp_margin",
         before,
         after,
         binary=False,
-        label=f"mean held-out log-prob margin, chosen − rejected{unit}",
+        label=f"mean held-out{unit} log-prob margin, chosen − rejected",
     )
     return pref, margin
 

@@ -172,7 +172,7 @@ def interpolate_effect(key: str, mode: str, tuned: tuple[float, list | None], ch
     """The chosen α's model against the tuned model the stage started from (α = 1), on the metric that chose it:
     paired over items when the metric gives per-item scores (McNemar for right/wrong, else paired bootstrap)."""
     higher = direction(key, mode) == "max"
-    label = {"sft_val_loss": "held-out SFT chat loss per conversation"}.get(key, key)
+    label = {"sft_val_loss": "held-out SFT chat loss (tested per conversation)"}.get(key, key)
     (b, b_items), (a, a_items) = tuned, chosen
     if b_items is not None and a_items is not None and len(b_items) == len(a_items) and b_items:
         e = effect(key, b_items, a_items, higher_is_better=higher, label=label)
