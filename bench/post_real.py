@@ -3,8 +3,10 @@
     python -m bench.post_real --part arith   # small model SFT'ed on the built-in task, then DPO, reward model, GRPO:
                                              # held-out preference accuracy (binomial test) and held-out exact match
                                              # before/after GRPO (paired McNemar test, CI)
-    python -m bench.post_real --part real    # the same loops on real data from ../shared/data: hh-rlhf preferences
-                                             # (dpo, reward) and GSM8K train problems (rl); they run and log metrics
+    python -m bench.post_real --part real    # real data from ../shared/data: SFT on the dolly/HH SFT file, then DPO
+                                             # and the reward model (3 seeds) on the hh-rlhf harmless pairs, each
+                                             # judged against the model it started from (McNemar / paired bootstrap)
+                                             # and the reward model also against chance (binomial)
     python -m bench.post_real --part all
 
 Everything is written under --run-dir (default runs/bench-post-*), never into the repository's tracked files; numbers
@@ -46,14 +48,22 @@ def base_model(run: Path, texts: list[str], vocab: int, seed: int, size: dict) -
     )
 
 
-def run_stages(run: Path, sections: dict, device: str, seed: int) -> dict:
+def run_stages(run: Path, sections: dict, device: str, seed: int, force: bool = True) -> dict:
+    """Run `sections` in order through the pipeline (ledger records and all); force=False skips a stage whose record
+    is up to date (same config and inputs), as `ledgerlm run` does."""
     recipe = pipeline.Recipe(name="bench-post", seed=seed, device=device, stages=list(sections), sections=sections)
     out = {}
     for stage in sections:
         t0 = time.time()
-        _, rec = pipeline.run_stage(recipe, stage, run, force=True)
-        out[stage] = {**rec, "wall_s": time.time() - t0}
+        status, rec = pipeline.run_stage(recipe, stage, run, force=force)
+        out[stage] = {**rec, "wall_s": time.time() - t0 if status == "ran" else rec.get("seconds", 0.0)}
     return out
+
+
+def _reward_seed(run: str, cfg: reward.Config, device: str, seed: int, force: bool, threads: int) -> dict:
+    """One reward-model run in its own run directory (seeds run side by side, in separate processes)."""
+    torch.set_num_threads(threads)
+    return run_stages(Path(run), {"reward": cfg}, device, seed, force)["reward"]
 
 
 def arith_part(args) -> str:
@@ -154,87 +164,99 @@ def summarise_arith(res: dict, run: Path, args) -> str:
     return "\n".join(lines)
 
 
-def real_part(args) -> str:
+def _effect_cell(e: dict) -> str:
+    if e.get("test") == "mcnemar_exact":
+        return (
+            f"{e['before']:.3f} → {e['after']:.3f} (n = {e['n']}; {e['gained']} gained, {e['lost']} lost; "
+            f"McNemar p = {e['p']:.2g})"
+        )
+    return f"{e['before']:.4g} → {e['after']:.4g} (n = {e['n']}; paired bootstrap p = {e['p']:.2g})"
+
+
+def real_part(args) -> tuple[str, dict]:
+    """SFT on the real SFT file (dolly + HH helpful, disjoint from the preference pairs), then DPO and the reward
+    model (one run per seed: each seed draws its own held-out pairs) on the real hh-rlhf harmless pairs. Every stage
+    is judged against the model it started from on held-out items (its `effect`); the reward model also against
+    chance (it starts from an untrained head)."""
     hh = DATA / "preference" / "hh_rlhf_harmless_base_test.jsonl.gz"
-    gsm = DATA / "gsm8k" / "train.jsonl"
-    if not hh.is_file() or not gsm.is_file():
+    sft_file = DATA / "sft" / "dolly_hhrlhf_train_small.jsonl"
+    if not hh.is_file() or not sft_file.is_file():
         raise SystemExit(f"real data not found under {DATA}")
     run = Path(args.run_dir) / "real"
     run.mkdir(parents=True, exist_ok=True)
-    texts = []
-    with open(gsm) as f:
-        for i, line in enumerate(f):
-            if i >= 2000:
-                break
-            row = json.loads(line)
-            texts.append(row["question"] + "\n" + row["answer"])
-    import gzip
-
-    with gzip.open(hh, "rt") as f:
-        for i, line in enumerate(f):
-            if i >= 1000:
-                break
-            texts.append(json.loads(line)["chosen"])
-    base_model(run, texts + ["user\nassistant\n"], 2048, args.seed, SIZE)
-    (run / "sft").mkdir(exist_ok=True)
-    import shutil
-
-    shutil.copytree(run / "pretrain" / "model", run / "sft" / "model", dirs_exist_ok=True)  # no SFT: loops only
+    texts = [r["prompt"] + r["response"] for _, r in iter_jsonl(sft_file)]  # the tokenizer sees the SFT text only
+    if not (args.reuse and (run / "pretrain" / "model" / "config.json").is_file()):
+        base_model(run, texts + ["user\nassistant\n"], args.real_vocab, args.seed, SIZE)
+    pairs = dict(data=str(hh), n_train=0, n_heldout=args.real_heldout, max_len=256, max_prompt_len=128, batch_size=16)
     sections = {
+        "sft": sft.Config(
+            base="pretrain",
+            data=str(sft_file),
+            epochs=args.real_sft_epochs,
+            batch_size=16,
+            lr=3e-3,
+            warmup_ratio=0.05,
+            schedule="cosine",
+            seq_len=256,
+        ),
         "dpo": dpo.Config(
             init="sft",
-            data=str(hh),
-            n_train=256,
-            n_heldout=64,
-            max_steps=args.real_steps,
-            batch_size=8,
-            loss="length_normalized",
-            beta=5.0,
-            lr=1e-4,
-            max_len=256,
-            max_prompt_len=160,
-        ),
-        "reward": reward.Config(
-            init="sft",
-            data=str(hh),
-            n_train=256,
-            n_heldout=64,
-            max_steps=args.real_steps,
-            batch_size=8,
-            lr=1e-4,
-            max_len=256,
-            max_prompt_len=160,
-        ),
-        "rl": rl.Config(
-            init="sft",
-            task=str(gsm),
-            n_train=500,
-            n_eval=32,
-            steps=args.real_steps,
-            prompts_per_step=4,
-            group_size=4,
-            max_new_tokens=64,
-            lr=1e-5,
-            passk_problems=8,
+            loss=args.real_dpo_loss,
+            beta=args.real_dpo_beta,
+            lr=args.real_dpo_lr,
+            epochs=1.0,
+            **pairs,
         ),
     }
-    res = run_stages(run, sections, args.device, args.seed)
-    rows = ["| loop | data | steps | logged metrics (last step) | counters |", "|---|---|---|---|---|"]
-    for stage, data_name in (("dpo", hh.name), ("reward", hh.name), ("rl", gsm.name)):
-        last = [rec for _, rec in iter_jsonl(run / stage / "metrics.jsonl")][-1]
-        keep = {
-            k: (round(v, 4) if isinstance(v, float) else v)
-            for k, v in last.items()
-            if k not in ("lr", "elapsed_s", "step_s")
+    res = run_stages(run, sections, args.device, args.seed, force=not args.reuse)
+    # every seed from the same SFT model, each in its own run dir (its own held-out draw), `--jobs` at a time;
+    # evaluated at the start, halfway and at the end (scoring all held-out pairs is a good part of the cost)
+    rm_cfg = reward.Config(init=str(run / "sft" / "model"), lr=args.real_rm_lr, epochs=1.0, eval_every=50, **pairs)
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futs = {
+            seed: pool.submit(
+                _reward_seed, str(run / f"reward-seed{seed}"), rm_cfg, args.device, seed, not args.reuse, args.threads
+            )
+            for seed in args.real_rm_seeds
         }
-        c = res[stage]["counters"]
-        cnt = {
-            k: v
-            for k, v in c.items()
-            if k.startswith(("data:", "pairs", "truncated", "train", "heldout", "quarantined"))
-        }
-        rows.append(f"| {stage} | {data_name} | {c.get('steps')} | `{json.dumps(keep)}` | `{json.dumps(cnt)}` |")
-    return "\n".join(rows) + "\n\nStage wall time (s): " + ", ".join(f"{k} {v['wall_s']:.0f}" for k, v in res.items())
+        rms = {seed: f.result() for seed, f in futs.items()}
+    s, d = res["sft"]["metrics"], res["dpo"]["metrics"]
+    c = res["dpo"]["counters"]
+    rows = [
+        "| stage | start → end on held-out items | also |",
+        "|---|---|---|",
+        f"| sft ({sft_file.name}, {res['sft']['counters']['steps']} steps) | held-out assistant loss per conversation "
+        f"{_effect_cell(s['effect'])} | token-mean held-out loss {s['initial_val_loss']:.3f} → {s['final_val_loss']:.3f} |",
+        f"| dpo ({args.real_dpo_loss}, β {args.real_dpo_beta:g}, lr {args.real_dpo_lr:g}, {c['pairs_train']} pairs, "
+        f"{c['steps']} steps, seed {args.seed}) | chosen-preference (own log-probs"
+        f"{', per token' if args.real_dpo_loss == 'length_normalized' else ''}) {_effect_cell(d['effect'])} | "
+        f"log-prob margin {_effect_cell(d['effects'][1])}; implicit-reward accuracy {d['heldout_accuracy']:.3f} |",
+    ]
+    for seed, r in rms.items():
+        m, rc = r["metrics"], r["counters"]
+        rows.append(
+            f"| reward (lr {args.real_rm_lr:g}, {rc['pairs_train']} pairs, {rc['steps']} steps, seed {seed}) | pair "
+            f"accuracy vs the untrained head {_effect_cell(m['effect'])} | vs chance: {m['heldout_accuracy']:.3f}, "
+            f"Wilson 95% {m['heldout_wilson95'][0]:.3f}–{m['heldout_wilson95'][1]:.3f}, one-sided binomial "
+            f"p = {m['heldout_p_binomial']:.2g} |"
+        )
+    wall = {**{k: v["wall_s"] for k, v in res.items()}, **{f"reward seed {k}": v["wall_s"] for k, v in rms.items()}}
+    body = "\n".join(rows) + "\n\nStage wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in wall.items())
+    numbers = {
+        "sft_heldout_loss_before": s["effect"]["before"],
+        "sft_heldout_loss_after": s["effect"]["after"],
+        "dpo_chosen_pref_before": d["effect"]["before"],
+        "dpo_chosen_pref_after": d["effect"]["after"],
+        "dpo_chosen_pref_p": d["effect"]["p"],
+        "dpo_implicit_reward_acc": d["heldout_accuracy"],
+        "rm_acc": [r["metrics"]["heldout_accuracy"] for r in rms.values()],
+        "rm_p_vs_chance": [r["metrics"]["heldout_p_binomial"] for r in rms.values()],
+        "rm_acc_untrained_head": [r["metrics"]["effect"]["before"] for r in rms.values()],
+        "rm_effect_p": [r["metrics"]["effect"]["p"] for r in rms.values()],
+    }
+    return body, numbers
 
 
 def main() -> None:
@@ -257,9 +279,20 @@ def main() -> None:
     ap.add_argument("--rl-prompts", type=int, default=32)
     ap.add_argument("--group-size", type=int, default=16)
     ap.add_argument("--rl-lr", type=float, default=1e-4)
-    ap.add_argument("--real-steps", type=int, default=4)
+    ap.add_argument("--real-vocab", type=int, default=2048)
+    ap.add_argument("--real-heldout", type=int, default=700, help="held-out hh-rlhf pairs (of 2,303)")
+    ap.add_argument("--real-sft-epochs", type=float, default=2.0)
+    ap.add_argument("--real-dpo-loss", default="length_normalized")
+    ap.add_argument("--real-dpo-beta", type=float, default=5.0)
+    ap.add_argument("--real-dpo-lr", type=float, default=2e-4)
+    ap.add_argument("--real-rm-lr", type=float, default=1e-4)
+    ap.add_argument("--real-rm-seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--jobs", type=int, default=3, help="reward-model seeds run side by side")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process (1: see experiments/README.md)")
+    ap.add_argument("--reuse", action="store_true", help="skip stages whose ledger record is up to date")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     cmd = "python -m bench.post_real " + " ".join(sys.argv[1:])
     if args.part in ("arith", "all"):
         body = arith_part(args)
@@ -267,10 +300,10 @@ def main() -> None:
         if not args.no_record:
             record("post-training acceptance (built-in arith task)", body, cmd)
     if args.part in ("real", "all"):
-        body = real_part(args)
+        body, numbers = real_part(args)
         print(body)
         if not args.no_record:
-            record("post-training loops on real data", body, cmd)
+            record("post-training on real data: effects against each stage's start", body, cmd, numbers=numbers)
 
 
 if __name__ == "__main__":

@@ -136,6 +136,18 @@ def test_dpo_stage_learns_and_caches_reference(tmp_path):
     assert rows[-1]["loss"] < rows[0]["loss"] - 0.1 and rows[-1]["reward_acc"] >= 0.75
     held = json.loads((run / "dpo" / "heldout.json").read_text())
     assert held["n"] == 8 and 0 <= held["p_binomial_vs_0.5"] <= 1
+    # judged against its start: the model's own preference for the chosen side, reference (before) vs policy (after)
+    eff = res.metrics["effect"]
+    assert eff["metric"] == "heldout_chosen_preference" and eff["test"] == "mcnemar_exact" and eff["n"] == 8
+    assert eff["before"] == res.metrics["init_logp_accuracy"] == res.metrics["init_chosen_preference"]
+    before, after = held["per_pair_own_margin_before"], held["per_pair_own_margin_after"]
+    assert eff["after"] == sum(x > 0 for x in after) / 8 == res.metrics["heldout_chosen_preference"]
+    assert eff["before"] == sum(x > 0 for x in before) / 8
+    assert eff["gained"] == sum(a > 0 >= b for a, b in zip(after, before))
+    margin = res.metrics["effects"][1]
+    assert res.metrics["effects"][0] == eff and margin["metric"] == "heldout_logp_margin"
+    assert margin["after"] == pytest.approx(sum(after) / 8) and margin["before"] == pytest.approx(sum(before) / 8)
+    assert set(dpo.SPEC.headline) <= set(res.metrics)  # `ledgerlm sweep` without --metric plots these
     from ledgerlm.model.hf import load_model
 
     assert load_model(run / "dpo" / "model").cfg.n_layer == 2
@@ -162,3 +174,38 @@ def test_config_validation():
         dpo.Config(loss="ipo").validate()
     with pytest.raises(ValueError, match="max_prompt_len"):
         dpo.Config(max_len=64, max_prompt_len=64).validate()
+
+
+def test_dpo_own_margin_per_token_when_length_normalised():
+    lp = {"chosen": torch.tensor([-4.0, -9.0]), "rejected": torch.tensor([-6.0, -8.0])}
+    lp.update(chosen_len=torch.tensor([2.0, 9.0]), rejected_len=torch.tensor([2.0, 4.0]))
+    assert dpo.own_margin(lp, False).tolist() == [2.0, -1.0]
+    assert dpo.own_margin(lp, True).tolist() == [1.0, 1.0]  # -9/9 - (-8/4): the longer chosen is preferred per token
+
+
+def test_sweep_defaults_to_the_headline_of_dpo_and_reward(tmp_path):
+    """`ledgerlm sweep` without --metric reads each stage's headline from its record: it must be written there."""
+    import yaml
+
+    from ledgerlm import sweep
+
+    run = _tiny_run(tmp_path / "run")
+    recipe = tmp_path / "r.yaml"
+    small = {"n_train": 8, "n_heldout": 8, "max_steps": 1, "batch_size": 8}
+    recipe.write_text(yaml.safe_dump({"name": "t", "device": "cpu", "dpo": small, "reward": small}))
+    for stage in ("dpo", "reward"):
+        out = sweep.run_sweep(recipe, stage, {f"{stage}.lr": [1e-4]}, run, echo=lambda *_: None)
+        spec_headline = list(__import__(f"ledgerlm.post.{stage}", fromlist=["SPEC"]).SPEC.headline)
+        assert out["metrics"] == spec_headline and len(out["rows"]) == 1
+        assert all(0.0 <= out["rows"][0][m] <= 1.0 for m in spec_headline)
+
+
+def test_load_split_n_train_zero_means_all_pairs(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(
+        "".join(json.dumps({"prompt": f"q{i}?", "chosen": "yes", "rejected": "no"}) + "\n" for i in range(30))
+    )
+    tr, ho, _, _ = preference.load_split(str(path), 0, 8, seed=0)
+    assert len(tr) == 22 and len(ho) == 8 and {p.prompt[0]["content"] for p in tr + ho} == {f"q{i}?" for i in range(30)}
+    tr, ho, _, _ = preference.load_split(str(path), 10, 8, seed=0)
+    assert len(tr) == 10 and len(ho) == 8

@@ -100,3 +100,14 @@ def test_effect_scores_use_paired_bootstrap():
     assert worse["p"] < 0.01 and not worse["improved"]
     with pytest.raises(ValueError, match="margin"):
         effect("margin", [0.1, 0.2], [0.3])
+
+
+def test_effect_lower_is_better_for_a_loss():
+    from ledgerlm.eval.stats import effect
+
+    before = [2.0, 1.5, 1.8, 2.2, 1.9, 2.1] * 10
+    lower = effect("loss", before, [x - 0.4 for x in before], higher_is_better=False, label="held-out loss")
+    assert lower["improved"] and lower["higher_is_better"] is False and lower["label"] == "held-out loss"
+    assert lower["after"] < lower["before"] and lower["p"] < 0.01
+    higher = effect("loss", before, [x + 0.4 for x in before], higher_is_better=False)
+    assert not higher["improved"] and "label" not in higher

@@ -64,6 +64,12 @@ def test_interpolate_stage_end_to_end(tmp_path, monkeypatch):
     rows = json.loads((run / "interpolate" / "sweep.json").read_text())["rows"]
     best = min(rows, key=lambda r: r["sft_val_loss"])
     assert m["chosen_alpha"] == best["alpha"] and m["chosen_sft_val_loss"] == best["sft_val_loss"]
+    # judged against the SFT model it started from (α = 1), per held-out conversation, on the metric that chose α
+    eff = m["effect"]
+    assert eff["metric"] == "sft_val_loss" and eff["higher_is_better"] is False and eff["test"] == "paired_bootstrap"
+    assert eff["before"] == m["sft_val_loss@1"] and eff["after"] == m["chosen_sft_val_loss"]
+    assert eff["n"] == sft_rec["counters"]["conversations_val"]
+    assert eff["improved"] == (m["chosen_sft_val_loss"] < m["sft_val_loss@1"])
     md = (run / "interpolate" / "sweep.md").read_text()
     assert md.count("\n| ") == 4 and "(chosen)" in md
     # the saved model is the chosen interpolation
@@ -76,6 +82,18 @@ def test_interpolate_stage_end_to_end(tmp_path, monkeypatch):
     raw["interpolate"]["choose"] = "drift"
     _, rec2 = run_stage(build_recipe(raw, need_all=False), "interpolate", run, echo=lambda *_: None)
     assert rec2["metrics"]["chosen_alpha"] == 1.0
+    # a metric without per-item scores: before/after only, no test; α = 1 chosen is the start itself
+    e2 = rec2["metrics"]["effect"]
+    assert e2["test"] is None and e2["p"] is None and e2["before"] == e2["after"] == m["drift@1"]
+    assert not e2["improved"] and "made_own_metric_worse" not in [w["code"] for w in rec2.get("warnings") or []]
+    # without α = 1 in the sweep the stage scores the tuned model itself for its effect
+    raw["interpolate"].update(alphas=[0.0, 0.5], choose="sft_val_loss")
+    _, rec3 = run_stage(build_recipe(raw, need_all=False), "interpolate", run, echo=lambda *_: None)
+    e3 = rec3["metrics"]["effect"]
+    assert (
+        e3["before"] == pytest.approx(m["sft_val_loss@1"], abs=1e-6)
+        and e3["after"] == rec3["metrics"]["chosen_sft_val_loss"]
+    )
 
 
 def test_interpolate_config_errors(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ledgerlm.report.stage import Card, build
+from ledgerlm.report.stage import Card, _effect_test, build
 
 
 def _record(stage: str, **kw) -> dict:
@@ -107,3 +107,61 @@ def test_numbers_shown_does_not_depend_on_the_values():
     for card, seconds in ((a, 13), (b, 14)):
         card.num(13), card.num(seconds), card.pct(0.5), card.plain(7)
     assert a.shown == b.shown == 4 and len(a.numbers) == 3 and len(b.numbers) == 4
+
+
+def _eff(metric, before, after, n, p, test="mcnemar_exact", higher=True, **kw):
+    improved = after > before if higher else after < before
+    e = {"metric": metric, "before": before, "after": after, "n": n, "test": test, "p": p}
+    return {**e, "higher_is_better": higher, "improved": improved, **kw}
+
+
+def test_post_training_verdicts_are_effects_against_the_start(tmp_path):
+    """Each post-training stage's verdict is its effect (start -> end on held-out items, with its paired test); a
+    stage that made its own metric worse is flagged; chance is only the yardstick where the stage starts from it."""
+    dpo_eff = _eff("heldout_chosen_preference", 0.86, 0.93, 100, 0.0039, gained=8, lost=1, label="chosen-preference")
+    sft_eff = _eff("heldout_conversation_loss", 1.71, 0.565, 150, 0.0001, "paired_bootstrap", higher=False)
+    md, page = _run(
+        tmp_path,
+        _record("sft", metrics={"initial_val_loss": 1.7, "final_val_loss": 0.57, "effect": sft_eff}),
+        _record(
+            "dpo",
+            counters={"pairs_heldout": 100},
+            metrics={"heldout_accuracy": 0.66, "heldout_p_binomial": 0.0009, "effect": dpo_eff, "effects": [dpo_eff]},
+        ),
+        _record(
+            "reward",
+            counters={"pairs_heldout": 100},
+            metrics={
+                "heldout_accuracy": 0.55,
+                "heldout_p_binomial": 0.18,
+                "effect": _eff("heldout_accuracy", 0.61, 0.55, 100, 0.27, gained=4, lost=10),
+            },
+        ),
+        _record(
+            "rl",
+            metrics={"effect": _eff("heldout_exact_match", 0.04, 0.09, 100, 0.27, gained=7, lost=2)},
+            config={"task": "arith:max_ops=1"},
+        ),
+    )
+    assert (
+        "DPO raised the chosen-preference from 86.0% to 93.0% (n = 100, McNemar p = 0.0039: 8 gained, 1 lost); "
+        "implicit-reward accuracy 66.0%" in md
+    )
+    assert "better than chance" not in md.split("### DPO")[1].split("###")[0]  # DPO does not start from chance
+    assert "SFT lowered the held-out assistant loss per conversation" not in md  # no label: the metric's name
+    assert "SFT lowered the held-out conversation loss from 1.71 to 0.565 (n = 150, paired bootstrap p = 1.0e-04)" in md
+    assert (
+        "⚠ The reward model made its own metric worse: it lowered the held-out pair accuracy from 61.0% to 55.0%" in md
+    )
+    assert "no better than chance: 55.0% (n = 100, p = 0.18)" in md
+    assert (
+        "RL raised the held-out exact match from 4.0% to 9.0% (n = 100, McNemar p = 0.27: 7 gained, 2 lost; not a "
+        "significant change) on 100 problems of the arith held-out split with max_ops=1" in md
+    )
+    assert md.count("| held-out metric | start → end | test |") == 4 and "| worse |" in md
+    assert "made its own metric worse" in page
+
+
+def test_effect_with_bootstrap_p_zero_says_below_resolution():
+    zero = _eff("heldout_conversation_loss", 1.7, 0.5, 9, 0.0, "paired_bootstrap", higher=False, iters=10000)
+    assert _effect_test(Card(run_dir=None), zero) == "n = 9, paired bootstrap p < 1/10,000"

@@ -65,6 +65,13 @@ def test_reward_stage_learns_and_round_trips(tmp_path):
     assert train[-1]["loss"] < train[0]["loss"] - 0.1  # 8 pairs, full batch, 6 steps: must fit them
     held = json.loads((run / "reward" / "heldout.json").read_text())
     assert held["n"] == 8 and res.metrics["heldout_accuracy"] == held["accuracy"]
+    # judged against its start, the same backbone with the untrained head, pair by pair
+    eff = res.metrics["effect"]
+    assert eff["metric"] == "heldout_accuracy" and eff["test"] == "mcnemar_exact" and eff["n"] == 8
+    assert eff["before"] == res.metrics["init_heldout_accuracy"] and eff["after"] == held["accuracy"]
+    pairs = list(zip(held["per_pair_correct_before"], held["per_pair_correct"]))
+    assert eff["gained"] == sum(a and not b for b, a in pairs) and eff["lost"] == sum(b and not a for b, a in pairs)
+    assert set(reward.SPEC.headline) <= set(res.metrics)
     # the saved backbone + head give back exactly the held-out decisions of the final evaluation
     rm, tok = reward.load_reward_model(run / "reward" / "model")
     _, ho, _, _ = preference.load_split("arith", 8, 8, 0)
@@ -103,3 +110,5 @@ def test_reward_stage_beats_chance_on_heldout_pairs(tmp_path):
     assert held["p_binomial_vs_0.5"] < 0.05, held
     assert held["p_binomial_vs_0.5"] == pytest.approx(preference.binomial_p_greater(held["correct"], 24))
     assert res.metrics["heldout_abs_margin"] > 0.05
+    eff = res.metrics["effect"]  # (a random head may already rank these format pairs: no claim about the change)
+    assert eff["after"] == held["accuracy"] and eff["before"] == res.metrics["init_heldout_accuracy"]

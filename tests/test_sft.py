@@ -286,10 +286,41 @@ def test_sft_stage_lowers_heldout_assistant_loss(tmp_path):
     assert model.cfg.max_seq_len == 128
     conf = json.loads((run / "sft" / "model" / "tokenizer_config.json").read_text())
     assert "<|im_start|>" in conf["chat_template"]
+    # the stage's effect: per held-out conversation, base (before) vs fine-tuned (after), lower is better
+    eff = m["effect"]
+    assert m["effects"][0] == eff and eff["metric"] == "heldout_conversation_loss" and eff["n"] == 24
+    assert eff["higher_is_better"] is False and eff["improved"] and eff["after"] < eff["before"]
+    assert eff["test"] == "paired_bootstrap" and eff["p"] < 0.05
+    assert "made_own_metric_worse" not in [w["code"] for w in rec.get("warnings") or []]
     # same recipe + seed => same loss curve (CPU determinism)
     run2, _ = make_base_run(tmp_path / "again")
     _, rec2 = run_stage(sft_recipe(data), "sft", run2, echo=lambda *_: None)
     assert rec2["metrics"]["final_train_loss"] == m["final_train_loss"]
+
+
+def test_per_example_loss_is_each_conversation_alone():
+    """The per-item scores of SFT's effect: packed with document masking they equal each example scored alone, and
+    their token-weighted mean is the stage's held-out loss."""
+    from ledgerlm.post import sft
+
+    model = _tiny_model()
+    exs = _examples(3, 9)
+    items = sft.per_example_loss(model, exs, 64, 2, "cpu")
+    for ex, x in zip(exs, items):
+        assert x == pytest.approx(sft.assistant_loss(model, [ex], 64, 1, "cpu"), abs=1e-5)
+    weighted = sum(x * e.n_trained for x, e in zip(items, exs)) / sum(e.n_trained for e in exs)
+    assert weighted == pytest.approx(sft.assistant_loss(model, exs, 64, 2, "cpu"), abs=1e-5)
+
+
+def test_sft_that_makes_its_loss_worse_warns(tmp_path):
+    """A stage that raises its own held-out loss is flagged in its record, not reported as a success."""
+    from ledgerlm.pipeline import run_stage
+
+    run, data = make_base_run(tmp_path, n_convs=60)
+    _, rec = run_stage(sft_recipe(data, max_steps=3, lr=30.0, warmup_ratio=0.0), "sft", run, echo=lambda *_: None)
+    eff = rec["metrics"]["effect"]
+    assert eff["after"] > eff["before"] and not eff["improved"]
+    assert "made_own_metric_worse" in [w["code"] for w in rec["warnings"]]
 
 
 def test_sft_unpacked_matches_packed_first_eval(tmp_path):

@@ -102,12 +102,20 @@ def paired_bootstrap_mean(
     return {"test": "paired_bootstrap", "diff": observed, "ci95": [float(lo), float(hi)], "p_value": p, "iters": iters}
 
 
-def effect(metric: str, before: Sequence[float], after: Sequence[float], binary: bool | None = None) -> dict:
-    """What a stage did to its own metric: {metric, before, after, n, test, p, ...} on the same held-out items,
-    before = the model the stage started from, after = the model it hands on.
+def effect(
+    metric: str,
+    before: Sequence[float],
+    after: Sequence[float],
+    binary: bool | None = None,
+    higher_is_better: bool = True,
+    label: str = "",
+) -> dict:
+    """What a stage did to its own metric: {metric, before, after, n, test, p, improved, higher_is_better, ...} on
+    the same held-out items, before = the model the stage started from, after = the model it hands on.
 
-    Per-item right/wrong outcomes (binary) get the exact McNemar test; per-item scores (a log-prob margin, a reward)
-    a paired bootstrap of the mean difference. `binary=None` decides from the values."""
+    Per-item right/wrong outcomes (binary) get the exact McNemar test; per-item scores (a log-prob margin, a reward,
+    a loss) a paired bootstrap of the mean difference. `binary=None` decides from the values. `improved` follows
+    `higher_is_better` (a loss improves when it falls); `label` is the metric in words, for reports."""
     before, after = list(map(float, before)), list(map(float, after))
     if len(before) != len(after):
         raise ValueError(f"effect of {metric!r}: paired lists differ in length ({len(before)} vs {len(after)})")
@@ -125,6 +133,9 @@ def effect(metric: str, before: Sequence[float], after: Sequence[float], binary:
         out.update(test="mcnemar_exact", p=t["p_value"], gained=t["b_only"], lost=t["a_only"])
     else:
         t = paired_bootstrap_mean([before], [after])
-        out.update(test="paired_bootstrap", p=t["p_value"], diff_ci95=t["ci95"])
-    out["improved"] = bool(out["after"] > out["before"])
+        out.update(test="paired_bootstrap", p=t["p_value"], diff_ci95=t["ci95"], iters=t["iters"])
+    out["higher_is_better"] = bool(higher_is_better)
+    out["improved"] = bool(out["after"] > out["before"] if higher_is_better else out["after"] < out["before"])
+    if label:
+        out["label"] = label
     return out

@@ -262,3 +262,44 @@ class StepLog:
     def __exit__(self, *exc):
         self.metrics.close()
         self.view.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# what a stage did relative to its own start (ledgerlm.eval.stats.effect dicts)
+
+
+def effect_metrics(*effects: dict | None) -> dict:
+    """The ledger metrics of a stage's effects: `effect` = the primary one (the first), `effects` = all of them,
+    primary first. Nothing when there is none (e.g. no held-out items)."""
+    kept = [e for e in effects if e]
+    return {"effect": kept[0], "effects": kept} if kept else {}
+
+
+def _effect_value(e: dict, x: float) -> str:
+    return f"{x:.1%}" if e.get("test") == "mcnemar_exact" else f"{x:.4g}"
+
+
+def effect_line(e: dict) -> str:
+    """One summary line: `<label> <before> → <after> (n, test, p[, gained/lost]): better|worse|unchanged`."""
+    what = e.get("label") or e["metric"].replace("_", " ")
+    if e.get("test") == "mcnemar_exact":
+        test = f"n = {e['n']}, McNemar p = {e['p']:.2g}, {e['gained']} gained, {e['lost']} lost"
+    elif e.get("test"):  # p = 0: no resample crossed 0
+        p = f"< 1/{e['iters']:,}" if e["p"] == 0 and e.get("iters") else f"= {e['p']:.2g}"
+        test = f"n = {e['n']}, paired bootstrap p {p}"
+    else:
+        test = "no per-item scores: no test"
+    if e["after"] == e["before"]:
+        verdict = "unchanged"
+    else:
+        verdict = "better" if e["improved"] else "worse"
+    side = "higher" if e.get("higher_is_better", True) else "lower"
+    return (
+        f"{what} {_effect_value(e, e['before'])} → {_effect_value(e, e['after'])} ({test}; {side} is better): {verdict}"
+    )
+
+
+def warn_if_worse(ctx, what: str, e: dict) -> None:
+    """A stage that made its own metric worse says so (a ledger warning the report shows), significant or not."""
+    if e and not e["improved"] and e["after"] != e["before"]:
+        ctx.warn("made_own_metric_worse", f"{what} made its own held-out metric worse: {effect_line(e)}")

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 from ledgerlm.device import autocast
+from ledgerlm.eval.stats import effect
 from ledgerlm.io import write_jsonl
 from ledgerlm.ledger import sha256_file
 from ledgerlm.model.hf import save_tensors
@@ -34,6 +35,8 @@ from ledgerlm.post.common import (
     Schedule,
     Shuffled,
     StepLog,
+    effect_line,
+    effect_metrics,
     frozen_copy,
     init_inputs,
     length_text,
@@ -41,6 +44,7 @@ from ledgerlm.post.common import (
     optimizer_step,
     save_model_dir,
     trained_outputs,
+    warn_if_worse,
 )
 from ledgerlm.post.preference import (
     EncodedSplit,
@@ -209,19 +213,56 @@ def reference(cfg: Config, ctx, ref_model, init_dir: Path, data: EncodedSplit) -
     return Reference({k: v[:n] for k, v in ref.items()}, {k: v[n:] for k, v in ref.items()}, state, time.time() - t0)
 
 
+def own_margin(logps: dict, norm: bool) -> torch.Tensor:
+    """A model's own preference for the chosen response, per pair: log p(chosen) - log p(rejected), both per token
+    when `norm` (the length-normalised loss) -- the quantity DPO's loss pushes up, without the reference."""
+    c = logps["chosen"] / (logps["chosen_len"].clamp(min=1) if norm else 1)
+    r = logps["rejected"] / (logps["rejected_len"].clamp(min=1) if norm else 1)
+    return c - r
+
+
 def start_accuracy(ref_ho: dict, norm: bool) -> float:
     """How often the starting model already gives the chosen response the higher (per-token, if normalised) log-prob."""
-    base_c = ref_ho["chosen"] / (ref_ho["chosen_len"] if norm else 1)
-    base_r = ref_ho["rejected"] / (ref_ho["rejected_len"] if norm else 1)
-    return float((base_c > base_r).float().mean())
+    return float((own_margin(ref_ho, norm) > 0).float().mean())
 
 
 def evaluate(cfg: Config, policy, held, ref_ho: dict, device) -> dict:
-    """Held-out preference accuracy and mean margin of the policy's implicit rewards."""
+    """Held-out preference accuracy and mean margin of the policy's implicit rewards; `own_margin` per pair (the
+    policy's own log-prob preference for the chosen side, see `own_margin`)."""
     pol = score_pairs(policy, held, cfg.eval_batch_size, device)
     rc, rr = implicit_rewards(pol, ref_ho, cfg.beta, cfg.loss == "length_normalized")
     correct = rc > rr
-    return {"acc": float(correct.float().mean()), "margin": float((rc - rr).mean()), "correct": correct.tolist()}
+    own = own_margin(pol, cfg.loss == "length_normalized")
+    return {
+        "acc": float(correct.float().mean()),
+        "margin": float((rc - rr).mean()),
+        "correct": correct.tolist(),
+        "own_margin": own.tolist(),
+    }
+
+
+def dpo_effects(cfg: Config, ref_ho: dict, final: dict) -> tuple[dict, dict]:
+    """What DPO did to its own objective on held-out pairs, start (the reference) vs the trained policy: the share of
+    pairs whose chosen side the model itself prefers (per pair right/wrong, McNemar) and the mean log-prob margin
+    (paired bootstrap). Per token when the loss is length-normalised."""
+    norm = cfg.loss == "length_normalized"
+    before, after = own_margin(ref_ho, norm).tolist(), final["own_margin"]
+    unit = " per-token" if norm else ""
+    pref = effect(
+        "heldout_chosen_preference",
+        [float(m > 0) for m in before],
+        [float(m > 0) for m in after],
+        binary=True,
+        label=f"held-out chosen-preference (pairs where the model's own{unit} log-probs rank the chosen answer first)",
+    )
+    margin = effect(
+        "heldout_logp_margin",
+        before,
+        after,
+        binary=False,
+        label=f"mean held-out{unit} log-prob margin, chosen − rejected",
+    )
+    return pref, margin
 
 
 def train_step(cfg: Config, policy, opt, data: EncodedSplit, ref_tr: dict, idx: list[int], lr: float, device) -> dict:
@@ -292,15 +333,27 @@ def run(cfg: Config, ctx):
             log.step(rec)
 
     final = evaluate(cfg, policy, data.heldout, ref.heldout, device)
-    heldout = write_heldout(out / "heldout.json", final["correct"], init_logp_accuracy=init_logp_acc)
+    pref, margin = dpo_effects(cfg, ref.heldout, final)
+    warn_if_worse(ctx, "DPO", pref)
+    heldout = write_heldout(
+        out / "heldout.json",
+        final["correct"],
+        init_logp_accuracy=init_logp_acc,
+        effect=pref,
+        per_pair_own_margin_before=own_margin(ref.heldout, cfg.loss == "length_normalized").tolist(),
+        per_pair_own_margin_after=final["own_margin"],
+    )
     policy.eval()
     save_model_dir(policy, tok, out / "model")
-    ctx.log.info("dpo held-out accuracy %.3f (p=%.3g)", heldout["heldout_accuracy"], heldout["heldout_p_binomial"])
+    ctx.log.info("dpo %s; implicit-reward accuracy %.3f", effect_line(pref), heldout["heldout_accuracy"])
     return StageResult(
         outputs=trained_outputs(out, "heldout.json", "ref_logps.safetensors"),
         counters={**data.counters, "steps": sched.total, "ref_cache": ref.cache},
         metrics={
             **heldout,
+            **effect_metrics(pref, margin),
+            "heldout_chosen_preference": pref["after"],
+            "init_chosen_preference": pref["before"],
             "heldout_margin": final["margin"],
             "init_logp_accuracy": init_logp_acc,
             "first_loss": log.first.get("loss"),
@@ -309,7 +362,11 @@ def run(cfg: Config, ctx):
             "ref_seconds": round(ref.seconds, 3),
         },
         extra={"init_model": str(init_dir), "loss": cfg.loss, "beta": cfg.beta},
-        summary=heldout_summary(ctx, "DPO", heldout, len(data.heldout), ("reference model", init_logp_acc)),
+        summary=[
+            effect_line(pref),
+            effect_line(margin),
+            *heldout_summary(ctx, "DPO", heldout, len(data.heldout), what="implicit-reward accuracy", vs_chance=False),
+        ],
     )
 
 
@@ -322,5 +379,5 @@ SPEC = StageSpec(
     plan=plan,
     produces="chat_model",
     starts_from=("interpolate", "sft",),
-    headline=("final_val_loss",),
+    headline=("heldout_chosen_preference",),
 )

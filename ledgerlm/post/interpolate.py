@@ -9,7 +9,8 @@ Built-in metrics:
   sft_val_loss         mean NLL per assistant token on the held-out conversations of the `sft` section (lower better)
   <task>[.<metric>]    any task known to `ledgerlm.eval` (piqa, arc_easy, hellaswag, winogrande, lambada_openai,
                        gsm8k, ...), scored by the eval harness on `eval_limit` items (higher better)
-Other stages can register more: `interpolate.METRICS["name"] = fn(model, tokenizer, env) -> float`.
+Other stages can register more: `interpolate.METRICS["name"] = fn(model, tokenizer, env) -> float`, or
+-> (float, per-item scores) so the stage's effect (chosen α vs the tuned model it started from) gets a paired test.
 """
 
 from __future__ import annotations
@@ -24,9 +25,18 @@ import torch
 from ledgerlm.config import ConfigError
 from ledgerlm.eval.evaluate import evaluate
 from ledgerlm.eval.harness import LedgerLlama, load_tok
+from ledgerlm.eval.stats import effect
 from ledgerlm.io import atomic_write_json, atomic_write_text
 from ledgerlm.post import sft
-from ledgerlm.post.common import load_model_and_tokenizer, resolve_model_dir, save_model_dir, seed_everything
+from ledgerlm.post.common import (
+    effect_line,
+    effect_metrics,
+    load_model_and_tokenizer,
+    resolve_model_dir,
+    save_model_dir,
+    seed_everything,
+    warn_if_worse,
+)
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.tasks import TASKS
 
@@ -86,7 +96,7 @@ class MetricEnv:
     cache: dict = field(default_factory=dict)
 
 
-def _sft_val_loss(model, tokenizer, env: MetricEnv) -> float:
+def _sft_val_loss(model, tokenizer, env: MetricEnv) -> tuple[float, list[float]]:
     if "sft_val" not in env.cache:
         section = copy.copy(env.ctx.recipe.section("sft"))  # same data and held-out split as the sft stage
         if env.cfg.data:
@@ -101,7 +111,10 @@ def _sft_val_loss(model, tokenizer, env: MetricEnv) -> float:
             raise ConfigError("interpolate.data", "no held-out conversations (sft.val_fraction is 0 and no val_data)")
         env.cache["sft_val"] = (val, seq_len, section.eval_batch_size)
     val, seq_len, bs = env.cache["sft_val"]
-    return sft.assistant_loss(model, val, seq_len, bs, env.device)
+    items = sft.per_example_loss(model, val, seq_len, bs, env.device)
+    # the mean over assistant tokens (what the sft stage reports), from the per-conversation means
+    value = sum(x * e.n_trained for x, e in zip(items, val)) / sum(e.n_trained for e in val)
+    return value, items
 
 
 def _task_metric(name: str) -> Callable:
@@ -111,7 +124,7 @@ def _task_metric(name: str) -> Callable:
     if task not in TASKS:
         raise ConfigError("interpolate.metrics", f"{name!r}: not sft_val_loss nor a task ({', '.join(TASKS)})")
 
-    def score(model, tokenizer, env: MetricEnv) -> float:
+    def score(model, tokenizer, env: MetricEnv) -> tuple[float, list[float] | None]:
         if "lm" not in env.cache:  # one wrapper: the weights under it change in place for every alpha
             env.cache["lm"] = LedgerLlama(model, load_tok(env.model_dir), name="interpolated", device=env.device)
         data_dir = env.cfg.eval_data_dir or None
@@ -121,7 +134,11 @@ def _task_metric(name: str) -> Callable:
         got = res["tasks"][f"{task}_0shot" if generative else task]["metrics"]
         if m not in got:
             raise ConfigError("interpolate.metrics", f"{name}: task {task} has metrics {sorted(got)}, not {m!r}")
-        return float(got[m]["value"])
+        # per-item right/wrong for the before/after test (none for perplexity)
+        field = m.replace("exact_match_", "ok_") if generative else m
+        recs = res["tasks"][f"{task}_0shot" if generative else task]["items"]
+        items = [float(r[field]) for r in recs] if recs and all(field in r for r in recs) else None
+        return float(got[m]["value"]), items
 
     return score
 
@@ -143,6 +160,37 @@ def choose(rows: list[dict], metric: str, mode: str) -> dict:
     """The row with the best `metric` (ties: the smallest α, i.e. the one closest to the base)."""
     sign = 1.0 if direction(metric, mode) == "min" else -1.0
     return min(rows, key=lambda r: (sign * r[metric], r["alpha"]))
+
+
+def _score(fn, model, tokenizer, env) -> tuple[float, list[float] | None]:
+    got = fn(model, tokenizer, env)
+    value, items = got if isinstance(got, tuple) else (got, None)
+    return float(value), items
+
+
+def interpolate_effect(key: str, mode: str, tuned: tuple[float, list | None], chosen: tuple[float, list | None]):
+    """The chosen α's model against the tuned model the stage started from (α = 1), on the metric that chose it:
+    paired over items when the metric gives per-item scores (McNemar for right/wrong, else paired bootstrap)."""
+    higher = direction(key, mode) == "max"
+    label = {"sft_val_loss": "held-out SFT chat loss (tested per conversation)"}.get(key, key)
+    (b, b_items), (a, a_items) = tuned, chosen
+    if b_items is not None and a_items is not None and len(b_items) == len(a_items) and b_items:
+        e = effect(key, b_items, a_items, higher_is_better=higher, label=label)
+        e.update(before=b, after=a)  # the metric itself (a loss is a mean over tokens, not over items)
+        e["improved"] = bool(a > b if higher else a < b)
+        return e
+    improved = bool(a > b if higher else a < b)
+    return {
+        "metric": key,
+        "before": b,
+        "after": a,
+        "n": None,
+        "test": None,
+        "p": None,
+        "label": label,
+        "higher_is_better": higher,
+        "improved": improved,
+    }
 
 
 def table_md(rows: list[dict], metrics: list[str], chosen: float, rule: str) -> str:
@@ -185,18 +233,30 @@ def run(cfg: Config, ctx):
     model.to(ctx.device)
     env = MetricEnv(cfg, ctx, ctx.device, tuned_dir)
     fns = {m: metric_fn(m) for m in cfg.metrics}
-    rows = []
+    key = cfg.choose or cfg.metrics[0]
+    rows, key_items = [], {}
     for alpha in ctx.progress(cfg.alphas, desc="alphas", unit="alpha"):
         model.load_state_dict(interpolate_state(base_sd, tuned_sd, alpha))
         model.eval()
         row = {"alpha": float(alpha)}
         with torch.no_grad():
             for m, fn in fns.items():
-                row[m] = float(fn(model, tokenizer, env))
+                row[m], items = _score(fn, model, tokenizer, env)
+                if m == key:
+                    key_items[float(alpha)] = items
         ctx.log.info("interpolate alpha=%g %s", alpha, row)
         rows.append(row)
-    key = cfg.choose or cfg.metrics[0]
     best = choose(rows, key, cfg.mode)
+    tuned_row = next((r for r in rows if r["alpha"] == 1.0), None)
+    if tuned_row is None:  # the start (the tuned model itself) was not among the alphas: score it for the effect
+        model.load_state_dict(tuned_sd)
+        model.eval()
+        with torch.no_grad():
+            tuned_score = _score(fns[key], model, tokenizer, env)
+    else:
+        tuned_score = (tuned_row[key], key_items.get(1.0))
+    eff = interpolate_effect(key, cfg.mode, tuned_score, (best[key], key_items.get(best["alpha"])))
+    warn_if_worse(ctx, "interpolation", eff)
     rule = f"{direction(key, cfg.mode)} {key} (ties: smaller α)"
     out = Path(ctx.out_dir)
     atomic_write_json(
@@ -206,7 +266,7 @@ def run(cfg: Config, ctx):
     atomic_write_text(out / "sweep.md", table_md(rows, cfg.metrics, best["alpha"], rule))
     model.load_state_dict(interpolate_state(base_sd, tuned_sd, best["alpha"]))
     save_model_dir(model, tokenizer, out / "model")
-    metrics = {"chosen_alpha": best["alpha"], **{f"chosen_{m}": best[m] for m in cfg.metrics}}
+    metrics = {"chosen_alpha": best["alpha"], **{f"chosen_{m}": best[m] for m in cfg.metrics}, **effect_metrics(eff)}
     for r in rows:
         metrics.update({f"{m}@{r['alpha']:g}": r[m] for m in cfg.metrics})
     return StageResult(
@@ -216,6 +276,7 @@ def run(cfg: Config, ctx):
         extra={"rule": rule, "base": str(base_dir), "tuned": str(tuned_dir)},
         summary=[
             f"chose α = {best['alpha']:g} ({rule})",
+            effect_line(eff) + " (against the tuned model, α = 1)",
             *(
                 f"α = {r['alpha']:g}: "
                 + ", ".join(f"{m} {r[m]:.4g}" for m in cfg.metrics)

@@ -101,18 +101,27 @@ def write_heldout(path: Path, correct: list[bool], **extra) -> dict:
     return {"heldout_accuracy": k / n, "heldout_p_binomial": p, "heldout_wilson95": [lo, hi]}
 
 
-def heldout_summary(ctx, what: str, heldout: dict, n: int, start: tuple[str, float] | None = None) -> list[str]:
+def heldout_summary(
+    ctx,
+    stage: str,
+    heldout: dict,
+    n: int,
+    start: tuple[str, float] | None = None,
+    what: str = "held-out accuracy",
+    vs_chance: bool = True,
+) -> list[str]:
     """The stage's summary line for its held-out preference accuracy (from write_heldout); warns, through the
-    stage context, when the accuracy is no better than chance."""
+    stage context, when the accuracy is no better than chance -- if `vs_chance` (a stage that starts from chance,
+    like a fresh reward head; DPO's implicit reward starts from ties and is judged by its effect instead)."""
     acc, p, (lo, hi) = heldout["heldout_accuracy"], heldout["heldout_p_binomial"], heldout["heldout_wilson95"]
     k = round(acc * n)
-    line = f"held-out accuracy {acc:.1%} ({k}/{n} pairs, 95% CI {lo:.1%}-{hi:.1%}), one-sided binomial p = {p:.2g}"
+    line = f"{what} {acc:.1%} ({k}/{n} pairs, 95% CI {lo:.1%}-{hi:.1%}), one-sided binomial p = {p:.2g}"
     if start is not None:
         line += f"; {start[0]} {start[1]:.1%}"
-    if not p < WARN_P:
+    if vs_chance and not p < WARN_P:
         ctx.warn(
             "not_better_than_chance",
-            f"{what} held-out accuracy {acc:.1%} ({k}/{n}) is not better than chance "
+            f"{stage} {what} {acc:.1%} ({k}/{n}) is not better than chance "
             f"(one-sided binomial p = {p:.2g} >= {WARN_P})",
         )
     return [line]
@@ -243,7 +252,8 @@ def load_split(source: str, n_train: int, n_heldout: int, seed: int, split: str 
         tr = load_preferences(source, split="train", limit=n_train, seed=seed)
         ho = load_preferences(source, split="heldout", limit=n_heldout, seed=seed)
         return tr.pairs, ho.pairs, tr.counters + ho.counters, []
-    prefs = load_preferences(source, split=split, subset=subset, limit=(n_train + n_heldout) or 0, seed=seed)
+    # n_train 0 = every pair the source has (less the held-out ones): no limit
+    prefs = load_preferences(source, split=split, subset=subset, limit=n_train + n_heldout if n_train else 0, seed=seed)
     tr, ho = train_heldout(prefs, n_heldout, seed)
     return tr, ho, prefs.counters, prefs.quarantined
 

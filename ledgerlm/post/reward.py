@@ -32,12 +32,15 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ledgerlm.device import autocast
+from ledgerlm.eval.stats import effect
 from ledgerlm.io import write_jsonl
 from ledgerlm.model.hf import save_tensors
 from ledgerlm.post.common import (
     Schedule,
     Shuffled,
     StepLog,
+    effect_line,
+    effect_metrics,
     init_inputs,
     length_text,
     load_model_and_tokenizer,
@@ -45,6 +48,7 @@ from ledgerlm.post.common import (
     optimizer_step,
     save_model_dir,
     trained_outputs,
+    warn_if_worse,
 )
 from ledgerlm.post.preference import (
     check_pair_config,
@@ -175,6 +179,18 @@ def evaluate(cfg: Config, rm: RewardModel, held, device) -> dict:
     }
 
 
+def reward_effect(init_eval: dict, final: dict) -> dict:
+    """Held-out pair accuracy of the trained reward model against the same backbone with its untrained head (the
+    model the stage starts from), per pair right/wrong: McNemar."""
+    return effect(
+        "heldout_accuracy",
+        [float(c) for c in init_eval["correct"]],
+        [float(c) for c in final["correct"]],
+        binary=True,
+        label="held-out pair accuracy (chosen scored above rejected)",
+    )
+
+
 def train_step(cfg: Config, rm: RewardModel, opt, pairs: list, lr: float, device) -> dict:
     """One optimizer step on `pairs` (micro-batches accumulate); returns its metrics row (without step)."""
     micro = cfg.micro_batch_size or cfg.batch_size
@@ -227,11 +243,21 @@ def run(cfg: Config, ctx):
             if sched.evaluates(step):
                 ev = evaluate(cfg, rm, data.heldout, device)
                 rec.update({f"heldout_{k}": ev[k] for k in ("acc", "margin", "abs_margin")})
-                ctx.log.info("reward step %d/%d loss %.4f held-out acc %.3f", step + 1, sched.total, rec["loss"], ev["acc"])
+                ctx.log.info(
+                    "reward step %d/%d loss %.4f held-out acc %.3f", step + 1, sched.total, rec["loss"], ev["acc"]
+                )
             log.step(rec)
 
     final = evaluate(cfg, rm, data.heldout, device)
-    heldout = write_heldout(out / "heldout.json", final["correct"], init_accuracy=init_eval["acc"])
+    eff = reward_effect(init_eval, final)
+    warn_if_worse(ctx, "the reward model", eff)
+    heldout = write_heldout(
+        out / "heldout.json",
+        final["correct"],
+        init_accuracy=init_eval["acc"],
+        effect=eff,
+        per_pair_correct_before=init_eval["correct"],
+    )
     rm.eval()
     save_model_dir(rm.backbone, tok, out / "model")
     save_head(rm, out / "model")  # after save_model_dir, which replaces the directory wholesale
@@ -241,6 +267,7 @@ def run(cfg: Config, ctx):
         counters={**data.counters, "steps": sched.total},
         metrics={
             **heldout,
+            **effect_metrics(eff),
             "heldout_margin": final["margin"],
             "heldout_abs_margin": final["abs_margin"],
             "init_heldout_accuracy": init_eval["acc"],
@@ -248,7 +275,10 @@ def run(cfg: Config, ctx):
             "final_loss": log.last.get("loss"),
         },
         extra={"init_model": str(init_dir)},
-        summary=heldout_summary(ctx, "reward model", heldout, len(data.heldout), ("before training", init_eval["acc"])),
+        summary=[
+            effect_line(eff),
+            *heldout_summary(ctx, "reward model", heldout, len(data.heldout), ("before training", init_eval["acc"])),
+        ],
     )
 
 
@@ -261,5 +291,5 @@ SPEC = StageSpec(
     plan=plan,
     produces="reward_model",
     starts_from=("sft",),
-    headline=("val_accuracy",),
+    headline=("heldout_accuracy",),
 )

@@ -31,6 +31,7 @@ import xxhash
 
 from ledgerlm.config import ConfigError
 from ledgerlm.device import autocast
+from ledgerlm.eval.stats import effect
 from ledgerlm.io import atomic_write_json, write_jsonl
 from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.post import chat
@@ -39,12 +40,15 @@ from ledgerlm.post.common import (
     Schedule,
     Shuffled,
     StepLog,
+    effect_line,
+    effect_metrics,
     length_text,
     load_start,
     optimizer_step,
     save_model_dir,
     starting_dir,
     trained_outputs,
+    warn_if_worse,
 )
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train import checkpoint as ckpt_lib
@@ -230,6 +234,34 @@ def assistant_loss(model, examples: list[Example], seq_len: int, batch_size: int
     return total / max(count, 1)
 
 
+@torch.no_grad()
+def per_example_loss(model, examples: list[Example], seq_len: int, batch_size: int, device) -> list[float]:
+    """Each example's mean NLL per assistant token (packed with document masking, so the same numbers as scoring each
+    conversation alone): the per-item scores a paired before/after test of SFT needs."""
+    if not examples:
+        return []
+    was_training = model.training
+    model.eval()
+    rows = pack(examples, seq_len)
+    out = [float("nan")] * len(examples)
+    for k in range(0, len(rows), batch_size):
+        part = rows[k : k + batch_size]
+        b = collate(examples, part)
+        kw = {key: b[key].to(device) for key in ("doc_ids", "position_ids")}
+        tgt = b["targets"].to(device)
+        with autocast(device):
+            nll = model(b["input_ids"].to(device), targets=tgt, ignore_index=IGNORE, reduction="none", **kw)
+        nll = nll.float().cpu()
+        for r, row in enumerate(part):
+            at = 0
+            for i in row:
+                n = len(examples[i])
+                out[i] = float(nll[r, at : at + n].sum()) / examples[i].n_trained
+                at += n
+    model.train(was_training)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Data: conversations -> train / held-out examples
 
@@ -398,7 +430,9 @@ def save_checkpoint(ctx, model, opt, batches: Shuffled, state: dict, keep: int) 
     extra = {"sft.gen": batches.gen.get_state(), "sft.queue": torch.tensor(batches.queue, dtype=torch.long)}
     state = {**state, "epoch": batches.epoch}
     ckpt_dir = Path(ctx.out_dir) / "ckpt"
-    ckpt_lib.save_checkpoint(ckpt_dir, state["step"], model.state_dict(), opt.state_dict(), state, extra, keep_last=keep)
+    ckpt_lib.save_checkpoint(
+        ckpt_dir, state["step"], model.state_dict(), opt.state_dict(), state, extra, keep_last=keep
+    )
 
 
 def train_step(cfg: Config, s: Setup, opt, batch_rows: list[list[int]], lr: float, device) -> dict:
@@ -432,13 +466,22 @@ def run(cfg: Config, ctx):
     def val_loss() -> float | None:  # None (not NaN) when there is no held-out set: JSON-clean and explicit
         return assistant_loss(s.model, s.val, s.seq_len, cfg.eval_batch_size, device) if s.val else None
 
+    def val_items() -> list[float]:  # per held-out conversation: what the before/after test pairs up
+        return per_example_loss(s.model, s.val, s.seq_len, cfg.eval_batch_size, device)
+
     opt = build_optimizer(s.model, cfg, fused_cpu=False)
     batches = Shuffled(len(s.rows), torch.Generator().manual_seed(ctx.seed))
     s.model.train()
     traj = trajectory_key(cfg, ctx.seed, s.train)
     resumed = resume(ctx, s.model, opt, batches, traj)
     # what a checkpoint saves besides weights, optimizer and batch order (and what the summary reports)
-    st = resumed or {"step": 0, "seen_tokens": 0, "first_loss": float("nan"), "initial_val_loss": val_loss()}
+    st = resumed or {
+        "step": 0,
+        "seen_tokens": 0,
+        "first_loss": float("nan"),
+        "initial_val_loss": val_loss(),
+        "initial_val_items": val_items(),  # the base model's, kept in checkpoints for a resumed run's effect
+    }
     st.update(trajectory=traj, total=total, last_loss=float("nan"), final_val_loss=None)
     t0 = time.time() - (resumed or {}).get("elapsed_s", 0.0)
     start = st["step"]
@@ -453,7 +496,9 @@ def run(cfg: Config, ctx):
             st["last_loss"] = rec["loss"]
             st["first_loss"] = rec["loss"] if step == 0 else st["first_loss"]
             st["step"] = step + 1
-            rec.update(step=step + 1, epoch=batches.epoch, tokens=st["seen_tokens"], elapsed_s=round(time.time() - t0, 3))
+            rec.update(
+                step=step + 1, epoch=batches.epoch, tokens=st["seen_tokens"], elapsed_s=round(time.time() - t0, 3)
+            )
             if s.val and sched.evaluates(step):
                 rec["val_loss"] = st["final_val_loss"] = val_loss()
                 ctx.log.info("sft step %d/%d loss %.4f val %.4f", step + 1, total, rec["loss"], rec["val_loss"])
@@ -464,13 +509,31 @@ def run(cfg: Config, ctx):
             if _STEP_HOOK is not None:
                 _STEP_HOOK(step + 1, s.model)
     s.model.eval()
+    eff = sft_effect(ctx, st.get("initial_val_items"), val_items())
     save_model_dir(s.model, s.tokenizer, out / "model")
     # checkpoints only serve a resume of this run; a sweep's cells would otherwise keep ~2 GB each at 135M
     shutil.rmtree(out / "ckpt", ignore_errors=True)
-    return result(ctx, s, st, start, time.time() - t0)
+    return result(ctx, s, st, start, time.time() - t0, eff)
 
 
-def result(ctx, s: Setup, st: dict, resumed_from: int, seconds: float) -> StageResult:
+def sft_effect(ctx, before: list[float] | None, after: list[float]) -> dict | None:
+    """Held-out assistant loss per conversation, base model (before) vs fine-tuned (after), paired bootstrap; lower is
+    better. None without held-out conversations (or when resuming a checkpoint written before it was recorded)."""
+    if not after or not before or len(before) != len(after):
+        return None
+    eff = effect(
+        "heldout_conversation_loss",
+        before,
+        after,
+        binary=False,
+        higher_is_better=False,
+        label="held-out assistant loss per conversation",
+    )
+    warn_if_worse(ctx, "SFT", eff)
+    return eff
+
+
+def result(ctx, s: Setup, st: dict, resumed_from: int, seconds: float, eff: dict | None = None) -> StageResult:
     initial, final, first, last = st["initial_val_loss"], st["final_val_loss"], st["first_loss"], st["last_loss"]
     summary, total, seen = s.summary, st["total"], st["seen_tokens"]
     return StageResult(
@@ -495,6 +558,7 @@ def result(ctx, s: Setup, st: dict, resumed_from: int, seconds: float) -> StageR
             "final_train_loss": last,
             "packing_efficiency": summary["packing_efficiency"],
             "train_seconds": round(seconds, 2),
+            **effect_metrics(eff),
         },
         extra={"base_model": str(s.base_dir), "resumed_from_step": resumed_from},
         summary=[
@@ -503,7 +567,8 @@ def result(ctx, s: Setup, st: dict, resumed_from: int, seconds: float) -> StageR
                 if s.val and final is not None
                 else "no held-out conversations: no validation loss"
             )
-            + f"; train loss {first:.3f} → {last:.3f} over {total:,} steps, {seen:,} tokens"
+            + f"; train loss {first:.3f} → {last:.3f} over {total:,} steps, {seen:,} tokens",
+            *([effect_line(eff)] if eff else []),
         ],
     )
 

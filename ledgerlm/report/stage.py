@@ -584,6 +584,73 @@ def _pairwise_why(card: Card, m: dict, start_key: str, start_label: str) -> str:
     return ""
 
 
+# ----------------------------------------------------------------------------- what a stage did to its own start
+
+
+def _effect_value(card: Card, e: dict, x: Any) -> str:
+    return card.pct(x) if e.get("test") == "mcnemar_exact" else card.num(x)
+
+
+def _effect_test(card: Card, e: dict) -> str:
+    if e.get("test") == "mcnemar_exact":
+        return (
+            f"n = {card.num(e.get('n'))}, McNemar p = {card.num(e.get('p'), 2)}: {card.num(e.get('gained'))} "
+            f"gained, {card.num(e.get('lost'))} lost"
+        )
+    if e.get("test"):
+        p = e.get("p")
+        if p == 0 and e.get("iters"):  # no bootstrap resample crossed 0
+            return f"n = {card.num(e.get('n'))}, paired bootstrap p < 1/{card.num(e['iters'])}"
+        return f"n = {card.num(e.get('n'))}, paired bootstrap p = {card.num(p, 2)}"
+    return "no per-item scores, no test"
+
+
+def _effect_worse(e: dict) -> bool:
+    return bool(not e.get("improved") and _finite(e.get("before")) and e.get("after") != e.get("before"))
+
+
+def _effect_verdict(card: Card, name: str, e: dict) -> str:
+    """`<name> raised the <metric> from X to Y (n, test, p)`, from a stage's `metrics.effect` (ledgerlm.eval.stats
+    .effect): before = the model the stage started from, after = the one it hands on. Worse is flagged (⚠), and a
+    change whose p is not below ALPHA says so."""
+    what = e.get("label") or _label(str(e.get("metric", "metric")))
+    b, a = e.get("before"), e.get("after")
+    if not (_finite(b) and _finite(a)):
+        return f"{name}: {what} was not measured before and after"
+    test = _effect_test(card, e)
+    bs, as_ = _effect_value(card, e, b), _effect_value(card, e, a)
+    if a == b:
+        return f"{name} left the {what} unchanged at {as_} ({test})"
+    verb = "raised" if a > b else "lowered"
+    p = e.get("p")
+    significant = p is not None and p < ALPHA
+    if _effect_worse(e):
+        side = "higher" if e.get("higher_is_better", True) else "lower"
+        return f"⚠ {name} made its own metric worse: it {verb} the {what} from {bs} to {as_} ({test}; {side} is better)"
+    tail = "" if significant else "; not a significant change"
+    return f"{name} {verb} the {what} from {bs} to {as_} ({test}{tail})"
+
+
+def _effects_table(card: Card, m: dict) -> None:
+    """Every effect the stage recorded (`metrics.effects`, primary first), start vs end on held-out items."""
+    effects = [e for e in (m.get("effects") or ([m["effect"]] if isinstance(m.get("effect"), dict) else [])) if e]
+    if not effects:
+        return
+    rows = []
+    for e in effects:
+        better = "higher" if e.get("higher_is_better", True) else "lower"
+        verdict = "worse" if _effect_worse(e) else ("better" if e.get("improved") else "unchanged")
+        rows.append(
+            [
+                f"{e.get('label') or _label(str(e.get('metric')))} ({better} is better)",
+                f"{_effect_value(card, e, e.get('before'))} → {_effect_value(card, e, e.get('after'))}",
+                _effect_test(card, e),
+                verdict,
+            ]
+        )
+    card.table(["held-out metric", "start → end", "test", ""], rows)
+
+
 def _post_section(card: Card, records: dict) -> None:
     card.heading("Post-training")
     shown = False
@@ -609,10 +676,15 @@ def _post_section(card: Card, records: dict) -> None:
 def _sft(card: Card, rec: dict, rows: list[dict]) -> None:
     m, c = rec.get("metrics", {}), rec.get("counters", {})
     a, b = m.get("initial_val_loss"), m.get("final_val_loss")
-    if _finite(a) and _finite(b):
+    if isinstance(m.get("effect"), dict):
+        card.verdict("sft", _effect_verdict(card, "SFT", m["effect"]) + ".")
+    elif _finite(a) and _finite(b):
         verb = "lowered" if b < a else "did not lower"
         card.verdict("sft", f"SFT {verb} held-out chat loss {card.num(a)} → {card.num(b)}.")
     card.warnings(rec)
+    if _finite(a) and _finite(b):
+        _kv_table(card, [("held-out chat loss per assistant token, base → SFT", f"{card.num(a)} → {card.num(b)}")])
+    _effects_table(card, m)
     _kv_table(
         card,
         [
@@ -638,7 +710,22 @@ def _pairwise(card: Card, stage: str, rec: dict, rows: list[dict]) -> None:
     m, c = rec.get("metrics", {}), rec.get("counters", {})
     acc, p = m.get("heldout_accuracy"), m.get("heldout_p_binomial")
     name = "DPO" if stage == "dpo" else "reward model"
-    if _finite(acc):
+    eff = m.get("effect") if isinstance(m.get("effect"), dict) else None
+    if eff and stage == "dpo":
+        # judged against its start; the implicit reward starts from ties (0%), so chance is no yardstick for it
+        v = _effect_verdict(card, "DPO", eff)
+        if _finite(acc):
+            v += f"; implicit-reward accuracy {card.pct(acc)} of held-out pairs (reward vs the reference model)"
+        card.verdict(stage, v + ".")
+    elif eff:
+        # a fresh reward head starts from chance: its effect, and whether it beats chance
+        v = _effect_verdict(card, "The reward model", eff)
+        if _finite(acc):
+            v += "; " + _significance(card, acc, c.get("pairs_heldout"), p).replace(
+                " of held-out pairs ranked correctly", ""
+            )
+        card.verdict(stage, v + ".")
+    elif _finite(acc):
         v = _significance(card, acc, c.get("pairs_heldout"), p)
         if p is None or p >= ALPHA:
             start = (
@@ -658,7 +745,10 @@ def _pairwise(card: Card, stage: str, rec: dict, rows: list[dict]) -> None:
                 "pairs (train / held-out)",
                 f"{card.num(c.get('pairs_train'))} / {card.num(c.get('pairs_heldout'))}",
             ),
-            ("held-out pair accuracy [95% CI]", f"{card.pct(acc)} [{card.pct(lo)}, {card.pct(hi)}]"),
+            (
+                "implicit-reward accuracy [95% CI]" if stage == "dpo" else "held-out pair accuracy [95% CI]",
+                f"{card.pct(acc)} [{card.pct(lo)}, {card.pct(hi)}]",
+            ),
             ("p, binomial test against 50%", m.get("heldout_p_binomial")),
             (
                 "starting model's log-probs prefer the chosen side"
@@ -674,6 +764,7 @@ def _pairwise(card: Card, stage: str, rec: dict, rows: list[dict]) -> None:
             ("optimizer steps", c.get("steps")),
         ],
     )
+    _effects_table(card, m)
     _curve(
         card,
         f"{stage}_loss.png",
@@ -689,7 +780,15 @@ def _interpolate(card: Card, rec: dict) -> None:
     alphas = sorted({float(k.split("@", 1)[1]) for k in m if "@" in k})
     key = metrics[0] if metrics else None
     chosen = m.get("chosen_alpha")
-    if key is not None and chosen is not None:
+    key = (rec.get("config") or {}).get("choose") or key
+    eff = m.get("effect") if isinstance(m.get("effect"), dict) else None
+    if eff and chosen is not None:
+        card.verdict(
+            "interpolate",
+            f"chose α = {card.num(chosen)} (θ = (1−α)·base + α·SFT) by {_label(eff['metric'])}; against the SFT "
+            f"model it started from, " + _effect_verdict(card, "interpolation", eff) + ".",
+        )
+    elif key is not None and chosen is not None:
         card.verdict(
             "interpolate",
             f"chose α = {card.num(chosen)} (θ = (1−α)·base + α·SFT) by {_label(key)}: "
@@ -702,6 +801,7 @@ def _interpolate(card: Card, rec: dict) -> None:
         row += [card.num(m.get(f"{k}@{a:g}")) for k in metrics]
         rows.append(row)
     card.table(["α", *[_label(k) for k in metrics]], rows)
+    _effects_table(card, m)
 
 
 def _rl(card: Card, rec: dict, rows: list[dict]) -> None:
@@ -714,7 +814,15 @@ def _rl(card: Card, rec: dict, rows: list[dict]) -> None:
     zero = m.get("start_zero_std_frac")
     if not _finite(zero):
         zero = next((r["zero_std_frac"] for r in rows if _finite(r.get("zero_std_frac"))), None)
-    if _finite(before) and _finite(after):
+    eff = m.get("effect") if isinstance(m.get("effect"), dict) else None
+    if eff:
+        v = _effect_verdict(card, "RL", eff) + f" on {card.num(eff.get('n'))} {_rl_set(card, rec)}"
+        if _finite(zero):
+            v += f"; at the start {card.pct(zero, 0)} of groups had zero reward variance"
+            if zero >= 0.5:
+                v += " (no learning signal: the problems are too hard, or too easy, for this model)"
+        card.verdict("rl", v + ".")
+    elif _finite(before) and _finite(after):
         sig = "a significant change" if p is not None and p < ALPHA else "not a significant change"
         v = (
             f"held-out exact match {card.pct(before)} → {card.pct(after)} ({sig}, McNemar p = {card.num(p, 2)}) on "
@@ -751,6 +859,7 @@ def _rl(card: Card, rec: dict, rows: list[dict]) -> None:
             ("skipped steps (every group at zero variance)", c.get("skipped_steps")),
         ],
     )
+    _effects_table(card, m)
     _curve(
         card,
         "rl_curves.png",
