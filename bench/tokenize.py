@@ -3,8 +3,8 @@
     python -m bench.tokenize [--sizes 10000,30000,100000] [--repeats 3] [--workers 1] [--long-doc-mb 20] [--no-record]
 
 Corpus: every real text file in ../shared/data (GSM8K, LAMBADA, Dolly/HH, HH-RLHF, PIQA, WinoGrande, Shakespeare,
-Common Crawl: 26k documents, ~10 MB). A corpus of N documents joins 1-4 of these documents, drawn at random, into
-each one (mean ~1 KB), written as JSONL. The tokenizer is a byte-level BPE (vocab 49,152) trained once on the real
+Common Crawl: 26k documents, ~10 MB). A corpus of N documents draws them at random with replacement (so text repeats
+in a corpus larger than 26k documents), written as JSONL. The tokenizer is a byte-level BPE (vocab 49,152) trained once on the real
 documents with ledgerlm's own trainer and given to the stage (`--tokenizer tok.json`, as the real recipe gives
 SmolLM's), so the stage's time is read, parse, split, encode, write shards, hash, ledger.
 
@@ -71,14 +71,14 @@ def corpus() -> dict[str, list[str]]:
 
 
 def write_corpus(path: Path, n: int, docs: dict[str, list[str]], seed: int = 0) -> int:
-    """n documents, each 1-4 real documents of one source joined by a blank line; returns UTF-8 bytes of text."""
+    """n documents drawn at random (with replacement) from the real ones; returns UTF-8 bytes of text."""
     rng = random.Random(seed)
     names = sorted(docs)
     nbytes = 0
     with open(path, "w", encoding="utf-8") as f:
         for i in range(n):
             src = rng.choice(names)
-            text = "\n\n".join(rng.choice(docs[src]) for _ in range(rng.randint(1, 4)))
+            text = rng.choice(docs[src])
             nbytes += len(text.encode("utf-8"))
             f.write(json.dumps({"id": i, "source": src, "text": text}, ensure_ascii=False) + "\n")
     return nbytes
@@ -170,8 +170,8 @@ def main() -> None:
     if long_rows:
         numbers |= long_document.numbers
     lines = [
-        f"Corpora of N documents, each 1-4 real documents of one source of ../shared/data joined (26k distinct "
-        f"documents, 8 sources; so text repeats across a large corpus); byte-level BPE, vocab {args.vocab_size:,} "
+        f"Corpora of N documents drawn at random with replacement from the 26k real documents of ../shared/data "
+        f"(8 sources; so text repeats in the larger corpora); byte-level BPE, vocab {args.vocab_size:,} "
         f"(trained once on the real documents, {t_train:.1f} CPU s, given to the stage). Stage: `ledgerlm tokenize "
         f"--input corpus.jsonl --tokenizer tok.json --out RUN --workers {args.workers}`, CPU seconds of the child "
         f"process (all threads); raw: `encode_batch_fast` alone over the same texts, tokenizers' pool off. "
