@@ -240,10 +240,11 @@ ROWS = [
     ),
     Row(
         "rehearsal",
-        "`ledgerlm run smollm-135m-rehearsal` (every stage of `smollm-135m-1gpu`, offline) ≤ {} s wall on 2 cores",
+        "`ledgerlm run smollm-135m-rehearsal` (every stage of `smollm-135m-1gpu`, offline) in ≤ {} CPU-seconds of "
+        "all its processes (the goal: 3 min on 2 cores; wall time on this shared machine follows its load)",
         "rehearsal",
-        "{wall_s:.0f} s wall, {cpu_s:.0f} s CPU (load at the starts {load_1min_start:.1f})",
-        [("wall_s", "<=", 180)],
+        "{cpu_s:.0f} s CPU; {wall_s:.0f} s wall at load {load_1min_start:.1f} (1-min average at the starts)",
+        [("cpu_s", "<=", 180)],
         ["bench/rehearsal.py", "ledgerlm", "recipes/smollm-135m-rehearsal.yaml", "recipes/smollm-135m-1gpu.yaml"],
         not_measured="only hand-run before (97.3 s, no section); `python -m bench.rehearsal` records it",
     ),
