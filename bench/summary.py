@@ -90,8 +90,8 @@ ROWS = [
         "curate",
         "≥ {}x datatrove's default MinHash (CPU, same documents), near-dedup alone and whole read → write pipeline",
         "curate",
-        "{vs_datatrove_near_dedup:.1f}x alone, {vs_datatrove_whole:.1f}x whole (datatrove "
-        "{datatrove_near_dedup_gb_per_cpu_hour:.2f} GB/h alone)",
+        "datatrove needs {vs_datatrove_near_dedup:.1f} times our CPU for near-dedup alone "
+        "({datatrove_near_dedup_gb_per_cpu_hour:.2f} GB/h), {vs_datatrove_whole:.1f} times for the whole pipeline",
         [("vs_datatrove_near_dedup", ">=", 5), ("vs_datatrove_whole", ">=", 5)],
         CURATE,
     ),
@@ -184,7 +184,7 @@ ROWS = [
         "eval",
         "per-item log-likelihoods equal lm-eval's within {} (4x256 model, 1000 items per task)",
         "parity_lmeval",
-        "max {text:\\| piqa \\| \\d+ \\| \\d+ \\| ([0-9.e+-]+) \\|} on PIQA; identical accuracies on PIQA, WinoGrande, "
+        "max {text:\\| piqa \\| \\d+ \\| \\d+ \\| ([0-9.e+-]+) \\|:.2e} on PIQA; identical accuracies on PIQA, WinoGrande, "
         "LAMBADA (GSM8K: 3 fixture items, both 0, not evidence)",
         [("text:\\| piqa \\| \\d+ \\| \\d+ \\| ([0-9.e+-]+) \\|", "<", 1e-3)],
         unverified="recorded 2026-11-23, before code stamps",
@@ -193,7 +193,7 @@ ROWS = [
         "eval",
         "per-item log-likelihoods equal lm-eval's within {} (SmolLM-135M architecture, 200 items per task)",
         "parity_lmeval-smollm-135m",
-        "max {text:\\| piqa \\| \\d+ \\| \\d+ \\| ([0-9.e+-]+) \\|} on PIQA",
+        "max {text:\\| piqa \\| \\d+ \\| \\d+ \\| ([0-9.e+-]+) \\|:.2e} on PIQA",
         [("text:\\| piqa \\| \\d+ \\| \\d+ \\| ([0-9.e+-]+) \\|", "<", 1e-3)],
         unverified="recorded 2026-11-23, before code stamps",
     ),
@@ -225,8 +225,8 @@ ROWS = [
         "{reward.heldout_p_binomial:.1e}; untrained {reward.init_heldout_accuracy:.2f})",
         [("dpo.heldout_p_binomial", "<", 0.05), ("reward.heldout_p_binomial", "<", 0.05)],
         DEMO,
-        not_measured="the hand-run and `bench.demo` runs of 2026-12-01 disagree (DPO 0.82 / 0.84, reward 0.79 / "
-        "0.82) and neither was recorded with the metrics; `python -m bench.demo` now records them",
+        not_measured="the hand-run and `bench.demo` runs of 2026-12-01 disagree and neither recorded these metrics; "
+        "`python -m bench.demo` now records them",
     ),
     Row(
         "demo",
@@ -236,8 +236,8 @@ ROWS = [
         "{rl.heldout_em_before:.2f} → {rl.heldout_em_after:.2f} (McNemar p = {rl.heldout_p_mcnemar:.2g})",
         [("rl.start_zero_std_frac", "<", 0.5)],
         DEMO,
-        not_measured="the hand-run and `bench.demo` runs of 2026-12-01 disagree (44% / 31%) and neither was "
-        "recorded with the metrics; `python -m bench.demo` now records them",
+        not_measured="the hand-run and `bench.demo` runs of 2026-12-01 disagree and neither recorded these metrics; "
+        "`python -m bench.demo` now records them",
     ),
     Row(
         "rehearsal",
@@ -247,7 +247,7 @@ ROWS = [
         "{cpu_s:.0f} s CPU; {wall_s:.0f} s wall at load {load_1min_start:.1f} (1-min average at the starts)",
         [("cpu_s", "<=", 180)],
         ["bench/rehearsal.py", "ledgerlm", "recipes/smollm-135m-rehearsal.yaml", "recipes/smollm-135m-1gpu.yaml"],
-        not_measured="only hand-run before (97.3 s, no section); `python -m bench.rehearsal` records it",
+        not_measured="only hand-run before (no section); `python -m bench.rehearsal` records it",
     ),
 ]
 
@@ -308,7 +308,7 @@ def value(sec: Section, key: str):
         return _num(m.group(1))
     if key.startswith("table:"):
         row, col = key[6:].split("|", 1)
-        header = None
+        header, found = None, []
         for line in sec.text.splitlines():
             if not line.startswith("|"):
                 header = None
@@ -317,8 +317,11 @@ def value(sec: Section, key: str):
             if header is None:
                 header = cells
                 continue
-            if cells and cells[0].strip("`*") == row and col in header:
-                return _num(cells[header.index(col)])
+            first = cells[0].strip("`*")
+            if first.startswith(row) and col in header:
+                found.append((first != row, _num(cells[header.index(col)])))
+        if found:
+            return min(found, key=lambda f: f[0])[1]  # an exact first cell wins over a prefix
         raise KeyError(f"section {sec.name!r}: no table row {row!r} with column {col!r}")
     if key not in sec.numbers:
         raise KeyError(f"section {sec.name!r}: no number {key!r} (has {sorted(sec.numbers)})")
