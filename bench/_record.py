@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+HISTORY = "<!-- history:start -->"
 
 
 def machine() -> str:
@@ -69,7 +70,13 @@ def record(name: str, body: str, command: str | None = None, numbers: dict | Non
         else "# Benchmarks\n\nEach section is written by its script under `bench/`.\n"
     )
     pattern = re.compile(rf"<!-- bench:{re.escape(name)}:start -->.*?<!-- bench:{re.escape(name)}:end -->", re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    elif HISTORY in text:  # a new section goes above the history (sections recorded before code stamps)
+        head, tail = text.split(HISTORY, 1)
+        text = head.rstrip() + "\n\n" + section + "\n\n" + HISTORY + tail
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
     tmp = BENCHMARKS.with_suffix(".md.tmp")
     tmp.write_text(text)
     os.replace(tmp, BENCHMARKS)
