@@ -40,6 +40,18 @@ def terminal_punctuation() -> tuple[str, ...]:
     return _TERMINAL
 
 
+def terminal_set() -> frozenset[str]:
+    """The same characters as a set (each is one character: a line ends in one iff its last character is one)."""
+    global _TERMINAL_SET
+    if _TERMINAL_SET is None:
+        _TERMINAL_SET = frozenset(terminal_punctuation())
+        assert all(len(c) == 1 for c in _TERMINAL_SET)
+    return _TERMINAL_SET
+
+
+_TERMINAL_SET = None
+
+
 def _tables() -> tuple[np.ndarray, np.ndarray]:
     """(is a letter, is not datatrove punctuation) for every code point: two 1.1 MB lookup tables, built once."""
     global _TABLES
@@ -130,23 +142,71 @@ def overlay(base: QualityConfig, override: dict[str, Any] | None) -> QualityConf
 
 
 class Tokens:
-    """The word tokens of a text (datatrove's English `split_into_words`) as numpy columns."""
+    """The word tokens of a text (datatrove's English `split_into_words`) as numpy columns, plus the tokens joined by
+    single spaces (`joined`)."""
 
-    __slots__ = ("n", "lens", "hashes", "alpha", "nonsym")
+    __slots__ = ("joined", "n", "lens", "hashes", "_codes", "_starts", "_alpha", "_nonsym")
 
     def __init__(self, text: str):
-        joined = wordtok.tokenize(text)
-        codes = codepoints(joined)
+        self.joined = joined = wordtok.tokenize(text)
+        self._codes = codes = codepoints(joined)
         s, e = word_spans(codes)
+        self._starts = s
         self.n = len(s)
         self.lens = e - s
         self.hashes = word_hashes(codes, s, e)
-        if self.n:
-            alpha_t, nonpunct_t = _tables()
-            self.alpha = np.maximum.reduceat(alpha_t[codes], s).astype(bool)  # spaces (0) never raise a maximum
-            self.nonsym = np.maximum.reduceat(nonpunct_t[codes] * (codes != 32), s).astype(bool)
+        self._alpha = self._nonsym = None
+
+    def _classes(self) -> None:
+        if self.n == 0:
+            self._alpha = self._nonsym = np.zeros(0, dtype=bool)
+            return
+        codes, s = self._codes, self._starts
+        if codes.dtype == np.uint8:  # ASCII: bytes.translate with 256-entry tables (C speed, no fancy indexing)
+            a8, n8 = _tables8()
+            raw = codes.tobytes()
+            alpha = np.frombuffer(raw.translate(a8), dtype=np.uint8)
+            nonsym = np.frombuffer(raw.translate(n8), dtype=np.uint8)
         else:
-            self.alpha = self.nonsym = np.zeros(0, dtype=bool)
+            alpha_t, nonpunct_t = _tables()
+            alpha = alpha_t[codes]
+            nonsym = nonpunct_t[codes] * (codes != 32)
+        # a token's segment runs to the next token's start (its trailing space is 0 in both tables)
+        self._alpha = np.maximum.reduceat(alpha, s).astype(bool)
+        self._nonsym = np.maximum.reduceat(nonsym, s).astype(bool)
+
+    @property
+    def alpha(self) -> np.ndarray:
+        """Tokens holding a letter (str.isalpha)."""
+        if self._alpha is None:
+            self._classes()
+        return self._alpha
+
+    @property
+    def nonsym(self) -> np.ndarray:
+        """Tokens holding a character outside datatrove's punctuation set."""
+        if self._nonsym is None:
+            self._classes()
+        return self._nonsym
+
+    def distinct(self, words: tuple[str, ...]) -> int:
+        """How many of `words` occur as a token (case-sensitive)."""
+        padded = f" {self.joined} "
+        return sum(f" {w} " in padded for w in words)
+
+
+_TABLES8 = None
+
+
+def _tables8() -> tuple[bytes, bytes]:
+    """The ASCII rows of `_tables` as bytes.translate tables (space -> 0 in both)."""
+    global _TABLES8
+    if _TABLES8 is None:
+        alpha, nonpunct = _tables()
+        n8 = nonpunct[:256].copy()
+        n8[32] = 0
+        _TABLES8 = (alpha[:256].tobytes(), n8.tobytes())
+    return _TABLES8
 
 
 class DocView:
@@ -165,6 +225,11 @@ class DocView:
         if self._tok is None:
             self._tok = Tokens(self.text)
         return self._tok
+
+    @property
+    def n_tokens(self) -> int:
+        """The number of word tokens (cheaper than `tok` when only the count is needed)."""
+        return self._tok.n if self._tok is not None else wordtok.count(self.text)
 
     @property
     def ws_words(self) -> int:

@@ -145,10 +145,11 @@ def chunk_tokens(chunk: str) -> list[str]:
     """The tokens of one whitespace-free chunk on its own, as spaCy's English tokenizer makes them."""
     raw = _raw_tokens(chunk)
     out = _apply_matcher(raw)
-    if out is not raw or (raw and (raw[0] in _NONFIRST or raw[-1] in _NONLAST)):
-        # the matcher acted here, or could act across this chunk's edge: `_doc_tokens` looks again in context
-        _EDGE[chunk] = (raw[0] in _NONFIRST, raw[-1] in _NONLAST, out is not raw)
-        if out is not raw:
+    changed = out != raw
+    if changed or (raw and (raw[0] in _NONFIRST or raw[-1] in _NONLAST)):
+        # the matcher changed this chunk, or could act across its edge: `_doc_tokens` looks again in context
+        _EDGE[chunk] = (raw[0] in _NONFIRST, raw[-1] in _NONLAST, changed)
+        if changed:
             _MATCHED[chunk] = True
     return out
 
@@ -208,31 +209,43 @@ class _Cache(dict):
         if len(self) >= CACHE_MAX:
             self.clear()
             _CLASSES.clear()
+            _COUNTS.clear()
             _EDGE.clear()
             _MATCHED.clear()
         toks = chunk_tokens(chunk)
         v = self[chunk] = " ".join(toks)
         _CLASSES[chunk] = "".join(map(_token_class, toks))
+        _COUNTS[chunk] = len(toks)
         return v
 
 
 class _Classes(dict):
-    def __missing__(self, chunk: str) -> str:
+    def __missing__(self, chunk: str):
         _TOKS[chunk]
         return self[chunk]
 
 
 _TOKS = _Cache()
 _CLASSES = _Classes()
+_COUNTS = _Classes()
 
 
 def tokenize(text: str) -> str:
     """The word tokens of `text` (datatrove's `split_into_words` for English), joined by single spaces."""
     chunks = text.split()
     out = " ".join(map(_TOKS.__getitem__, chunks))
-    if any(map(_MATCHED.__contains__, chunks)) and _needs_context(chunks):
+    if not _MATCHED.keys().isdisjoint(chunks) and _needs_context(chunks):
         return " ".join(_doc_tokens(text))
     return out
+
+
+def count(text: str) -> int:
+    """len(words(text)), without building the tokens."""
+    chunks = text.split()
+    n = sum(map(_COUNTS.__getitem__, chunks))
+    if not _MATCHED.keys().isdisjoint(chunks) and _needs_context(chunks):
+        return len(_doc_tokens(text))
+    return n
 
 
 def words(text: str) -> list[str]:
@@ -249,7 +262,7 @@ def sentence_count(line: str) -> int:
     punctuation and follows a run of punctuation holding a sentence-final character (".", "!", "?", ...).
     Whitespace beyond a single space between chunks is a token of its own there (class O)."""
     chunks = line.split()
-    if any(map(_MATCHED.__contains__, chunks)) and _needs_context(chunks):
+    if not _MATCHED.keys().isdisjoint(chunks) and _needs_context(chunks):
         cls = "".join(map(_token_class, _doc_tokens_ws(line)))
     elif len(chunks) == line.count(" ") + 1 and len(line) == sum(map(len, chunks)) + len(chunks) - 1:  # single spaces
         cls = "".join(map(_CLASSES.__getitem__, chunks))
