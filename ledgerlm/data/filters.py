@@ -232,15 +232,24 @@ class GopherQuality(Filter):
             r = (text.count("...") + text.count("\u2026")) / nw
             if r > c.max_symbol_word_ratio:
                 return fail("gopher_symbol_ratio", r, c.max_symbol_word_ratio, f"{self.REF}: gopher_too_many_ellipsis")
-        if c.max_bullet_lines_ratio or c.max_ellipsis_lines_ratio:
+        # every line ends at a newline or at the end: there are at least count("\n") lines, and a bullet (ellipsis) line
+        # holds a "-" or "•" ("..." or "…"): below these bounds the ratios cannot cross, and lines are not split
+        min_lines = max(text.count("\n"), 1)
+        bullets = (
+            c.max_bullet_lines_ratio and text.count("-") + text.count("\u2022") > c.max_bullet_lines_ratio * min_lines
+        )
+        ellipses = c.max_ellipsis_lines_ratio and (
+            text.count("...") + text.count("\u2026") > c.max_ellipsis_lines_ratio * min_lines
+        )
+        if bullets or ellipses:
             lines = text.splitlines() or [""]
-            if c.max_bullet_lines_ratio and ("\u2022" in text or "-" in text):
+            if bullets:
                 r = sum(ln.lstrip().startswith(("\u2022", "-")) for ln in lines) / len(lines)
                 if r > c.max_bullet_lines_ratio:
                     return fail(
                         "gopher_bullet_lines", r, c.max_bullet_lines_ratio, f"{self.REF}: gopher_too_many_bullets"
                     )
-            if c.max_ellipsis_lines_ratio and ("..." in text or "\u2026" in text):
+            if ellipses:
                 r = sum(ln.rstrip().endswith(("...", "\u2026")) for ln in lines) / len(lines)
                 if r > c.max_ellipsis_lines_ratio:
                     ref = f"{self.REF}: gopher_too_many_end_ellipsis"
@@ -263,7 +272,16 @@ CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 END_PUNCTUATION = (".", "?", "!", '"', "'")
 POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 # why a line left, in the order C4 tests them
-EDIT_REASONS = ("too_long_word", "citation", "no_terminal_punct", "too_few_words", "blank", "javascript", "policy")
+EDIT_REASONS = (
+    "too_long_word",
+    "citation",
+    "no_terminal_punct",
+    "too_few_words",
+    "blank",
+    "javascript",
+    "policy",
+    "whitespace",
+)
 
 
 @dataclass
@@ -312,13 +330,24 @@ class C4(Filter):
         policy = c.c4_policy and any(p in lower for p in POLICY_SUBSTRINGS)
         cite = c.c4_citations and "[" in text
         maxw = c.c4_max_word_length
-        long_words = maxw is not None and len(text) > maxw and any(len(w) > maxw for w in text.split())
+        long_words = maxw is not None and len(text) > maxw and max(map(len, text.split()), default=0) > maxw
         minw = c.c4_min_words_per_line
         need = c.c4_min_sentences
         edit = C4Edit("")
         kept: list[str] = []
         sentences = 0
-        for raw in text.splitlines():
+        lines = text.splitlines()
+        if not (lorem or js or curly or policy or cite or long_words or c.c4_terminal_punct):
+            # the common case, at C speed: when every line has enough words, no line goes
+            stripped = list(map(str.strip, lines))
+            if minw is None or minw <= 0 or min(map(len, map(str.split, stripped)), default=0) >= minw:
+                kept, lines = stripped, []
+                if need is not None:
+                    for line in stripped:
+                        sentences += wordtok.sentence_count(line) if line else 1
+                        if sentences >= need:
+                            break
+        for raw in lines:
             line = raw.strip()
             if not line:  # removed by the terminal-punctuation or the words-per-line rule; else kept (one sentence)
                 if c.c4_terminal_punct or (minw is not None and minw > 0):
@@ -364,6 +393,8 @@ class C4(Filter):
         edit.text = "\n".join(kept).strip()
         if edit.text == text:
             return KEEP
+        if not edit.removed:  # only whitespace went: line ends stripped ("\r" included)
+            edit.removed["whitespace"] = [0, len(text) - len(edit.text)]
         return True, None, {"edit": edit}
 
 
