@@ -162,18 +162,15 @@ class Tokens:
             self._alpha = self._nonsym = np.zeros(0, dtype=bool)
             return
         codes, s = self._codes, self._starts
-        if codes.dtype == np.uint8:  # ASCII: bytes.translate with 256-entry tables (C speed, no fancy indexing)
-            a8, n8 = _tables8()
-            raw = codes.tobytes()
-            alpha = np.frombuffer(raw.translate(a8), dtype=np.uint8)
-            nonsym = np.frombuffer(raw.translate(n8), dtype=np.uint8)
+        # one byte per character: bit 0 = not datatrove punctuation, bit 1 = a letter; OR-reduced per token
+        if codes.dtype == np.uint8:  # ASCII: bytes.translate with a 256-entry table (C speed, no fancy indexing)
+            bits = np.frombuffer(codes.tobytes().translate(_table8()), dtype=np.uint8)
         else:
             alpha_t, nonpunct_t = _tables()
-            alpha = alpha_t[codes]
-            nonsym = nonpunct_t[codes] * (codes != 32)
-        # a token's segment runs to the next token's start (its trailing space is 0 in both tables)
-        self._alpha = np.maximum.reduceat(alpha, s).astype(bool)
-        self._nonsym = np.maximum.reduceat(nonsym, s).astype(bool)
+            bits = (nonpunct_t[codes] * (codes != 32)) | (alpha_t[codes] << 1)
+        per_token = np.bitwise_or.reduceat(bits, s)
+        self._nonsym = (per_token & 1).astype(bool)
+        self._alpha = (per_token & 2).astype(bool)
 
     @property
     def alpha(self) -> np.ndarray:
@@ -195,18 +192,18 @@ class Tokens:
         return sum(f" {w} " in padded for w in words)
 
 
-_TABLES8 = None
+_TABLE8 = None
 
 
-def _tables8() -> tuple[bytes, bytes]:
-    """The ASCII rows of `_tables` as bytes.translate tables (space -> 0 in both)."""
-    global _TABLES8
-    if _TABLES8 is None:
+def _table8() -> bytes:
+    """The ASCII rows of `_tables` as one bytes.translate table: bit 0 = not punctuation (space: 0), bit 1 = letter."""
+    global _TABLE8
+    if _TABLE8 is None:
         alpha, nonpunct = _tables()
-        n8 = nonpunct[:256].copy()
-        n8[32] = 0
-        _TABLES8 = (alpha[:256].tobytes(), n8.tobytes())
-    return _TABLES8
+        t = nonpunct[:256] | (alpha[:256] << 1)
+        t[32] = 0
+        _TABLE8 = t.astype(np.uint8).tobytes()
+    return _TABLE8
 
 
 class DocView:
