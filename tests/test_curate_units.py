@@ -403,3 +403,36 @@ def test_override_reaches_a_list_item(tmp_path):
         apply_overrides(raw, ["curate.sources[2].limit=1"])
     with pytest.raises(ConfigError, match=r"curate\.near_dedup\[0\]: near_dedup is not a list"):
         apply_overrides(raw, ["curate.near_dedup[0].bands=4"])
+
+
+def test_c4_edits_are_kept_recorded_and_inspectable_and_ids_traceable(tmp_path, capsys):
+    """C4 removes lines: the kept text is the edited text, c4_edits.jsonl and the ledger say what went and why,
+    `inspect --reason c4_edit` shows it; kept + excluded = read; the source's own `id` stays on the kept record."""
+    from ledgerlm.cli import main
+    from ledgerlm.data.inspect import inspect_main
+
+    page = GOOD + "\nPlease enable JavaScript to see the comments.\nMenu\nWe use cookies, see our privacy policy."
+    other = " ".join(reversed(GOOD.split())) + "."  # no 5-gram in common with GOOD
+    docs = [{"id": "page-1", "text": page}, {"id": 7, "text": other}, {"text": "Too short."}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    run = tmp_path / "run"
+    assert main(["curate", "--input", f"web={tmp_path / 'in.jsonl'}", "--out", str(run)]) == 0
+    cur = run / "curate"
+    kept = {
+        r["orig_id"]: r for p in (cur / "kept").glob("*.jsonl") for r in map(json.loads, p.read_text().splitlines())
+    }
+    assert set(kept) == {"page-1", "7"} and kept["page-1"]["text"] == GOOD
+    assert kept["page-1"]["id"] == doc_id("web", page)  # the id is of the text as read
+    edits = [json.loads(x) for x in (cur / "c4_edits.jsonl").read_text().splitlines()]
+    assert len(edits) == 1 and edits[0]["id"] == kept["page-1"]["id"]
+    assert edits[0]["removed"] == {"javascript": [1, 45], "too_few_words": [1, 4], "policy": [1, 39]}
+    rec = json.loads((run / "ledger" / "curate.json").read_text())["counters"]
+    assert rec["kept"] + sum(rec["dropped"].values()) == rec["read"] == 3
+    q = next(s for s in rec["by_step"] if s["step"] == "quality")
+    assert q["c4_edits"]["docs_edited"] == 1 and q["c4_edits"]["removed"]["policy"] == {"lines": 1, "chars": 39}
+    assert q["tokens_in"] - q["tokens_dropped"] - q["tokens_kept"] == q["c4_edits"]["tokens_removed"] == 15
+    capsys.readouterr()
+    assert inspect_main([str(run), "--reason", "c4_edit:javascript"]) == 0
+    out = capsys.readouterr().out
+    assert "[javascript] 'Please enable JavaScript to see the comments.'" in out and "[policy]" not in out
+    assert inspect_main([str(run)]) == 0 and "--reason c4_edit" in capsys.readouterr().out

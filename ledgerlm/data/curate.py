@@ -1354,6 +1354,12 @@ def curate_summary(c: dict) -> list[str]:
         lines.append(
             f"words kept {c['tokens_kept']:,} of {c['tokens_read']:,} ({c['tokens_kept'] / c['tokens_read']:.1%})"
         )
+    q = next((s for s in c.get("by_step", []) if s.get("step") == "quality"), {})
+    if (e := q.get("c4_edits")) and e.get("docs_edited"):
+        lines.append(
+            f"C4 edited {e['docs_edited']:,} kept documents ({e['tokens_removed']:,} words removed; "
+            "ledgerlm inspect RUN --reason c4_edit)"
+        )
     return lines
 
 
