@@ -330,7 +330,7 @@ class C4(Filter):
         policy = c.c4_policy and any(p in lower for p in POLICY_SUBSTRINGS)
         cite = c.c4_citations and "[" in text
         maxw = c.c4_max_word_length
-        long_words = maxw is not None and len(text) > maxw and max(map(len, text.split()), default=0) > maxw
+        long_words = maxw is not None and len(text) > maxw and max(map(len, v.chunks), default=0) > maxw
         minw = c.c4_min_words_per_line
         need = c.c4_min_sentences
         edit = C4Edit("")

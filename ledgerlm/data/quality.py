@@ -147,8 +147,8 @@ class Tokens:
 
     __slots__ = ("joined", "n", "lens", "hashes", "_codes", "_starts", "_alpha", "_nonsym")
 
-    def __init__(self, text: str):
-        self.joined = joined = wordtok.tokenize(text)
+    def __init__(self, text: str, chunks: list[str] | None = None):
+        self.joined = joined = wordtok.tokenize(text, chunks)
         self._codes = codes = codepoints(joined)
         s, e = word_spans(codes)
         self._starts = s
@@ -210,27 +210,35 @@ class DocView:
     """One document as the gates see it: the text, its word tokens (computed on first use) and, for near-dedup, its
     normalised word hashes. The whitespace word count (`ws_words`) is what the ledger counts as tokens."""
 
-    __slots__ = ("text", "_tok", "_norm")
+    __slots__ = ("text", "_tok", "_norm", "_chunks")
 
     def __init__(self, text: str):
         self.text = text
         self._tok: Tokens | None = None
         self._norm: np.ndarray | None = None
+        self._chunks: list[str] | None = None
+
+    @property
+    def chunks(self) -> list[str]:
+        """text.split(): the whitespace words (split once, read by several gates)."""
+        if self._chunks is None:
+            self._chunks = self.text.split()
+        return self._chunks
 
     @property
     def tok(self) -> Tokens:
         if self._tok is None:
-            self._tok = Tokens(self.text)
+            self._tok = Tokens(self.text, self.chunks)
         return self._tok
 
     @property
     def n_tokens(self) -> int:
         """The number of word tokens (cheaper than `tok` when only the count is needed)."""
-        return self._tok.n if self._tok is not None else wordtok.count(self.text)
+        return self._tok.n if self._tok is not None else wordtok.count(self.text, self.chunks)
 
     @property
     def ws_words(self) -> int:
-        return len(self.text.split())
+        return len(self.chunks)
 
     @property
     def norm_hashes(self) -> np.ndarray:

@@ -230,18 +230,21 @@ _CLASSES = _Classes()
 _COUNTS = _Classes()
 
 
-def tokenize(text: str) -> str:
-    """The word tokens of `text` (datatrove's `split_into_words` for English), joined by single spaces."""
-    chunks = text.split()
+def tokenize(text: str, chunks: list[str] | None = None) -> str:
+    """The word tokens of `text` (datatrove's `split_into_words` for English), joined by single spaces. `chunks`:
+    `text.split()` when the caller has it already."""
+    if chunks is None:
+        chunks = text.split()
     out = " ".join(map(_TOKS.__getitem__, chunks))
     if not _MATCHED.keys().isdisjoint(chunks) and _needs_context(chunks):
         return " ".join(_doc_tokens(text))
     return out
 
 
-def count(text: str) -> int:
+def count(text: str, chunks: list[str] | None = None) -> int:
     """len(words(text)), without building the tokens."""
-    chunks = text.split()
+    if chunks is None:
+        chunks = text.split()
     n = sum(map(_COUNTS.__getitem__, chunks))
     if not _MATCHED.keys().isdisjoint(chunks) and _needs_context(chunks):
         return len(_doc_tokens(text))
