@@ -130,8 +130,18 @@ def _corpus(tmp_path_factory):
         truth["leaks"].append(t)
     for i in range(40, 46):  # one boilerplate line appended to 6 documents
         web[i] = {"text": web[i]["text"] + "\n" + BOILER[0]}
-    for k in range(3):  # mostly boilerplate (+25 words of their own): too short once it is removed
-        web.append({"text": "\n".join(BOILER) + "\n" + " ".join(base[100 + k].split()[:25]).rstrip(".") + "."})
+    for k in range(3):  # mostly boilerplate (+25 words of their own, two sentences, so that C4's 5 are there): too
+        own = base[100 + k].split()[:25]  # short once it is removed
+        web.append(
+            {
+                "text": "\n".join(BOILER)
+                + "\n"
+                + " ".join(own[:12]).rstrip(".")
+                + ".\n"
+                + " ".join(own[12:]).rstrip(".")
+                + "."
+            }
+        )
     truth["boiler"] = [r["text"] for r in web if BOILER[0] in r["text"]]
     (root / "web").mkdir()
     lines = [json.dumps(r) for r in web]
@@ -301,6 +311,7 @@ def test_boilerplate_tasks_grow_with_the_segments(corpus, result, tmp_path, monk
     assert tasks == -(-segments // 50) > 2
     for sub in ("kept", "excluded"):
         assert dir_hash(tmp_path / "out" / sub) == dir_hash(out1 / sub), sub
+
 
 def test_cut_action_removes_span_with_margin(corpus, tmp_path):
     root, truth = corpus

@@ -18,10 +18,21 @@ from ledgerlm.data.quality import QualityConfig
 from ledgerlm.data.sources import SourceSpec, doc_id, iter_records
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-GOOD = (
+THREE = (
     "The old lighthouse keeper climbed the stairs every evening to light the lamp. He had done this for forty years, "
     "and the ships that passed in the night never knew his name. One winter a storm broke the great window, and he "
     "sat with the flame until morning so that no boat would be lost on the rocks below the cliff."
+)
+GOOD = (  # six sentences, ~100 words: passes every gate at datatrove's FineWeb settings
+    THREE + " In spring the village children came to ask him about the sea. He told them of whales, of wrecks, and of "
+    "the lights of distant towns. When he grew too old to climb, his granddaughter carried the oil up for him."
+)
+PLAIN = GOOD.replace(".", "").replace(",", "").split()
+NO_STOP = (
+    "Red apples grow fast in warm valleys. Blue rivers run deep near quiet towns. Tall trees bend slowly under heavy "
+    "snow. Young foxes play outside old barns. Bright lamps glow inside small houses every night. Cold winds blow over "
+    "grey hills. Green frogs sing loudly beside muddy ponds. Little birds build nests among thorny bushes. Brave "
+    "sailors cross stormy seas. Quiet monks read ancient books."
 )
 
 
@@ -29,29 +40,17 @@ GOOD = (
     "text,reason",
     [
         (GOOD, None),
-        ("Too few words here.", "quality:gopher_word_count"),
-        (GOOD + " " + "supercalifragilisticexpialidocious " * 80, "quality:gopher_mean_word_length"),
-        (GOOD + " # # # # # # # # # # # # # # # # # # #", "quality:gopher_symbol_ratio"),
-        (
-            "\n".join(["- item with the thing and more stuff"] * 4 + ["- another one of the list of them"] * 1) * 1
-            + "\n- and the last of all the items.",
-            "quality:gopher_bullet_lines",
-        ),
-        (
-            "Red apples grow fast in warm valleys. Blue rivers run deep near quiet towns. Tall trees bend slowly "
-            "under heavy snow. Young foxes play outside old barns. Bright lamps glow inside small houses every night. "
-            "Cold winds blow over grey hills.",
-            "quality:gopher_stop_words",
-        ),
+        ("Too few words here.", "quality:gopher_top_2gram"),  # datatrove: one 2-gram is over 20% of a tiny text
+        (" ".join(PLAIN[:40]) + ".", "quality:gopher_word_count"),
+        (GOOD + " " + " ".join(f"supercalifragilistic{i:03d}" for i in range(80)), "quality:gopher_mean_word_length"),
+        (GOOD + " " + " ".join("#" + w for w in PLAIN[:20]), "quality:gopher_symbol_ratio"),
+        ("\n".join("- " + " ".join(PLAIN[i : i + 8]) + "." for i in range(0, 96, 8)), "quality:gopher_bullet_lines"),
+        (NO_STOP, "quality:gopher_stop_words"),
         ((GOOD + "\n") * 3, "quality:gopher_dup_lines"),
         (GOOD + " Lorem ipsum dolor sit amet.", "quality:c4_lorem_ipsum"),
         (GOOD + " {x}", "quality:c4_curly_bracket"),
-        (GOOD.replace(".", ",") + " and so", "quality:c4_terminal_punct"),
-        (
-            "\n".join(" ".join(GOOD.replace(".", "").replace(",", "").split()[i : i + 6]) for i in range(0, 60, 6))
-            + ".",
-            "quality:fineweb_line_punct",
-        ),
+        (THREE, "quality:c4_too_few_sentences"),
+        ("\n".join(" ".join(PLAIN[i : i + 6]) for i in range(0, 90, 6)) + ".", "quality:fineweb_line_punct"),
     ],
 )
 def test_quality_gates(text, reason):
@@ -59,11 +58,13 @@ def test_quality_gates(text, reason):
     assert got == reason, (got, details)
     assert 0.0 <= score <= 1.0
     if reason:
-        assert "value" in details and "threshold" in details
+        assert "value" in details and "threshold" in details and details["ref"].startswith("datatrove ")
 
 
 def test_quality_gates_can_be_switched_off():
-    cfg = QualityConfig(min_words=None, c4_min_terminal_lines=None, min_line_punct_ratio=None, min_stop_words=None)
+    cfg = QualityConfig(
+        min_words=None, c4_min_sentences=None, min_line_punct_ratio=None, min_stop_words=None, top_ngram_char_frac={}
+    )
     assert QualityGates(cfg).check("A few words without an end")[0] == "quality:fineweb_short_lines"
     cfg.max_short_lines_ratio = None
     assert QualityGates(cfg).check("A few words without an end")[0] is None
@@ -134,7 +135,19 @@ def test_segment_hashes_of_a_document_equal_hashing_each_segment():
 def test_words_left_after_segment_removal_are_the_words_minus_the_removed_segments_words(unit):
     """Curate counts the words left as (words - words of the removed segments) instead of re-splitting the text."""
     rng = random.Random(0)
-    pieces = ["alpha beta", "gamma", " ", "\n", "\n\n", "\r\n", "\t", "  \n \n", "a shared footer", "x\u2028y", "\u3000w"]
+    pieces = [
+        "alpha beta",
+        "gamma",
+        " ",
+        "\n",
+        "\n\n",
+        "\r\n",
+        "\t",
+        "  \n \n",
+        "a shared footer",
+        "x\u2028y",
+        "\u3000w",
+    ]
     cfg = segdedup.SegDedupConfig(unit=unit, min_chars=1, min_docs=2)
     removed = 0
     for _ in range(500):
@@ -339,12 +352,12 @@ def test_source_quality_override_changes_the_config_sha_and_shares_gates(tmp_pat
             SourceSpec(name="a", path="x"),
             SourceSpec(name="b", path="x", quality=same),
             SourceSpec(name="c", path="x", quality=dict(same)),
-            SourceSpec(name="d", path="x", quality={"min_words": 30}),  # = curate.quality: no gates of its own
+            SourceSpec(name="d", path="x", quality={"min_words": 50}),  # = curate.quality: no gates of its own
         ]
     )
     g = source_gates(cfg)
     assert g["a"] is g["d"] and g["b"] is g["c"] and g["a"] is not g["b"]
-    assert g["a"].cfg is cfg.quality and g["b"].cfg.min_stop_words is None and g["b"].cfg.min_words == 30
+    assert g["a"].cfg is cfg.quality and g["b"].cfg.min_stop_words is None and g["b"].cfg.min_words == 50
     assert sorted(quality_by_source(cfg)) == ["b", "c"]
 
 
@@ -390,3 +403,36 @@ def test_override_reaches_a_list_item(tmp_path):
         apply_overrides(raw, ["curate.sources[2].limit=1"])
     with pytest.raises(ConfigError, match=r"curate\.near_dedup\[0\]: near_dedup is not a list"):
         apply_overrides(raw, ["curate.near_dedup[0].bands=4"])
+
+
+def test_c4_edits_are_kept_recorded_and_inspectable_and_ids_traceable(tmp_path, capsys):
+    """C4 removes lines: the kept text is the edited text, c4_edits.jsonl and the ledger say what went and why,
+    `inspect --reason c4_edit` shows it; kept + excluded = read; the source's own `id` stays on the kept record."""
+    from ledgerlm.cli import main
+    from ledgerlm.data.inspect import inspect_main
+
+    page = GOOD + "\nPlease enable JavaScript to see the comments.\nMenu\nWe use cookies, see our privacy policy."
+    other = " ".join(reversed(GOOD.split())) + "."  # no 5-gram in common with GOOD
+    docs = [{"id": "page-1", "text": page}, {"id": 7, "text": other}, {"text": "Too short."}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    run = tmp_path / "run"
+    assert main(["curate", "--input", f"web={tmp_path / 'in.jsonl'}", "--out", str(run)]) == 0
+    cur = run / "curate"
+    kept = {
+        r["orig_id"]: r for p in (cur / "kept").glob("*.jsonl") for r in map(json.loads, p.read_text().splitlines())
+    }
+    assert set(kept) == {"page-1", "7"} and kept["page-1"]["text"] == GOOD
+    assert kept["page-1"]["id"] == doc_id("web", page)  # the id is of the text as read
+    edits = [json.loads(x) for x in (cur / "c4_edits.jsonl").read_text().splitlines()]
+    assert len(edits) == 1 and edits[0]["id"] == kept["page-1"]["id"]
+    assert edits[0]["removed"] == {"javascript": [1, 45], "too_few_words": [1, 4], "policy": [1, 39]}
+    rec = json.loads((run / "ledger" / "curate.json").read_text())["counters"]
+    assert rec["kept"] + sum(rec["dropped"].values()) == rec["read"] == 3
+    q = next(s for s in rec["by_step"] if s["step"] == "quality")
+    assert q["c4_edits"]["docs_edited"] == 1 and q["c4_edits"]["removed"]["policy"] == {"lines": 1, "chars": 39}
+    assert q["tokens_in"] - q["tokens_dropped"] - q["tokens_kept"] == q["c4_edits"]["tokens_removed"] == 15
+    capsys.readouterr()
+    assert inspect_main([str(run), "--reason", "c4_edit:javascript"]) == 0
+    out = capsys.readouterr().out
+    assert "[javascript] 'Please enable JavaScript to see the comments.'" in out and "[policy]" not in out
+    assert inspect_main([str(run)]) == 0 and "--reason c4_edit" in capsys.readouterr().out

@@ -333,6 +333,7 @@ class _ScanChunk:
         self.files: dict[str, int] = {}
         self.cols: dict[str, list] = {k: [] for k in ("id", "file", "line", "source", "score", "words", "offset")}
         self.excl: dict[int, list[bytes]] = {}
+        self.edits: list[bytes] = []  # C4's line edits of kept documents (keyed lines, for c4_edits.jsonl)
         self.batch: list[np.ndarray] = []  # word hashes of the documents waiting for their signatures
         self.keys: list[np.ndarray] = []
         self.valid: list[bool] = []
@@ -356,26 +357,49 @@ class _ScanChunk:
     def add(self, rec: Record) -> None:
         s, cfg = self.step, self.cfg
         self.consumed += 1
-        view = None if rec.reason else DocView(rec.text)  # tokenised once: the word count and every gate read it
-        words = view.n_words if view else _words(rec.text) if rec.text else 0
+        view = None if rec.reason else DocView(rec.text)  # viewed once: every gate reads it (tokens on first use)
+        words = view.ws_words if view else _words(rec.text) if rec.text else 0
         self.counters.totals["read"] += 1
         self.counters.totals["read_words"] += words
         self.counters.by_source[rec.source] += 1
         if rec.reason:
             self.exclude(rec, Drop("read", rec.reason), {"detail": rec.detail, "raw": rec.raw}, 0)
             return
-        reason, details, score = s.gates[rec.source].check_view(view)
+        reason, details, score, edit = s.gates[rec.source].check_view(view)
         if reason:
             self.exclude(rec, Drop("quality", reason), details, words)
             self.counters.quality_by_source.setdefault(rec.source, Counter())[reason] += 1
             return
+        text = rec.text
+        if edit is not None:  # C4 removed lines: the kept text is the edited text; what went, and why, is recorded
+            text = edit.text
+            view = DocView(text)
+            left = view.ws_words
+            t = self.counters.totals
+            t["c4_edited_docs"] += 1
+            t["c4_words_removed"] += words - left
+            for r, (n_lines, n_chars) in edit.removed.items():
+                t[f"c4_lines:{r}"] += n_lines
+                t[f"c4_chars:{r}"] += n_chars
+            rec_edit = {
+                "id": rec.id,
+                "source": rec.source,
+                "file": rec.file,
+                "line": rec.line,
+                "removed": edit.removed,
+                "words_removed": words - left,
+                "lines": edit.lines,
+            }
+            self.edits.append(keyed_line(rec_edit))
+            self.text_bytes += len(self.edits[-1])
+            words = left
         i = len(self.cols["id"])
         line = (
             json.dumps(
                 {
                     "id": rec.id,
                     "source": rec.source,
-                    "text": rec.text,
+                    "text": text,
                     "orig_id": rec.orig_id,
                     "file": rec.file,
                     "line": rec.line,
@@ -398,10 +422,10 @@ class _ScanChunk:
         self.offset += len(line)
         self.text_bytes += len(line)
         if cfg.segment_dedup.enabled:
-            h = segdedup.doc_segment_hashes(rec.text, cfg.segment_dedup)
+            h = segdedup.doc_segment_hashes(text, cfg.segment_dedup)
             self.seg_h.append(h)
             self.seg_d.append(np.full(len(h), i, dtype=np.int32))
-        if s.matcher is not None and (m := s.matcher.match(rec.text)):
+        if s.matcher is not None and (m := s.matcher.match(text)):
             for b, hs in m.items():
                 self.match.append((i, s.bench_idx[b], hs))
         if s.hasher is not None:
@@ -453,6 +477,8 @@ class _ScanChunk:
         _save_npz(wd.scan(c, "match.npz"), doc=m_doc, bench=m_b, h=m_h)
         for shard, lines in self.excl.items():
             write_run(wd.scan_excluded(c, shard), lines)
+        if self.edits:
+            write_run(wd.scan(c, "edits.run"), self.edits)
         atomic_write_json(
             wd.scan(c, "done.json"),
             {"n": n, "consumed": self.consumed, "files": list(self.files), "counters": self.counters.to_dict()},
@@ -991,6 +1017,9 @@ class MergeStep(_Step):
         if rank == 0:  # the boilerplate lines removed, one line each with the document that kept it
             runs = [p for c, _ in wd.scan_chunks(self.tasks) if (p := wd.apply_run(c, "boiler", 0)).exists()]
             merge_runs(runs, out / "boilerplate.jsonl", lambda lv, i: wd.merge_tmp("boiler", 0, lv, i))
+            # C4's line edits of the documents the gates kept, one line each (by id): what was removed and why
+            runs = [p for c, _ in wd.scan_chunks(self.tasks) if (p := wd.scan(c, "edits.run")).exists()]
+            merge_runs(runs, out / "c4_edits.jsonl", lambda lv, i: wd.merge_tmp("edits", 0, lv, i))
 
 
 # ----------------------------------------------------------------------------- running
@@ -1184,7 +1213,19 @@ def _summarise(cfg: Config, wd: WorkDir, tasks: int) -> dict:
         },
         "decontaminate": {"docs_cut": {f"cut:{k}": v for k, v in cut.items()}, "tokens_cut": t["words_cut"]},
     }
-    removed = {"segment_dedup": t["segment_words_removed"], "decontaminate": t["words_cut"]}
+    edits = {
+        k.split(":", 1)[1]: {"lines": t[k], "chars": t["c4_chars:" + k.split(":", 1)[1]]}
+        for k in sorted(t)
+        if k.startswith("c4_lines:")
+    }
+    extra["quality"] = {
+        "c4_edits": {"docs_edited": t["c4_edited_docs"], "tokens_removed": t["c4_words_removed"], "removed": edits}
+    }
+    removed = {
+        "quality": t["c4_words_removed"],
+        "segment_dedup": t["segment_words_removed"],
+        "decontaminate": t["words_cut"],
+    }
     rows, n_in, t_in = [], read, read_w
     for step in STEPS:
         d = {r: v[0] for r, v in sorted(total.dropped.get(step, {}).items())}
@@ -1312,6 +1353,12 @@ def curate_summary(c: dict) -> list[str]:
     if c.get("tokens_read"):
         lines.append(
             f"words kept {c['tokens_kept']:,} of {c['tokens_read']:,} ({c['tokens_kept'] / c['tokens_read']:.1%})"
+        )
+    q = next((s for s in c.get("by_step", []) if s.get("step") == "quality"), {})
+    if (e := q.get("c4_edits")) and e.get("docs_edited"):
+        lines.append(
+            f"C4 edited {e['docs_edited']:,} kept documents ({e['tokens_removed']:,} words removed; "
+            "ledgerlm inspect RUN --reason c4_edit)"
         )
     return lines
 

@@ -1,30 +1,46 @@
-"""Quality filters, one class per gate family (Gopher quality, Gopher repetition, C4, FineWeb, language id).
+"""Quality filters, one class per gate family, each a port of datatrove 0.10's filter of the same family.
 
-Each filter reads its own fields of `QualityConfig` (flat recipe keys, `curate.quality.<field>`, kept for backward
-compatibility; `fields` lists them) and answers `filter(doc) -> (keep, reason, details)` for a `DocView`; `details`
-holds the measured value and the threshold. Adding a rule = one class here, one line in FILTERS, its test.
-The order of FILTERS is the order the gates run in: the first failure names the reason.
+    GopherRepetition  datatrove GopherRepetitionFilter  (Gopher, Rae et al. 2021, Table A1)
+    GopherQuality     datatrove GopherQualityFilter     (Gopher, Rae et al. 2021)
+    C4                datatrove C4QualityFilter         (C4, Raffel et al. 2020; edits the text: removes lines)
+    FineWeb           datatrove FineWebQualityFilter    (FineWeb, Penedo et al. 2024)
+    Language          fastText language id (optional)
+
+FILTERS runs them in the order of datatrove's FineWeb chain (`examples/fineweb.py`); the first failure names the
+reason, and the later families see the C4-edited text. Each family reads its own fields of `QualityConfig` (flat
+recipe keys, `curate.quality.<field>`; `fields` lists them) and answers `filter(doc) -> (keep, reason, details)` for
+a `DocView`; `details` holds the measured value, the threshold and `ref`, the datatrove filter and reason the rule
+follows. C4 may also return an edit (`details["edit"]`, a `C4Edit`): the text with lines removed and what went why.
+Adding a rule = one class here, one line in FILTERS, its test.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
+
 import numpy as np
 
+from ledgerlm.data import wordtok
+from ledgerlm.data.minhash import ngram_hashes, ngram_windows
 from ledgerlm.data.quality import (
-    BULLETS,
+    STOP_WORDS,
     DocView,
     QualityConfig,
     _dup_stats,
-    _stop_hashes,
     ngram_repetition,
+    terminal_set,
 )
 
 Verdict = tuple[bool, "str | None", dict]
 KEEP: Verdict = (True, None, {})
 
 
-def fail(name: str, value, threshold) -> Verdict:
-    return False, f"quality:{name}", {"value": round(float(value), 4), "threshold": threshold}
+def fail(name: str, value, threshold, ref: str | None = None) -> Verdict:
+    d = {"value": round(float(value), 4), "threshold": threshold}
+    if ref:
+        d["ref"] = ref
+    return False, f"quality:{name}", d
 
 
 class Filter:
@@ -42,7 +58,143 @@ class Filter:
         raise NotImplementedError
 
 
+# ----------------------------------------------------------------------------- Gopher repetition
+
+_PARA = re.compile(r"\n{2,}")
+_LINES = re.compile("\n+")
+
+
+def _top_ngram_chars(g: np.ndarray, lens: np.ndarray, n: int) -> tuple[int, bool]:
+    """datatrove's find_top_duplicate: len(" ".join(most common n-gram)) * its count (ties: the first seen); and
+    whether any n-gram repeats."""
+    _, first, counts = np.unique(g, return_index=True, return_counts=True)
+    best = int(counts.max())
+    i = int(first[counts == best].min())
+    return (int(lens[i : i + n].sum()) + n - 1) * best, best > 1
+
+
+def _all_dup_chars(g: np.ndarray, cum: np.ndarray, n: int) -> int:
+    """datatrove's find_all_duplicate: scan left to right; an n-gram seen before adds its characters (without spaces)
+    and the scan jumps past it (the skipped n-grams are not remembered)."""
+    seen: set[int] = set()
+    rep, idx, m = 0, 0, len(g)
+    gl = g.tolist()
+    while idx < m:
+        h = gl[idx]
+        if h in seen:
+            rep += int(cum[idx + n] - cum[idx])
+            idx += n
+        else:
+            seen.add(h)
+            idx += 1
+    return rep
+
+
+def _split_newline_runs(text: str) -> list[str]:
+    """re.split("\n+", text) without the regex engine (several times faster on long texts)."""
+    parts = text.split("\n")
+    if len(parts) < 3:
+        return parts
+    return [parts[0], *filter(None, parts[1:-1]), parts[-1]]
+
+
+def _bucket_counts(g: np.ndarray) -> np.ndarray:
+    """For each value, how many values share its hash bucket: >= how often the value itself occurs."""
+    bits = min(len(g).bit_length() + 2, 24)
+    bucket = (g >> np.uint64(64 - bits)).astype(np.intp)
+    return np.bincount(bucket, minlength=1 << bits)[bucket]
+
+
+class GopherRepetition(Filter):
+    """datatrove GopherRepetitionFilter: paragraphs (split on 2+ newlines), lines (split on newlines, empty pieces
+    included), the most frequent 2/3/4-gram and the duplicated 5..10-grams of word tokens, all over len(text)."""
+
+    fields = (
+        "max_dup_line_frac",
+        "max_dup_para_frac",
+        "max_dup_line_char_frac",
+        "max_dup_para_char_frac",
+        "top_ngram_char_frac",
+        "dup_ngram_char_frac",
+    )
+    REF = "datatrove GopherRepetitionFilter"
+
+    def filter(self, v: DocView) -> Verdict:
+        c, text = self.cfg, v.text
+        if not text:
+            return fail("gopher_empty", 0, 1, f"{self.REF}: empty")
+        n_chars = len(text)
+        stripped = text.strip()
+        paras = _PARA.split(stripped) if "\n\n" in stripped else [stripped]
+        k, chars = _dup_stats(paras)
+        if c.max_dup_para_frac and k / len(paras) > c.max_dup_para_frac:
+            return fail("gopher_dup_paragraphs", k / len(paras), c.max_dup_para_frac, f"{self.REF}: dup_para_frac")
+        if c.max_dup_para_char_frac and chars / n_chars > c.max_dup_para_char_frac:
+            r = chars / n_chars
+            return fail("gopher_dup_paragraph_chars", r, c.max_dup_para_char_frac, f"{self.REF}: dup_para_char_frac")
+        lines = _split_newline_runs(text)
+        k, chars = _dup_stats(lines)
+        if c.max_dup_line_frac and k / len(lines) > c.max_dup_line_frac:
+            return fail("gopher_dup_lines", k / len(lines), c.max_dup_line_frac, f"{self.REF}: dup_line_frac")
+        if c.max_dup_line_char_frac and chars / n_chars > c.max_dup_line_char_frac:
+            r = chars / n_chars
+            return fail("gopher_dup_line_chars", r, c.max_dup_line_char_frac, f"{self.REF}: dup_line_char_frac")
+        if not c.top_ngram_char_frac and not c.dup_ngram_char_frac:
+            return KEEP
+        t = v.tok
+        top = c.top_ngram_char_frac
+        if top and t.n:
+            cum = np.concatenate(([0], np.cumsum(t.lens)))
+            no_repeat_from = None  # no n-gram of this size repeats, so no longer one does
+            grams = dict(ngram_windows(t.hashes, sorted(top), mix=False))
+            for n, thr in top.items():  # datatrove's order: as configured
+                g = grams.get(n)
+                if g is None or not len(g):
+                    continue
+                limit = thr * n_chars
+                joined_len = cum[n:] - cum[:-n] + (n - 1)  # len(" ".join(n-gram)) at each position
+                if no_repeat_from is not None and n >= no_repeat_from:
+                    chars = int(joined_len[0])  # every n-gram once: the first one
+                else:
+                    # an upper bound first: each n-gram's count is at most its hash bucket's count
+                    counts = _bucket_counts(g)
+                    if int((counts * joined_len).max()) <= limit:
+                        if counts.max() == 1:
+                            no_repeat_from = n if no_repeat_from is None else min(n, no_repeat_from)
+                        continue
+                    chars, repeats = _top_ngram_chars(g, t.lens, n)
+                    if not repeats:
+                        no_repeat_from = n if no_repeat_from is None else min(n, no_repeat_from)
+                if chars > limit:
+                    return fail(f"gopher_top_{n}gram", chars / n_chars, thr, f"{self.REF}: top_{n}_gram")
+        if c.dup_ngram_char_frac and t.n > min(c.dup_ngram_char_frac):
+            n0 = min(c.dup_ngram_char_frac)
+            g0 = np.sort(ngram_hashes(t.hashes, n0))
+            if not (g0[1:] == g0[:-1]).any():  # no n0-gram repeats, so no longer one does
+                return KEEP
+            # a tighter upper bound next (characters covered by any repeated n-gram, vectorised): the exact greedy count
+            # (datatrove's find_all_duplicate) is never above it, so it runs only when the bound crosses
+            dup = list(c.dup_ngram_char_frac)
+            bound = ngram_repetition(t.hashes, t.lens, [], dup)
+            total = int(t.lens.sum())
+            for n, thr in c.dup_ngram_char_frac.items():
+                if bound[("dup", n)] * total / n_chars <= thr:
+                    continue
+                cum = np.concatenate(([0], np.cumsum(t.lens)))
+                r = _all_dup_chars(ngram_hashes(t.hashes, n), cum, n) / n_chars
+                if r > thr:
+                    return fail(f"gopher_dup_{n}gram", r, thr, f"{self.REF}: duplicated_{n}_n_grams")
+        return KEEP
+
+
+# ----------------------------------------------------------------------------- Gopher quality
+
+
 class GopherQuality(Filter):
+    """datatrove GopherQualityFilter: word tokens; count and mean length over "non-symbol" words (holding a character
+    outside datatrove's punctuation set); '#' and ellipses per word tested separately; bullet (• or -) and ellipsis
+    lines over str.splitlines(); words with a letter over all words; distinct stop words, case-sensitive."""
+
     fields = (
         "min_words",
         "max_words",
@@ -54,116 +206,232 @@ class GopherQuality(Filter):
         "min_alpha_words_ratio",
         "min_stop_words",
     )
+    REF = "datatrove GopherQualityFilter"
 
     def filter(self, v: DocView) -> Verdict:
-        c, text, nw = self.cfg, v.text, v.n_words
-        if c.min_words is not None and nw < c.min_words:
-            return fail("gopher_word_count", nw, c.min_words)
-        if c.max_words is not None and nw > c.max_words:
-            return fail("gopher_word_count", nw, c.max_words)
-        mean_len = float(v.word_len.mean()) if nw else 0.0
-        if c.min_mean_word_length is not None and mean_len < c.min_mean_word_length:
-            return fail("gopher_mean_word_length", mean_len, c.min_mean_word_length)
-        if c.max_mean_word_length is not None and mean_len > c.max_mean_word_length:
-            return fail("gopher_mean_word_length", mean_len, c.max_mean_word_length)
-        if c.max_symbol_word_ratio is not None:
-            r = (text.count("#") + text.count("...") + text.count("\u2026")) / max(nw, 1)
+        c, text, t = self.cfg, v.text, v.tok
+        nw = t.n
+        ns = int(np.count_nonzero(t.nonsym))
+        if c.min_words and ns < c.min_words:
+            return fail("gopher_word_count", ns, c.min_words, f"{self.REF}: gopher_short_doc")
+        if c.max_words and ns > c.max_words:
+            return fail("gopher_word_count", ns, c.max_words, f"{self.REF}: gopher_long_doc")
+        mean = float(t.lens[t.nonsym].mean()) if ns else float("nan")
+        if c.min_mean_word_length and mean < c.min_mean_word_length:
+            return fail(
+                "gopher_mean_word_length", mean, c.min_mean_word_length, f"{self.REF}: gopher_below_avg_threshold"
+            )
+        if c.max_mean_word_length and mean > c.max_mean_word_length:
+            return fail(
+                "gopher_mean_word_length", mean, c.max_mean_word_length, f"{self.REF}: gopher_above_avg_threshold"
+            )
+        if c.max_symbol_word_ratio and nw:
+            r = text.count("#") / nw
             if r > c.max_symbol_word_ratio:
-                return fail("gopher_symbol_ratio", r, c.max_symbol_word_ratio)
-        if c.max_bullet_lines_ratio is not None:
-            r = sum(1 for ln in v.lines if ln.lstrip().startswith(BULLETS)) / v.n_lines
-            if r > c.max_bullet_lines_ratio:
-                return fail("gopher_bullet_lines", r, c.max_bullet_lines_ratio)
-        if c.max_ellipsis_lines_ratio is not None:
-            r = sum(1 for ln in v.lines if ln.rstrip().endswith(("...", "\u2026"))) / v.n_lines
-            if r > c.max_ellipsis_lines_ratio:
-                return fail("gopher_ellipsis_lines", r, c.max_ellipsis_lines_ratio)
-        if c.min_alpha_words_ratio is not None and nw:
-            r = v.alpha_words / nw
+                return fail("gopher_symbol_ratio", r, c.max_symbol_word_ratio, f"{self.REF}: gopher_too_many_hashes")
+            r = (text.count("...") + text.count("\u2026")) / nw
+            if r > c.max_symbol_word_ratio:
+                return fail("gopher_symbol_ratio", r, c.max_symbol_word_ratio, f"{self.REF}: gopher_too_many_ellipsis")
+        # every line ends at a newline or at the end: there are at least count("\n") lines, and a bullet (ellipsis) line
+        # holds a "-" or "•" ("..." or "…"): below these bounds the ratios cannot cross, and lines are not split
+        min_lines = max(text.count("\n"), 1)
+        bullets = (
+            c.max_bullet_lines_ratio and text.count("-") + text.count("\u2022") > c.max_bullet_lines_ratio * min_lines
+        )
+        ellipses = c.max_ellipsis_lines_ratio and (
+            text.count("...") + text.count("\u2026") > c.max_ellipsis_lines_ratio * min_lines
+        )
+        if bullets or ellipses:
+            lines = text.splitlines() or [""]
+            if bullets:
+                r = sum(ln.lstrip().startswith(("\u2022", "-")) for ln in lines) / len(lines)
+                if r > c.max_bullet_lines_ratio:
+                    return fail(
+                        "gopher_bullet_lines", r, c.max_bullet_lines_ratio, f"{self.REF}: gopher_too_many_bullets"
+                    )
+            if ellipses:
+                r = sum(ln.rstrip().endswith(("...", "\u2026")) for ln in lines) / len(lines)
+                if r > c.max_ellipsis_lines_ratio:
+                    ref = f"{self.REF}: gopher_too_many_end_ellipsis"
+                    return fail("gopher_ellipsis_lines", r, c.max_ellipsis_lines_ratio, ref)
+        if c.min_alpha_words_ratio and nw:
+            r = int(np.count_nonzero(t.alpha)) / nw
             if r < c.min_alpha_words_ratio:
-                return fail("gopher_alpha_words", r, c.min_alpha_words_ratio)
-        if c.min_stop_words is not None:
-            stops = _stop_hashes()
-            idx = np.minimum(np.searchsorted(stops, v.norm_hashes), len(stops) - 1)
-            k = int(np.count_nonzero(stops[idx] == v.norm_hashes))
+                ref = f"{self.REF}: gopher_below_alpha_threshold"
+                return fail("gopher_alpha_words", r, c.min_alpha_words_ratio, ref)
+        if c.min_stop_words:
+            k = t.distinct(STOP_WORDS)
             if k < c.min_stop_words:
-                return fail("gopher_stop_words", k, c.min_stop_words)
+                return fail("gopher_stop_words", k, c.min_stop_words, f"{self.REF}: gopher_enough_stop_words")
         return KEEP
 
 
-class GopherRepetition(Filter):
-    fields = (
-        "max_dup_line_frac",
-        "max_dup_para_frac",
-        "max_dup_line_char_frac",
-        "max_dup_para_char_frac",
-        "top_ngram_char_frac",
-        "dup_ngram_char_frac",
-    )
+# ----------------------------------------------------------------------------- C4
 
-    def filter(self, v: DocView) -> Verdict:
-        c, text = self.cfg, v.text
-        if c.max_dup_line_frac is not None or c.max_dup_line_char_frac is not None:
-            k, chars = v.dup_lines
-            if c.max_dup_line_frac is not None and k / v.n_lines > c.max_dup_line_frac:
-                return fail("gopher_dup_lines", k / v.n_lines, c.max_dup_line_frac)
-            if c.max_dup_line_char_frac is not None and chars / max(len(text), 1) > c.max_dup_line_char_frac:
-                return fail("gopher_dup_line_chars", chars / len(text), c.max_dup_line_char_frac)
-        if c.max_dup_para_frac is not None or c.max_dup_para_char_frac is not None:
-            k, chars = _dup_stats(v.paras)
-            n_paras = max(len(v.paras), 1)
-            if c.max_dup_para_frac is not None and k / n_paras > c.max_dup_para_frac:
-                return fail("gopher_dup_paragraphs", k / n_paras, c.max_dup_para_frac)
-            if c.max_dup_para_char_frac is not None and chars / max(len(text), 1) > c.max_dup_para_char_frac:
-                return fail("gopher_dup_paragraph_chars", chars / len(text), c.max_dup_para_char_frac)
-        rep = ngram_repetition(v.norm_hashes, v.norm_len, list(c.top_ngram_char_frac), list(c.dup_ngram_char_frac))
-        for n, thr in sorted(c.top_ngram_char_frac.items()):
-            if rep[("top", n)] > thr:
-                return fail(f"gopher_top_{n}gram", rep[("top", n)], thr)
-        for n, thr in sorted(c.dup_ngram_char_frac.items()):
-            if rep[("dup", n)] > thr:
-                return fail(f"gopher_dup_{n}gram", rep[("dup", n)], thr)
-        return KEEP
+CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
+END_PUNCTUATION = (".", "?", "!", '"', "'")
+POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+# why a line left, in the order C4 tests them
+EDIT_REASONS = (
+    "too_long_word",
+    "citation",
+    "no_terminal_punct",
+    "too_few_words",
+    "blank",
+    "javascript",
+    "policy",
+    "whitespace",
+)
+
+
+@dataclass
+class C4Edit:
+    """What C4's line rules did to one document: the text left, and per reason [lines, characters] removed (a
+    `citation` entry counts markers, not lines; `blank` is empty or whitespace-only lines), with the lines."""
+
+    text: str
+    removed: dict[str, list[int]] = field(default_factory=dict)
+    lines: list[list[str]] = field(default_factory=list)  # [reason, the line (or the citation marker)]
+
+    def add(self, reason: str, what: str) -> None:
+        c = self.removed.setdefault(reason, [0, 0])
+        c[0] += 1
+        c[1] += len(what)
+        if reason != "blank":
+            self.lines.append([reason, what])
 
 
 class C4(Filter):
-    fields = ("c4_lorem_ipsum", "c4_curly_bracket", "c4_max_javascript_lines_ratio", "c4_min_terminal_lines")
+    """datatrove C4QualityFilter (split_paragraph=True): each line of str.splitlines(), stripped, is removed for a word
+    over `c4_max_word_length` chars, (citations are cut out), no terminal punctuation (when on), fewer than
+    `c4_min_words_per_line` whitespace words, javascript, policy phrases; lorem ipsum or '{' on a kept line drops the
+    document; then the document needs `c4_min_sentences` sentences (spaCy's sentencizer, per line). The text left is
+    the kept lines joined by newlines."""
+
+    fields = (
+        "c4_lorem_ipsum",
+        "c4_curly_bracket",
+        "c4_javascript",
+        "c4_policy",
+        "c4_citations",
+        "c4_terminal_punct",
+        "c4_min_words_per_line",
+        "c4_max_word_length",
+        "c4_min_sentences",
+    )
+    REF = "datatrove C4QualityFilter"
 
     def filter(self, v: DocView) -> Verdict:
         c, text = self.cfg, v.text
         lower = text.lower()
-        if c.c4_lorem_ipsum and "lorem ipsum" in lower:
-            return fail("c4_lorem_ipsum", 1, True)
-        if c.c4_curly_bracket and "{" in text:
-            return fail("c4_curly_bracket", 1, True)
-        if c.c4_max_javascript_lines_ratio is not None and "javascript" in lower:
-            r = sum(1 for ln in v.lines if "javascript" in ln.lower()) / v.n_lines
-            if r > c.c4_max_javascript_lines_ratio:
-                return fail("c4_javascript", r, c.c4_max_javascript_lines_ratio)
-        if c.c4_min_terminal_lines is not None and v.punct_lines < c.c4_min_terminal_lines:
-            return fail("c4_terminal_punct", v.punct_lines, c.c4_min_terminal_lines)
-        return KEEP
+        lorem = c.c4_lorem_ipsum and "lorem ipsum" in lower
+        curly = c.c4_curly_bracket and "{" in text
+        js = c.c4_javascript and "javascript" in lower
+        policy = c.c4_policy and any(p in lower for p in POLICY_SUBSTRINGS)
+        cite = c.c4_citations and "[" in text
+        maxw = c.c4_max_word_length
+        long_words = maxw is not None and len(text) > maxw and max(map(len, v.chunks), default=0) > maxw
+        minw = c.c4_min_words_per_line
+        need = c.c4_min_sentences
+        edit = C4Edit("")
+        kept: list[str] = []
+        sentences = 0
+        lines = text.splitlines()
+        if not (lorem or js or curly or policy or cite or long_words or c.c4_terminal_punct):
+            # the common case, at C speed: when every line has enough words, no line goes
+            stripped = list(map(str.strip, lines))
+            if minw is None or minw <= 0 or min(map(len, map(str.split, stripped)), default=0) >= minw:
+                kept, lines = stripped, []
+                if need is not None:
+                    for line in stripped:
+                        sentences += wordtok.sentence_count(line) if line else 1
+                        if sentences >= need:
+                            break
+        for raw in lines:
+            line = raw.strip()
+            if not line:  # removed by the terminal-punctuation or the words-per-line rule; else kept (one sentence)
+                if c.c4_terminal_punct or (minw is not None and minw > 0):
+                    edit.add("blank", raw)
+                    continue
+                if need is not None and sentences < need:
+                    sentences += 1
+                kept.append(line)
+                continue
+            words = line.split()
+            if long_words and any(len(w) > maxw for w in words):
+                edit.add("too_long_word", line)
+                continue
+            if cite:
+                new = CITATION.sub("", line)
+                if new != line:
+                    for m in CITATION.findall(line):
+                        edit.add("citation", m)
+                    line = new
+            if c.c4_terminal_punct and (not line.endswith(END_PUNCTUATION) or line.endswith("...")):
+                edit.add("no_terminal_punct", line)
+                continue
+            if minw is not None and len(words) < minw:
+                edit.add("too_few_words", line)
+                continue
+            if lorem or js or curly or policy:
+                low = line.lower()
+                if lorem and "lorem ipsum" in low:
+                    return fail("c4_lorem_ipsum", 1, True, f"{self.REF}: lorem_ipsum")
+                if js and "javascript" in low:
+                    edit.add("javascript", line)
+                    continue
+                if curly and "{" in line:
+                    return fail("c4_curly_bracket", 1, True, f"{self.REF}: curly_bracket")
+                if policy and any(p in low for p in POLICY_SUBSTRINGS):
+                    edit.add("policy", line)
+                    continue
+            if need is not None and sentences < need:
+                sentences += wordtok.sentence_count(line)
+            kept.append(line)
+        if need is not None and sentences < need:
+            return fail("c4_too_few_sentences", sentences, need, f"{self.REF}: too_few_sentences")
+        edit.text = "\n".join(kept).strip()
+        if edit.text == text:
+            return KEEP
+        if not edit.removed:  # only whitespace went: line ends stripped ("\r" included)
+            edit.removed["whitespace"] = [0, len(text) - len(edit.text)]
+        return True, None, {"edit": edit}
+
+
+# ----------------------------------------------------------------------------- FineWeb
 
 
 class FineWeb(Filter):
+    """datatrove FineWebQualityFilter: non-blank lines of text.split("\\n") (not stripped); the share ending in one of
+    datatrove's 160 terminal punctuation marks, the share of lines <= `short_line_length` chars, characters in
+    repeated lines over the characters that are not newlines, newlines per word token."""
+
     fields = ("min_line_punct_ratio", "max_short_lines_ratio", "max_dup_line_chars_ratio", "max_newline_word_ratio")
+    REF = "datatrove FineWebQualityFilter"
 
     def filter(self, v: DocView) -> Verdict:
         c, text = self.cfg, v.text
-        if c.min_line_punct_ratio is not None and v.line_punct_ratio < c.min_line_punct_ratio:
-            return fail("fineweb_line_punct", v.line_punct_ratio, c.min_line_punct_ratio)
+        lines = [ln for ln in text.split("\n") if ln.strip() != ""]
+        if not lines:
+            return fail("fineweb_empty", 0, 1, f"{self.REF}: empty")
+        n = len(lines)
+        if c.min_line_punct_ratio is not None:
+            ends = terminal_set()  # single characters: the last one decides, as endswith(TERMINAL_PUNCTUATION)
+            r = sum(1 for ln in lines if ln[-1] in ends) / n
+            if r < c.min_line_punct_ratio and not (r == 0 and c.line_punct_exclude_zero):
+                return fail("fineweb_line_punct", r, c.min_line_punct_ratio, f"{self.REF}: line_punct_ratio")
         if c.max_short_lines_ratio is not None:
-            r = sum(1 for ln in v.lines if len(ln) <= c.short_line_length) / v.n_lines
+            r = sum(1 for ln in lines if len(ln) <= c.short_line_length) / n
             if r > c.max_short_lines_ratio:
-                return fail("fineweb_short_lines", r, c.max_short_lines_ratio)
+                return fail("fineweb_short_lines", r, c.max_short_lines_ratio, f"{self.REF}: short_line_ratio")
         if c.max_dup_line_chars_ratio is not None:
-            r = v.dup_lines[1] / max(len(text) - text.count("\n"), 1)
+            r = _dup_stats(lines)[1] / max(len(text) - text.count("\n"), 1)
             if r > c.max_dup_line_chars_ratio:
-                return fail("fineweb_dup_line_chars", r, c.max_dup_line_chars_ratio)
+                return fail("fineweb_char_dup", r, c.max_dup_line_chars_ratio, f"{self.REF}: char_dup_ratio")
         if c.max_newline_word_ratio is not None:
-            r = text.count("\n") / max(v.n_words, 1)
+            r = text.count("\n") / max(v.n_tokens, 1)
             if r > c.max_newline_word_ratio:
-                return fail("fineweb_newline_ratio", r, c.max_newline_word_ratio)
+                return fail("fineweb_list_ratio", r, c.max_newline_word_ratio, f"{self.REF}: list_ratio")
         return KEEP
 
 
@@ -189,31 +457,45 @@ class Language(Filter):
         return KEEP
 
 
-# the registry: the gates run in this order
-FILTERS: list[type[Filter]] = [GopherQuality, GopherRepetition, C4, FineWeb, Language]
+# the registry: the gates run in this order (datatrove's FineWeb chain: repetition, quality, C4, FineWeb)
+FILTERS: list[type[Filter]] = [GopherRepetition, GopherQuality, C4, FineWeb, Language]
+
+
+def _score(text: str) -> float:
+    """Near-dup keep rule's quality score: share of lines ending in punctuation x (1 - share of characters in
+    repeated lines)."""
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    if not lines:
+        return 0.0
+    punct = sum(1 for ln in lines if ln.rstrip().endswith(END_PUNCTUATION)) / len(lines)
+    return round(punct * (1.0 - _dup_stats(lines)[1] / max(len(text), 1)), 6)
 
 
 class QualityGates:
-    """`check(text) -> (reason or None, details, score)`; `score` ranks copies in near-dup clusters (higher kept).
+    """`check(text) -> (reason or None, details, score)`; `check_view(view) -> (reason, details, score, edit)`, where
+    `edit` is the C4Edit when C4 changed the text (the later gates saw the edited text), else None. `score` ranks
+    copies in near-dup clusters (higher kept).
 
-    The document is tokenised once (`DocView`); the filters of `FILTERS` run in order and the first that fails names
-    the reason. (FILTERS is read when the gates are built: a test may add a rule to it.)"""
+    The filters of `FILTERS` run in order and the first that fails names the reason. (FILTERS is read when the gates
+    are built: a test may add a rule to it.)"""
 
     def __init__(self, cfg: QualityConfig):
         self.cfg = cfg
         self.filters = [f(cfg) for f in FILTERS if f.active(cfg)]
 
     def check(self, text: str) -> tuple[str | None, dict, float]:
-        return self.check_view(DocView(text))
+        return self.check_view(DocView(text))[:3]
 
-    def check_view(self, v: DocView) -> tuple[str | None, dict, float]:
-        text = v.text
-        _, dup_line_chars = v.dup_lines
-        score = round(v.line_punct_ratio * (1.0 - dup_line_chars / max(len(text), 1)), 6)
-        if not self.cfg.enabled:
-            return None, {}, score
-        for f in self.filters:
-            keep, reason, details = f.filter(v)
-            if not keep:
-                return reason, details, score
-        return None, {}, score
+    def check_view(self, v: DocView) -> tuple[str | None, dict, float, C4Edit | None]:
+        edit = None
+        if self.cfg.enabled:
+            for f in self.filters:
+                keep, reason, details = f.filter(v)
+                if not keep:
+                    return reason, details, _score(v.text), None
+                if "edit" in details:  # the later gates see C4's edited text (as in datatrove's chain)
+                    edit = details["edit"]
+                    v = DocView(edit.text)
+        if edit is not None and not self.cfg.c4_edit:
+            return None, {}, _score(v.text), None  # decided on the edited text; the text as read is kept
+        return None, {}, _score(v.text), edit

@@ -1,7 +1,9 @@
 """`ledgerlm inspect RUN [--reason R] [-n 5]`: samples of what a curation reason removed, read in bounded memory.
 
 Near-duplicates are shown beside the text of the copy that was kept in their place; `--boilerplate` lists the lines
-segment dedup removed, with the number of documents each was found in.
+segment dedup removed, with the number of documents each was found in; `--reason c4_edit[:why]` shows the lines the
+C4 gate removed from documents it kept (why: too_long_word, citation, no_terminal_punct, too_few_words, javascript,
+policy).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from ledgerlm.data.runs import iter_jsonl
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", type=Path, help="run directory or its curate/ directory")
     p.add_argument(
-        "--reason", default=None, help="reason or prefix (e.g. near_dup, quality, quality:gopher_stop_words)"
+        "--reason",
+        default=None,
+        help="reason or prefix (e.g. near_dup, quality, quality:gopher_stop_words); c4_edit[:why] for C4's line edits",
     )
     p.add_argument("-n", type=int, default=5, help="samples to print")
     p.add_argument("--chars", type=int, default=400, help="characters of text to show per sample")
@@ -77,11 +81,47 @@ def boilerplate(cur: Path, n: int, chars: int, out) -> int:
     return 0
 
 
+def c4_edits(cur: Path, want: str, n: int, chars: int, seed: int, out) -> int:
+    """Samples of C4's line edits (`--reason c4_edit` or `c4_edit:<why>`, e.g. c4_edit:javascript): the lines removed
+    from documents the gates kept, and why."""
+    p = cur / "c4_edits.jsonl"
+    if not p.exists():
+        print(f"{cur}: no c4_edits.jsonl (a run from before C4 edits were recorded)", file=out)
+        return 1
+    why = want.split(":", 1)[1] if ":" in want else None
+    total, by = 0, Counter()
+    for r in iter_jsonl(p):  # pass 1: counts only
+        for k, (lines, _) in r["removed"].items():
+            by[k] += lines
+        total += why is None or why in r["removed"]
+    if not total:
+        print(f"no C4 edits for {want!r} (removed: {', '.join(sorted(by)) or 'nothing'})", file=out)
+        return 1
+    rng = np.random.default_rng(seed)
+    pick = set(rng.choice(total, size=min(n, total), replace=False).tolist())
+    print(
+        f"{total} kept documents edited by C4 for {want!r}; lines removed by reason: {dict(by.most_common())}", file=out
+    )
+    i = 0
+    for r in iter_jsonl(p):  # pass 2: only the picked records are printed
+        if why is not None and why not in r["removed"]:
+            continue
+        if i in pick:
+            print(f"\n--- {r['id']}  source={r['source']}  {r['file']}:{r['line']}  removed={r['removed']}", file=out)
+            for reason, line in r["lines"]:
+                if why is None or reason == why:
+                    print(f"    [{reason}] {line[:chars]!r}", file=out)
+        i += 1
+    return 0
+
+
 def main(args, out=None) -> int:
     out = out or sys.stdout
     cur = _curate_dir(args.dir)
     if args.boilerplate:
         return boilerplate(cur, args.n, args.chars, out)
+    if args.reason and (args.reason == "c4_edit" or args.reason.startswith("c4_edit:")):
+        return c4_edits(cur, args.reason, args.n, args.chars, args.seed, out)
     excluded = _parts(cur / "excluded")
     counts: Counter = Counter()
     for p in excluded:  # pass 1: counts only
@@ -93,6 +133,8 @@ def main(args, out=None) -> int:
             print(f"  {v:8d}  {k}", file=out)
         if (cur / "boilerplate.jsonl").exists():
             print("  (boilerplate lines removed from kept documents: --boilerplate)", file=out)
+        if (cur / "c4_edits.jsonl").exists() and (cur / "c4_edits.jsonl").stat().st_size:
+            print("  (lines C4 removed from kept documents: --reason c4_edit[:why])", file=out)
         return 0
     total = sum(v for k, v in counts.items() if _matches(k, args.reason))
     if not total:

@@ -1,61 +1,94 @@
-"""Heuristic quality gates (Gopher, C4, FineWeb) and optional fastText language id.
+"""Heuristic quality gates at parity with datatrove's FineWeb filters, and optional fastText language id.
 
-Each document is tokenised once into a `DocView` (lines, paragraphs, raw word spans, normalised word hashes as numpy
-arrays); every gate reads that view. The gates run in a fixed order and the first that fails names the reason
-(`quality:<gate>`) together with the measured value and the threshold, so `ledgerlm inspect` can show why.
+The gates (`ledgerlm.data.filters`) are ports of datatrove 0.10's `GopherRepetitionFilter`, `GopherQualityFilter`,
+`C4QualityFilter` and `FineWebQualityFilter`: the same counts, denominators, character sets and line handling, so that
+each family makes the same keep/drop decision as datatrove's filter at the same settings. Words are the tokens of
+datatrove's English word tokenizer (spaCy's), reproduced without spaCy by `ledgerlm.data.wordtok`.
 
-Thresholds follow the papers / datatrove defaults except where noted for short documents (min words 30, not 50).
-A threshold of None switches that gate off. Repetition n-gram statistics are computed on word hashes with numpy:
-"duplicated n-gram fraction" = share of word characters covered by n-grams that already occurred earlier in the
-document (Gopher counts the same, skipping overlaps).
+Each document is viewed once (`DocView`): its text, its word tokens (lazily: the tokenised text, token spans,
+lengths, raw token hashes, which tokens hold a letter / a non-punctuation character) and its normalised word hashes
+for near-dedup. The C4 family may edit the document (remove lines); the later gates then see the edited text, as
+datatrove's FineWeb chain does. The defaults are datatrove's settings in its FineWeb example (`examples/fineweb.py`);
+a threshold of None switches that rule off.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ledgerlm.config import from_dict
+from ledgerlm.data import wordtok
 from ledgerlm.data.minhash import U64, codepoints, ngram_windows, normalized_codes, word_hashes, word_spans
 
-STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")  # Gopher's list
-TERMINAL_PUNCT = (".", "!", "?", '"', "'", "\u201d", "\u2019", "\u3002", "\uff01", "\uff1f")
-BULLETS = ("\u2022", "\u2023", "\u25b6", "\u25cf", "\u25e6", "\u25aa", "\u25ab", "\u2013", "-", "*", "\u00b7")
-_IS_SPACE = np.array([chr(cp).isspace() for cp in range(0x10000)], dtype=bool)
-_ALPHA = np.array([chr(cp).isalpha() for cp in range(0x10000)], dtype=bool)
-_IS_SPACE8, _ALPHA8 = _IS_SPACE[:128].tobytes() * 2, _ALPHA[:128].tobytes() * 2  # bytes.translate tables (ASCII)
+STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")  # Gopher's list (datatrove: case-sensitive)
+_TERMINAL = None  # datatrove's TERMINAL_PUNCTUATION (FineWeb's line ends), read from datatrove on first use
+_TABLES = None
 _STOP_HASHES = None
-_PARA_SPLIT = re.compile(r"\n\s*\n")
+
+
+def terminal_punctuation() -> tuple[str, ...]:
+    """datatrove's TERMINAL_PUNCTUATION (160 sentence-final characters of many scripts), as a tuple for endswith."""
+    global _TERMINAL
+    if _TERMINAL is None:
+        from datatrove.utils.text import TERMINAL_PUNCTUATION  # a dependency already; no spaCy needed
+
+        _TERMINAL = tuple(sorted(TERMINAL_PUNCTUATION))
+    return _TERMINAL
+
+
+def terminal_set() -> frozenset[str]:
+    """The same characters as a set (each is one character: a line ends in one iff its last character is one)."""
+    global _TERMINAL_SET
+    if _TERMINAL_SET is None:
+        _TERMINAL_SET = frozenset(terminal_punctuation())
+        assert all(len(c) == 1 for c in _TERMINAL_SET)
+    return _TERMINAL_SET
+
+
+_TERMINAL_SET = None
+
+
+def _tables() -> tuple[np.ndarray, np.ndarray]:
+    """(is a letter, is not datatrove punctuation) for every code point: two 1.1 MB lookup tables, built once."""
+    global _TABLES
+    if _TABLES is None:
+        alpha = np.array([chr(c).isalpha() for c in range(0x110000)], dtype=np.uint8)
+        nonpunct = np.ones(0x110000, dtype=np.uint8)
+        from datatrove.utils.text import PUNCTUATION_SET  # Gopher quality's "symbol" characters
+
+        nonpunct[[ord(c) for c in PUNCTUATION_SET]] = 0
+        _TABLES = (alpha, nonpunct)
+    return _TABLES
 
 
 def _stop_hashes() -> np.ndarray:
     global _STOP_HASHES
     if _STOP_HASHES is None:
-        text = " ".join(STOP_WORDS)
-        codes = codepoints(text)
-        s, e = word_spans(codes)
-        _STOP_HASHES = np.unique(word_hashes(codes, s, e))
+        codes = codepoints(" ".join(STOP_WORDS))
+        _STOP_HASHES = np.unique(word_hashes(codes, *word_spans(codes)))
     return _STOP_HASHES
 
 
 @dataclass
 class QualityConfig:
+    """The gates' settings; defaults = datatrove's FineWeb chain (examples/fineweb.py). None switches a rule off."""
+
     enabled: bool = True
-    # Gopher quality
-    min_words: int | None = 30  # Gopher uses 50; 30 keeps short stories
+    # Gopher quality (datatrove GopherQualityFilter; words = word tokens, "non-symbol" words for count and length)
+    min_words: int | None = 50
     max_words: int | None = 100_000
     min_mean_word_length: float | None = 3.0
     max_mean_word_length: float | None = 10.0
-    max_symbol_word_ratio: float | None = 0.1  # ('#' and ellipses) per word
-    max_bullet_lines_ratio: float | None = 0.9
+    max_symbol_word_ratio: float | None = 0.1  # '#' per word, and ellipses per word, each against this
+    max_bullet_lines_ratio: float | None = 0.9  # lines starting with • or -
     max_ellipsis_lines_ratio: float | None = 0.3
     min_alpha_words_ratio: float | None = 0.8  # words with at least one letter
-    min_stop_words: int | None = 2
-    # Gopher repetition
+    min_stop_words: int | None = 2  # distinct stop words (case-sensitive tokens)
+    # Gopher repetition (datatrove GopherRepetitionFilter; fractions of len(text))
     max_dup_line_frac: float | None = 0.3
     max_dup_para_frac: float | None = 0.3
     max_dup_line_char_frac: float | None = 0.2
@@ -64,13 +97,20 @@ class QualityConfig:
     dup_ngram_char_frac: dict[int, float] = field(
         default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
     )
-    # C4
-    c4_lorem_ipsum: bool = True
-    c4_curly_bracket: bool = True
-    c4_max_javascript_lines_ratio: float | None = 0.2  # C4 deletes such lines; a doc made of them is dropped
-    c4_min_terminal_lines: int | None = 1  # C4 keeps only lines ending in terminal punctuation
-    # FineWeb
+    # C4 (datatrove C4QualityFilter, split by lines; FineWeb runs it with filter_no_terminal_punct=False)
+    c4_lorem_ipsum: bool = True  # drop the document
+    c4_curly_bracket: bool = True  # drop the document
+    c4_javascript: bool = True  # remove lines mentioning javascript
+    c4_policy: bool = True  # remove terms-of-use / cookie lines
+    c4_citations: bool = True  # remove [1], [edit], [citation needed]
+    c4_terminal_punct: bool = False  # remove lines not ending in . ! ? " ' (C4's own rule; off in FineWeb)
+    c4_min_words_per_line: int | None = 3  # remove lines with fewer whitespace words
+    c4_max_word_length: int | None = 1000  # remove lines holding a longer word
+    c4_min_sentences: int | None = 5  # then drop the document when fewer sentences are left
+    c4_edit: bool = True  # keep C4's edited text (False: decide on it, keep the text as read)
+    # FineWeb (datatrove FineWebQualityFilter)
     min_line_punct_ratio: float | None = 0.12
+    line_punct_exclude_zero: bool = False
     max_short_lines_ratio: float | None = 0.67
     short_line_length: int = 30
     max_dup_line_chars_ratio: float | None = 0.01
@@ -101,48 +141,111 @@ def overlay(base: QualityConfig, override: dict[str, Any] | None) -> QualityConf
     return out
 
 
-class DocView:
-    """One document tokenised once: lines, paragraphs, raw words (spans + lengths), normalised word hashes."""
+class Tokens:
+    """The word tokens of a text (datatrove's English `split_into_words`) as numpy columns, plus the tokens joined by
+    single spaces (`joined`)."""
 
-    __slots__ = (
-        "text",
-        "lines",
-        "paras",
-        "n_words",
-        "word_len",
-        "alpha_words",
-        "norm_hashes",
-        "norm_len",
-        "n_lines",
-        "punct_lines",
-        "line_punct_ratio",
-        "dup_lines",
-    )
+    __slots__ = ("joined", "n", "lens", "hashes", "_codes", "_starts", "_alpha", "_nonsym")
+
+    def __init__(self, text: str, chunks: list[str] | None = None):
+        self.joined = joined = wordtok.tokenize(text, chunks)
+        self._codes = codes = codepoints(joined)
+        s, e = word_spans(codes)
+        self._starts = s
+        self.n = len(s)
+        self.lens = e - s
+        self.hashes = word_hashes(codes, s, e)
+        self._alpha = self._nonsym = None
+
+    def _classes(self) -> None:
+        if self.n == 0:
+            self._alpha = self._nonsym = np.zeros(0, dtype=bool)
+            return
+        codes, s = self._codes, self._starts
+        # one byte per character: bit 0 = not datatrove punctuation, bit 1 = a letter; OR-reduced per token
+        if codes.dtype == np.uint8:  # ASCII: bytes.translate with a 256-entry table (C speed, no fancy indexing)
+            bits = np.frombuffer(codes.tobytes().translate(_table8()), dtype=np.uint8)
+        else:
+            alpha_t, nonpunct_t = _tables()
+            bits = (nonpunct_t[codes] * (codes != 32)) | (alpha_t[codes] << 1)
+        per_token = np.bitwise_or.reduceat(bits, s)
+        self._nonsym = (per_token & 1).astype(bool)
+        self._alpha = (per_token & 2).astype(bool)
+
+    @property
+    def alpha(self) -> np.ndarray:
+        """Tokens holding a letter (str.isalpha)."""
+        if self._alpha is None:
+            self._classes()
+        return self._alpha
+
+    @property
+    def nonsym(self) -> np.ndarray:
+        """Tokens holding a character outside datatrove's punctuation set."""
+        if self._nonsym is None:
+            self._classes()
+        return self._nonsym
+
+    def distinct(self, words: tuple[str, ...]) -> int:
+        """How many of `words` occur as a token (case-sensitive)."""
+        padded = f" {self.joined} "
+        return sum(f" {w} " in padded for w in words)
+
+
+_TABLE8 = None
+
+
+def _table8() -> bytes:
+    """The ASCII rows of `_tables` as one bytes.translate table: bit 0 = not punctuation (space: 0), bit 1 = letter."""
+    global _TABLE8
+    if _TABLE8 is None:
+        alpha, nonpunct = _tables()
+        t = nonpunct[:256] | (alpha[:256] << 1)
+        t[32] = 0
+        _TABLE8 = t.astype(np.uint8).tobytes()
+    return _TABLE8
+
+
+class DocView:
+    """One document as the gates see it: the text, its word tokens (computed on first use) and, for near-dedup, its
+    normalised word hashes. The whitespace word count (`ws_words`) is what the ledger counts as tokens."""
+
+    __slots__ = ("text", "_tok", "_norm", "_chunks")
 
     def __init__(self, text: str):
         self.text = text
-        self.lines = [ln for ln in text.split("\n") if ln.strip()]
-        self.n_lines = max(len(self.lines), 1)
-        self.punct_lines = sum(1 for ln in self.lines if ln.rstrip().endswith(TERMINAL_PUNCT))
-        self.line_punct_ratio = self.punct_lines / self.n_lines
-        self.dup_lines = _dup_stats(self.lines)  # (repeated lines, their characters): read by several gates
-        self.paras = [p for p in _PARA_SPLIT.split(text) if p.strip()]
-        if text.isascii():  # the character classes by bytes.translate (C speed)
-            raw = text.encode("ascii")
-            space = np.frombuffer(raw.translate(_IS_SPACE8), dtype=np.uint8)
-            alpha = np.frombuffer(raw.translate(_ALPHA8), dtype=np.uint8)
-        else:
-            idx = np.minimum(codepoints(text), 0xFFFF)
-            space, alpha = _IS_SPACE[idx].view(np.uint8), _ALPHA[idx].view(np.uint8)
-        s, e = word_spans(space, space=1)
-        self.n_words = len(s)
-        self.word_len = e - s
-        # a word has a letter when the maximum of its span (and the spaces after it) is 1
-        self.alpha_words = int(np.count_nonzero(np.maximum.reduceat(alpha, s))) if self.n_words else 0
-        ncodes = normalized_codes(text)
-        ns, ne = word_spans(ncodes)
-        self.norm_hashes = word_hashes(ncodes, ns, ne)
-        self.norm_len = ne - ns
+        self._tok: Tokens | None = None
+        self._norm: np.ndarray | None = None
+        self._chunks: list[str] | None = None
+
+    @property
+    def chunks(self) -> list[str]:
+        """text.split(): the whitespace words (split once, read by several gates)."""
+        if self._chunks is None:
+            self._chunks = self.text.split()
+        return self._chunks
+
+    @property
+    def tok(self) -> Tokens:
+        if self._tok is None:
+            self._tok = Tokens(self.text, self.chunks)
+        return self._tok
+
+    @property
+    def n_tokens(self) -> int:
+        """The number of word tokens (cheaper than `tok` when only the count is needed)."""
+        return self._tok.n if self._tok is not None else wordtok.count(self.text, self.chunks)
+
+    @property
+    def ws_words(self) -> int:
+        return len(self.chunks)
+
+    @property
+    def norm_hashes(self) -> np.ndarray:
+        if self._norm is None:
+            ncodes = normalized_codes(self.text)
+            self._norm = word_hashes(ncodes, *word_spans(ncodes))
+        return self._norm
 
 
 def _dup_stats(parts: list[str]) -> tuple[int, int]:

@@ -45,7 +45,7 @@ class SourceSpec:
     format: str = "auto"  # auto | jsonl | parquet | text | hf | demo (the built-in generated corpus)
     text_field: str = "text"  # "*" = every string value of the record joined by newlines (chat, DPO pairs);
     # "a,b,c" = the strings of these fields (and of the lists/structs in them), in this order, joined by newlines
-    id_field: str | None = None  # kept as orig_id; the document id is always content-derived
+    id_field: str | None = "id"  # kept as orig_id when the record has it; the document id is always content-derived
     hf_name: str | None = None  # Hugging Face dataset name (format hf), streamed
     hf_config: str | None = None
     hf_split: str = "train"
