@@ -204,6 +204,18 @@ def test_rl_stage_end_to_end_logs_everything(tmp_path):
     assert held["n"] == 6 and len(held["per_problem"]) == 6 and "p_mcnemar" in held
     assert res.metrics["heldout_n"] == 6 and (run / "rl" / "model" / "model.safetensors").is_file()
     assert res.counters["completions"] == 2 * 2 * 4
+    # the stage's effect: greedy EM of the start model vs the trained one on the same problems, McNemar; and the
+    # sampled pass@1 at the training temperature before vs after (paired); the headline is a metric it writes
+    eff = res.metrics["effect"]
+    assert eff["metric"] == "heldout_greedy_em" and eff["test"] == "mcnemar_exact" and eff["n"] == 6
+    per = held["per_problem"]
+    assert eff["before"] == sum(p["before"] for p in per) / 6 and eff["after"] == sum(p["after"] for p in per) / 6
+    assert res.metrics["effects"][0] == eff and len(res.metrics["effects"]) == 2
+    sampled = res.metrics["effects"][1]
+    assert sampled["metric"] == "heldout_sampled_pass@1_T1" and sampled["n"] == 2
+    assert sampled["before"] == pytest.approx(rows[0]["start_pass@1"]) and sampled["test"] == "paired_bootstrap"
+    assert rl.SPEC.headline and all(res.metrics.get(h) is not None for h in rl.SPEC.headline)
+    assert res.metrics[rl.SPEC.headline[0]] == eff["after"]
 
 
 @pytest.mark.skipif(not (DATA / "gsm8k").is_dir(), reason="shared data absent")
