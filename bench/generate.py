@@ -100,9 +100,9 @@ def bench_size(name: str, args) -> dict:
     run_ours(model, prompts[:2], 2, args.temperature, 0)  # warm-up (allocator, kernels)
     run_hf(hf, prompts[:2], 2, args.temperature, 0)
     for r in range(args.repeats):
-        s, n = timed(lambda: run_ours(model, prompts, args.new, args.temperature, r))
+        s, n = timed(lambda r=r: run_ours(model, prompts, args.new, args.temperature, r))
         ours.append(n / s)
-        s, n = timed(lambda: run_hf(hf, prompts, args.new, args.temperature, r))
+        s, n = timed(lambda r=r: run_hf(hf, prompts, args.new, args.temperature, r))
         theirs.append(n / s)
         print(f"{name} repeat {r}: ours {ours[-1]:.0f} tok/s, transformers {theirs[-1]:.0f} tok/s", flush=True)
     return {"ours": ours, "hf": theirs, "params": model.num_params()}
