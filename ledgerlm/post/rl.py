@@ -103,6 +103,7 @@ class Config:
     eval_batch_size: int = 64  # problems per batch in the held-out greedy evaluation
     passk_problems: int = 64  # held-out problems sampled G times at the start to estimate pass@1 / pass@G
     log_samples: int = 2  # completions per step written to samples.jsonl
+    greedy_in_group: bool = False  # one member of each group is the greedy completion (the evaluation's rule)
     ckpt_every: int = 0  # steps between checkpoints in rl/ckpt/ for a resume (0 = about 10 per run)
     keep_ckpts: int = 2  # newest checkpoints kept (0 = all)
 
@@ -501,7 +502,20 @@ class Rollout:
 def rollout(cfg: Config, s: Setup, items: list[dict]) -> Rollout:
     G, P = cfg.group_size, len(items)
     prompts = [s.sampler.prompt(it["question"]) for it in items for _ in range(G)]
-    comps, texts, trunc = s.sampler.sample(s.policy, prompts, cfg.temperature, cfg.top_k, cfg.top_p, s.gen)
+    if cfg.greedy_in_group:
+        # member 0 of each group is the greedy completion (what held-out exact match scores), the other G - 1 are
+        # sampled: the group's advantages then say whether the greedy answer beats the samples, or loses to them
+        sampled = [p for i, p in enumerate(prompts) if i % G]
+        c_s, t_s, tr_s = s.sampler.sample(s.policy, sampled, cfg.temperature, cfg.top_k, cfg.top_p, s.gen)
+        c_g, t_g, tr_g = s.sampler.sample(s.policy, prompts[::G], 0.0, 0, 1.0, None)
+        comps, texts, trunc = [], [], []
+        for j in range(P):
+            k = slice(j * (G - 1), (j + 1) * (G - 1))
+            comps += [c_g[j], *c_s[k]]
+            texts += [t_g[j], *t_s[k]]
+            trunc += [tr_g[j], *tr_s[k]]
+    else:
+        comps, texts, trunc = s.sampler.sample(s.policy, prompts, cfg.temperature, cfg.top_k, cfg.top_p, s.gen)
     scored = [
         verifiable_reward(t, items[i // G]["answer"], cfg.extract, cfg.format_reward) for i, t in enumerate(texts)
     ]
