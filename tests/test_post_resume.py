@@ -39,7 +39,6 @@ def _recipe(stage: str):
             "max_new_tokens": 8,
             "passk_problems": 2,
             "lr": 1e-3,
-            "filter_zero_std": False,  # a random model is rarely right: keep every group so each step updates
             "mask_truncated": False,
         },
     }
@@ -60,12 +59,19 @@ def _base_run(run: Path) -> Path:
     return run
 
 
+def _digit_reward(text, gold, extract="strict", format_bonus=0.0):
+    """rl's reward in these tests: the share of digits in the completion (a random model is never right, and an
+    all-zero reward would give no update: the test could not tell a wrong resume from a right one)."""
+    share = sum(ch.isdigit() for ch in text) / max(1, len(text))
+    return share, share > 0.5
+
+
 _CHILD = """
 import sys, time, torch
 from pathlib import Path
 torch.set_num_threads({threads})
 sys.path.insert(0, {tests!r})
-from test_post_resume import _recipe
+from test_post_resume import _digit_reward, _recipe
 from ledgerlm.pipeline import run_stage
 from ledgerlm.post import {stage} as mod
 
@@ -75,6 +81,8 @@ def hook(step, model):
         time.sleep(600)  # wait here for the SIGKILL
 
 mod._STEP_HOOK = hook
+if {stage!r} == "rl":
+    mod.verifiable_reward = _digit_reward
 run_stage(_recipe({stage!r}), {stage!r}, Path({run!r}), echo=lambda *a: None)
 """
 
@@ -89,8 +97,11 @@ def _weights(run: Path, stage: str) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("stage", ["dpo", "reward", "rl"])
-def test_sigkill_mid_stage_then_resume_matches_uninterrupted(tmp_path, stage):
+def test_sigkill_mid_stage_then_resume_matches_uninterrupted(tmp_path, monkeypatch, stage):
     from ledgerlm.pipeline import run_stage
+    from ledgerlm.post import rl
+
+    monkeypatch.setattr(rl, "verifiable_reward", _digit_reward)
 
     quiet = lambda *_: None  # noqa: E731
     part = _base_run(tmp_path / "part")
@@ -128,6 +139,8 @@ def test_sigkill_mid_stage_then_resume_matches_uninterrupted(tmp_path, stage):
     _, ref = run_stage(_recipe(stage), stage, full, echo=quiet)
     if stage == "rl":
         assert rec["extra"]["resumed_from_step"] == 4 and ref["extra"]["resumed_from_step"] == 0
+        assert (part / "rl" / "samples.jsonl").read_bytes() == (full / "rl" / "samples.jsonl").read_bytes()
+        assert sum(r.get("updates", 0) for r in _curve(full, "rl")) == STEPS["rl"]  # every step moved the weights
     assert f"{stage}: resumed from" in (part / "logs" / f"{stage}.log").read_text()
     assert not (part / stage / "ckpt").exists() and not (full / stage / "ckpt").exists()
 
