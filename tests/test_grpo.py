@@ -204,6 +204,18 @@ def test_rl_stage_end_to_end_logs_everything(tmp_path):
     assert held["n"] == 6 and len(held["per_problem"]) == 6 and "p_mcnemar" in held
     assert res.metrics["heldout_n"] == 6 and (run / "rl" / "model" / "model.safetensors").is_file()
     assert res.counters["completions"] == 2 * 2 * 4
+    # the stage's effect: greedy EM of the start model vs the trained one on the same problems, McNemar; and the
+    # sampled pass@1 at the training temperature before vs after (paired); the headline is a metric it writes
+    eff = res.metrics["effect"]
+    assert eff["metric"] == "heldout_greedy_em" and eff["test"] == "mcnemar_exact" and eff["n"] == 6
+    per = held["per_problem"]
+    assert eff["before"] == sum(p["before"] for p in per) / 6 and eff["after"] == sum(p["after"] for p in per) / 6
+    assert res.metrics["effects"][0] == eff and len(res.metrics["effects"]) == 2
+    sampled = res.metrics["effects"][1]
+    assert sampled["metric"] == "heldout_sampled_pass@1_T1" and sampled["n"] == 2
+    assert sampled["before"] == pytest.approx(rows[0]["start_pass@1"]) and sampled["test"] == "paired_bootstrap"
+    assert rl.SPEC.headline and all(res.metrics.get(h) is not None for h in rl.SPEC.headline)
+    assert res.metrics[rl.SPEC.headline[0]] == eff["after"]
 
 
 @pytest.mark.skipif(not (DATA / "gsm8k").is_dir(), reason="shared data absent")
@@ -263,3 +275,26 @@ def test_micro_batching_matches_full_batch(tmp_path, monkeypatch, agg):
     assert logs[1]["grad_norm"] == pytest.approx(logs[0]["grad_norm"], rel=1e-4)
     for k in base:  # Adam's first step is ~lr * sign(grad), so a float-noise-sized gradient may differ in a few entries
         assert float((weights[0][k] - weights[1][k]).abs().mean()) < 1e-6
+
+
+def test_greedy_in_group_puts_the_greedy_completion_first(tmp_path):
+    """greedy_in_group: member 0 of each group is the start policy's greedy completion at step 1; the rest are
+    samples (they differ from it somewhere)."""
+    from ledgerlm.post.common import load_model_and_tokenizer
+
+    run = _tiny_run(tmp_path)
+    cfg = rl.Config(
+        n_train=20, n_eval=2, steps=1, prompts_per_step=2, group_size=4, max_new_tokens=6, lr=1e-3,
+        passk_problems=0, log_kl=False, greedy_in_group=True, log_samples=8, filter_zero_std=False,
+        mask_truncated=False,
+    )  # fmt: skip
+    res = rl.run(cfg, _ctx(run))
+    rows = [json.loads(x) for x in (run / "rl" / "samples.jsonl").read_text().splitlines()]
+    model, tok = load_model_and_tokenizer(run / "sft" / "model")
+    sampler = rl.Sampler(tok, "", 6)
+    for j in (0, 1):
+        group = rows[4 * j : 4 * j + 4]
+        _, greedy, _ = sampler.sample(model, [sampler.prompt(group[0]["question"])], 0.0, 0, 1.0, None)
+        assert group[0]["completion"] == greedy[0]
+        assert any(r["completion"] != greedy[0] for r in group[1:])
+    assert res.counters["completions"] == 8

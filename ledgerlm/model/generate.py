@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ledgerlm.device import autocast
+
 
 def sample_next(logits: torch.Tensor, temperature=0.0, top_k=0, top_p=1.0, generator=None) -> torch.Tensor:
     """logits [B, V] -> token ids [B]. temperature 0 = greedy."""
@@ -36,8 +38,13 @@ def sample_next(logits: torch.Tensor, temperature=0.0, top_k=0, top_p=1.0, gener
         drop = (probs.cumsum(-1) - probs) >= top_p
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # inverse-CDF sampling: one uniform per row instead of torch.multinomial's B x V exponentials (20x cheaper on a
+    # CPU at B 48, V 2048); a token of probability 0 (top-k / top-p) has an empty interval and is never drawn
+    cdf = logits.softmax(-1).cumsum(-1)
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
+    idx = torch.searchsorted(cdf, u, right=True).squeeze(-1)
+    # u rounded up onto the total (probability ~1e-7): the most likely token rather than an index past the end
+    return torch.where(idx < cdf.shape[-1], idx, logits.argmax(-1))
 
 
 def max_positions(model) -> int | None:
@@ -79,12 +86,18 @@ def generate(
     use_cache: bool = True,
     pad_id: int = 0,
     batch_stop_strings: bool = False,
+    precision: str = "auto",
 ) -> list[list[int]]:
     """batch_stop_strings: lm-eval 0.4.13's stopping rule (its MultiTokenEOSCriteria under transformers' generate):
     a row stops alone only at a stop id (EOS) or its token budget; a stop string ends generation only once, for that
     one string, every row of the batch has produced it (looking at the last len(string's tokens) + 2 generated tokens,
     decoded with special tokens, where a finished row's tail holds `pad_id`s). Until then rows that already produced
-    a stop string go on generating, so the batch's composition shapes the completions, as in lm-eval."""
+    a stop string go on generating, so the batch's composition shapes the completions, as in lm-eval.
+
+    precision: "auto" = bf16 autocast on CUDA, fp32 on CPU (`ledgerlm.device.autocast`); "fp32" = never autocast.
+
+    Without stop strings the loop keeps its state on the device (finished rows, token counts, budgets as tensors):
+    one host sync per step (are all rows done?), none per row; the new tokens are read back once at the end."""
     if not prompts:
         return []
     max_len = _check_prompts(model, prompts, stop_strings, tokenizer)
@@ -97,30 +110,73 @@ def generate(
     b, plen = len(prompts), max(len(p) for p in prompts)
     total = plen + max_new_tokens
     ids, mask = _left_padded(prompts, total, pad_id, device)
+    cache = model.new_kv_cache(b, total) if use_cache else None
+    sampling = (temperature, top_k, top_p, generator)
+    try:
+        with autocast(device, precision):
+            if stop_strings:
+                rule = (stop_ids, stop_strings, tokenizer, pad_id, batch_stop_strings)
+                out = _generate_host(model, ids, mask, cache, plen, total, budget, sampling, *rule)
+            else:
+                out = _generate_device(model, ids, mask, cache, plen, total, budget, sampling, stop_ids)
+    finally:
+        if was_training:
+            model.train()
+    return out
+
+
+def _generate_device(model, ids, mask, cache, plen: int, total: int, budget: list[int], sampling, stop_ids):
+    """The decode loop with its bookkeeping on the device: a row finishes at a stop id or at its budget; a finished
+    row's further positions are padding (masked, positions stop advancing)."""
+    device = ids.device
+    b = ids.shape[0]
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    n_out = torch.zeros(b, dtype=torch.long, device=device)
+    limit = torch.tensor(budget, dtype=torch.long, device=device)
+    stops = torch.tensor(sorted(set(int(s) for s in stop_ids)), dtype=torch.long, device=device)
+    for cur in range(plen, total):
+        nxt = sample_next(_last_logits(model, ids, mask, cache, cur), *sampling)
+        ids[:, cur] = nxt
+        live = ~done
+        # the token that finishes a row is still its own (mask 1); everything after it is padding
+        mask[:, cur] = live.to(mask.dtype)
+        n_out += live.to(n_out.dtype)
+        stopped = torch.isin(nxt, stops) if stops.numel() else torch.zeros_like(done)
+        done |= live & (stopped | (n_out >= limit))
+        if bool(done.all()):  # the one host sync of a step
+            break
+    rows = ids[:, plen:].tolist()
+    return [r[:n] for r, n in zip(rows, n_out.tolist())]
+
+
+def _generate_host(
+    model, ids, mask, cache, plen, total, budget, sampling, stop_ids, stop_strings, tokenizer, pad_id, batch_rule
+):
+    """The decode loop when stop strings need the decoded text: the step's tokens come to the host once per step
+    (one transfer, not one per row) and are checked there."""
+    device = ids.device
+    b = ids.shape[0]
     stop_set = set(int(s) for s in stop_ids)
     out: list[list[int]] = [[] for _ in range(b)]
     done = [False] * b
-    cache = model.new_kv_cache(b, total) if use_cache else None
-    lm_eval_rule = batch_stop_strings and bool(stop_strings)
-    if lm_eval_rule:
+    if batch_rule:
         look = [len(_encode_plain(tokenizer, s)) + 2 for s in stop_strings]
         hit = [[False] * b for _ in stop_strings]
         seen: list[list[int]] = [[] for _ in range(b)]  # generated tokens as lm-eval sees them (pads after EOS)
     for cur in range(plen, total):
-        nxt = sample_next(_last_logits(model, ids, mask, cache, cur), temperature, top_k, top_p, generator)
+        nxt = sample_next(_last_logits(model, ids, mask, cache, cur), *sampling)
         ids[:, cur] = nxt
         # a finished row's further tokens are padding: its positions stop advancing (never past max_len - 1)
         mask[:, cur] = torch.tensor([not d for d in done], dtype=mask.dtype, device=device)
-        if lm_eval_rule:
+        toks = nxt.tolist()
+        if batch_rule:
             for i in range(b):
-                seen[i].append(pad_id if done[i] else int(nxt[i]))
-        _take_tokens(nxt, out, done, budget, stop_set, () if batch_stop_strings else stop_strings, tokenizer)
-        if lm_eval_rule and _every_row_hit_one(hit, seen, look, stop_strings, tokenizer):
+                seen[i].append(pad_id if done[i] else toks[i])
+        _take_tokens(toks, out, done, budget, stop_set, () if batch_rule else stop_strings, tokenizer)
+        if batch_rule and _every_row_hit_one(hit, seen, look, stop_strings, tokenizer):
             break
         if all(done):
             break
-    if was_training:
-        model.train()
     return out
 
 
@@ -155,22 +211,24 @@ def _left_padded(prompts: list[list[int]], total: int, pad_id: int, device) -> t
 
 def _last_logits(model, ids: torch.Tensor, mask: torch.Tensor, cache, cur: int) -> torch.Tensor:
     """Logits [B, V] after the first `cur` positions: with a cache only the positions it has not seen are run,
-    without one the whole prefix (the reference the cache must reproduce)."""
-    if cache is not None:
-        start = cache.pos
-        logits = model(ids[:, start:cur], kv_cache=cache, attention_mask=mask[:, :cur])
-    else:
-        logits = model(ids[:, :cur], attention_mask=mask[:, :cur])
-    return logits[:, -1]
+    without one the whole prefix (the reference the cache must reproduce). The output head runs on the last position
+    only: a prefill of T prompt tokens never builds [B, T, V] logits."""
+    kw = {"kv_cache": cache} if cache is not None else {}
+    x = ids[:, cache.pos : cur] if cache is not None else ids[:, :cur]
+    head = getattr(model, "lm_head", None)
+    if head is not None and hasattr(model, "hidden_states"):  # our Llama: the output head at the last position only
+        h = model(x, attention_mask=mask[:, :cur], return_hidden=True, **kw)[:, -1]
+        return head(h).float()
+    return model(x, attention_mask=mask[:, :cur], **kw)[:, -1]
 
 
-def _take_tokens(nxt, out, done, budget, stop_set, stop_strings, tokenizer) -> None:
+def _take_tokens(toks: list[int], out, done, budget, stop_set, stop_strings, tokenizer) -> None:
     """Append each unfinished row's new token; the row finishes at a stop id, at its budget, or at a stop string
     in its decoded tail (stop_strings: the per-row rule)."""
     for i in range(len(out)):
         if done[i]:
             continue
-        tok = int(nxt[i])
+        tok = toks[i]
         out[i].append(tok)
         if tok in stop_set or len(out[i]) >= budget[i]:
             done[i] = True

@@ -180,6 +180,14 @@ def _sdpa(q, k, v, mask, is_causal, dropout_p):
         if gqa_in_kernel(q.is_cuda, q.dtype, mask is not None, q.shape[-1]):
             # the flash kernel takes grouped K/V directly: no copy
             return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, dropout_p=dropout_p, enable_gqa=True)
+        if q.shape[2] == 1 and dropout_p == 0.0:
+            # one query per row (a KV-cache decode step): the rep query heads of kv head j (heads j*rep..j*rep+rep-1,
+            # as HF's repeat_kv pairs them) become rep query rows against that head's K/V, so the cache is never
+            # copied rep-fold at every step; exact, each query row sees the same keys, values and mask
+            b, h, _, d = q.shape
+            qg = q.reshape(b, h // rep, rep, d)
+            y = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, is_causal=False)  # mask [B, 1, 1, S]
+            return y.reshape(b, h, 1, d)
         # Same as HF repeat_kv (head h uses kv head h // rep); exact, and every CPU/masked backend accepts it.
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)

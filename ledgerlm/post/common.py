@@ -11,7 +11,8 @@ import json
 import math
 import random
 import re
-from dataclasses import dataclass
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from ledgerlm.data.tokenizer import save_hf_tokenizer_files
 from ledgerlm.model.hf import load_model, load_tokenizer_for, save_model
 from ledgerlm.post.chat import CHAT_TEMPLATE
 from ledgerlm.stage import STAGES
+from ledgerlm.train import checkpoint as ckpt_lib
 from ledgerlm.train.checkpoint import trim_metrics
 from ledgerlm.train.optim import clip_grad
 from ledgerlm.train.schedule import lr_at
@@ -303,3 +305,94 @@ def warn_if_worse(ctx, what: str, e: dict) -> None:
     """A stage that made its own metric worse says so (a ledger warning the report shows), significant or not."""
     if e and not e["improved"] and e["after"] != e["before"]:
         ctx.warn("made_own_metric_worse", f"{what} made its own held-out metric worse: {effect_line(e)}")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# checkpoints of the dpo / reward / rl loops (sft has its own, with packing state)
+
+# config keys that change neither the weights nor the curve: a checkpoint written under other values still resumes
+NOT_TRAJECTORY = ("eval_every", "ckpt_every", "keep_ckpts")
+
+
+def trajectory_key(cfg, seed: int, skip: tuple[str, ...] = NOT_TRAJECTORY, **data: str) -> dict:
+    """What a checkpoint must agree on to be resumed: the config less `skip`, the seed and fingerprints of the data."""
+    d = {k: v for k, v in asdict(cfg).items() if k not in skip}
+    d.update(seed=seed, **data)
+    return json.loads(json.dumps(d, default=str))  # JSON-normalised, as it reads back from state.json
+
+
+def random_state(rng: random.Random) -> list:
+    """A random.Random's state as JSON (state.json) -- set_random_state restores it."""
+    v, st, g = rng.getstate()
+    return [v, list(st), g]
+
+
+def set_random_state(rng: random.Random, js: list) -> None:
+    v, st, g = js
+    rng.setstate((v, tuple(st), g))
+
+
+class Checkpoints:
+    """`RUN/<stage>/ckpt/` of a post-training loop: every `every` optimizer steps (0 = about 10 per run; not at the
+    last step, after which the model itself is saved) the weights, optimizer state, global RNG (ckpt_lib) and what the
+    loop adds (`state` for state.json, `extra` tensors: data order, sampling generators). A stage re-run after a kill
+    (`ctx.resuming`) resumes from the newest one; a fresh start removes any. A checkpoint written under another
+    trajectory key (config, seed, data) is refused with the differing keys named."""
+
+    def __init__(self, ctx, total: int, every: int, keep: int, trajectory: dict):
+        self.ctx, self.total, self.keep, self.trajectory = ctx, total, keep, trajectory
+        self.every = every or max(1, total // 10)
+        self.dir = Path(ctx.out_dir) / "ckpt"
+
+    def resume(self, model, optimizer) -> tuple[dict, dict] | None:
+        """Restore the newest checkpoint into `model` and `optimizer` -> (state, extra tensors); None: a fresh start."""
+        latest = ckpt_lib.latest_checkpoint(self.dir) if getattr(self.ctx, "resuming", False) else None
+        if latest is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return None
+        m_sd, o_sd, st, extra = ckpt_lib.load_checkpoint(latest)  # also restores the global RNG (dropout)
+        saved = st.get("trajectory", {})
+        differ = sorted(k for k in self.trajectory.keys() | saved.keys() if self.trajectory.get(k) != saved.get(k))
+        if differ:
+            what = ", ".join(f"{k} ({saved.get(k)!r} -> {self.trajectory.get(k)!r})" for k in differ)
+            raise RuntimeError(
+                f"{latest}: checkpoint was written with a different {self.ctx.stage} config: {what}; "
+                f"remove {self.dir} to start over, or restore the original config"
+            )
+        missing, unexpected = model.load_state_dict(m_sd, strict=False)
+        bad = [k for k in missing if not k.endswith("lm_head.weight")] + list(unexpected)  # tied: saved once
+        if bad:
+            raise ValueError(f"{latest}: checkpoint does not match the model: {bad[:5]}")
+        optimizer.load_state_dict(o_sd)
+        self.ctx.log.info("%s: resumed from %s (step %d/%d)", self.ctx.stage, latest, st["step"], self.total)
+        return st, extra
+
+    def due(self, step: int) -> bool:
+        """Whether a checkpoint is written after `step` optimizer steps (1-based)."""
+        return step % self.every == 0 and step < self.total
+
+    def save(self, step: int, model, optimizer, state: dict, extra: dict[str, torch.Tensor]) -> None:
+        state = {**state, "trajectory": self.trajectory, "total": self.total}
+        ckpt_lib.save_checkpoint(
+            self.dir, step, model.state_dict(), optimizer.state_dict(), state, extra, keep_last=self.keep
+        )
+
+    def resume_loop(self, model, optimizer, batches: Shuffled) -> dict | None:
+        """`resume` for a loop that draws its batches from `batches` (a Shuffled over a torch.Generator): restores its
+        order too -> the checkpoint's state (step, first_row, elapsed_s, ...) or None for a fresh start."""
+        got = self.resume(model, optimizer)
+        if got is None:
+            return None
+        st, extra = got
+        batches.gen.set_state(extra["batches.gen"])
+        batches.queue, batches.epoch = extra["batches.queue"].tolist(), st["epoch"]
+        return st
+
+    def save_loop(self, step: int, model, optimizer, batches: Shuffled, state: dict) -> None:
+        """`save` for such a loop: the batch order goes with the checkpoint."""
+        extra = {"batches.gen": batches.gen.get_state(), "batches.queue": torch.tensor(batches.queue, dtype=torch.long)}
+        self.save(step, model, optimizer, {**state, "epoch": batches.epoch}, extra)
+
+    def finish(self) -> None:
+        """Checkpoints only serve a resume of this run: gone once the model is saved."""
+        shutil.rmtree(self.dir, ignore_errors=True)

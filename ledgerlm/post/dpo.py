@@ -32,6 +32,7 @@ from ledgerlm.ledger import sha256_file
 from ledgerlm.model.hf import save_tensors
 from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.post.common import (
+    Checkpoints,
     Schedule,
     Shuffled,
     StepLog,
@@ -44,6 +45,7 @@ from ledgerlm.post.common import (
     optimizer_step,
     save_model_dir,
     trained_outputs,
+    trajectory_key,
     warn_if_worse,
 )
 from ledgerlm.post.preference import (
@@ -60,6 +62,9 @@ from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train.optim import build_optimizer
 
 LOSSES = ("sigmoid", "length_normalized")
+
+# test hook: called as _STEP_HOOK(step, policy) after each completed step and its checkpoint (the kill tests)
+_STEP_HOOK = None
 
 
 @dataclass
@@ -84,6 +89,8 @@ class Config:
     max_len: int = 256  # prompt + response tokens
     max_prompt_len: int = 128  # prompts longer than this keep their last tokens (only when the pair is too long)
     eval_every: int = 0  # steps between held-out evaluations (0 = about 5 per run)
+    ckpt_every: int = 0  # steps between checkpoints in ckpt/ for a resume (0 = about 10 per run)
+    keep_ckpts: int = 2  # newest checkpoints kept (0 = all)
     eval_batch_size: int = 32  # pairs per forward pass when scoring (reference and held-out)
     ref_cache: str = ""  # an earlier ref_logps.safetensors to reuse if its hashes match
     loss_chunk_size: int = DEFAULT_CHUNK  # output head + log-probs over chunks of this many tokens (0 = full logits)
@@ -93,6 +100,8 @@ class Config:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.beta <= 0 or self.lr <= 0:
             raise ValueError("beta and lr must be > 0")
+        if self.ckpt_every < 0 or self.keep_ckpts < 0:
+            raise ValueError("ckpt_every and keep_ckpts must be >= 0")
         check_pair_config(self)
 
 
@@ -313,9 +322,14 @@ def run(cfg: Config, ctx):
     opt = build_optimizer(policy, cfg, fused_cpu=False)
     batches = Shuffled(len(data.train), torch.Generator().manual_seed(ctx.seed))
     policy.train()
-    t0 = time.time()
-    with StepLog(ctx, sched.total, show=("loss", "reward_acc", "heldout_acc")) as log:
-        for step in range(sched.total):
+    traj = trajectory_key(cfg, ctx.seed, data=data_hash(data.train + data.heldout))
+    ckpts = Checkpoints(ctx, sched.total, cfg.ckpt_every, cfg.keep_ckpts, traj)
+    resumed = ckpts.resume_loop(policy, opt, batches) or {}
+    first = resumed.get("step", 0)
+    t0 = time.time() - resumed.get("elapsed_s", 0.0)
+    with StepLog(ctx, sched.total, ("loss", "reward_acc", "heldout_acc"), first, first if resumed else None) as log:
+        log.first = resumed.get("first_row", {})
+        for step in range(first, sched.total):
             idx = batches.take(cfg.batch_size)
             rec = {"step": step + 1, **train_step(cfg, policy, opt, data, ref.train, idx, sched.lr_at(step), device)}
             rec["elapsed_s"] = round(time.time() - t0, 3)
@@ -331,6 +345,11 @@ def run(cfg: Config, ctx):
                     ev["acc"],
                 )
             log.step(rec)
+            if ckpts.due(step + 1):
+                ckpts.save_loop(step + 1, policy, opt, batches, {"first_row": log.first, "elapsed_s": time.time() - t0})
+            if _STEP_HOOK is not None:
+                _STEP_HOOK(step + 1, policy)
+    ckpts.finish()
 
     final = evaluate(cfg, policy, data.heldout, ref.heldout, device)
     pref, margin = dpo_effects(cfg, ref.heldout, final)
@@ -378,6 +397,6 @@ SPEC = StageSpec(
     inputs=inputs,
     plan=plan,
     produces="chat_model",
-    starts_from=("interpolate", "sft",),
+    starts_from=("interpolate", "sft"),
     headline=("heldout_chosen_preference",),
 )

@@ -36,6 +36,7 @@ from ledgerlm.eval.stats import effect
 from ledgerlm.io import write_jsonl
 from ledgerlm.model.hf import save_tensors
 from ledgerlm.post.common import (
+    Checkpoints,
     Schedule,
     Shuffled,
     StepLog,
@@ -48,10 +49,12 @@ from ledgerlm.post.common import (
     optimizer_step,
     save_model_dir,
     trained_outputs,
+    trajectory_key,
     warn_if_worse,
 )
 from ledgerlm.post.preference import (
     check_pair_config,
+    data_hash,
     encode_split,
     heldout_summary,
     pad_batch,
@@ -61,6 +64,9 @@ from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train.optim import build_optimizer
 
 HEAD_FILE = "reward_head.safetensors"
+
+# test hook: called as _STEP_HOOK(step, model) after each completed step and its checkpoint (the kill tests)
+_STEP_HOOK = None
 
 
 @dataclass
@@ -85,11 +91,15 @@ class Config:
     max_len: int = 256  # prompt + response tokens
     max_prompt_len: int = 128  # prompts longer than this keep their last tokens (only when the pair is too long)
     eval_every: int = 0  # steps between held-out evaluations (0 = about 5 per run)
+    ckpt_every: int = 0  # steps between checkpoints in ckpt/ for a resume (0 = about 10 per run)
+    keep_ckpts: int = 2  # newest checkpoints kept (0 = all)
     eval_batch_size: int = 32  # pairs per forward pass when scoring held-out pairs
 
     def validate(self) -> None:
         if self.lr <= 0 or self.head_lr_mult <= 0:
             raise ValueError("lr and head_lr_mult must be > 0")
+        if self.ckpt_every < 0 or self.keep_ckpts < 0:
+            raise ValueError("ckpt_every and keep_ckpts must be >= 0")
         check_pair_config(self)
 
 
@@ -233,10 +243,16 @@ def run(cfg: Config, ctx):
     batches = Shuffled(len(data.train), torch.Generator().manual_seed(ctx.seed))
     init_eval = evaluate(cfg, rm, data.heldout, device)
     rm.train()
-    t0 = time.time()
-    with StepLog(ctx, sched.total, show=("loss", "acc", "heldout_acc")) as log:
-        log.write({"step": 0, **{f"heldout_{k}": init_eval[k] for k in ("acc", "margin", "abs_margin")}})
-        for step in range(sched.total):
+    traj = trajectory_key(cfg, ctx.seed, data=data_hash(data.train + data.heldout))
+    ckpts = Checkpoints(ctx, sched.total, cfg.ckpt_every, cfg.keep_ckpts, traj)
+    resumed = ckpts.resume_loop(rm, opt, batches) or {}  # after init_eval: that scores the starting model
+    first = resumed.get("step", 0)
+    t0 = time.time() - resumed.get("elapsed_s", 0.0)
+    with StepLog(ctx, sched.total, ("loss", "acc", "heldout_acc"), first, first if resumed else None) as log:
+        log.first = resumed.get("first_row", {})
+        if not resumed:
+            log.write({"step": 0, **{f"heldout_{k}": init_eval[k] for k in ("acc", "margin", "abs_margin")}})
+        for step in range(first, sched.total):
             pairs = [data.train[i] for i in batches.take(cfg.batch_size)]
             rec = {"step": step + 1, **train_step(cfg, rm, opt, pairs, sched.lr_at(step), device)}
             rec["elapsed_s"] = round(time.time() - t0, 3)
@@ -247,6 +263,11 @@ def run(cfg: Config, ctx):
                     "reward step %d/%d loss %.4f held-out acc %.3f", step + 1, sched.total, rec["loss"], ev["acc"]
                 )
             log.step(rec)
+            if ckpts.due(step + 1):
+                ckpts.save_loop(step + 1, rm, opt, batches, {"first_row": log.first, "elapsed_s": time.time() - t0})
+            if _STEP_HOOK is not None:
+                _STEP_HOOK(step + 1, rm)
+    ckpts.finish()
 
     final = evaluate(cfg, rm, data.heldout, device)
     eff = reward_effect(init_eval, final)

@@ -23,6 +23,7 @@ Reads `RUN/<init>/model/` (default: the latest of dpo / interpolate / sft); writ
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -34,12 +35,13 @@ import torch
 
 from ledgerlm import hub
 from ledgerlm.device import autocast
-from ledgerlm.eval.stats import mcnemar
+from ledgerlm.eval.stats import effect, mcnemar
 from ledgerlm.io import atomic_write_json, open_text, write_jsonl
 from ledgerlm.ledger import WARN_P
 from ledgerlm.model.generate import generate
 from ledgerlm.post.chat import render_prompt, special_ids
 from ledgerlm.post.common import (
+    Checkpoints,
     Schedule,
     Shuffled,
     StepLog,
@@ -47,8 +49,11 @@ from ledgerlm.post.common import (
     init_inputs,
     load_start,
     optimizer_step,
+    random_state,
     save_model_dir,
+    set_random_state,
     trained_outputs,
+    trajectory_key,
 )
 from ledgerlm.post.preference import pad_batch, token_logps
 from ledgerlm.stage import StageResult, StageSpec
@@ -98,6 +103,9 @@ class Config:
     eval_batch_size: int = 64  # problems per batch in the held-out greedy evaluation
     passk_problems: int = 64  # held-out problems sampled G times at the start to estimate pass@1 / pass@G
     log_samples: int = 2  # completions per step written to samples.jsonl
+    greedy_in_group: bool = False  # one member of each group is the greedy completion (the evaluation's rule)
+    ckpt_every: int = 0  # steps between checkpoints in rl/ckpt/ for a resume (0 = about 10 per run)
+    keep_ckpts: int = 2  # newest checkpoints kept (0 = all)
 
     def validate(self) -> None:
         if self.task.split(":")[0] == "arith":  # a bad option, or too few distinct problems for either split
@@ -122,6 +130,8 @@ class Config:
             raise ValueError("temperature must be > 0 for sampling G different completions")
         if self.lr <= 0 or self.kl_beta < 0:
             raise ValueError("lr must be > 0 and kl_beta >= 0")
+        if self.ckpt_every < 0 or self.keep_ckpts < 0:
+            raise ValueError("ckpt_every and keep_ckpts must be >= 0")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -403,10 +413,12 @@ def greedy_exact_match(
 
 
 @torch.no_grad()
-def sampled_pass_at_k(model, sampler: Sampler, problems, cfg: Config, gen) -> dict[str, float]:
-    """pass@1 and pass@G on `problems` from G samples each at the training temperature (the RL starting signal)."""
+def sampled_pass_at_k(model, sampler: Sampler, problems, cfg: Config, gen) -> tuple[dict[str, float], list[float]]:
+    """pass@1 and pass@G on `problems` from G samples each at the training temperature (the RL starting signal)
+    -> (summary, per-problem pass@1: the share of its G samples that are right)."""
     g = cfg.group_size
     p1, pg, zero, trunc, n = 0.0, 0.0, 0, 0, 0
+    per_problem = []
     per = max(1, cfg.eval_batch_size // g)
     for i in range(0, len(problems), per):
         chunk = problems[i : i + per]
@@ -414,12 +426,14 @@ def sampled_pass_at_k(model, sampler: Sampler, problems, cfg: Config, gen) -> di
         _, texts, tr = sampler.sample(model, prompts, cfg.temperature, cfg.top_k, cfg.top_p, gen)
         for j, p in enumerate(chunk):
             c = sum(verifiable_reward(t, p["answer"], cfg.extract)[1] for t in texts[j * g : (j + 1) * g])
+            per_problem.append(pass_at_k(g, c, 1))
             p1 += pass_at_k(g, c, 1)
             pg += pass_at_k(g, c, g)
             zero += c in (0, g)
             n += 1
         trunc += sum(tr)
-    return {"pass@1": p1 / n, f"pass@{g}": pg / n, "zero_std_frac": zero / n, "truncation_rate": trunc / (n * g)}
+    summary = {"pass@1": p1 / n, f"pass@{g}": pg / n, "zero_std_frac": zero / n, "truncation_rate": trunc / (n * g)}
+    return summary, per_problem
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -488,7 +502,20 @@ class Rollout:
 def rollout(cfg: Config, s: Setup, items: list[dict]) -> Rollout:
     G, P = cfg.group_size, len(items)
     prompts = [s.sampler.prompt(it["question"]) for it in items for _ in range(G)]
-    comps, texts, trunc = s.sampler.sample(s.policy, prompts, cfg.temperature, cfg.top_k, cfg.top_p, s.gen)
+    if cfg.greedy_in_group:
+        # member 0 of each group is the greedy completion (what held-out exact match scores), the other G - 1 are
+        # sampled: the group's advantages then say whether the greedy answer beats the samples, or loses to them
+        sampled = [p for i, p in enumerate(prompts) if i % G]
+        c_s, t_s, tr_s = s.sampler.sample(s.policy, sampled, cfg.temperature, cfg.top_k, cfg.top_p, s.gen)
+        c_g, t_g, tr_g = s.sampler.sample(s.policy, prompts[::G], 0.0, 0, 1.0, None)
+        comps, texts, trunc = [], [], []
+        for j in range(P):
+            k = slice(j * (G - 1), (j + 1) * (G - 1))
+            comps += [c_g[j], *c_s[k]]
+            texts += [t_g[j], *t_s[k]]
+            trunc += [tr_g[j], *tr_s[k]]
+    else:
+        comps, texts, trunc = s.sampler.sample(s.policy, prompts, cfg.temperature, cfg.top_k, cfg.top_p, s.gen)
     scored = [
         verifiable_reward(t, items[i // G]["answer"], cfg.extract, cfg.format_reward) for i, t in enumerate(texts)
     ]
@@ -561,7 +588,9 @@ def update(cfg: Config, s: Setup, opt, ro: Rollout, lr: float, device) -> dict:
     single = cfg.ppo_epochs * cfg.minibatches == 1  # then old = current policy: reuse its forward
     with torch.no_grad():
         lp_old = None if single else chunked_logps(s.policy, ro.prompts, ro.scorable, device, cfg.temperature, chunk)
-        lp_ref = None if s.ref is None else chunked_logps(s.ref, ro.prompts, ro.scorable, device, cfg.temperature, chunk)
+        lp_ref = (
+            None if s.ref is None else chunked_logps(s.ref, ro.prompts, ro.scorable, device, cfg.temperature, chunk)
+        )
     lens = torch.tensor([len(c) for c in ro.scorable])
     mask = (torch.arange(int(lens.max()))[None] < lens[:, None]).float().to(device)
     mask = mask * ro.keep.to(device)[:, None]
@@ -592,64 +621,115 @@ def update(cfg: Config, s: Setup, opt, ro: Rollout, lr: float, device) -> dict:
 def evaluate(cfg: Config, ctx, s: Setup, when: str) -> tuple[list[bool], float, list[str]]:
     """Greedy exact match on the held-out problems (see greedy_exact_match), with its progress shown."""
     return greedy_exact_match(
-        s.policy, s.sampler, s.held, cfg, ctx.device, lambda it: ctx.progress(it, desc=f"held-out EM {when}", unit="batch")
+        s.policy,
+        s.sampler,
+        s.held,
+        cfg,
+        ctx.device,
+        lambda it: ctx.progress(it, desc=f"held-out EM {when}", unit="batch"),
     )
+
+
+def problems_fingerprint(s: Setup) -> str:
+    """sha256 of the training and held-out problems (a checkpoint resumes only onto the same ones)."""
+    blob = json.dumps([s.train, s.held], sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
 
 
 def run(cfg: Config, ctx):
     s = setup(cfg, ctx)
-    t0 = time.time()
-    before, before_trunc, before_texts = evaluate(cfg, ctx, s, "before")
-    start = sampled_pass_at_k(s.policy, s.sampler, s.held[: cfg.passk_problems], cfg, s.gen) if cfg.passk_problems else {}
-    em_before = sum(before) / len(s.held)
-    ctx.log.info("rl start: held-out EM %.3f (greedy truncation %.2f), sampled %s", em_before, before_trunc, start)
-
     opt = build_optimizer(s.policy, cfg, fused_cpu=False)
     sched = Schedule(cfg.steps, cfg.lr, int(cfg.warmup_ratio * cfg.steps), cfg.schedule)
     problems = Shuffled(len(s.train), s.rng)
-    totals = {"completions": 0, "truncated": 0, "zero_std_groups": 0, "groups": 0, "skipped_steps": 0}
-    samples = []
-    with StepLog(ctx, cfg.steps, show=("reward_mean", "accuracy", "zero_std_frac")) as log:
-        row0 = {"step": 0, "heldout_em": em_before, "heldout_truncation": before_trunc}
-        log.write({**row0, **{f"start_{k}": v for k, v in start.items()}})
-        for step in range(cfg.steps):
-            ts = time.time()
-            ro = rollout(cfg, s, [s.train[i] for i in problems.take(cfg.prompts_per_step)])
-            rec = {"step": step + 1, **rollout_row(ro)}
-            totals["completions"] += len(ro.comps)
-            totals["truncated"] += sum(ro.trunc)
-            totals["zero_std_groups"] += int(ro.zero_std.sum())
-            totals["groups"] += len(ro.items)
-            if ro.keep.sum() == 0:  # every group uniform or truncated: nothing to learn from this batch
-                totals["skipped_steps"] += 1
-                rec.update(loss=0.0, clipped_frac=0.0, lr=sched.lr_at(step), skipped=True)
-            else:
-                rec.update(update(cfg, s, opt, ro, sched.lr_at(step), ctx.device))
-            rec["step_s"] = round(time.time() - ts, 3)
+    # eval_batch_size stays in the key: it sets how the start's pass@k batches draw from the sampling generator
+    traj = trajectory_key(cfg, ctx.seed, ("ckpt_every", "keep_ckpts", "log_samples"), problems=problems_fingerprint(s))
+    ckpts = Checkpoints(ctx, cfg.steps, cfg.ckpt_every, cfg.keep_ckpts, traj)
+    resumed = ckpts.resume(s.policy, opt)
+    if resumed:
+        st, extra = resumed
+        s.gen.set_state(extra["rl.gen"])
+        set_random_state(s.rng, st["rl_rng"])
+        problems.queue, problems.epoch = extra["rl.queue"].tolist(), st["epoch"]
+    else:
+        before, before_trunc, before_texts = evaluate(cfg, ctx, s, "before")
+        start, start_pp = (
+            sampled_pass_at_k(s.policy, s.sampler, s.held[: cfg.passk_problems], cfg, s.gen)
+            if cfg.passk_problems
+            else ({}, [])
+        )
+        totals = {"completions": 0, "truncated": 0, "zero_std_groups": 0, "groups": 0, "skipped_steps": 0}
+        st = {
+            "step": 0,
+            "before": before,
+            "before_truncation": before_trunc,
+            "before_texts": before_texts,
+            "start_sampled": start,
+            "start_pass1_per_problem": start_pp,
+            "totals": totals,
+            "samples": [],
+            "elapsed_s": 0.0,
+        }
+        ctx.log.info(
+            "rl start: held-out EM %.3f (greedy truncation %.2f), sampled %s",
+            sum(before) / len(s.held),
+            before_trunc,
+            start,
+        )
+    t0 = time.time() - st["elapsed_s"]
+    first = st["step"]
+    with StepLog(
+        ctx, cfg.steps, ("reward_mean", "accuracy", "zero_std_frac"), first, first if resumed else None
+    ) as log:
+        if not resumed:
+            row0 = {
+                "step": 0,
+                "heldout_em": sum(st["before"]) / len(s.held),
+                "heldout_truncation": st["before_truncation"],
+            }
+            log.write({**row0, **{f"start_{k}": v for k, v in st["start_sampled"].items()}})
+        for step in range(first, cfg.steps):
+            rec = train_step(cfg, ctx, s, opt, problems, sched.lr_at(step), st)
+            rec["step"] = step + 1
             log.step(rec)
-            samples += sample_rows(cfg, ro, step)
-            ctx.log.info(
-                "rl step %d/%d reward %.3f zero-std %.2f trunc %.2f len %.1f",
-                step + 1,
-                cfg.steps,
-                rec["reward_mean"],
-                rec["zero_std_frac"],
-                rec["truncation_rate"],
-                rec["mean_length"],
-            )
+            st["step"] = step + 1
+            if ckpts.due(step + 1):
+                state = {**st, "elapsed_s": time.time() - t0, "rl_rng": random_state(s.rng), "epoch": problems.epoch}
+                extra = {"rl.gen": s.gen.get_state(), "rl.queue": torch.tensor(problems.queue, dtype=torch.long)}
+                ckpts.save(step + 1, s.policy, opt, state, extra)
+            if _STEP_HOOK is not None:
+                _STEP_HOOK(step + 1, s.policy)
 
     s.policy.eval()
     after, after_trunc, after_texts = evaluate(cfg, ctx, s, "after")
+    end_pp = (
+        sampled_pass_at_k(s.policy, s.sampler, s.held[: cfg.passk_problems], cfg, s.gen)[1]
+        if cfg.passk_problems
+        else []
+    )
+    before = st["before"]
     test = paired_exact_match(before, after)
+    effects = [effect("heldout_greedy_em", before, after, binary=True)]
+    if end_pp:
+        effects.append(
+            effect(f"heldout_sampled_pass@1_T{cfg.temperature:g}", st["start_pass1_per_problem"], end_pp, binary=False)
+        )
     out = Path(ctx.out_dir)
-    write_jsonl(out / "samples.jsonl", samples)
+    write_jsonl(out / "samples.jsonl", st["samples"])
     per_problem = [
         {"question": p["question"], "before": b, "after": a, "completion_before": tb, "completion_after": t}
-        for p, b, a, tb, t in zip(s.held, before, after, before_texts, after_texts)
+        for p, b, a, tb, t in zip(s.held, before, after, st["before_texts"], after_texts)
     ]
-    heldout = {**test, "truncation_before": before_trunc, "truncation_after": after_trunc, "start_sampled": start}
+    heldout = {
+        **test,
+        "truncation_before": st["before_truncation"],
+        "truncation_after": after_trunc,
+        "start_sampled": st["start_sampled"],
+        "sampled_pass1_after": sum(end_pp) / len(end_pp) if end_pp else None,
+        "effects": effects,
+    }
     atomic_write_json(out / "heldout.json", {**heldout, "per_problem": per_problem})
     save_model_dir(s.policy, s.tok, out / "model")
+    ckpts.finish()
     ctx.log.info(
         "rl held-out EM %.3f -> %.3f (diff %.3f, CI %s, McNemar p=%.3g)",
         test["before"],
@@ -658,7 +738,42 @@ def run(cfg: Config, ctx):
         test["ci95"],
         test["p_mcnemar"],
     )
-    return result(cfg, ctx, s, heldout, totals, time.time() - t0)
+    return result(cfg, ctx, s, heldout, st["totals"], time.time() - t0, first)
+
+
+# test hook: called as _STEP_HOOK(step, policy) after each completed step (and its checkpoint, if one was due); the
+# kill tests use it to stop a child process at a known step
+_STEP_HOOK = None
+
+
+def train_step(cfg: Config, ctx, s: Setup, opt, problems: Shuffled, lr: float, st: dict) -> dict:
+    """One rollout and its update -> the metrics row (without step); the run's totals and samples grow in `st`."""
+    ts = time.time()
+    ro = rollout(cfg, s, [s.train[i] for i in problems.take(cfg.prompts_per_step)])
+    rec = rollout_row(ro)
+    totals = st["totals"]
+    totals["completions"] += len(ro.comps)
+    totals["truncated"] += sum(ro.trunc)
+    totals["zero_std_groups"] += int(ro.zero_std.sum())
+    totals["groups"] += len(ro.items)
+    if ro.keep.sum() == 0:  # every group uniform or truncated: nothing to learn from this batch
+        totals["skipped_steps"] += 1
+        rec.update(loss=0.0, clipped_frac=0.0, lr=lr, skipped=True)
+    else:
+        rec.update(update(cfg, s, opt, ro, lr, ctx.device))
+    rec["step_s"] = round(time.time() - ts, 3)
+    step = st["step"]
+    st["samples"] += sample_rows(cfg, ro, step)
+    ctx.log.info(
+        "rl step %d/%d reward %.3f zero-std %.2f trunc %.2f len %.1f",
+        step + 1,
+        cfg.steps,
+        rec["reward_mean"],
+        rec["zero_std_frac"],
+        rec["truncation_rate"],
+        rec["mean_length"],
+    )
+    return rec
 
 
 def sample_rows(cfg: Config, ro: Rollout, step: int) -> list[dict]:
@@ -676,7 +791,7 @@ def sample_rows(cfg: Config, ro: Rollout, step: int) -> list[dict]:
     ]
 
 
-def result(cfg: Config, ctx, s: Setup, heldout: dict, totals: dict, seconds: float) -> StageResult:
+def result(cfg: Config, ctx, s: Setup, heldout: dict, totals: dict, seconds: float, resumed_from: int) -> StageResult:
     return StageResult(
         outputs=trained_outputs(ctx.out_dir, "heldout.json", "samples.jsonl"),
         counters={**s.counters, **totals, "steps": cfg.steps},
@@ -687,12 +802,15 @@ def result(cfg: Config, ctx, s: Setup, heldout: dict, totals: dict, seconds: flo
             "heldout_em_diff_ci95": heldout["ci95"],
             "heldout_p_mcnemar": heldout["p_mcnemar"],
             "heldout_n": heldout["n"],
+            # the stage's effect on its own held-out problems: greedy exact match, start model vs trained model
+            "effect": heldout["effects"][0],
+            "effects": heldout["effects"],
             **{f"start_{k}": v for k, v in heldout["start_sampled"].items()},
             "zero_std_frac": totals["zero_std_groups"] / max(1, totals["groups"]),
             "truncation_rate": totals["truncated"] / max(1, totals["completions"]),
             "seconds": round(seconds, 3),
         },
-        extra={"init_model": str(s.init_dir)},
+        extra={"init_model": str(s.init_dir), "resumed_from_step": resumed_from},
         summary=rl_summary(ctx, heldout, totals, heldout["truncation_after"]),
     )
 
@@ -730,6 +848,10 @@ SPEC = StageSpec(
     inputs=inputs,
     plan=plan,
     produces="chat_model",
-    starts_from=("dpo", "interpolate", "sft",),
-    headline=("final_reward",),
+    starts_from=(
+        "dpo",
+        "interpolate",
+        "sft",
+    ),
+    headline=("heldout_em_after",),
 )
