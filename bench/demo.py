@@ -56,6 +56,8 @@ def stage_numbers(recs: list[dict]) -> dict:
             for k in ("before", "after", "n", "p"):
                 if _is_num(e.get(k)):
                     out[f"{prefix}.{k}"] = float(f"{e[k]:.6g}") if isinstance(e[k], float) else e[k]
+            if isinstance(e.get("improved"), bool):  # the direction: a significant p alone may be a loss
+                out[f"{prefix}.improved"] = int(e["improved"])
     return out
 
 

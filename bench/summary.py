@@ -68,7 +68,10 @@ def pending(row: Row, sec: Section | None) -> bool:
 # ---------------------------------------------------------------------------------------------------------- rows
 CURATE = ["bench/curate.py", "ledgerlm/data/curate.py", "ledgerlm/data/minhash.py", "ledgerlm/data/extsort.py"]
 CURATE += ["ledgerlm/data/dedup.py", "ledgerlm/data/sources.py", "ledgerlm/data/workdir.py", "ledgerlm/data/runs.py"]
-GATES = ["bench/curate.py", "ledgerlm/data/filters.py", "ledgerlm/data/quality.py"]
+GATES = ["bench/curate.py", "ledgerlm/data/filters.py", "ledgerlm/data/quality.py", "ledgerlm/data/wordtok.py"]
+GATES += ["ledgerlm/data/spacy_en_rules.json"]
+POST = ["ledgerlm/post/common.py", "ledgerlm/post/preference.py", "ledgerlm/post/chat.py", "ledgerlm/model/llama.py"]
+POST += ["ledgerlm/eval/stats.py"]
 DECONTAM = ["bench/curate.py", "ledgerlm/data/decontam.py", "ledgerlm/data/minhash.py", "ledgerlm/tasks"]
 TOKENIZE = ["bench/tokenize.py", "ledgerlm/data/tokenize.py", "ledgerlm/data/shards.py", "ledgerlm/data/tokenizer.py"]
 TOKENIZE += ["ledgerlm/stage.py", "ledgerlm/ledger.py"]
@@ -102,6 +105,25 @@ ROWS = [
         "{gates_docs_per_cpu_s:,.0f}",
         [("gates_docs_per_cpu_s", ">=", 1000)],
         GATES,
+    ),
+    Row(
+        "curate",
+        "each gate family and the default chain make datatrove's FineWeb-chain decision on ≥ {} of documents "
+        "(real text from ../shared/data and generated web pages)",
+        "gate-parity",
+        "chain {gate_parity_chain_agreement_pct:.2f}%, Gopher repetition {gate_parity_gopher_repetition_agreement_pct:.2f}%, "
+        "Gopher quality {gate_parity_gopher_quality_agreement_pct:.2f}%, C4 {gate_parity_c4_agreement_pct:.2f}%, FineWeb "
+        "{gate_parity_fineweb_agreement_pct:.2f}% on {gate_parity_docs:,} documents ({gate_parity_disagreements} "
+        "disagreements); {gates_docs_per_cpu_s:,.0f} vs datatrove's {datatrove_chain_docs_per_cpu_s:,.0f} documents per "
+        "CPU-second",
+        [
+            ("gate_parity_chain_agreement_pct", ">=", 99.5),
+            ("gate_parity_gopher_repetition_agreement_pct", ">=", 99.5),
+            ("gate_parity_gopher_quality_agreement_pct", ">=", 99.5),
+            ("gate_parity_c4_agreement_pct", ">=", 99.5),
+            ("gate_parity_fineweb_agreement_pct", ">=", 99.5),
+        ],
+        ["bench/gate_parity.py", *GATES[1:]],
     ),
     Row(
         "curate",
@@ -182,6 +204,33 @@ ROWS = [
         "predates code stamps; re-measured on CPU by `bench.post_real`",
     ),
     Row(
+        "post",
+        "DPO on real preference pairs (hh-rlhf) raises the held-out chosen-preference over its SFT start, McNemar p < {}",
+        "post-training on real data: effects against each stage's start",
+        "{dpo_chosen_pref_before:.1%} → {dpo_chosen_pref_after:.1%} (p = {dpo_chosen_pref_p:.1e}); implicit-reward "
+        "accuracy {dpo_implicit_reward_acc:.1%}",
+        [("dpo_chosen_pref_p", "<", 0.05)],
+        ["bench/post_real.py", "ledgerlm/post/sft.py", "ledgerlm/post/dpo.py", *POST],
+    ),
+    Row(
+        "post",
+        "the reward model on real preference pairs beats chance, binomial p < {} for every seed",
+        "post-training on real data: effects against each stage's start",
+        "accuracy {rm_acc:.3f}; p vs chance {rm_p_vs_chance:.1e} (worst {max:rm_p_vs_chance:.2g}); untrained head "
+        "{rm_acc_untrained_head:.3f}",
+        [("max:rm_p_vs_chance", "<", 0.05)],
+        ["bench/post_real.py", "ledgerlm/post/sft.py", "ledgerlm/post/reward.py", *POST],
+    ),
+    Row(
+        "post",
+        "KV-cache sampling ≥ {}x `transformers.generate` tokens per CPU-second (same weights, batch 48, T 0.7)",
+        "generate",
+        "demo model {demo_speedup:.2f}x ({demo_ours_tok_s:,.0f} vs {demo_hf_tok_s:,.0f} tok/s); SmolLM-135M shape "
+        "{smollm_135m_speedup:.2f}x ({smollm_135m_ours_tok_s:,.0f} vs {smollm_135m_hf_tok_s:,.0f} tok/s)",
+        [("demo_speedup", ">=", 1.5), ("smollm_135m_speedup", ">=", 1.5)],
+        ["bench/generate.py", "ledgerlm/model/generate.py", "ledgerlm/model/llama.py"],
+    ),
+    Row(
         "eval",
         "per-item log-likelihoods equal lm-eval's within {} (4x256 model, 1000 items per task)",
         "parity_lmeval",
@@ -219,26 +268,25 @@ ROWS = [
     ),
     Row(
         "demo",
-        "the demo's DPO and reward model beat chance on held-out pairs (binomial p < {}, p < {})",
+        "each post-training stage of the demo improves its own held-out metric over the model it starts from "
+        "(paired p < {} for SFT, DPO, the reward model and RL, each in the better direction)",
         "demo-from-clean-clone",
-        "DPO {dpo.heldout_accuracy:.2f} (p = {dpo.heldout_p_binomial:.1e}; the SFT model it starts from "
-        "{dpo.init_logp_accuracy:.2f}), reward model {reward.heldout_accuracy:.2f} (p = "
-        "{reward.heldout_p_binomial:.1e}; untrained {reward.init_heldout_accuracy:.2f})",
-        [("dpo.heldout_p_binomial", "<", 0.05), ("reward.heldout_p_binomial", "<", 0.05)],
+        "SFT loss {sft.effect.before:.3f} → {sft.effect.after:.3f} (p = {sft.effect.p:.1g}); DPO chosen-preference "
+        "{dpo.effect.before:.1%} → {dpo.effect.after:.1%} (p = {dpo.effect.p:.1e}); reward model vs its untrained head "
+        "{reward.effect.before:.1%} → {reward.effect.after:.1%} (p = {reward.effect.p:.1e}); RL greedy EM "
+        "{rl.effect.before:.1%} → {rl.effect.after:.1%} (p = {rl.effect.p:.2g})",
+        [
+            ("sft.effect.p", "<", 0.05),
+            ("dpo.effect.p", "<", 0.05),
+            ("reward.effect.p", "<", 0.05),
+            ("rl.effect.p", "<", 0.05),
+            ("sft.effect.improved", "==", 1),
+            ("dpo.effect.improved", "==", 1),
+            ("reward.effect.improved", "==", 1),
+            ("rl.effect.improved", "==", 1),
+        ],
         DEMO,
-        not_measured="the hand-run and `bench.demo` runs of 2026-12-01 disagree and neither recorded these metrics; "
-        "`python -m bench.demo` now records them",
-    ),
-    Row(
-        "demo",
-        "the demo's RL starts with under {} of its groups at zero reward variance",
-        "demo-from-clean-clone",
-        "{rl.start_zero_std_frac:.0%} at the start, {rl.zero_std_frac:.0%} over training; held-out EM "
-        "{rl.heldout_em_before:.2f} → {rl.heldout_em_after:.2f} (McNemar p = {rl.heldout_p_mcnemar:.2g})",
-        [("rl.start_zero_std_frac", "<", 0.5)],
-        DEMO,
-        not_measured="the hand-run and `bench.demo` runs of 2026-12-01 disagree and neither recorded these metrics; "
-        "`python -m bench.demo` now records them",
+        not_measured="`python -m bench.demo` records the stages' effects",
     ),
     Row(
         "rehearsal",
@@ -300,7 +348,8 @@ def _num(s: str):
 
 
 def value(sec: Section, key: str):
-    """A number of the section: a key of its numbers line, `table:ROW|COLUMN` (first table row whose first cell
+    """A number of the section: a key of its numbers line (`max:KEY` / `min:KEY`: the largest / smallest of its
+    repeated values), `table:ROW|COLUMN` (first table row whose first cell
     starts with ROW, exact match preferred) or `text:REGEX` (group 1)."""
     if key.startswith("text:"):
         m = re.search(key[5:], sec.text, re.S)
@@ -324,6 +373,10 @@ def value(sec: Section, key: str):
         if found:
             return min(found, key=lambda f: f[0])[1]  # an exact first cell wins over a prefix
         raise KeyError(f"section {sec.name!r}: no table row {row!r} with column {col!r}")
+    for agg, fn in (("max:", max), ("min:", min)):  # every run / seed must pass: compare the worst one
+        if key.startswith(agg):
+            v = value(sec, key[len(agg) :])
+            return fn(v) if isinstance(v, list) else v
     if key not in sec.numbers:
         raise KeyError(f"section {sec.name!r}: no number {key!r} (has {sorted(sec.numbers)})")
     return sec.numbers[key]
