@@ -8,6 +8,7 @@ import re
 from ledgerlm import ledger
 from ledgerlm.cli import main
 from ledgerlm.report.stage import SECTIONS, Card, Config
+from ledgerlm.stage import get
 
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?(?:e[+-]?\d+)?")
 
@@ -143,3 +144,11 @@ def test_every_stage_has_a_summary_and_warnings_are_well_formed(demo_run, capsys
             assert r["summary"] and all(isinstance(line, str) and line for line in r["summary"]), r["stage"]
         assert all(set(w) == {"code", "message"} for w in r["warnings"]), r["stage"]
     assert ledger.read_record(demo_run, "curate")["summary"][0].startswith("kept ")
+
+
+def test_every_stage_writes_its_headline_metric(demo_run):
+    """Each StageSpec's headline (what `ledgerlm sweep` plots without --metric) is a metric its stage really writes."""
+    for rec in ledger.read_records(demo_run):
+        heads = get(rec["stage"]).headline or ()
+        missing = [h for h in heads if h not in (rec.get("metrics") or {})]
+        assert not missing, f"{rec['stage']}: headline {missing} not in its record's metrics {sorted(rec['metrics'])}"
