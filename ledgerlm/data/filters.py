@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 
@@ -146,18 +147,30 @@ class GopherRepetition(Filter):
         if top and t.n:
             cum = np.concatenate(([0], np.cumsum(t.lens)))
             no_repeat_from = None  # no n-gram of this size repeats, so no longer one does
-            grams = dict(ngram_windows(t.hashes, sorted(top), mix=False))
+            grams = None  # n -> the n-gram hashes, built when a size needs them
+            n_min = min(top)
+            first = None  # bucket counts of the n_min-grams: an n-gram at i occurs at most as often as its n_min-gram
             for n, thr in top.items():  # datatrove's order: as configured
-                g = grams.get(n)
-                if g is None or not len(g):
+                if t.n < n:  # no n-gram
                     continue
                 limit = thr * n_chars
                 joined_len = cum[n:] - cum[:-n] + (n - 1)  # len(" ".join(n-gram)) at each position
                 if no_repeat_from is not None and n >= no_repeat_from:
                     chars = int(joined_len[0])  # every n-gram once: the first one
                 else:
+                    if grams is None:
+                        grams, windows = {}, ngram_windows(t.hashes, sorted(top), mix=False)
+                    while n_min not in grams:
+                        grams.update([next(windows)])
+                    if first is None:
+                        first = _bucket_counts(grams[n_min])
+                    if n > n_min and int((first[: t.n - n + 1] * joined_len).max()) <= limit:
+                        continue  # the n_min-gram bound: no n-gram's characters times count can reach the limit
+                    while n not in grams:
+                        grams.update([next(windows)])
+                    g = grams[n]
                     # an upper bound first: each n-gram's count is at most its hash bucket's count
-                    counts = _bucket_counts(g)
+                    counts = first if n == n_min else _bucket_counts(g)
                     if int((counts * joined_len).max()) <= limit:
                         if counts.max() == 1:
                             no_repeat_from = n if no_repeat_from is None else min(n, no_repeat_from)
@@ -169,8 +182,25 @@ class GopherRepetition(Filter):
                     return fail(f"gopher_top_{n}gram", chars / n_chars, thr, f"{self.REF}: top_{n}_gram")
         if c.dup_ngram_char_frac and t.n > min(c.dup_ngram_char_frac):
             n0 = min(c.dup_ngram_char_frac)
-            g0 = np.sort(ngram_hashes(t.hashes, n0))
-            if not (g0[1:] == g0[:-1]).any():  # no n0-gram repeats, so no longer one does
+            g0 = ngram_hashes(t.hashes, n0)
+            gs = np.sort(g0)
+            if not (gs[1:] == gs[:-1]).any():  # no n0-gram repeats, so no longer one does
+                return KEEP
+            order = np.argsort(g0)  # any order of equal values: only which positions repeat is read
+            gs = g0[order]
+            same = gs[1:] == gs[:-1]
+            # a cheap bound first: the word characters under any n0-gram that occurs more than once. A repeated
+            # n-gram (n >= n0) is made of repeated n0-grams, and datatrove's count adds disjoint repeated n-grams, so
+            # its count for every n is at most this
+            repeated = np.zeros(len(gs), dtype=bool)
+            repeated[1:] = same
+            repeated[:-1] |= same
+            pos = order[repeated]
+            cover = np.zeros(t.n + 1, dtype=np.int32)
+            cover[pos] += 1  # positions are distinct: fancy-index adds are exact
+            cover[pos + n0] -= 1
+            under = int(t.lens[np.cumsum(cover[:-1]) > 0].sum())
+            if all(under / n_chars <= thr for thr in c.dup_ngram_char_frac.values()):
                 return KEEP
             # a tighter upper bound next (characters covered by any repeated n-gram, vectorised): the exact greedy count
             # (datatrove's find_all_duplicate) is never above it, so it runs only when the bound crosses
@@ -271,6 +301,15 @@ class GopherQuality(Filter):
 CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 END_PUNCTUATION = (".", "?", "!", '"', "'")
 POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+_COOKIE_PHRASES = tuple(p for p in POLICY_SUBSTRINGS if "cookie" in p)
+_OTHER_PHRASES = tuple(p for p in POLICY_SUBSTRINGS if "cookie" not in p)
+
+
+def _has_policy(low: str) -> bool:
+    """any(p in low for p in POLICY_SUBSTRINGS), looking for the cookie phrases only where "cookie" occurs."""
+    return any(p in low for p in _OTHER_PHRASES) or ("cookie" in low and any(p in low for p in _COOKIE_PHRASES))
+
+
 # why a line left, in the order C4 tests them
 EDIT_REASONS = (
     "too_long_word",
@@ -327,20 +366,32 @@ class C4(Filter):
         lorem = c.c4_lorem_ipsum and "lorem ipsum" in lower
         curly = c.c4_curly_bracket and "{" in text
         js = c.c4_javascript and "javascript" in lower
-        policy = c.c4_policy and any(p in lower for p in POLICY_SUBSTRINGS)
+        policy = c.c4_policy and _has_policy(lower)
         cite = c.c4_citations and "[" in text
         maxw = c.c4_max_word_length
-        long_words = maxw is not None and len(text) > maxw and max(map(len, v.chunks), default=0) > maxw
+        lines = text.splitlines()
+        # a whitespace word lies within one line (every line break splitlines knows is whitespace to str.split), so
+        # no line longer than maxw means no word longer either: the words are looked at only past that
+        long_words = (
+            maxw is not None
+            and len(text) > maxw
+            and max(map(len, lines), default=0) > maxw
+            and max(map(len, v.chunks), default=0) > maxw
+        )
         minw = c.c4_min_words_per_line
         need = c.c4_min_sentences
         edit = C4Edit("")
         kept: list[str] = []
         sentences = 0
-        lines = text.splitlines()
         if not (lorem or js or curly or policy or cite or long_words or c.c4_terminal_punct):
-            # the common case, at C speed: when every line has enough words, no line goes
+            # the common case, at C speed: when every line has enough words, no line goes (a line split at most
+            # minw - 1 times has min(its words, minw) pieces)
             stripped = list(map(str.strip, lines))
-            if minw is None or minw <= 0 or min(map(len, map(str.split, stripped)), default=0) >= minw:
+            if (
+                minw is None
+                or minw <= 0
+                or min(map(len, map(str.split, stripped, repeat(None), repeat(minw - 1))), default=0) >= minw
+            ):
                 kept, lines = stripped, []
                 if need is not None:
                     for line in stripped:
@@ -382,7 +433,7 @@ class C4(Filter):
                     continue
                 if curly and "{" in line:
                     return fail("c4_curly_bracket", 1, True, f"{self.REF}: curly_bracket")
-                if policy and any(p in low for p in POLICY_SUBSTRINGS):
+                if policy and _has_policy(low):
                     edit.add("policy", line)
                     continue
             if need is not None and sentences < need:
