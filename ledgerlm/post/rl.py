@@ -69,6 +69,7 @@ AGG_MODES = ("grpo", "dapo", "drgrpo")
 class Config:
     init: str = "auto"  # stage name or model dir; "auto" = the latest of dpo, interpolate, sft that has a model
     task: str = "arith"  # arith[:max_ops=N,max_value=N] (built-in) | GSM8K-format JSONL | HF dataset (openai/gsm8k)
+    train_task: str = ""  # arith[:...] for the training prompts only (a curriculum); "" = task. Held-out stays task's
     split: str = "train"  # HF split for the training prompts
     subset: str = "main"  # HF config (openai/gsm8k needs "main")
     n_train: int = 2000  # size of the prompt pool (0 = whole source)
@@ -114,6 +115,10 @@ class Config:
             opts = arith.task_options(self.task)
             arith.generate(self.n_train or 2000, "train", 0, **opts)
             arith.generate(self.n_eval, "heldout", 0, **opts)
+        if self.train_task:
+            if self.task.split(":")[0] != "arith" or self.train_task.split(":")[0] != "arith":
+                raise ValueError("train_task is for the built-in arith task only (arith[:max_ops=N,max_value=N])")
+            arith.generate(self.n_train or 2000, "train", 0, **arith.task_options(self.train_task))
         if self.advantage not in ADV_MODES:
             raise ValueError(f"advantage must be one of {ADV_MODES}, got {self.advantage!r}")
         if self.loss_agg not in AGG_MODES:
@@ -277,7 +282,8 @@ def load_problems(cfg: Config, seed: int) -> tuple[list[dict], list[dict], dict]
     """(train pool, held-out problems, counters); each problem {"question", "answer"} in GSM8K format."""
     if cfg.task.split(":")[0] == "arith":  # "arith" or "arith:max_ops=1,max_value=10" (easier problems)
         opts = arith.task_options(cfg.task)
-        tr = [p.record() for p in arith.generate(cfg.n_train or 2000, "train", seed, **opts)]
+        tr_opts = arith.task_options(cfg.train_task) if cfg.train_task else opts
+        tr = [p.record() for p in arith.generate(cfg.n_train or 2000, "train", seed, **tr_opts)]
         ho = [p.record() for p in arith.generate(cfg.n_eval, "heldout", seed, **opts)]
         return tr, ho, {"train": len(tr), "heldout": len(ho)}
     rows, counters, bad = [], {"rows": 0, "quarantined": 0}, []
