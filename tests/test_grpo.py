@@ -338,3 +338,20 @@ def test_dynamic_sampling_keeps_only_groups_with_signal(monkeypatch):
     kept1, seen1 = rl.dynamic_rollout(rl.Config(prompts_per_step=P, group_size=G, dynamic_sampling=1), s, problems)
     assert len(calls) == 1 and len(seen1.items) == P
     assert (not kept1.zero_std.any()) or bool(seen1.zero_std.all())
+
+
+def test_train_task_changes_only_the_training_prompts():
+    """train_task: a curriculum for the training prompts; the held-out problems stay those of `task`."""
+    base = rl.Config(task="arith:max_ops=1", n_train=100, n_eval=50)
+    easy = rl.Config(task="arith:max_ops=1", train_task="arith:max_ops=1,max_value=10", n_train=100, n_eval=50)
+    easy.validate()
+    tr0, ho0, _ = rl.load_problems(base, seed=0)
+    tr1, ho1, _ = rl.load_problems(easy, seed=0)
+    assert ho1 == ho0 and tr1 != tr0
+    assert not {p["question"] for p in tr1} & {p["question"] for p in ho1}
+    def top(problems):
+        return max(int(p["answer"].rsplit("####", 1)[1]) for p in problems)
+
+    assert top(tr1) <= 45 < top(tr0)  # max_value 10: sums <= 20, products <= 5 * 9; 20 allows 10 * 9
+    with pytest.raises(ValueError):
+        rl.Config(task="x.jsonl", train_task="arith").validate()
