@@ -298,3 +298,60 @@ def test_greedy_in_group_puts_the_greedy_completion_first(tmp_path):
         assert group[0]["completion"] == greedy[0]
         assert any(r["completion"] != greedy[0] for r in group[1:])
     assert res.counters["completions"] == 8
+
+
+def test_dynamic_sampling_keeps_only_groups_with_signal(monkeypatch):
+    """dynamic_sampling: batches of P prompts are drawn until P groups with 0 < pass < 1 are kept (at most N batches);
+    zero-variance groups (all right or all wrong) never reach the loss, and every sampled group is in the logs."""
+    from ledgerlm.post.common import Shuffled
+
+    P, G = 3, 4
+    train = [{"question": f"q{i}", "answer": str(i)} for i in range(30)]
+    calls = []
+
+    def fake_rollout(cfg, s, items):  # problem i: all wrong if i % 3 == 0, all right if i % 3 == 1, else mixed
+        calls.append([it["question"] for it in items])
+        rewards = torch.tensor(
+            [[0.0] * G if int(it["answer"]) % 3 == 0 else [1.0] * G if int(it["answer"]) % 3 == 1 else [1.0, 0, 0, 0]
+             for it in items]
+        )  # fmt: skip
+        adv, zero = rl.group_advantages(rewards)
+        n = len(items) * G
+        prompts = [[int(it["answer"])] for it in items for _ in range(G)]
+        keep = rl.keep_mask(zero, [False] * n, G, True, False)
+        scored = [(float(r), bool(r)) for r in rewards.view(-1)]
+        return rl.Rollout(items, prompts, prompts, prompts, ["t"] * n, [False] * n, scored, rewards, rewards, adv,
+                          zero, keep)  # fmt: skip
+
+    monkeypatch.setattr(rl, "rollout", fake_rollout)
+    s = type("S", (), {"train": train})()
+    problems = Shuffled(len(train), torch.Generator().manual_seed(0))
+    cfg = rl.Config(prompts_per_step=P, group_size=G, dynamic_sampling=10)
+    kept, seen = rl.dynamic_rollout(cfg, s, problems)
+    assert len(kept.items) == P and not kept.zero_std.any() and bool(kept.keep.all())
+    assert all(int(it["answer"]) % 3 == 2 for it in kept.items)
+    assert [p[0] for p in kept.prompts] == [int(it["answer"]) for it in kept.items for _ in range(G)]
+    assert len(seen.items) == P * len(calls) and len(calls) < 10  # stopped once P were kept
+    assert sum(not z for z in seen.zero_std.tolist()) >= P
+    # a budget of one batch: what had signal in it, never a zero-variance group unless none had any
+    calls.clear()
+    kept1, seen1 = rl.dynamic_rollout(rl.Config(prompts_per_step=P, group_size=G, dynamic_sampling=1), s, problems)
+    assert len(calls) == 1 and len(seen1.items) == P
+    assert (not kept1.zero_std.any()) or bool(seen1.zero_std.all())
+
+
+def test_train_task_changes_only_the_training_prompts():
+    """train_task: a curriculum for the training prompts; the held-out problems stay those of `task`."""
+    base = rl.Config(task="arith:max_ops=1", n_train=100, n_eval=50)
+    easy = rl.Config(task="arith:max_ops=1", train_task="arith:max_ops=1,max_value=10", n_train=100, n_eval=50)
+    easy.validate()
+    tr0, ho0, _ = rl.load_problems(base, seed=0)
+    tr1, ho1, _ = rl.load_problems(easy, seed=0)
+    assert ho1 == ho0 and tr1 != tr0
+    assert not {p["question"] for p in tr1} & {p["question"] for p in ho1}
+    def top(problems):
+        return max(int(p["answer"].rsplit("####", 1)[1]) for p in problems)
+
+    assert top(tr1) <= 45 < top(tr0)  # max_value 10: sums <= 20, products <= 5 * 9; 20 allows 10 * 9
+    with pytest.raises(ValueError):
+        rl.Config(task="x.jsonl", train_task="arith").validate()

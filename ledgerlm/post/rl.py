@@ -69,6 +69,7 @@ AGG_MODES = ("grpo", "dapo", "drgrpo")
 class Config:
     init: str = "auto"  # stage name or model dir; "auto" = the latest of dpo, interpolate, sft that has a model
     task: str = "arith"  # arith[:max_ops=N,max_value=N] (built-in) | GSM8K-format JSONL | HF dataset (openai/gsm8k)
+    train_task: str = ""  # arith[:...] for the training prompts only (a curriculum); "" = task. Held-out stays task's
     split: str = "train"  # HF split for the training prompts
     subset: str = "main"  # HF config (openai/gsm8k needs "main")
     n_train: int = 2000  # size of the prompt pool (0 = whole source)
@@ -104,6 +105,8 @@ class Config:
     passk_problems: int = 64  # held-out problems sampled G times at the start to estimate pass@1 / pass@G
     log_samples: int = 2  # completions per step written to samples.jsonl
     greedy_in_group: bool = False  # one member of each group is the greedy completion (the evaluation's rule)
+    dynamic_sampling: int = 0  # DAPO dynamic sampling: up to this many batches of P prompts per step, keeping only
+    # groups with 0 < pass < 1 until P are kept (0 = off: one batch, zero-variance groups as filter_zero_std says)
     ckpt_every: int = 0  # steps between checkpoints in rl/ckpt/ for a resume (0 = about 10 per run)
     keep_ckpts: int = 2  # newest checkpoints kept (0 = all)
 
@@ -112,6 +115,10 @@ class Config:
             opts = arith.task_options(self.task)
             arith.generate(self.n_train or 2000, "train", 0, **opts)
             arith.generate(self.n_eval, "heldout", 0, **opts)
+        if self.train_task:
+            if self.task.split(":")[0] != "arith" or self.train_task.split(":")[0] != "arith":
+                raise ValueError("train_task is for the built-in arith task only (arith[:max_ops=N,max_value=N])")
+            arith.generate(self.n_train or 2000, "train", 0, **arith.task_options(self.train_task))
         if self.advantage not in ADV_MODES:
             raise ValueError(f"advantage must be one of {ADV_MODES}, got {self.advantage!r}")
         if self.loss_agg not in AGG_MODES:
@@ -132,6 +139,8 @@ class Config:
             raise ValueError("lr must be > 0 and kl_beta >= 0")
         if self.ckpt_every < 0 or self.keep_ckpts < 0:
             raise ValueError("ckpt_every and keep_ckpts must be >= 0")
+        if self.dynamic_sampling < 0:
+            raise ValueError("dynamic_sampling must be >= 0 (0 = off)")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -273,7 +282,8 @@ def load_problems(cfg: Config, seed: int) -> tuple[list[dict], list[dict], dict]
     """(train pool, held-out problems, counters); each problem {"question", "answer"} in GSM8K format."""
     if cfg.task.split(":")[0] == "arith":  # "arith" or "arith:max_ops=1,max_value=10" (easier problems)
         opts = arith.task_options(cfg.task)
-        tr = [p.record() for p in arith.generate(cfg.n_train or 2000, "train", seed, **opts)]
+        tr_opts = arith.task_options(cfg.train_task) if cfg.train_task else opts
+        tr = [p.record() for p in arith.generate(cfg.n_train or 2000, "train", seed, **tr_opts)]
         ho = [p.record() for p in arith.generate(cfg.n_eval, "heldout", seed, **opts)]
         return tr, ho, {"train": len(tr), "heldout": len(ho)}
     rows, counters, bad = [], {"rows": 0, "quarantined": 0}, []
@@ -542,6 +552,48 @@ def rollout_row(ro: Rollout) -> dict:
     }
 
 
+def select_groups(ros: list[Rollout], G: int, groups: list[tuple[int, int]]) -> Rollout:
+    """One Rollout made of the chosen groups (rollout index, group index) of several rollouts, in that order."""
+    rows = [(ros[r], j) for r, j in groups]
+
+    def per_comp(name):
+        return [x for ro, j in rows for x in getattr(ro, name)[j * G : (j + 1) * G]]
+
+    def per_group(name):
+        return torch.stack([getattr(ro, name)[j] for ro, j in rows])
+
+    return Rollout(
+        [ro.items[j] for ro, j in rows],
+        per_comp("prompts"),
+        per_comp("comps"),
+        per_comp("scorable"),
+        per_comp("texts"),
+        per_comp("trunc"),
+        per_comp("scored"),
+        per_group("correct"),
+        per_group("rewards"),
+        per_group("adv"),
+        per_group("zero_std"),
+        torch.cat([ro.keep[j * G : (j + 1) * G] for ro, j in rows]),
+    )
+
+
+def dynamic_rollout(cfg: Config, s: Setup, problems: Shuffled) -> tuple[Rollout, Rollout]:
+    """DAPO dynamic sampling: draw batches of P prompts (at most `dynamic_sampling` of them) and keep the groups whose
+    samples disagree (0 < pass < 1), until P are kept. -> (the kept groups, every sampled group for the logs). If
+    fewer than P informative groups turn up, the batch is what there is (or every group, if none did: nothing to
+    learn, the step is skipped as without the filter)."""
+    P, G = cfg.prompts_per_step, cfg.group_size
+    ros, kept, every = [], [], []
+    for r in range(max(1, cfg.dynamic_sampling)):
+        ros.append(rollout(cfg, s, [s.train[i] for i in problems.take(P)]))
+        every += [(r, j) for j in range(P)]
+        kept += [(r, j) for j in range(P) if not bool(ros[r].zero_std[j])]
+        if len(kept) >= P:
+            break
+    return select_groups(ros, G, kept[:P] or every[:P]), select_groups(ros, G, every)
+
+
 def minibatch_grads(cfg: Config, s: Setup, ro: Rollout, mb: list[int], lp_old, lp_ref, mask, adv, device) -> dict:
     """Accumulate the gradient of one minibatch's loss over micro-batches of `micro_batch_size` sequences -> its loss,
     and its clipped fraction and KL as means over the kept tokens."""
@@ -749,13 +801,18 @@ _STEP_HOOK = None
 def train_step(cfg: Config, ctx, s: Setup, opt, problems: Shuffled, lr: float, st: dict) -> dict:
     """One rollout and its update -> the metrics row (without step); the run's totals and samples grow in `st`."""
     ts = time.time()
-    ro = rollout(cfg, s, [s.train[i] for i in problems.take(cfg.prompts_per_step)])
-    rec = rollout_row(ro)
+    if cfg.dynamic_sampling:
+        ro, seen = dynamic_rollout(cfg, s, problems)
+    else:
+        ro = seen = rollout(cfg, s, [s.train[i] for i in problems.take(cfg.prompts_per_step)])
+    rec = rollout_row(seen)  # what was sampled (before dynamic sampling's filter)
+    if cfg.dynamic_sampling:
+        rec.update(sampled_groups=len(seen.items), kept_groups=int((~ro.zero_std).sum()))
     totals = st["totals"]
-    totals["completions"] += len(ro.comps)
-    totals["truncated"] += sum(ro.trunc)
-    totals["zero_std_groups"] += int(ro.zero_std.sum())
-    totals["groups"] += len(ro.items)
+    totals["completions"] += len(seen.comps)
+    totals["truncated"] += sum(seen.trunc)
+    totals["zero_std_groups"] += int(seen.zero_std.sum())
+    totals["groups"] += len(seen.items)
     if ro.keep.sum() == 0:  # every group uniform or truncated: nothing to learn from this batch
         totals["skipped_steps"] += 1
         rec.update(loss=0.0, clipped_frac=0.0, lr=lr, skipped=True)
