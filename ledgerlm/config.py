@@ -16,6 +16,7 @@ import textwrap
 import tokenize
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -163,9 +164,13 @@ def from_dict(cls: type, data: Any, prefix: str = "", file: str | Path | None = 
         raise ConfigError(prefix or "<root>", f"expected a mapping, got {data!r}", file)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    retired = getattr(cls, "RETIRED_KEYS", {})  # old key -> why it is gone: an old recipe.json still loads
     for k in data:
-        if k not in fields:
+        if k in retired:
+            warnings.warn(f"{_join(prefix, k)}: ignored, {retired[k]}", stacklevel=2)
+        elif k not in fields:
             raise ConfigError(_join(prefix, k), f"unknown key (known: {', '.join(sorted(fields))})", file)
+    data = {k: v for k, v in data.items() if k not in retired}
     kwargs = {}
     for name, f in fields.items():
         key = _join(prefix, name)

@@ -436,3 +436,19 @@ def test_c4_edits_are_kept_recorded_and_inspectable_and_ids_traceable(tmp_path, 
     out = capsys.readouterr().out
     assert "[javascript] 'Please enable JavaScript to see the comments.'" in out and "[policy]" not in out
     assert inspect_main([str(run)]) == 0 and "--reason c4_edit" in capsys.readouterr().out
+
+
+def test_retired_gate_keys_of_an_old_recipe_load_with_a_warning():
+    """A run recorded before the datatrove-parity gates still loads its recipe: the retired keys are ignored, said."""
+    import warnings
+
+    from ledgerlm.config import ConfigError, from_dict
+    from ledgerlm.data.quality import QualityConfig
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = from_dict(QualityConfig, {"c4_max_javascript_lines_ratio": 0.1, "min_words": 40}, "curate.quality")
+    assert cfg.min_words == 40 and not hasattr(cfg, "c4_max_javascript_lines_ratio")
+    assert any("curate.quality.c4_max_javascript_lines_ratio: ignored" in str(w.message) for w in caught)
+    with pytest.raises(ConfigError, match="c4_no_such_key"):
+        from_dict(QualityConfig, {"c4_no_such_key": 1}, "curate.quality")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -76,6 +76,12 @@ def _stop_hashes() -> np.ndarray:
 @dataclass
 class QualityConfig:
     """The gates' settings; defaults = datatrove's FineWeb chain (examples/fineweb.py). None switches a rule off."""
+
+    # keys of the gates before datatrove parity: a run recorded with them still loads, with a warning
+    RETIRED_KEYS: ClassVar[dict[str, str]] = {
+        "c4_max_javascript_lines_ratio": "retired: C4 removes javascript lines (c4_javascript), it does not count them",
+        "c4_min_terminal_lines": "retired: C4 needs c4_min_sentences sentences (and c4_terminal_punct per line)",
+    }
 
     enabled: bool = True
     # Gopher quality (datatrove GopherQualityFilter; words = word tokens, "non-symbol" words for count and length)
