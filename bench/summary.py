@@ -208,8 +208,8 @@ ROWS = [
         "post",
         "DPO on real preference pairs (hh-rlhf) raises the held-out chosen-preference over its SFT start, McNemar p < {}",
         "post-training on real data: effects against each stage's start",
-        "{dpo_chosen_pref_before:.1%} → {dpo_chosen_pref_after:.1%} (p = {dpo_chosen_pref_p:.1e}); implicit-reward "
-        "accuracy {dpo_implicit_reward_acc:.1%}",
+        "{dpo_chosen_pref_before:.3f} → {dpo_chosen_pref_after:.3f} (p = {dpo_chosen_pref_p:.1e}); implicit-reward "
+        "accuracy {dpo_implicit_reward_acc:.3f}",
         [("dpo_chosen_pref_p", "<", 0.05)],
         ["bench/post_real.py", "ledgerlm/post/sft.py", "ledgerlm/post/dpo.py", *POST],
     ),
@@ -273,9 +273,9 @@ ROWS = [
         "(paired p < {} for SFT, DPO, the reward model and RL, each in the better direction)",
         "demo-from-clean-clone",
         "SFT loss {sft.effect.before:.3f} → {sft.effect.after:.3f} (p = {sft.effect.p:.1g}); DPO chosen-preference "
-        "{dpo.effect.before:.1%} → {dpo.effect.after:.1%} (p = {dpo.effect.p:.1e}); reward model vs its untrained head "
-        "{reward.effect.before:.1%} → {reward.effect.after:.1%} (p = {reward.effect.p:.1e}); RL greedy EM "
-        "{rl.effect.before:.1%} → {rl.effect.after:.1%} (p = {rl.effect.p:.2g})",
+        "{dpo.effect.before:.3f} → {dpo.effect.after:.3f} (p = {dpo.effect.p:.1e}); reward model vs its untrained head "
+        "{reward.effect.before:.3g} → {reward.effect.after:.3g} (p = {reward.effect.p:.1e}); RL greedy EM "
+        "{rl.effect.before:.3g} → {rl.effect.after:.3g} (p = {rl.effect.p:.2g})",
         [
             ("sft.effect.p", "<", 0.05),
             ("dpo.effect.p", "<", 0.05),
