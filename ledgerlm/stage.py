@@ -49,10 +49,14 @@ class StageSpec:
     run: Callable[[Any, StageContext], StageResult]
     help: str  # one line, for `ledgerlm --help` and `ledgerlm plan`
     inputs: Callable[[Any, StageContext], dict] | None = None  # name -> path, or "hub:NAME"; hashed into the record
-    plan: Callable[[Any, StageContext], list[str]] | None = None  # lines for `ledgerlm plan` (needs, estimates)
+    # `ledgerlm plan`: what it needs and would do, and its cost on the target device (ctx.target, a
+    # ledgerlm.estimate.Target): lines, or an Estimate (lines and the GPU-hours they add up to)
+    plan: Callable[[Any, StageContext], Any] | None = None
     produces: str | None = None  # see PRODUCES: what RUN/<stage>/model holds, if anything
     starts_from: tuple[str, ...] = ()  # upstream stages whose model "auto" starts from: the first present wins
     headline: tuple[str, ...] = ()  # the metrics that say how the stage went (sweep plots them by default)
+    report: Any = None  # its part of the report: a ledgerlm.card.Section, or a tuple of them
+    checks: Callable[[Any], None] | None = None  # (recipe): rules between its section and others', at recipe load
     add_cli_args: Callable | None = None  # (parser): flags of `ledgerlm <stage>` beyond key=value overrides
     cli_overrides: Callable | None = None  # (args) -> {field: value}; default: flags named like Config fields
     direct_main: Callable | None = None  # (args) -> exit code, or None to run as a stage (`eval --out FILE.json`)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     # tasks and shared pieces
     ["ledgerlm", "ledgerlm.tasks", "ledgerlm.io", "ledgerlm.ledger", "ledgerlm.config", "ledgerlm.device",
-     "ledgerlm.progress", "ledgerlm.hub", "ledgerlm.stage", "ledgerlm.eval.stats"],
+     "ledgerlm.progress", "ledgerlm.hub", "ledgerlm.stage", "ledgerlm.eval.stats", "ledgerlm.card"],
     # data and model (demo/ generates the built-in corpus that data/ reads as a source)
     ["ledgerlm.data", "ledgerlm.model", "ledgerlm.demo"],
     # stages

@@ -46,6 +46,7 @@ from datatrove.pipeline.base import PipelineStep  # the base class only adds sta
 from ledgerlm import hub
 from ledgerlm.config import ConfigError, to_dict
 from ledgerlm.data import segdedup
+from ledgerlm.data.curate_report import SECTIONS as REPORT
 from ledgerlm.data.decontam import (
     COLUMNS,
     Benchmark,
@@ -1448,4 +1449,5 @@ SPEC = StageSpec(
     plan=plan,
     add_cli_args=add_cli_args,
     cli_overrides=cli_overrides,
+    report=REPORT,
 )

@@ -26,6 +26,7 @@ import xxhash
 
 from ledgerlm.config import ConfigError
 from ledgerlm.data import shards as sh
+from ledgerlm.data.tokenize_report import SECTION as REPORT
 from ledgerlm.data.tokenizer import (
     EOT,
     MIN_VOCAB,
@@ -349,4 +350,5 @@ SPEC = StageSpec(
     plan=plan,
     add_cli_args=add_cli_args,
     cli_overrides=cli_overrides,
+    report=REPORT,
 )

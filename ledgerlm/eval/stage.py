@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledgerlm.config import ConfigError, apply_overrides, from_dict, parse_override
+from ledgerlm.eval.eval_report import SECTION as REPORT
 from ledgerlm.eval.evaluate import evaluate, load_references, summary_metrics, to_markdown
 from ledgerlm.eval.harness import load_lm
 from ledgerlm.io import atomic_write_json, atomic_write_text
@@ -388,4 +389,5 @@ SPEC = StageSpec(
     cli_overrides=cli_overrides,
     direct_main=direct_main,
     starts_from=("rl", "dpo", "interpolate", "sft", "pretrain",),
+    report=REPORT,
 )

@@ -48,6 +48,7 @@ from ledgerlm.post.common import (
     trajectory_key,
     warn_if_worse,
 )
+from ledgerlm.post.pairwise_report import DPO_SECTION
 from ledgerlm.post.preference import (
     EncodedSplit,
     check_pair_config,
@@ -399,4 +400,5 @@ SPEC = StageSpec(
     produces="chat_model",
     starts_from=("interpolate", "sft"),
     headline=("heldout_chosen_preference",),
+    report=DPO_SECTION,
 )

@@ -52,6 +52,7 @@ from ledgerlm.post.common import (
     trajectory_key,
     warn_if_worse,
 )
+from ledgerlm.post.pairwise_report import REWARD_SECTION
 from ledgerlm.post.preference import (
     check_pair_config,
     data_hash,
@@ -313,4 +314,5 @@ SPEC = StageSpec(
     produces="reward_model",
     starts_from=("sft",),
     headline=("heldout_accuracy",),
+    report=REWARD_SECTION,
 )

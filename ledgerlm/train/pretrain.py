@@ -52,6 +52,7 @@ from ledgerlm.train.dist import (
     wrap_model,
 )
 from ledgerlm.train.optim import build_optimizer, clip_grad, set_lr
+from ledgerlm.train.pretrain_report import SECTION as REPORT
 from ledgerlm.train.schedule import decay_start, lr_mult
 
 
@@ -806,4 +807,5 @@ SPEC = StageSpec(
     plan=plan,
     produces="model",
     headline=("final_val_loss",),
+    report=REPORT,
 )
