@@ -35,8 +35,9 @@ STAGES: dict[str, str] = {
     "eval": "ledgerlm.eval.stage",
     "report": "ledgerlm.report.stage",
 }
-# Steps a recipe may list that are not stages with a record of their own.
-CHECKS = {"audit"}
+# Steps a recipe may list that check the run instead of producing anything (no record of their own); each is also
+# a command `ledgerlm <name> RUN_DIR`. Name -> module, which ends with `SPEC = CheckSpec(...)`.
+CHECKS: dict[str, str] = {"audit": "ledgerlm.audit"}
 # What a stage's `produces` may say. Models (plain or chat) get sample generations in the ledger and can be
 # started from; a reward model scores text and is neither sampled nor a starting point.
 PRODUCES = ("model", "chat_model", "reward_model", None)
@@ -90,6 +91,22 @@ class StageSpec:
         )
 
 
+@dataclass(frozen=True)
+class CheckSpec:
+    name: str
+    help: str  # one line, for `ledgerlm --help`
+    check: Callable[[Path, Callable], tuple[bool, str]]  # (run_dir, echo) -> (passed, verdict for the run's summary)
+    plan: str  # what `ledgerlm plan` says the step does
+
+
+def get_check(name: str) -> CheckSpec:
+    """The spec of the check `name` (see CHECKS)."""
+    spec = importlib.import_module(CHECKS[name]).SPEC
+    if spec.name != name:
+        raise ValueError(f"{CHECKS[name]}: SPEC.name is {spec.name!r}, registered as {name!r}")
+    return spec
+
+
 def register(name: str, module: str) -> None:
     """Add a stage: `module` (importable) ends with `SPEC = StageSpec(name=name, ...)`. It runs after the others."""
     STAGES[name] = module
@@ -126,6 +143,7 @@ class StageContext:
     device: str = "cpu"
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("ledgerlm"))
     resuming: bool = False  # True when the stage was killed earlier with the same config and inputs
+    target: Any = None  # `ledgerlm plan`: the machine its estimates are for (ledgerlm.estimate.Target)
     terminal: Any = None  # where progress and warnings go (the real stderr, while third-party output is diverted)
     warnings: list[dict] = field(default_factory=list)  # [{"code", "message"}], recorded in the stage's record
     _tracker: Any = None

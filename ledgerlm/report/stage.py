@@ -11,6 +11,7 @@ test applies) followed by its table and figures; warnings the stage recorded are
 
 from __future__ import annotations
 
+import argparse
 import base64
 import html
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from ledgerlm import ledger
 from ledgerlm.card import Card, Section, inline_html
+from ledgerlm.estimate import Estimate
 from ledgerlm.io import atomic_write_bytes, atomic_write_text
 from ledgerlm.report import diff
 from ledgerlm.stage import STAGES, StageResult, StageSpec, get
@@ -36,12 +38,26 @@ class Config:
 
 
 def inputs(cfg: Config, ctx) -> dict[str, Path]:
+    """Every other stage's record of the run. A run without one is a one-line error, unless the recipe runs other
+    stages before the report (then they are yet to come)."""
+    later = any(s in STAGES and s != "report" for s in getattr(ctx.recipe, "stages", []))
+    records = ledger.read_records(ctx.run_dir) if later else ledger.existing_run(ctx.run_dir)
     own = {
         f"ledger:{r['stage']}": ledger.record_path(ctx.run_dir, r["stage"])
-        for r in ledger.read_records(ctx.run_dir)
+        for r in records
         if r.get("stage") != "report"
     }
     return {**own, **diff.baseline_inputs(cfg.baseline)}
+
+
+def add_cli_args(p: argparse.ArgumentParser) -> None:
+    """`ledgerlm report RUN_DIR` (the run to report on) as well as `--out RUN_DIR`."""
+    p.add_argument("out", nargs="?", type=Path, default=argparse.SUPPRESS, metavar="RUN_DIR", help="the run directory")
+
+
+def plan(cfg: Config, ctx) -> Estimate:
+    base = f", compared with {cfg.baseline}" if cfg.baseline else ""
+    return Estimate([f"report.md and report.html from the run's ledger records{base}; cost: seconds of CPU, no GPU"])
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -292,4 +308,6 @@ SPEC = StageSpec(
     run=run,
     help="build report.md and report.html for a run from its ledger",
     inputs=inputs,
+    plan=plan,
+    add_cli_args=add_cli_args,
 )
