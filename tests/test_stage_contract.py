@@ -55,3 +55,18 @@ def test_the_audit_step_and_command_print_the_same_line(tmp_path, capsys):
     step = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[audit]")]
     assert len(command) == 1 and len(step) == 1 and command[0].startswith("[audit] intact: ")
     assert step[0].split(" re-hashed")[0].startswith("[audit] intact: ")
+
+
+START_MISTAKES = [
+    (["rl.init=reward"], "rl.init: reward makes a reward model, not a language model to start from"),
+    (["eval.model=report"], "eval.model: report makes no model, not a language model to start from"),
+    (["stages=[curate,tokenize,pretrain,rl,sft]"], "rl.init: sft runs after rl in this recipe's stages"),
+    (["interpolate.tuned=reward"], "interpolate.tuned: reward makes a reward model"),
+]
+
+
+@pytest.mark.parametrize(("over", "message"), START_MISTAKES, ids=[o[0] for o, _ in START_MISTAKES])
+def test_a_start_from_a_stage_is_checked_at_load(over, message, capsys):
+    assert main(["plan", "demo", *over]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err, err

@@ -20,6 +20,7 @@ from ledgerlm.eval.evaluate import evaluate, load_references, summary_metrics, t
 from ledgerlm.eval.harness import load_lm
 from ledgerlm.io import atomic_write_json, atomic_write_text
 from ledgerlm.ledger import WARN_P
+from ledgerlm.post.start_checks import start_checks
 from ledgerlm.progress import Progress, say
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.tasks import SIX_TASKS, TASKS, TaskDataError, hub_unavailable, local_source
@@ -390,4 +391,5 @@ SPEC = StageSpec(
     direct_main=direct_main,
     starts_from=("rl", "dpo", "interpolate", "sft", "pretrain",),
     report=REPORT,
+    checks=start_checks("eval", "model"),
 )

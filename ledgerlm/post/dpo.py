@@ -59,6 +59,7 @@ from ledgerlm.post.preference import (
     sequence_logps,
     write_heldout,
 )
+from ledgerlm.post.start_checks import start_checks
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train.optim import build_optimizer
 
@@ -401,4 +402,5 @@ SPEC = StageSpec(
     starts_from=("interpolate", "sft"),
     headline=("heldout_chosen_preference",),
     report=DPO_SECTION,
+    checks=start_checks("dpo", "init"),
 )

@@ -1,12 +1,15 @@
 """The interpolate stage's recipe checks (its SPEC's `checks`), run when the recipe is loaded: its `sft_val_loss`
-metric scores the sft section's held-out conversations, so they must exist."""
+metric scores the sft section's held-out conversations, so they must exist; and its two models, like every start
+(post/start_checks.py), must come from stages that make one and run first."""
 
 from __future__ import annotations
 
 from ledgerlm.config import ConfigError
+from ledgerlm.post.start_checks import start_checks
 
 
 def checks(recipe) -> None:
+    start_checks("interpolate", "base", "tuned")(recipe)  # as every stage that starts from another's model
     cfg, sft = recipe.sections.get("interpolate"), recipe.sections.get("sft")
     if cfg is None or sft is None or "sft_val_loss" not in cfg.metrics:  # without an sft section: checked at run
         return

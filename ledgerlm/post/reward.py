@@ -61,6 +61,7 @@ from ledgerlm.post.preference import (
     pad_batch,
     write_heldout,
 )
+from ledgerlm.post.start_checks import start_checks
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train.optim import build_optimizer
 
@@ -315,4 +316,5 @@ SPEC = StageSpec(
     starts_from=("sft",),
     headline=("heldout_accuracy",),
     report=REWARD_SECTION,
+    checks=start_checks("reward", "init"),
 )

@@ -51,6 +51,7 @@ from ledgerlm.post.common import (
     warn_if_worse,
 )
 from ledgerlm.post.sft_report import SECTION as REPORT
+from ledgerlm.post.start_checks import start_checks
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train import checkpoint as ckpt_lib
 from ledgerlm.train.dist import DistInfo, load_full_state_dicts
@@ -585,4 +586,5 @@ SPEC = StageSpec(
     starts_from=("pretrain",),
     headline=("final_val_loss",),
     report=REPORT,
+    checks=start_checks("sft", "base"),
 )
