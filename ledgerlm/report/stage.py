@@ -203,7 +203,7 @@ def stage_sections() -> list[tuple[str, Section]]:
 
 def _blocks() -> list[list[tuple[str, Section]]]:
     """The stage sections in reading order: one block per ungrouped section, one per group (at its first member),
-    and the Grids (None) after the block of the last stage that trains something (`produces`)."""
+    and the Grids (None) after the block of the last stage that trains something (`produces`), else last."""
     blocks, groups = [], {}
     last_training = max((i for i, n in enumerate(STAGES) if get(n).produces), default=-1)
     grids_after = None
@@ -215,9 +215,9 @@ def _blocks() -> list[list[tuple[str, Section]]]:
             if sec.group:
                 groups[sec.group] = blocks[-1]
         if list(STAGES).index(name) == last_training:
-            grids_after = blocks.index(groups.get(sec.group) or blocks[-1])
-    if grids_after is not None:
-        blocks.insert(grids_after + 1, None)
+            block = groups.get(sec.group) or blocks[-1]
+            grids_after = next(i for i, b in enumerate(blocks) if b is block)
+    blocks.insert(len(blocks) if grids_after is None else grids_after + 1, None)
     return blocks
 
 
