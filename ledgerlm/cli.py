@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from ledgerlm import __version__, ledger
+from ledgerlm import __version__, ledger, plan
 from ledgerlm.config import (
     TOP_LEVEL,
     ConfigError,
@@ -21,12 +21,10 @@ from ledgerlm.config import (
     parse_override,
     to_dict,
 )
-from ledgerlm.device import GPUS
 from ledgerlm.io import atomic_write_json
-from ledgerlm.pipeline import disk_full, plan_lines, preflight, run_pipeline, run_stage
-from ledgerlm.plan import data_lines, estimate_lines
+from ledgerlm.pipeline import disk_full, preflight, run_pipeline, run_stage
 from ledgerlm.recipe import build_recipe, load_recipe
-from ledgerlm.stage import STAGES, get
+from ledgerlm.stage import CHECKS, STAGES, get, get_check
 from ledgerlm.tasks import TaskDataError
 
 # Commands that are not pipeline stages: command -> (module, help). Each module has add_args(p) and main(args) -> int.
@@ -104,32 +102,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     _add_common(p, recipe_positional=True)
     p = sub.add_parser("plan", help="validate a recipe and print what each stage needs and costs, without running")
     _add_common(p, recipe_positional=True)
-    p.add_argument("--gpu", default="h100", help="GPU to estimate hours on (h100, h200, a100, l4, cpu)")
-    p.add_argument(
-        "--mfu", type=float, default=None, help="model FLOPs utilisation to assume (default: measured/stated)"
-    )
-    p.add_argument("--cpus", type=int, default=16, help="CPU cores of the host for the data stages (default 16)")
-    p.add_argument("--ram", type=float, default=128, help="host RAM in GiB for the data stages (default 128)")
+    plan.add_args(p)
 
-    # A stage's help lives in its spec: the specs are imported only when the command list is shown (or to run one).
-    listing = command not in (*STAGES, *TOOLS, "run", "plan", "report", "audit")
+    # A stage's help and flags live in its spec: the specs are imported only when the command list is shown (or to
+    # run one). Its own flags first (a positional of its own goes before the overrides), then one per Config field.
+    listing = command not in (*STAGES, *CHECKS, *TOOLS, "run", "plan")
     for stage in STAGES:
-        if stage == "report":
-            continue  # `ledgerlm report RUN_DIR` (below) builds the report of a run
         spec = get(stage) if listing or stage == command else None
         helptext = spec.help if spec else None
         p = sub.add_parser(stage, help=helptext, description=helptext)
+        if spec and stage == command and spec.add_cli_args:
+            spec.add_cli_args(p)
         _add_common(p, recipe_positional=False)
         if spec and stage == command:
-            if spec.add_cli_args:
-                spec.add_cli_args(p)
             _add_config_flags(p, spec.config)
-
-    p = sub.add_parser("report", help="build report.md and report.html for a run from its ledger")
-    p.add_argument("run_dir", type=Path, help="the run directory (e.g. runs/demo)")
-    p.add_argument("--baseline", type=Path, default=None, help="a run to compare with (`ledgerlm diff`), as a section")
-    p = sub.add_parser("audit", help="re-hash every artifact of a run and check the ledger chain")
-    p.add_argument("run_dir", type=Path, help="the run directory (e.g. runs/demo)")
+    for name in CHECKS:
+        helptext = get_check(name).help
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        p.add_argument("run_dir", type=Path, help="the run directory (e.g. runs/demo)")
 
     for name, (module, helptext) in TOOLS.items():
         p = sub.add_parser(name, help=helptext, description=helptext)
@@ -208,9 +198,7 @@ class UserInputError(Exception):
 
 def _existing_run(run_dir: Path) -> Path:
     """A run directory with at least one stage record, or a one-line error that says what to give instead."""
-    if not ledger.read_records(run_dir):
-        what = "does not exist" if not run_dir.exists() else f"has no stage records under {ledger.ledger_dir(run_dir)}"
-        raise ConfigError("", f"{run_dir} {what}: give a run directory (ledgerlm run ... --out DIR made one)")
+    ledger.existing_run(run_dir)
     return run_dir
 
 
@@ -220,13 +208,9 @@ def _dispatch(args) -> int:
         recipe = load_recipe(args.recipe, args.overrides)
         out = args.out or Path("runs") / recipe.name
         if cmd == "plan":
-            gpu = GPUS.get(args.gpu.lower())
-            target = None if gpu is None else "cpu" if args.gpu.lower() == "cpu" else f"cuda ({gpu.name})"
-            data = data_lines(recipe, args.cpus, args.ram)  # refuses (ConfigError, exit 2) a recipe that cannot fit
-            print("\n".join(plan_lines(recipe, out, target) + estimate_lines(recipe, args.gpu, args.mfu) + data))
-            return 0
+            return plan.main(recipe, out, args)
         return run_pipeline(recipe, out, force=args.force)
-    if cmd in STAGES and cmd != "report":
+    if cmd in STAGES:
         # A stage may handle the command itself outside any run (e.g. `ledgerlm eval ... --out FILE.json`).
         direct = get(cmd).direct_main
         if direct is not None and (rc := direct(args)) is not None:
@@ -242,25 +226,9 @@ def _dispatch(args) -> int:
         atomic_write_json(saved_path, saved)
         run_stage(recipe, cmd, out, force=args.force)
         return 0
-    if cmd == "audit":
-        _existing_run(args.run_dir)
-        problems, checked = ledger.audit(args.run_dir)
-        if problems:
-            print(f"audit FAILED for {args.run_dir}: {len(problems)} problem(s)")
-            for p in problems:
-                print(f"  - {p}")
-            return 1
-        print(f"audit OK for {args.run_dir}: {checked} artifacts re-hashed, chain intact")
-        return 0
-    if cmd == "report":
-        _existing_run(args.run_dir)
-        raw = json.loads((args.run_dir / "recipe.json").read_text()) if (args.run_dir / "recipe.json").is_file() else {}
-        raw = {**raw, "stages": ["report"]}
-        if args.baseline is not None:
-            raw["report"] = {**(raw.get("report") or {}), "baseline": str(args.baseline)}
-        recipe = build_recipe(raw, args.run_dir / "recipe.json", need_all=False)
-        run_stage(recipe, "report", args.run_dir, force=True)
-        return 0
+    if cmd in CHECKS:
+        passed, _ = get_check(cmd).check(_existing_run(args.run_dir), print)
+        return 0 if passed else 1
     module, _ = TOOLS[cmd]
     try:
         return int(importlib.import_module(module).main(args) or 0)

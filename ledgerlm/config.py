@@ -191,18 +191,6 @@ def from_dict(cls: type, data: Any, prefix: str = "", file: str | Path | None = 
     return obj
 
 
-def check_across_sections(sections: dict[str, Any], file: str | Path | None = None) -> None:
-    """Rules between two stages' sections (each valid alone), checked with the recipe, before anything runs."""
-    tok, pre = sections.get("tokenize"), sections.get("pretrain")
-    if tok is not None and pre is not None and tok.val_fraction == 0 and pre.val_batches and pre.eval_every:
-        raise ConfigError(
-            "tokenize.val_fraction",
-            "is 0, so pretraining has no held-out text for its validation loss; hold some out (e.g. 0.01), "
-            "or set pretrain.val_batches=0 to train without one",
-            file,
-        )
-
-
 def to_dict(obj: Any) -> Any:
     """Dataclass -> plain JSON-able structure (paths as strings), for the ledger and config hashing."""
     if dataclasses.is_dataclass(obj):

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ledgerlm import __version__
+from ledgerlm.config import ConfigError
 from ledgerlm.io import atomic_write_json
 
 SCHEMA = 1
@@ -180,6 +181,15 @@ def read_records(run_dir: Path) -> list[dict]:
         except json.JSONDecodeError:
             out.append({"stage": p.stem, "status": "unreadable", "started": ""})
     return sorted(out, key=lambda r: r.get("started", ""))
+
+
+def existing_run(run_dir: Path) -> list[dict]:
+    """The records of a run directory with at least one, or a one-line ConfigError that says what to give instead."""
+    records = read_records(run_dir)
+    if not records:
+        what = "does not exist" if not Path(run_dir).exists() else f"has no stage records under {ledger_dir(run_dir)}"
+        raise ConfigError("", f"{run_dir} {what}: give a run directory (ledgerlm run ... --out DIR made one)")
+    return records
 
 
 # ----------------------------------------------------------------------------- audit

@@ -1,5 +1,5 @@
-"""The runner: runs a recipe's stages in order, skipping what is up to date and re-running what is not, and says
-what `ledgerlm plan` would do. What a stage is lives in stage.py; what a recipe is, in recipe.py.
+"""The runner: runs a recipe's stages in order, skipping what is up to date and re-running what is not. What a stage
+is lives in stage.py; what a recipe is, in recipe.py; what `ledgerlm plan` says, in plan.py.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import logging
 import math
 import os
 import shutil
-import socket
 import sys
 import time
 import traceback
@@ -24,7 +23,7 @@ from ledgerlm.device import resolve_device
 from ledgerlm.progress import divert_stderr, fmt_duration, say
 from ledgerlm.recipe import Recipe, build_recipe, load_recipe  # noqa: F401 - build_recipe, load_recipe: re-exported
 from ledgerlm.samples import sample_model
-from ledgerlm.stage import CHECKS, STAGES, StageContext, StageResult, StageSpec, get
+from ledgerlm.stage import CHECKS, STAGES, StageContext, StageResult, StageSpec, get, get_check
 
 # ----------------------------------------------------------------------------- running one stage
 
@@ -78,7 +77,18 @@ def stage_inputs(spec: StageSpec, cfg: Any, ctx: StageContext) -> dict[str, dict
                 out[name]["mirror_path"] = str(local)
         else:
             out[name] = ledger.hash_artifact(Path(p), ctx.run_dir)
+            if out[name]["kind"] == "missing":  # every declared input is read: say which one is not there
+                raise ConfigError(f"{ctx.stage}.{name}", _missing(Path(p), ctx.run_dir))
     return out
+
+
+def _missing(path: Path, run_dir: Path) -> str:
+    """Why an input is not there, in words: which stage of the run makes it, if one does."""
+    path, run_dir = Path(path).resolve(), Path(run_dir).resolve()
+    maker = path.relative_to(run_dir).parts[0] if path.is_relative_to(run_dir) and path != run_dir else None
+    if maker in STAGES:
+        return f"{path} does not exist: it is made by the {maker} stage (`ledgerlm {maker} --out {run_dir}`)"
+    return f"path does not exist: {path}"
 
 
 def prepare_mirror(recipe: Recipe, run_dir: Path, echo=print) -> Path | None:
@@ -285,7 +295,7 @@ def _read_json(path: Path) -> dict | None:
 def preflight(recipe: Recipe, run_dir: Path) -> None:
     """Fail before any compute if a stage names an external file or directory that does not exist."""
     run_dir = Path(run_dir).resolve()
-    for stage in recipe.stages:
+    for i, stage in enumerate(recipe.stages):
         if stage in CHECKS:
             continue
         spec = get(stage)
@@ -302,8 +312,11 @@ def preflight(recipe: Recipe, run_dir: Path) -> None:
             if isinstance(p, str) and p.startswith("hub:"):
                 continue
             p = Path(p).resolve()
-            if not p.is_relative_to(run_dir) and not p.exists():
-                raise ConfigError(f"{stage}.{name}", f"path does not exist: {p}", recipe.source)
+            if p.exists():
+                continue
+            inside = p.is_relative_to(run_dir) and p != run_dir
+            if not inside or p.relative_to(run_dir).parts[0] not in recipe.stages[:i]:  # no earlier stage makes it
+                raise ConfigError(f"{stage}.{name}", _missing(p, run_dir), recipe.source)
 
 
 def run_pipeline(recipe: Recipe, run_dir: Path, force: bool = False, echo=print) -> int:
@@ -314,104 +327,20 @@ def run_pipeline(recipe: Recipe, run_dir: Path, force: bool = False, echo=print)
     ledger.atomic_write_json(run_dir / "recipe.json", recipe.to_dict())
     rerun = force
     t0 = time.time()
-    verdict = f"not run (check with `ledgerlm audit {run_dir}`)"
+    verdicts: dict[str, str] = {}  # check -> what it found
     warned: list[str] = []
     for stage in recipe.stages:
-        if stage == "audit":
-            problems, checked = ledger.audit(run_dir)
-            if problems:
-                echo(f"[audit] {len(problems)} problem(s):")
-                for p in problems:
-                    echo(f"  - {p}")
+        if stage in CHECKS:
+            passed, verdicts[stage] = get_check(stage).check(run_dir, echo)
+            if not passed:
                 return 1
-            verdict = f"intact: {checked} artifacts re-hashed"
-            echo(f"[audit] {verdict}")
             continue
         status, record = run_stage(recipe, stage, run_dir, force=rerun, echo=echo)
         rerun = rerun or status == "ran"
         warned += [f"{stage}: {w['code']}" for w in (record or {}).get("warnings", [])]
     echo(f"finished {recipe.name!r} in {fmt_duration(time.time() - t0)}")
-    report = run_dir / "report" / "report.html"
-    if "report" in recipe.stages and report.is_file():
-        echo(f"  report: {report}")
-    echo(f"  ledger: {ledger.ledger_dir(run_dir)}  audit: {verdict}")
+    checks = "  ".join(f"{c}: {verdicts.get(c, f'not run (check with `ledgerlm {c} {run_dir}`)')}" for c in CHECKS)
+    echo(f"  ledger: {ledger.ledger_dir(run_dir)}  {checks}")
     if warned:
         echo(f"  {len(warned)} warning(s): {'; '.join(warned)}")
     return 0
-
-
-_HUB_UP: bool | None = None
-
-
-def _hub_reachable() -> bool:
-    global _HUB_UP
-    if _HUB_UP is None:
-        try:
-            socket.create_connection(("huggingface.co", 443), timeout=3).close()
-            _HUB_UP = True
-        except OSError:
-            _HUB_UP = False
-    return _HUB_UP
-
-
-def _check_note(p, run_dir: Path) -> str:
-    """What `plan` could verify about one input: a Hub dataset/model exists, a local path exists."""
-    if isinstance(p, str) and p.startswith("hub:"):
-        if hub.mirror() is not None:
-            return f"  [in the Hub mirror {hub.mirror()}]" if hub.local_copy(p) else "  [NOT in the Hub mirror]"
-        if not _hub_reachable():
-            return "  [not checked: the Hugging Face Hub is unreachable from here]"
-        name = p[4:].split("[")[0]
-        try:
-            from huggingface_hub import HfApi
-
-            api, repo = HfApi(), "/".join(name.split("/")[:2])
-            found = api.repo_exists(repo, repo_type="dataset") or api.repo_exists(repo)
-            return "  [on the Hub]" if found else "  [NOT FOUND on the Hub]"
-        except Exception as e:  # noqa: BLE001 - plan reports, it does not stop
-            return f"  [not checked: {type(e).__name__}]"
-    path = Path(p).resolve()
-    if path.is_relative_to(Path(run_dir).resolve()):
-        return "" if path.exists() else "  [produced by an earlier stage]"
-    return "" if path.exists() else "  [MISSING]"
-
-
-def plan_lines(recipe: Recipe, run_dir: Path, target: str | None = None) -> list[str]:
-    """What `ledgerlm plan` prints: each stage, what it reads and what it would do. `target` names the device the
-    plan is for (e.g. "cuda (H100 SXM)"), which need not be this machine's."""
-    device = target or resolve_device(recipe.device)
-    lines = [
-        f"recipe {recipe.name!r} ({recipe.source}) seed={recipe.seed} device={device}",
-        f"run directory: {run_dir}",
-    ]
-    mirror = recipe.hub_mirror.resolve(run_dir)
-    if mirror is not None:
-        built = mirror.is_dir()
-        lines.append(f"Hub names are read from the mirror {mirror}" + ("" if built else " (made when the run starts)"))
-        if built:
-            with hub.using(mirror):
-                return lines + _plan_stages(recipe, run_dir, device.split(" ")[0])
-    return lines + _plan_stages(recipe, run_dir, device.split(" ")[0])
-
-
-def _plan_stages(recipe: Recipe, run_dir: Path, device: str) -> list[str]:
-    lines = []
-    for i, stage in enumerate(recipe.stages, 1):
-        if stage in CHECKS:
-            lines.append(f"{i:2d}. {stage}: re-hash every recorded artifact and check the chain")
-            continue
-        spec = get(stage)
-        cfg = recipe.section(stage)
-        ctx = StageContext(
-            run_dir=Path(run_dir), stage=stage, recipe=recipe, seed=recipe.seed, device=device
-        )
-        lines.append(f"{i:2d}. {stage} ({STAGES[stage]})")
-        if spec.inputs:
-            try:
-                for name, p in spec.inputs(cfg, ctx).items():
-                    lines.append(f"      reads {name}: {p}{_check_note(p, run_dir)}")
-            except Exception as e:  # plan reports, it does not stop at the first problem
-                lines.append(f"      inputs: cannot check yet ({e})")
-        if spec.plan:
-            lines += [f"      {line}" for line in spec.plan(cfg, ctx)]
-    return lines

@@ -13,7 +13,6 @@ from ledgerlm.config import (
     TOP_LEVEL,
     ConfigError,
     apply_overrides,
-    check_across_sections,
     coerce,
     from_dict,
     load_raw_recipe,
@@ -74,7 +73,7 @@ def build_recipe(raw: dict, file: str | Path | None = None, need_all: bool = Tru
     top["stages"] = coerce(top["stages"], list[str], "stages", file)
     for i, s in enumerate(top["stages"]):
         if s not in STAGES and s not in CHECKS:
-            raise ConfigError(f"stages[{i}]", f"unknown stage {s!r} (known: {', '.join(STAGES)}, audit)", file)
+            raise ConfigError(f"stages[{i}]", f"unknown stage {s!r} (known: {', '.join([*STAGES, *CHECKS])})", file)
     samples = from_dict(SamplesConfig, raw.get("samples") or {}, prefix="samples", file=file)
     logging_cfg = from_dict(LoggingConfig, raw.get("logging") or {}, prefix="logging", file=file)
     mirror = from_dict(hub.HubMirror, raw.get("hub_mirror") or {}, prefix="hub_mirror", file=file)
@@ -82,7 +81,13 @@ def build_recipe(raw: dict, file: str | Path | None = None, need_all: bool = Tru
     for name in STAGES:
         if name in raw or (need_all and name in top["stages"]):
             recipe.sections[name] = from_dict(get(name).config, raw.get(name) or {}, prefix=name, file=file)
-    check_across_sections(recipe.sections, file)
+    for name in list(recipe.sections):  # each stage's rules between its section and others' (StageSpec.checks)
+        check = get(name).checks
+        if check is not None:
+            try:
+                check(recipe)
+            except ConfigError as e:
+                raise ConfigError(e.key, e.message, e.file or file) from None
     return recipe
 
 
@@ -90,4 +95,3 @@ def load_recipe(name_or_path: str | Path = "demo", overrides: list[str] | dict |
     raw, path = load_raw_recipe(name_or_path)
     raw = apply_overrides(raw, overrides or [])
     return build_recipe(raw, path)
-

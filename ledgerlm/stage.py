@@ -35,8 +35,9 @@ STAGES: dict[str, str] = {
     "eval": "ledgerlm.eval.stage",
     "report": "ledgerlm.report.stage",
 }
-# Steps a recipe may list that are not stages with a record of their own.
-CHECKS = {"audit"}
+# Steps a recipe may list that check the run instead of producing anything (no record of their own); each is also
+# a command `ledgerlm <name> RUN_DIR`. Name -> module, which ends with `SPEC = CheckSpec(...)`.
+CHECKS: dict[str, str] = {"audit": "ledgerlm.audit"}
 # What a stage's `produces` may say. Models (plain or chat) get sample generations in the ledger and can be
 # started from; a reward model scores text and is neither sampled nor a starting point.
 PRODUCES = ("model", "chat_model", "reward_model", None)
@@ -49,10 +50,14 @@ class StageSpec:
     run: Callable[[Any, StageContext], StageResult]
     help: str  # one line, for `ledgerlm --help` and `ledgerlm plan`
     inputs: Callable[[Any, StageContext], dict] | None = None  # name -> path, or "hub:NAME"; hashed into the record
-    plan: Callable[[Any, StageContext], list[str]] | None = None  # lines for `ledgerlm plan` (needs, estimates)
+    # `ledgerlm plan`: what it needs and would do, and its cost on the target device (ctx.target, a
+    # ledgerlm.estimate.Target): lines, or an Estimate (lines and the GPU-hours they add up to)
+    plan: Callable[[Any, StageContext], Any] | None = None
     produces: str | None = None  # see PRODUCES: what RUN/<stage>/model holds, if anything
     starts_from: tuple[str, ...] = ()  # upstream stages whose model "auto" starts from: the first present wins
     headline: tuple[str, ...] = ()  # the metrics that say how the stage went (sweep plots them by default)
+    report: Any = None  # its part of the report: a ledgerlm.card.Section, or a tuple of them
+    checks: Callable[[Any], None] | None = None  # (recipe): rules between its section and others', at recipe load
     add_cli_args: Callable | None = None  # (parser): flags of `ledgerlm <stage>` beyond key=value overrides
     cli_overrides: Callable | None = None  # (args) -> {field: value}; default: flags named like Config fields
     direct_main: Callable | None = None  # (args) -> exit code, or None to run as a stage (`eval --out FILE.json`)
@@ -84,6 +89,22 @@ class StageSpec:
             f"auto: no model in {ctx.run_dir} (looked for {', '.join(n + '/model' for n in names)}); "
             f"give {key} a stage name or a model folder",
         )
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    name: str
+    help: str  # one line, for `ledgerlm --help`
+    check: Callable[[Path, Callable], tuple[bool, str]]  # (run_dir, echo) -> (passed, verdict for the run's summary)
+    plan: str  # what `ledgerlm plan` says the step does
+
+
+def get_check(name: str) -> CheckSpec:
+    """The spec of the check `name` (see CHECKS)."""
+    spec = importlib.import_module(CHECKS[name]).SPEC
+    if spec.name != name:
+        raise ValueError(f"{CHECKS[name]}: SPEC.name is {spec.name!r}, registered as {name!r}")
+    return spec
 
 
 def register(name: str, module: str) -> None:
@@ -122,6 +143,7 @@ class StageContext:
     device: str = "cpu"
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("ledgerlm"))
     resuming: bool = False  # True when the stage was killed earlier with the same config and inputs
+    target: Any = None  # `ledgerlm plan`: the machine its estimates are for (ledgerlm.estimate.Target)
     terminal: Any = None  # where progress and warnings go (the real stderr, while third-party output is diverted)
     warnings: list[dict] = field(default_factory=list)  # [{"code", "message"}], recorded in the stage's record
     _tracker: Any = None

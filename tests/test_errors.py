@@ -35,6 +35,10 @@ MISTAKES = [
     (["run", "demo", "--out", "run", "pretrain.micro_batch=-4"], "pretrain.micro_batch: must be >= 1"),
     (["run", "demo", "--out", "run", "pretrain.lr=0"], "pretrain.lr: must be > 0"),
     (["plan", "demo", "tokenize.val_fraction=0"], "tokenize.val_fraction: is 0, so pretraining has no held-out"),
+    (["plan", "demo", "sft.val_fraction=0"], "interpolate.metrics: sft_val_loss needs held-out conversations"),
+    (["plan", "demo", "sft.data="], "interpolate.data: sft_val_loss needs held-out conversations"),
+    (["plan", "demo", "--gpu", "b999"], "--gpu: unknown GPU 'b999' (known: h100nvl, h100pcie, h100,"),
+    (["pretrain", "--out", "run"], "pretrain.tokens: "),  # nothing tokenized in `run`: which input, made by whom
     (["eval", "--model", "no/such/dir", "--tasks", "arith"], "eval.model: no model at no/such/dir"),
     (["eval", "--model", "no/such/dir", "--tasks", "arith", "--out", "r.json"], "no model at no/such/dir"),
     (["eval", "--model", ".", "--tasks", "arith", "--out", "r.json"], "has no config.json"),

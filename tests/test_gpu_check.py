@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from bench import gpu_check
+from ledgerlm.estimate import recorded_mfu
 from ledgerlm.model.llama import model_config
-from ledgerlm.plan import recorded_mfu
 
 ROOT = Path(__file__).resolve().parents[1]
 

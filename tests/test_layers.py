@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     # tasks and shared pieces
     ["ledgerlm", "ledgerlm.tasks", "ledgerlm.io", "ledgerlm.ledger", "ledgerlm.config", "ledgerlm.device",
-     "ledgerlm.progress", "ledgerlm.hub", "ledgerlm.stage", "ledgerlm.eval.stats"],
+     "ledgerlm.progress", "ledgerlm.hub", "ledgerlm.stage", "ledgerlm.eval.stats", "ledgerlm.card",
+     "ledgerlm.estimate"],
     # data and model (demo/ generates the built-in corpus that data/ reads as a source)
     ["ledgerlm.data", "ledgerlm.model", "ledgerlm.demo"],
     # stages
@@ -31,7 +32,7 @@ LAYERS = [
      "ledgerlm.report.diff",  # `ledgerlm diff` and the report's baseline section (reads eval.compare: sideways)
      "ledgerlm.model.export"],  # a tool that reads training checkpoints (ledgerlm.train.checkpoint)
     # the pipeline and the tools built on it (samples: the pipeline's sample generations after a model stage)
-    ["ledgerlm.pipeline", "ledgerlm.recipe", "ledgerlm.plan", "ledgerlm.sweep", "ledgerlm.samples"],
+    ["ledgerlm.pipeline", "ledgerlm.recipe", "ledgerlm.plan", "ledgerlm.sweep", "ledgerlm.samples", "ledgerlm.audit"],
     # the command line
     ["ledgerlm.cli", "ledgerlm.__main__"],
 ]  # fmt: skip

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from ledgerlm.cli import main
-from ledgerlm.plan import SCALE_COSTS
+from ledgerlm.data.curate_plan import SCALE_COSTS
 
 
 @pytest.fixture(autouse=True)

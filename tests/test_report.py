@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ledgerlm.report.stage import Card, _effect_test, build
+from ledgerlm.card import Card, effect_test
+from ledgerlm.report.stage import build
 
 
 def _record(stage: str, **kw) -> dict:
@@ -164,4 +165,4 @@ def test_post_training_verdicts_are_effects_against_the_start(tmp_path):
 
 def test_effect_with_bootstrap_p_zero_says_below_resolution():
     zero = _eff("heldout_conversation_loss", 1.7, 0.5, 9, 0.0, "paired_bootstrap", higher=False, iters=10000)
-    assert _effect_test(Card(run_dir=None), zero) == "n = 9, paired bootstrap p < 1/10,000"
+    assert effect_test(Card(run_dir=None), zero) == "n = 9, paired bootstrap p < 1/10,000"

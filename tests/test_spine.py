@@ -167,8 +167,9 @@ def test_plan_validates_real_recipes_and_estimates(capsys):
     out = capsys.readouterr().out
     assert "134,515,008 params" in out and "GPU-hours" in out and "GiB of 80 GiB" in out
     assert "hub:HuggingFaceFW/fineweb-edu" in out  # the Hub input is listed with what could be checked
-    assert main(["plan", "demo", "--gpu", "nosuchgpu"]) == 0
-    assert "unknown GPU" in capsys.readouterr().out
+    assert main(["plan", "demo", "--gpu", "nosuchgpu"]) == 2  # one line naming the GPUs it knows
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "unknown GPU 'nosuchgpu'" in err and "h100" in err and "b200" in err
 
 
 def test_every_builtin_recipe_validates():

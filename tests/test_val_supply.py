@@ -138,13 +138,13 @@ def test_declared_mixture_is_the_headline_and_picks_the_weights(tmp_path, jsonl)
 
 
 def test_report_shows_validation_by_source(tmp_path, jsonl):
-    from ledgerlm.report.stage import _label
+    from ledgerlm.card import label
 
     out = _run(tmp_path, jsonl, "rep")
     assert main(["report", str(out)]) == 0
     md = next(p for p in (out / "report").glob("*.md")).read_text()
     assert "held-out loss, source math" in md and "held-out loss, source prose" in md and "(on mix)" in md
-    assert _label("val_src.math") == "held-out math" and _label("val_mix.anneal") == "held-out anneal mixture"
+    assert label("val_src.math") == "held-out math" and label("val_mix.anneal") == "held-out anneal mixture"
 
 
 def test_unknown_val_on_is_refused_naming_the_setting(tmp_path, jsonl):

@@ -38,6 +38,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,8 @@ from datatrove.pipeline.base import PipelineStep  # the base class only adds sta
 
 from ledgerlm import hub
 from ledgerlm.config import ConfigError, to_dict
-from ledgerlm.data import segdedup
+from ledgerlm.data import curate_plan, segdedup
+from ledgerlm.data.curate_report import SECTIONS as REPORT
 from ledgerlm.data.decontam import (
     COLUMNS,
     Benchmark,
@@ -1445,7 +1447,8 @@ SPEC = StageSpec(
     run=run,
     help="quality gates, near-dedup, segment dedup and decontamination of raw text",
     inputs=inputs,
-    plan=plan,
+    plan=partial(curate_plan.curate, describe=plan),
     add_cli_args=add_cli_args,
     cli_overrides=cli_overrides,
+    report=REPORT,
 )

@@ -20,12 +20,15 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import xxhash
 
 from ledgerlm.config import ConfigError
+from ledgerlm.data import curate_plan
 from ledgerlm.data import shards as sh
+from ledgerlm.data.tokenize_report import SECTION as REPORT
 from ledgerlm.data.tokenizer import (
     EOT,
     MIN_VOCAB,
@@ -346,7 +349,8 @@ SPEC = StageSpec(
     run=run,
     help="train or load a tokenizer and write token shards",
     inputs=inputs,
-    plan=plan,
+    plan=partial(curate_plan.tokenize, describe=plan),
     add_cli_args=add_cli_args,
     cli_overrides=cli_overrides,
+    report=REPORT,
 )

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledgerlm.config import ConfigError, apply_overrides, from_dict, parse_override
+from ledgerlm.eval.eval_report import SECTION as REPORT
 from ledgerlm.eval.evaluate import evaluate, load_references, summary_metrics, to_markdown
 from ledgerlm.eval.harness import load_lm
 from ledgerlm.io import atomic_write_json, atomic_write_text
 from ledgerlm.ledger import WARN_P
+from ledgerlm.post.start_checks import start_checks
 from ledgerlm.progress import Progress, say
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.tasks import SIX_TASKS, TASKS, TaskDataError, hub_unavailable, local_source
@@ -388,4 +390,6 @@ SPEC = StageSpec(
     cli_overrides=cli_overrides,
     direct_main=direct_main,
     starts_from=("rl", "dpo", "interpolate", "sft", "pretrain",),
+    report=REPORT,
+    checks=start_checks("eval", "model"),
 )

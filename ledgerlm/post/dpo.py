@@ -48,6 +48,7 @@ from ledgerlm.post.common import (
     trajectory_key,
     warn_if_worse,
 )
+from ledgerlm.post.pairwise_report import DPO_SECTION
 from ledgerlm.post.preference import (
     EncodedSplit,
     check_pair_config,
@@ -58,6 +59,7 @@ from ledgerlm.post.preference import (
     sequence_logps,
     write_heldout,
 )
+from ledgerlm.post.start_checks import start_checks
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train.optim import build_optimizer
 
@@ -399,4 +401,6 @@ SPEC = StageSpec(
     produces="chat_model",
     starts_from=("interpolate", "sft"),
     headline=("heldout_chosen_preference",),
+    report=DPO_SECTION,
+    checks=start_checks("dpo", "init"),
 )

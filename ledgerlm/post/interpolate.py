@@ -37,6 +37,8 @@ from ledgerlm.post.common import (
     seed_everything,
     warn_if_worse,
 )
+from ledgerlm.post.interpolate_checks import checks
+from ledgerlm.post.interpolate_report import SECTION as REPORT
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.tasks import TASKS
 
@@ -295,4 +297,6 @@ SPEC = StageSpec(
     inputs=inputs,
     plan=plan,
     produces="chat_model",
+    report=REPORT,
+    checks=checks,
 )

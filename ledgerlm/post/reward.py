@@ -52,6 +52,7 @@ from ledgerlm.post.common import (
     trajectory_key,
     warn_if_worse,
 )
+from ledgerlm.post.pairwise_report import REWARD_SECTION
 from ledgerlm.post.preference import (
     check_pair_config,
     data_hash,
@@ -60,6 +61,7 @@ from ledgerlm.post.preference import (
     pad_batch,
     write_heldout,
 )
+from ledgerlm.post.start_checks import start_checks
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train.optim import build_optimizer
 
@@ -313,4 +315,6 @@ SPEC = StageSpec(
     produces="reward_model",
     starts_from=("sft",),
     headline=("heldout_accuracy",),
+    report=REWARD_SECTION,
+    checks=start_checks("reward", "init"),
 )

@@ -56,6 +56,8 @@ from ledgerlm.post.common import (
     trajectory_key,
 )
 from ledgerlm.post.preference import pad_batch, token_logps
+from ledgerlm.post.rl_report import SECTION as REPORT
+from ledgerlm.post.start_checks import start_checks
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.tasks import arith
 from ledgerlm.tasks.gsm8k import extract_strict, is_correct
@@ -911,4 +913,6 @@ SPEC = StageSpec(
         "sft",
     ),
     headline=("heldout_em_after",),
+    report=REPORT,
+    checks=start_checks("rl", "init"),
 )

@@ -50,6 +50,8 @@ from ledgerlm.post.common import (
     trained_outputs,
     warn_if_worse,
 )
+from ledgerlm.post.sft_report import SECTION as REPORT
+from ledgerlm.post.start_checks import start_checks
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train import checkpoint as ckpt_lib
 from ledgerlm.train.dist import DistInfo, load_full_state_dicts
@@ -583,4 +585,6 @@ SPEC = StageSpec(
     produces="chat_model",
     starts_from=("pretrain",),
     headline=("final_val_loss",),
+    report=REPORT,
+    checks=start_checks("sft", "base"),
 )

@@ -23,6 +23,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -38,7 +39,7 @@ from ledgerlm.model.llama import ModelConfig, build_model, model_config
 from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train import checkpoint as ckpt_lib
-from ledgerlm.train import supply
+from ledgerlm.train import pretrain_plan, supply
 from ledgerlm.train.averaging import EMA, SnapshotAverage, load_weights_into, snapshot_steps
 from ledgerlm.train.data import LoaderSource, WindowSource, doc_ids_from_eot, from_tokenize_dir
 from ledgerlm.train.dist import (
@@ -52,6 +53,8 @@ from ledgerlm.train.dist import (
     wrap_model,
 )
 from ledgerlm.train.optim import build_optimizer, clip_grad, set_lr
+from ledgerlm.train.pretrain_checks import checks
+from ledgerlm.train.pretrain_report import SECTION as REPORT
 from ledgerlm.train.schedule import decay_start, lr_mult
 
 
@@ -803,7 +806,9 @@ SPEC = StageSpec(
     run=run,
     help="pretrain the model on the token shards",
     inputs=inputs,
-    plan=plan,
+    plan=partial(pretrain_plan.plan, describe=plan, lengths=resolve_lengths),
     produces="model",
     headline=("final_val_loss",),
+    report=REPORT,
+    checks=checks,
 )
