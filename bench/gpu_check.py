@@ -66,8 +66,8 @@ def mfu_both(cfg, seq: int, tok_s: float, device: str) -> dict:
 
 def point(args) -> dict:
     """One training step configuration, measured: build, compile, warm up, time `steps` optimizer steps."""
+    from ledgerlm.components.optimizer import build_optimizer
     from ledgerlm.model.llama import build_model, model_config
-    from ledgerlm.train.optim import build_optimizer
 
     dev = args.device
     _setup(dev, args.threads)

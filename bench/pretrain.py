@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from bench._record import record
+from ledgerlm.components.optimizer import build_optimizer
 from ledgerlm.io import iter_jsonl
 from ledgerlm.model.llama import build_model, model_config
 from ledgerlm.model.loss import DEFAULT_CHUNK
-from ledgerlm.train.optim import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from ledgerlm import cli
+from ledgerlm.components.schedule import lr_at
 from ledgerlm.post import dpo, rl, sft
 from ledgerlm.post.common import Schedule, Shuffled, StepLog, init_inputs, optimizer_step, trained_outputs
 from ledgerlm.stage import StageContext
-from ledgerlm.train.schedule import lr_at
 
 
 def test_shuffled_is_endless_passes_in_a_fresh_order_each():

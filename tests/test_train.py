@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from ledgerlm.components.checkpoint import latest_checkpoint
+from ledgerlm.components.optimizer import build_optimizer, zeropower_via_newtonschulz5
+from ledgerlm.components.schedule import lr_mult
 from ledgerlm.train import pretrain
-from ledgerlm.train.checkpoint import latest_checkpoint
 from ledgerlm.train.data import WindowSource, doc_ids_from_eot
-from ledgerlm.train.optim import build_optimizer, zeropower_via_newtonschulz5
 from ledgerlm.train.pretrain import Config, TrainingDiverged, resolve_lengths, train
-from ledgerlm.train.schedule import lr_mult
 
 VOCAB = 64
 
@@ -129,7 +129,7 @@ def test_kill_and_resume_is_bitwise(tmp_path, monkeypatch, optimizer):
 
 
 def test_trim_metrics_keeps_rows_up_to_the_checkpoint(tmp_path):
-    from ledgerlm.train.checkpoint import trim_metrics
+    from ledgerlm.components.checkpoint import trim_metrics
 
     p = tmp_path / "metrics.jsonl"
     rows = [json.dumps({"step": i, "note": "a\u2028b"}, ensure_ascii=False) for i in range(1, 6)]

@@ -18,15 +18,15 @@ from pathlib import Path
 import torch
 
 from ledgerlm import hub
+from ledgerlm.components import checkpoint as ckpt_lib
+from ledgerlm.components.chat import CHAT_TEMPLATE
+from ledgerlm.components.checkpoint import trim_metrics
+from ledgerlm.components.optimizer import clip_grad
+from ledgerlm.components.schedule import lr_at
 from ledgerlm.config import ConfigError
 from ledgerlm.data.tokenizer import save_hf_tokenizer_files
 from ledgerlm.model.hf import load_model, load_tokenizer_for, save_model
-from ledgerlm.post.chat import CHAT_TEMPLATE
 from ledgerlm.stage import STAGES
-from ledgerlm.train import checkpoint as ckpt_lib
-from ledgerlm.train.checkpoint import trim_metrics
-from ledgerlm.train.optim import clip_grad
-from ledgerlm.train.schedule import lr_at
 
 IGNORE = -100  # target id that contributes no loss
 
@@ -267,7 +267,7 @@ class StepLog:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# what a stage did relative to its own start (ledgerlm.eval.stats.effect dicts)
+# what a stage did relative to its own start (ledgerlm.components.stats.effect dicts)
 
 
 def effect_metrics(*effects: dict | None) -> dict:

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
+from ledgerlm.components.optimizer import build_optimizer
+from ledgerlm.components.stats import effect
 from ledgerlm.device import autocast
-from ledgerlm.eval.stats import effect
 from ledgerlm.io import write_jsonl
 from ledgerlm.ledger import sha256_file
 from ledgerlm.model.hf import save_tensors
@@ -59,7 +60,6 @@ from ledgerlm.post.preference import (
     write_heldout,
 )
 from ledgerlm.stage import StageResult, StageSpec
-from ledgerlm.train.optim import build_optimizer
 
 LOSSES = ("sigmoid", "length_normalized")
 

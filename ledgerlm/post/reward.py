@@ -31,8 +31,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from ledgerlm.components.optimizer import build_optimizer
+from ledgerlm.components.stats import effect
 from ledgerlm.device import autocast
-from ledgerlm.eval.stats import effect
 from ledgerlm.io import write_jsonl
 from ledgerlm.model.hf import save_tensors
 from ledgerlm.post.common import (
@@ -61,7 +62,6 @@ from ledgerlm.post.preference import (
     write_heldout,
 )
 from ledgerlm.stage import StageResult, StageSpec
-from ledgerlm.train.optim import build_optimizer
 
 HEAD_FILE = "reward_head.safetensors"
 

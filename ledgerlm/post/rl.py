@@ -34,12 +34,13 @@ from pathlib import Path
 import torch
 
 from ledgerlm import hub
+from ledgerlm.components.chat import render_prompt, special_ids
+from ledgerlm.components.optimizer import build_optimizer
+from ledgerlm.components.stats import effect, mcnemar
 from ledgerlm.device import autocast
-from ledgerlm.eval.stats import effect, mcnemar
 from ledgerlm.io import atomic_write_json, open_text, write_jsonl
 from ledgerlm.ledger import WARN_P
 from ledgerlm.model.generate import generate
-from ledgerlm.post.chat import render_prompt, special_ids
 from ledgerlm.post.common import (
     Checkpoints,
     Schedule,
@@ -59,7 +60,6 @@ from ledgerlm.post.preference import pad_batch, token_logps
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.tasks import arith
 from ledgerlm.tasks.gsm8k import extract_strict, is_correct
-from ledgerlm.train.optim import build_optimizer
 
 ADV_MODES = ("mean", "mean_std")
 AGG_MODES = ("grpo", "dapo", "drgrpo")

@@ -29,12 +29,15 @@ import numpy as np
 import torch
 import xxhash
 
+from ledgerlm.components import chat
+from ledgerlm.components import checkpoint as ckpt_lib
+from ledgerlm.components.distributed import DistInfo, load_full_state_dicts
+from ledgerlm.components.optimizer import build_optimizer
+from ledgerlm.components.stats import effect
 from ledgerlm.config import ConfigError
 from ledgerlm.device import autocast
-from ledgerlm.eval.stats import effect
 from ledgerlm.io import atomic_write_json, write_jsonl
 from ledgerlm.model.loss import DEFAULT_CHUNK
-from ledgerlm.post import chat
 from ledgerlm.post.common import (
     IGNORE,
     Schedule,
@@ -51,9 +54,6 @@ from ledgerlm.post.common import (
     warn_if_worse,
 )
 from ledgerlm.stage import StageResult, StageSpec
-from ledgerlm.train import checkpoint as ckpt_lib
-from ledgerlm.train.dist import DistInfo, load_full_state_dicts
-from ledgerlm.train.optim import build_optimizer
 
 
 @dataclass

@@ -610,7 +610,7 @@ def _effect_worse(e: dict) -> bool:
 
 
 def _effect_verdict(card: Card, name: str, e: dict) -> str:
-    """`<name> raised the <metric> from X to Y (n, test, p)`, from a stage's `metrics.effect` (ledgerlm.eval.stats
+    """`<name> raised the <metric> from X to Y (n, test, p)`, from a stage's `metrics.effect` (ledgerlm.components.stats
     .effect): before = the model the stage started from, after = the one it hands on. Worse is flagged (⚠), and a
     change whose p is not below ALPHA says so."""
     what = e.get("label") or _label(str(e.get("metric", "metric")))

@@ -28,20 +28,9 @@ from typing import Literal
 
 import torch
 
-from ledgerlm.config import ConfigError, ranged
-from ledgerlm.data.mixture import phases_from_config
-from ledgerlm.data.shards import TokenIndex
-from ledgerlm.device import autocast as bf16_autocast
-from ledgerlm.device import peak_flops
-from ledgerlm.model.hf import load_model, save_model
-from ledgerlm.model.llama import ModelConfig, build_model, model_config
-from ledgerlm.model.loss import DEFAULT_CHUNK
-from ledgerlm.stage import StageResult, StageSpec
-from ledgerlm.train import checkpoint as ckpt_lib
-from ledgerlm.train import supply
-from ledgerlm.train.averaging import EMA, SnapshotAverage, load_weights_into, snapshot_steps
-from ledgerlm.train.data import LoaderSource, WindowSource, doc_ids_from_eot, from_tokenize_dir
-from ledgerlm.train.dist import (
+from ledgerlm.components import checkpoint as ckpt_lib
+from ledgerlm.components.averaging import EMA, SnapshotAverage, load_weights_into, snapshot_steps
+from ledgerlm.components.distributed import (
     DistInfo,
     all_reduce_mean,
     barrier,
@@ -51,8 +40,19 @@ from ledgerlm.train.dist import (
     unwrap,
     wrap_model,
 )
-from ledgerlm.train.optim import build_optimizer, clip_grad, set_lr
-from ledgerlm.train.schedule import decay_start, lr_mult
+from ledgerlm.components.optimizer import build_optimizer, clip_grad, set_lr
+from ledgerlm.components.schedule import decay_start, lr_mult
+from ledgerlm.config import ConfigError, ranged
+from ledgerlm.data.mixture import phases_from_config
+from ledgerlm.data.shards import TokenIndex
+from ledgerlm.device import autocast as bf16_autocast
+from ledgerlm.device import peak_flops
+from ledgerlm.model.hf import load_model, save_model
+from ledgerlm.model.llama import ModelConfig, build_model, model_config
+from ledgerlm.model.loss import DEFAULT_CHUNK
+from ledgerlm.stage import StageResult, StageSpec
+from ledgerlm.train import supply
+from ledgerlm.train.data import LoaderSource, WindowSource, doc_ids_from_eot, from_tokenize_dir
 
 
 @dataclass
