@@ -66,7 +66,7 @@ def pending(row: Row, sec: Section | None) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------- rows
-CURATE = ["bench/curate.py", "ledgerlm/data/curate.py", "ledgerlm/data/minhash.py", "ledgerlm/data/extsort.py"]
+CURATE = ["bench/curate.py", "ledgerlm/data/curate/", "ledgerlm/data/minhash.py", "ledgerlm/data/extsort.py"]
 CURATE += ["ledgerlm/data/dedup.py", "ledgerlm/data/sources.py", "ledgerlm/data/workdir.py", "ledgerlm/data/runs.py"]
 GATES = ["bench/curate.py", "ledgerlm/data/filters.py", "ledgerlm/data/quality.py", "ledgerlm/data/wordtok.py"]
 GATES += ["ledgerlm/data/spacy_en_rules.json"]

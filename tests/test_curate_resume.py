@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ledgerlm.data.curate import Config, NearDedupConfig, curate
+from ledgerlm.data.curate import Config, curate
+from ledgerlm.data.curate.config import NearDedupConfig
 from ledgerlm.data.decontam import DecontamConfig
 from ledgerlm.data.quality import QualityConfig
 from ledgerlm.data.segdedup import SegDedupConfig
