@@ -208,7 +208,7 @@ def cmd_trainer(args) -> dict:
     c = P.Config(
         model=args.size,
         seq_len=T,
-        micro_batch=B,
+        micro_batch_size=B,
         batch_tokens=2 * B * T,
         steps=steps,
         compile=args.compile,

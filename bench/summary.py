@@ -73,7 +73,7 @@ GATES += ["ledgerlm/data/spacy_en_rules.json"]
 POST = ["ledgerlm/post/common.py", "ledgerlm/post/preference.py", "ledgerlm/components/chat.py"]
 POST += ["ledgerlm/model/llama.py", "ledgerlm/components/stats.py"]
 DECONTAM = ["bench/curate.py", "ledgerlm/data/decontam.py", "ledgerlm/data/minhash.py", "ledgerlm/tasks"]
-TOKENIZE = ["bench/tokenize.py", "ledgerlm/data/tokenize.py", "ledgerlm/data/shards.py", "ledgerlm/data/tokenizer.py"]
+TOKENIZE = ["bench/tokenize.py", "ledgerlm/data/tokenize_stage.py", "ledgerlm/data/shards.py", "ledgerlm/data/tokenizer.py"]
 TOKENIZE += ["ledgerlm/stage.py", "ledgerlm/ledger.py"]
 # an end-to-end run of every stage: any change to the package can move its numbers
 DEMO = ["bench/demo.py", "ledgerlm", "recipes/demo.yaml", "pyproject.toml"]

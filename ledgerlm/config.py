@@ -165,6 +165,7 @@ def from_dict(cls: type, data: Any, prefix: str = "", file: str | Path | None = 
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     retired = getattr(cls, "RETIRED_KEYS", {})  # old key -> why it is gone: an old recipe.json still loads
+    data = _renamed(cls, data, prefix, file)
     for k in data:
         if k in retired:
             warnings.warn(f"{_join(prefix, k)}: ignored, {retired[k]}", stacklevel=2)
@@ -189,6 +190,27 @@ def from_dict(cls: type, data: Any, prefix: str = "", file: str | Path | None = 
         except ConfigError as e:
             raise ConfigError(_join(prefix, e.key), e.message, e.file or file) from None
     return obj
+
+
+def _renamed(cls: type, data: dict, prefix: str, file: str | Path | None) -> dict:
+    """A key a class renamed (`RENAMED_KEYS`: old -> new) is read as the new one, with a warning, for one release;
+    both at once is an error (which one was meant?)."""
+    renamed = getattr(cls, "RENAMED_KEYS", {})
+    if not any(k in renamed for k in data):
+        return data
+    out = {}
+    for k, v in data.items():
+        new = renamed.get(k)
+        if new is None:
+            out[k] = v
+            continue
+        if new in data:
+            raise ConfigError(_join(prefix, k), f"renamed to {new!r}, which is also given: keep only {new!r}", file)
+        warnings.warn(
+            f"{_join(prefix, k)}: renamed to {_join(prefix, new)}; the old name goes in the next release", stacklevel=3
+        )
+        out[new] = v
+    return out
 
 
 def check_across_sections(sections: dict[str, Any], file: str | Path | None = None) -> None:

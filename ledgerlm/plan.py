@@ -45,22 +45,22 @@ def recorded_mfu(g, path: Path = BENCHMARKS) -> float | None:
 
 
 def train_memory_gib(
-    n_params: int, n_layer: int, d_model: int, vocab: int, seq_len: int, micro_batch: int, loss_chunk: int = 0
+    n_params: int, n_layer: int, d_model: int, vocab: int, seq_len: int, micro_batch_size: int, loss_chunk: int = 0
 ) -> float:
     """AdamW with fp32 master weights (16 B/param) + bf16 activations (~40·s·b·d bytes per layer with flash
     attention and SwiGLU) + logits: with the plain loss all of them (bf16, their fp32 upcast and fp32 gradient,
-    calibrated to be conservative against the H100 runs in BENCHMARKS.md: 33 GiB measured at micro_batch 16 x 2048,
+    calibrated to be conservative against the H100 runs in BENCHMARKS.md: 33 GiB measured at micro_batch_size 16 x 2048,
     32 x 2048 did not fit); with the chunked loss (`loss_chunk` > 0, ledgerlm.model.loss) one chunk's bf16 logits
     and their fp32 copy, which the backward pass turns into the gradient in place."""
     states = 16 * n_params
-    tokens = micro_batch * seq_len
+    tokens = micro_batch_size * seq_len
     acts = 40 * tokens * d_model * n_layer
     logits = min(loss_chunk, tokens) * vocab * (2 + 4) if loss_chunk > 0 else tokens * vocab * (2 + 4 + 4)
     return (states + acts + logits) / 2**30
 
 
 def largest_micro_batch(memory_gib: float, *args, loss_chunk: int = 0) -> int:
-    """The largest micro-batch whose `train_memory_gib(..., micro_batch, loss_chunk)` stays under 90% of memory_gib
+    """The largest micro-batch whose `train_memory_gib(..., micro_batch_size, loss_chunk)` stays under 90% of memory_gib
     (args: n_params, n_layer, d_model, vocab, seq_len); 0 if not even 1 fits."""
     b = 0
     while b < 4096 and train_memory_gib(*args, b + 1, loss_chunk) < 0.9 * memory_gib:
@@ -96,18 +96,18 @@ def estimate_lines(recipe, gpu: str = "h100", mfu: float | None = None) -> list[
             total_h += hours
             shape = (m.num_params(), m.n_layer, m.d_model, m.vocab_size, cfg.seq_len)
             chunk = cfg.loss_chunk_size
-            mem = train_memory_gib(*shape, cfg.micro_batch, chunk)
+            mem = train_memory_gib(*shape, cfg.micro_batch_size, chunk)
             fit = (
                 "fits"
                 if mem < g.memory_gib * 0.9
-                else "DOES NOT FIT: lower micro_batch (grad accumulation keeps the batch)"
+                else "DOES NOT FIT: lower micro_batch_size (grad accumulation keeps the batch)"
             )
             lines += [
                 f"  pretrain: {m.num_params():,} params, {L['tokens']:,} tokens in {L['steps']:,} steps, "
                 f"{flops:.3g} FLOPs -> {hours:.1f} h",
-                f"  pretrain memory: ~{mem:.1f} GiB of {g.memory_gib:.0f} GiB at micro_batch={cfg.micro_batch}, "
+                f"  pretrain memory: ~{mem:.1f} GiB of {g.memory_gib:.0f} GiB at micro_batch_size={cfg.micro_batch_size}, "
                 f"seq_len={cfg.seq_len} ({fit})",
-                f"  largest micro_batch that fits {g.memory_gib:.0f} GiB at seq_len={cfg.seq_len}: "
+                f"  largest micro_batch_size that fits {g.memory_gib:.0f} GiB at seq_len={cfg.seq_len}: "
                 f"{largest_micro_batch(g.memory_gib, *shape, loss_chunk=chunk)}"
                 + (
                     f" with the chunked loss (loss_chunk_size={chunk}); "
@@ -162,7 +162,7 @@ def data_lines(recipe, cpus: int = 16, ram_gib: float = 128.0) -> list[str]:
         docs, size, unknown = _corpus_docs(cur)
         if unknown:
             lines.append(f"  curate: size of {', '.join(unknown)} unknown (no limit, not local): not counted")
-        workers = min(cur.executor.workers, cur.executor.tasks)
+        workers = min(cur.executor.workers, cur.executor.datatrove_tasks)
         cpu_h = docs * c["curate_cpu_s_per_doc"] / 3600
         per_proc = (c["curate_rss_base_bytes"] + c["curate_rss_bytes_per_doc"] * docs) / 2**30
         lines += [

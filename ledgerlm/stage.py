@@ -25,15 +25,15 @@ from ledgerlm.progress import LoggingConfig, Progress, Tracker, resolve_mode, sa
 # Stage name -> module (which ends with `SPEC = StageSpec(...)`). Order here is the canonical pipeline order.
 STAGES: dict[str, str] = {
     "curate": "ledgerlm.data.curate",
-    "tokenize": "ledgerlm.data.tokenize",
+    "tokenize": "ledgerlm.data.tokenize_stage",
     "pretrain": "ledgerlm.train.pretrain",
     "sft": "ledgerlm.post.sft",
     "interpolate": "ledgerlm.post.interpolate",
     "dpo": "ledgerlm.post.dpo",
     "reward": "ledgerlm.post.reward",
     "rl": "ledgerlm.post.rl",
-    "eval": "ledgerlm.eval.stage",
-    "report": "ledgerlm.report.stage",
+    "eval": "ledgerlm.eval.eval_stage",
+    "report": "ledgerlm.report.report_stage",
 }
 # Steps a recipe may list that are not stages with a record of their own.
 CHECKS = {"audit"}

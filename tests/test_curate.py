@@ -16,7 +16,7 @@ from ledgerlm.data.curate import Config, curate
 from ledgerlm.data.curate.config import ExecutorConfig
 from ledgerlm.data.decontam import DecontamConfig
 from ledgerlm.data.filters import QualityGates
-from ledgerlm.data.inspect import inspect_main
+from ledgerlm.data.inspect_docs import inspect_main
 from ledgerlm.data.quality import QualityConfig
 from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import SourceSpec, doc_id
@@ -180,7 +180,7 @@ def make_cfg(root: Path, tasks: int = 1, workers: int = 1, action: str = "drop",
             files=[f"piqa={DATA / 'piqa' / 'valid.jsonl'}"], tasks=["winogrande"], data_dir=str(DATA), action=action
         ),
         segment_dedup=SegDedupConfig(min_words=30),
-        executor=ExecutorConfig(tasks=tasks, workers=workers),
+        executor=ExecutorConfig(datatrove_tasks=tasks, workers=workers),
         **kw,
     )
 

@@ -142,7 +142,7 @@ from ledgerlm.data.curate import curate
 root, out, workers, resume = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
 cfg = Config(sources=[SourceSpec(name="s", path=str(root / "in.jsonl"))], quality=QualityConfig(enabled=False),
              segment_dedup=SegDedupConfig(min_docs=3, min_words=5), chunk_docs=16, segment_buckets=2,
-             executor=ExecutorConfig(tasks=2, workers=workers))
+             executor=ExecutorConfig(datatrove_tasks=2, workers=workers))
 res = curate(cfg, out, resume=resume, logs_dir=out.parent / (out.name + "-logs"))
 print(json.dumps(res["counters"]["kept"]))
 """

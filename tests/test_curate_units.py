@@ -411,7 +411,7 @@ def test_c4_edits_are_kept_recorded_and_inspectable_and_ids_traceable(tmp_path, 
     """C4 removes lines: the kept text is the edited text, c4_edits.jsonl and the ledger say what went and why,
     `inspect --reason c4_edit` shows it; kept + excluded = read; the source's own `id` stays on the kept record."""
     from ledgerlm.cli import main
-    from ledgerlm.data.inspect import inspect_main
+    from ledgerlm.data.inspect_docs import inspect_main
 
     page = GOOD + "\nPlease enable JavaScript to see the comments.\nMenu\nWe use cookies, see our privacy policy."
     other = " ".join(reversed(GOOD.split())) + "."  # no 5-gram in common with GOOD

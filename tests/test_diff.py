@@ -17,7 +17,7 @@ from ledgerlm import ledger
 from ledgerlm.cli import main
 from ledgerlm.data.runs import iter_jsonl
 from ledgerlm.eval.compare import compare
-from ledgerlm.eval.stage import load_results
+from ledgerlm.eval.eval_stage import load_results
 
 SMALL = ["stages=[curate,tokenize,pretrain,eval,audit]", "pretrain.steps=4", "pretrain.eval_every=2"]
 KNOB = "near_dedup.exact_jaccard"

@@ -7,7 +7,7 @@ import re
 
 from ledgerlm import ledger
 from ledgerlm.cli import main
-from ledgerlm.report.stage import SECTIONS, Card, Config
+from ledgerlm.report.report_stage import SECTIONS, Card, Config
 from ledgerlm.stage import get
 
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?(?:e[+-]?\d+)?")

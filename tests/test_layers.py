@@ -24,8 +24,9 @@ LAYERS = [
     # tasks and shared pieces
     ["ledgerlm", "ledgerlm.tasks", "ledgerlm.io", "ledgerlm.ledger", "ledgerlm.config", "ledgerlm.device",
      "ledgerlm.progress", "ledgerlm.hub", "ledgerlm.stage"],
-    # data and model, the parts stages share (components/), and demo/ (the built-in corpus data/ reads as a source)
-    ["ledgerlm.data", "ledgerlm.model", "ledgerlm.components", "ledgerlm.demo"],
+    # data and model, the parts stages share (components/), demo/ (the built-in corpus data/ reads as a source) and
+    # rehearsal/ (the generated Hub mirror of the rehearsal recipe)
+    ["ledgerlm.data", "ledgerlm.model", "ledgerlm.components", "ledgerlm.demo", "ledgerlm.rehearsal"],
     # stages
     ["ledgerlm.train", "ledgerlm.post", "ledgerlm.eval", "ledgerlm.report"],
     # the pipeline and the tools built on it (samples: the pipeline's sample generations after a model stage)

@@ -290,7 +290,7 @@ def _mc_task(correct: int, n: int, choices: int) -> dict:
 
 def test_eval_at_chance_per_task():
     from ledgerlm.components.stats import binary_score
-    from ledgerlm.eval.stage import chance_rate, chance_warnings, results_table
+    from ledgerlm.eval.eval_stage import chance_rate, chance_warnings, results_table
 
     gen = {"n": 50, "items": [{"ok_strict": 0}] * 50, "metrics": {"exact_match_strict": binary_score([0] * 50)}}
     results = {

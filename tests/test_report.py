@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ledgerlm.report.stage import Card, _effect_test, build
+from ledgerlm.report.report_stage import Card, _effect_test, build
 
 
 def _record(stage: str, **kw) -> dict:

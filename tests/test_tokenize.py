@@ -226,7 +226,7 @@ def test_large_vocab_uses_uint32(tmp_path):
 def test_hub_names_route_to_the_hub(monkeypatch, tmp_path):
     from tokenizers import Tokenizer
 
-    from ledgerlm.data import tokenize as tokenize_stage
+    from ledgerlm.data import tokenize_stage
 
     calls = []
     monkeypatch.setattr(Tokenizer, "from_pretrained", staticmethod(lambda name: calls.append(name) or "tok"))

@@ -41,7 +41,7 @@ def _cfg(**kw):
     base = dict(
         model="tiny",
         seq_len=32,
-        micro_batch=4,
+        micro_batch_size=4,
         steps=8,
         lr=3e-3,
         warmup=2,
@@ -183,7 +183,7 @@ def _ddp_worker(rank, world, port, out, cfg_kw):
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_ddp_two_processes_match_one(tmp_path, parallel):
-    kw = dict(steps=4, batch_tokens=256, micro_batch=2, ckpt_every=0, parallel=parallel, val_batches=2)
+    kw = dict(steps=4, batch_tokens=256, micro_batch_size=2, ckpt_every=0, parallel=parallel, val_batches=2)
     one = train(_cfg(**kw), _source(), tmp_path / "one", vocab_size=VOCAB)
     assert one["grad_accum"] == 4
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), tmp_path / "two", kw), nprocs=2, join=True)

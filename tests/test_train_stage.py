@@ -37,7 +37,7 @@ def text_file(tmp_path_factory):
 def _recipe(text_file, **pre):
     from ledgerlm.pipeline import build_recipe
 
-    p = {"model": "tiny", "seq_len": 64, "micro_batch": 4, "steps": 6, "eval_every": 3, "val_batches": 2}
+    p = {"model": "tiny", "seq_len": 64, "micro_batch_size": 4, "steps": 6, "eval_every": 3, "val_batches": 2}
     p.update(pre)
     raw = {
         "name": "t",

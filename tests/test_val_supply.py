@@ -74,7 +74,7 @@ def _recipe(tmp_path, tokdir_jsonl, **pre):
     p = {
         "model": "tiny",
         "seq_len": 32,
-        "micro_batch": 4,
+        "micro_batch_size": 4,
         "batch_tokens": 128,
         "phases": [{"name": "mix", "tokens": 128 * 80, "mixture": {"prose": 0.5, "math": 0.5}}],
         "lr": 0.01,
@@ -138,7 +138,7 @@ def test_declared_mixture_is_the_headline_and_picks_the_weights(tmp_path, jsonl)
 
 
 def test_report_shows_validation_by_source(tmp_path, jsonl):
-    from ledgerlm.report.stage import _label
+    from ledgerlm.report.report_stage import _label
 
     out = _run(tmp_path, jsonl, "rep")
     assert main(["report", str(out)]) == 0

@@ -37,7 +37,7 @@ from typing import Any
 
 from ledgerlm import ledger
 from ledgerlm.eval.compare import compare as compare_results
-from ledgerlm.eval.stage import load_results
+from ledgerlm.eval.eval_stage import load_results
 from ledgerlm.io import atomic_write_bytes, atomic_write_json, atomic_write_text, iter_jsonl
 from ledgerlm.stage import STAGES, get
 

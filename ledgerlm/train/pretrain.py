@@ -1,7 +1,7 @@
 """The `pretrain` stage: train the Llama model on the tokenize stage's shards, one GPU or `torchrun` DDP/FSDP2.
 
 One dial sets the length (steps, tokens, or epochs over the data); the global token batch is fixed by
-`batch_tokens` and gradient accumulation is derived from it, micro_batch and the world size. Checkpoints are atomic
+`batch_tokens` and gradient accumulation is derived from it, micro_batch_size and the world size. Checkpoints are atomic
 and a re-run resumes from the newest one with bitwise-identical results on CPU (weights, optimizer, schedule step,
 loader position, RNG, EMA and averaging state are all saved). A NaN/inf loss or gradient stops the run before the
 optimizer step, so the newest checkpoint stays the last good state.
@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -57,10 +57,13 @@ from ledgerlm.train.data import LoaderSource, WindowSource, doc_ids_from_eot, fr
 
 @dataclass
 class Config:
+    # old key -> new key: read with a warning for one release (the other stages call it micro_batch_size too)
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"micro_batch": "micro_batch_size"}  # rewrite_imports: keep
+
     model: str | dict = "tiny"  # size name (tiny, small, smollm-135m, ...) or a dict of ModelConfig fields
     seq_len: int = ranged(256, ge=2)  # tokens per training window
-    micro_batch: int = ranged(8, ge=1)  # windows per forward pass on each device
-    batch_tokens: int = ranged(0, ge=0)  # global tokens per step; 0 = micro_batch * seq_len * world (no accumulation)
+    micro_batch_size: int = ranged(8, ge=1)  # windows per forward pass on each device
+    batch_tokens: int = ranged(0, ge=0)  # global tokens per step; 0 = micro_batch_size * seq_len * world (no accumulation)
     steps: int = ranged(0, ge=0)  # length dial 1: optimizer steps
     tokens: int = ranged(0, ge=0)  # length dial 2: training tokens (steps = tokens // batch_tokens)
     epochs: float = ranged(0.0, ge=0)  # length dial 3: passes over the (possibly data_tokens-limited) training data
@@ -121,10 +124,10 @@ def _err(key: str, msg: str):
 
 def resolve_lengths(cfg: Config, world: int, data_tokens_available: int, phase_tokens: int = 0) -> dict:
     """batch_tokens, grad accumulation and steps from the one length dial that is set."""
-    micro = cfg.micro_batch * cfg.seq_len
+    micro = cfg.micro_batch_size * cfg.seq_len
     bt = cfg.batch_tokens or micro * world
     if bt % (micro * world):
-        raise _err("batch_tokens", f"{bt} is not a multiple of micro_batch*seq_len*world = {micro}*{world}")
+        raise _err("batch_tokens", f"{bt} is not a multiple of micro_batch_size*seq_len*world = {micro}*{world}")
     dials = [n for n in ("steps", "tokens", "epochs") if getattr(cfg, n)]
     if not dials and phase_tokens:  # the phases' budget is the length
         return resolve_lengths(dataclasses.replace(cfg, tokens=phase_tokens), world, data_tokens_available)
@@ -286,11 +289,11 @@ def setup(cfg: Config, source: WindowSource, vocab_size: int, seed: int, info: D
     ema = EMA(model, cfg.ema) if cfg.ema else None
     avg = SnapshotAverage(model) if cfg.average_last_k else None
     avg_steps = set(snapshot_steps(d0 if d0 < steps else 0, steps, cfg.average_last_k))
-    val = source.val_sets(cfg.val_batches, cfg.micro_batch) if cfg.val_batches else {}
+    val = source.val_sets(cfg.val_batches, cfg.micro_batch_size) if cfg.val_batches else {}
     if cfg.val_batches and cfg.eval_every and not val:  # else every validation loss would be NaN
         raise _err(
             "val_batches",
-            f"the held-out split has less than one validation batch ({cfg.micro_batch} x {cfg.seq_len + 1} tokens); "
+            f"the held-out split has less than one validation batch ({cfg.micro_batch_size} x {cfg.seq_len + 1} tokens); "
             "raise tokenize.val_fraction, or set pretrain.val_batches=0 to train without a validation loss",
         )
     mixtures = source.mixtures()
@@ -340,7 +343,7 @@ def resolve_val_on(cfg: Config, mixtures: dict[str, dict[str, float]], val: dict
     if missing:
         raise _err(
             "val_on",
-            f"{name!r} draws on {missing}, which have less than one validation batch ({cfg.micro_batch} x "
+            f"{name!r} draws on {missing}, which have less than one validation batch ({cfg.micro_batch_size} x "
             f"{cfg.seq_len + 1} tokens) in the held-out split; raise tokenize.val_fraction or name another val_on",
         )
     return weights
@@ -410,7 +413,7 @@ def train_step(t: Trainer, ckpt_dir: Path) -> dict:
     set_lr(t.opt, mult)
     loss_acc = torch.zeros((), device=dev)
     for micro in range(accum):
-        x, y, doc = t.source.next_micro(t.info.rank, t.info.world, cfg.micro_batch)
+        x, y, doc = t.source.next_micro(t.info.rank, t.info.world, cfg.micro_batch_size)
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         doc = doc.to(dev, non_blocking=True) if doc is not None else None
         no_sync = cfg.parallel == "ddp" and t.info.enabled and micro < accum - 1
@@ -718,7 +721,7 @@ def make_source(cfg: Config, tok_dir, seed: int, info: DistInfo):
     except ValueError as e:
         raise _err("phases", str(e)) from None
     return LoaderSource(
-        tok_dir, cfg.seq_len, cfg.micro_batch, seed, info.rank, info.world, phases, cfg.align_to_docs, cfg.doc_mask
+        tok_dir, cfg.seq_len, cfg.micro_batch_size, seed, info.rank, info.world, phases, cfg.align_to_docs, cfg.doc_mask
     )
 
 

@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -63,7 +64,7 @@ from ledgerlm.stage import StageResult, StageSpec
 def steps(cfg: Config, work: str, out_dir: str) -> list[tuple[str, CurateStep, int | Callable[[], int]]]:
     """(name, step, tasks) in order: each step reads only what the steps before it wrote (tasks may be a function
     of what they wrote)."""
-    t = cfg.executor.tasks
+    t = cfg.executor.datatrove_tasks
     return [
         ("scan", ScanStep(cfg, work, t), t),
         ("index", IndexStep(cfg, work, t), 1),
@@ -126,7 +127,7 @@ def curate(cfg: Config, out_dir: Path, log=None, resume: bool = False, logs_dir:
             if log:
                 log.info("curate step %s done in %.1fs", name, timings[name])
             kill_point_for_tests(f"after-{name}")
-    result = summarise(cfg, wd, cfg.executor.tasks)
+    result = summarise(cfg, wd, cfg.executor.datatrove_tasks)
     result["quality_by_source"] = quality_by_source(cfg)
     result["timings_s"] = {**timings, "total": round(time.time() - t0, 3)}
     rows = result["contamination"]
@@ -196,7 +197,7 @@ def run(cfg: Config, ctx):
 def plan(cfg: Config, ctx) -> list[str]:
     lines = [
         f"sources: {', '.join(s.name for s in cfg.sources) or '(none)'}; executor {cfg.executor.kind} "
-        f"x{cfg.executor.tasks} tasks, {cfg.executor.workers} workers; memory per scan/apply process: chunks of "
+        f"x{cfg.executor.datatrove_tasks} tasks, {cfg.executor.workers} workers; memory per scan/apply process: chunks of "
         f"{cfg.chunk_docs:,} documents or {cfg.chunk_mb} MB"
     ]
     own = quality_by_source(cfg)
@@ -246,12 +247,18 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
         help="decontam.action: drop a matching document or cut the match",
     )
     p.add_argument("--data-dir", default=None, help="local benchmark data for task names (e.g. ../shared/data)")
-    p.add_argument("--tasks", type=int, default=None, help="datatrove tasks")
+    p.add_argument("--datatrove-tasks", type=int, default=None, help="datatrove tasks (shares of the corpus)")
+    p.add_argument("--tasks", type=int, default=None, dest="old_tasks", help=argparse.SUPPRESS)  # the old name
     p.add_argument("--workers", type=int, default=None, help="datatrove workers (processes)")
 
 
 def cli_overrides(args) -> dict:
     out: dict = {}
+    if getattr(args, "old_tasks", None) is not None and getattr(args, "datatrove_tasks", None) is None:
+        warnings.warn(
+            "ledgerlm curate --tasks: renamed to --datatrove-tasks; the old name goes in the next release", stacklevel=2
+        )
+        args.datatrove_tasks = args.old_tasks
     if getattr(args, "input", None):
         out["sources"] = [_input_source(s, args.text_field) for s in args.input]
     if getattr(args, "decontaminate", None):
@@ -261,7 +268,7 @@ def cli_overrides(args) -> dict:
     for flag, key in (
         ("decontam_action", "decontam.action"),
         ("data_dir", "decontam.data_dir"),
-        ("tasks", "executor.tasks"),
+        ("datatrove_tasks", "executor.datatrove_tasks"),
         ("workers", "executor.workers"),
     ):
         if getattr(args, flag, None) is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ledgerlm.config import ConfigError, to_dict
 from ledgerlm.data.decontam import DecontamConfig
@@ -39,8 +40,11 @@ class NearDedupConfig:
 
 @dataclass
 class ExecutorConfig:
+    # old key -> new key, read with a warning for one release (`tasks` read like eval's benchmark tasks)
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"tasks": "datatrove_tasks"}
+
     kind: str = "local"  # local | slurm | ray
-    tasks: int = 1
+    datatrove_tasks: int = 1  # datatrove tasks: the shares scan, cluster and apply split the corpus into
     workers: int = 1
     slurm_partition: str = ""
     slurm_time: str = "04:00:00"
@@ -51,8 +55,8 @@ class ExecutorConfig:
     def validate(self) -> None:
         if self.kind not in ("local", "slurm", "ray"):
             raise ValueError(f"executor.kind must be local|slurm|ray, got {self.kind!r}")
-        if self.tasks < 1 or self.workers < 1:
-            raise ValueError("executor.tasks and executor.workers must be >= 1")
+        if self.datatrove_tasks < 1 or self.workers < 1:
+            raise ValueError("executor.datatrove_tasks and executor.workers must be >= 1")
         if self.kind == "slurm" and not self.slurm_partition:
             raise ValueError("executor.slurm_partition is required for kind slurm")
 
