@@ -11,7 +11,7 @@ import torch
 
 from ledgerlm.data import shards as sh
 from ledgerlm.data.loader import TokenLoader
-from ledgerlm.data.mixture import Phase, Schedule, mixture_plan, parse_tokens, phases_from_config
+from ledgerlm.data.mixture import Phase, PhaseSchedule, mixture_plan, parse_tokens, phases_from_config
 from ledgerlm.data.tokenizer import train_tokenizer
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -165,6 +165,6 @@ def test_bad_configs(tokdir):
     assert ph[0].tokens == 3 * 10**9 and ph[0].mixture == {"edu": 0.25, "web": 0.75}
     plan = mixture_plan(ph, {"web": 10**9, "edu": 10**9})
     assert plan[0] == "phase s: 3,000,000,000 tokens" and "2.25 epochs" in plan[2] and "0.75 epochs" in plan[1]
-    sched = Schedule(ph, ["edu", "web"], tokens_per_step=10**6, seed=0)
+    sched = PhaseSchedule(ph, ["edu", "web"], tokens_per_step=10**6, seed=0)
     share = np.bincount(sched.sources_for(0, 0, 10_000), minlength=2) / 10_000
     assert abs(share[1] - 0.75) < 0.002

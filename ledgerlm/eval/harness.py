@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from tokenizers import Tokenizer
 
 from ledgerlm.device import resolve_device
 from ledgerlm.model.ensemble import Ensemble as KVEnsemble
+from ledgerlm.model.ensemble import check_mode, combine
 from ledgerlm.model.generate import generate
 from ledgerlm.model.hf import load_model
 
@@ -410,15 +410,14 @@ class LedgerLlama(LM):
         return _kv_generate(self.model, self.tok, prompts, max_new, stops, lmeval)
 
 
-class Ensemble(LM):
+class EnsembleLM(LM):
     """K models sharing one tokenizer. mode "prob": log of the mean of the members' probabilities (as
     ledgerlm.model.ensemble's default); mode "logit": mean of the members' logits."""
 
     def __init__(self, members: Sequence[LM], mode: str = "prob"):
         if len({m.tok.vocab_id for m in members}) != 1:
             raise ValueError("ensemble members must share one tokenizer: " + ", ".join(m.name for m in members))
-        if mode not in ("prob", "logit"):
-            raise ValueError(f"ensemble mode must be 'prob' or 'logit', got {mode!r}")
+        check_mode(mode)
         self.members = list(members)
         self.mode = mode
         self.tok = members[0].tok
@@ -429,9 +428,7 @@ class Ensemble(LM):
         self._kv_model = None  # the members as one KV-cache model, built at the first generation (False: cannot)
 
     def _combine(self, outs: list[torch.Tensor]) -> torch.Tensor:
-        if self.mode == "logit":
-            return torch.stack(outs).mean(0)
-        return torch.logsumexp(torch.stack([o.log_softmax(-1) for o in outs]), dim=0) - math.log(len(outs))
+        return combine(outs, self.mode)
 
     @torch.no_grad()
     def logits(self, ids, pos=None, mask=None):
@@ -481,7 +478,7 @@ def load_lm(
     device = resolve_device(device)
     parts = [s.strip() for s in str(spec).split(",") if s.strip()]
     if len(parts) > 1:
-        return Ensemble([load_lm(p, device, backend, dtype) for p in parts], mode=ensemble_mode)
+        return EnsembleLM([load_lm(p, device, backend, dtype) for p in parts], mode=ensemble_mode)
     spec = parts[0]
     if backend == "auto":
         try:

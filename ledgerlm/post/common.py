@@ -139,7 +139,7 @@ def frozen_copy(model_dir: Path, device) -> torch.nn.Module:
 
 
 @dataclass
-class Schedule:
+class LoopSchedule:
     """How long a loop runs and how its lr moves: `total` optimizer steps, linear warmup over `warmup` steps, then
     `shape` (constant | linear | cosine) towards min_lr_ratio * lr; held-out evaluation every `eval_every` steps."""
 
@@ -152,7 +152,7 @@ class Schedule:
     per_epoch: int = 0  # optimizer steps in one pass over the data (epoch-based loops)
 
     @classmethod
-    def from_epochs(cls, cfg, n_items: int, evals: int, min_lr_ratio: float = 0.0) -> Schedule:
+    def from_epochs(cls, cfg, n_items: int, evals: int, min_lr_ratio: float = 0.0) -> LoopSchedule:
         """`cfg.max_steps`, else `cfg.epochs` passes over `n_items` in batches of `cfg.batch_size`; warmup is
         `cfg.warmup_ratio` of the steps; `cfg.eval_every`, else about `evals` held-out evaluations per run."""
         per_epoch = max(1, math.ceil(n_items / cfg.batch_size))

@@ -34,7 +34,7 @@ from ledgerlm.model.hf import save_tensors
 from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.post.common import (
     Checkpoints,
-    Schedule,
+    LoopSchedule,
     Shuffled,
     StepLog,
     effect_line,
@@ -318,7 +318,7 @@ def run(cfg: Config, ctx):
     del ref_model
     init_logp_acc = start_accuracy(ref.heldout, cfg.loss == "length_normalized")
 
-    sched = Schedule.from_epochs(cfg, len(data.train), evals=5)
+    sched = LoopSchedule.from_epochs(cfg, len(data.train), evals=5)
     opt = build_optimizer(policy, cfg, fused_cpu=False)
     batches = Shuffled(len(data.train), torch.Generator().manual_seed(ctx.seed))
     policy.train()

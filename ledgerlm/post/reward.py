@@ -38,7 +38,7 @@ from ledgerlm.io import write_jsonl
 from ledgerlm.model.hf import save_tensors
 from ledgerlm.post.common import (
     Checkpoints,
-    Schedule,
+    LoopSchedule,
     Shuffled,
     StepLog,
     effect_line,
@@ -237,7 +237,7 @@ def run(cfg: Config, ctx):
     data = encode_split(cfg, ctx.seed, tok, backbone.cfg.max_seq_len)
     write_jsonl(out / "quarantine.jsonl", data.quarantined)
 
-    sched = Schedule.from_epochs(cfg, len(data.train), evals=5)
+    sched = LoopSchedule.from_epochs(cfg, len(data.train), evals=5)
     opt = build_optimizer(rm.backbone, cfg, fused_cpu=False)
     opt.add_param_group({"params": list(rm.head.parameters()), "weight_decay": 0.0, "lr_mult": cfg.head_lr_mult})
     batches = Shuffled(len(data.train), torch.Generator().manual_seed(ctx.seed))

@@ -43,7 +43,7 @@ from ledgerlm.ledger import WARN_P
 from ledgerlm.model.generate import generate
 from ledgerlm.post.common import (
     Checkpoints,
-    Schedule,
+    LoopSchedule,
     Shuffled,
     StepLog,
     frozen_copy,
@@ -691,7 +691,7 @@ def problems_fingerprint(s: Setup) -> str:
 def run(cfg: Config, ctx):
     s = setup(cfg, ctx)
     opt = build_optimizer(s.policy, cfg, fused_cpu=False)
-    sched = Schedule(cfg.steps, cfg.lr, int(cfg.warmup_ratio * cfg.steps), cfg.schedule)
+    sched = LoopSchedule(cfg.steps, cfg.lr, int(cfg.warmup_ratio * cfg.steps), cfg.schedule)
     problems = Shuffled(len(s.train), s.rng)
     # eval_batch_size stays in the key: it sets how the start's pass@k batches draw from the sampling generator
     traj = trajectory_key(cfg, ctx.seed, ("ckpt_every", "keep_ckpts", "log_samples"), problems=problems_fingerprint(s))

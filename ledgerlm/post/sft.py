@@ -40,7 +40,7 @@ from ledgerlm.io import atomic_write_json, write_jsonl
 from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.post.common import (
     IGNORE,
-    Schedule,
+    LoopSchedule,
     Shuffled,
     StepLog,
     effect_line,
@@ -456,7 +456,7 @@ def run(cfg: Config, ctx):
     device = ctx.device
     s = setup(cfg, ctx)
     out = Path(ctx.out_dir)
-    sched = Schedule.from_epochs(cfg, len(s.rows), evals=10, min_lr_ratio=cfg.min_lr_ratio)
+    sched = LoopSchedule.from_epochs(cfg, len(s.rows), evals=10, min_lr_ratio=cfg.min_lr_ratio)
     total = sched.total
     ckpt_every = cfg.ckpt_every or max(1, total // 10)
     s.summary.update(steps=total, steps_per_epoch=sched.per_epoch, seq_len=s.seq_len, base_model=str(s.base_dir))
