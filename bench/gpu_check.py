@@ -190,6 +190,7 @@ def cmd_trainer(args) -> dict:
     import numpy as np
 
     from ledgerlm.model.llama import model_config
+    from ledgerlm.train import loop
     from ledgerlm.train import pretrain as P
     from ledgerlm.train.data import WindowSource
 
@@ -233,13 +234,13 @@ def cmd_trainer(args) -> dict:
             if step == steps // 2:
                 raise Killed
 
-        P._STEP_HOOK = kill
+        loop._STEP_HOOK = kill
         try:
             P.train(c, source(), Path(d) / "res", vocab_size=cfg.vocab_size, device=dev)
         except Killed:
             pass
         finally:
-            P._STEP_HOOK = None
+            loop._STEP_HOOK = None
         t0 = time.perf_counter()
         res = P.train(c, source(), Path(d) / "res", vocab_size=cfg.vocab_size, device=dev)
         resume_s = time.perf_counter() - t0

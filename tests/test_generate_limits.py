@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ledgerlm.eval import evaluate as ev
-from ledgerlm.eval.harness import load_lm
+from ledgerlm.eval.backends import load_lm
 from ledgerlm.model.generate import fit_prompts, generate
 from ledgerlm.model.llama import build_model, model_config
 from ledgerlm.tasks import load_task

@@ -1,6 +1,7 @@
 """The pieces every post-training loop shares (ledgerlm/post/common.py) and the flags generated for the training
 stages' commands."""
 
+import dataclasses
 import json
 import logging
 import random
@@ -92,6 +93,6 @@ def test_training_stage_flags_are_the_config_fields_each_with_help(stage):
     sub = cli.build_parser(stage)._subparsers._group_actions[0].choices[stage]
     flags = {a.dest.removeprefix(cli.CONFIG_FLAG): a.help for a in sub._actions if a.dest.startswith(cli.CONFIG_FLAG)}
     config = cli.get(stage).config
-    assert set(flags) == set(config.__dataclass_fields__)  # every field, and no hand-written copy beside it
+    assert set(flags) == {f.name for f in dataclasses.fields(config)}  # every field (not a ClassVar), no copy beside it
     bare = [f for f, h in flags.items() if h.split(" (default: ")[0] == f.replace("_", " ")]
     assert not bare, f"fields without a comment (their --help says only the name): {bare}"

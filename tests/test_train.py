@@ -11,9 +11,10 @@ import torch
 from ledgerlm.components.checkpoint import latest_checkpoint
 from ledgerlm.components.optimizer import build_optimizer, zeropower_via_newtonschulz5
 from ledgerlm.components.schedule import lr_mult
-from ledgerlm.train import pretrain
+from ledgerlm.train import loop
 from ledgerlm.train.data import WindowSource, doc_ids_from_eot
-from ledgerlm.train.pretrain import Config, TrainingDiverged, resolve_lengths, train
+from ledgerlm.train.loop import TrainingDiverged
+from ledgerlm.train.pretrain import Config, resolve_lengths, train
 
 VOCAB = 64
 
@@ -115,11 +116,11 @@ def test_kill_and_resume_is_bitwise(tmp_path, monkeypatch, optimizer):
             raise KeyboardInterrupt("simulated kill")
 
     part = tmp_path / "part"
-    monkeypatch.setattr(pretrain, "_STEP_HOOK", kill)
+    monkeypatch.setattr(loop, "_STEP_HOOK", kill)
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(**kw), _source(data_tokens=1024), part, vocab_size=VOCAB)
     assert latest_checkpoint(part / "ckpt").name == "step_00000004"
-    monkeypatch.setattr(pretrain, "_STEP_HOOK", None)
+    monkeypatch.setattr(loop, "_STEP_HOOK", None)
     torch.manual_seed(999)  # a fresh process would have different RNG; the checkpoint must restore it
     res = train(_cfg(**kw), _source(data_tokens=1024), part, vocab_size=VOCAB)
     assert res["resumed_from"] == 4
@@ -152,7 +153,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
             with torch.no_grad():
                 model.layers[0].mlp.up_proj.weight[0, 0] = float("nan")
 
-    monkeypatch.setattr(pretrain, "_STEP_HOOK", poison)
+    monkeypatch.setattr(loop, "_STEP_HOOK", poison)
     with pytest.raises(TrainingDiverged, match=r"non-finite loss at step 4.*step_00000004"):
         train(_cfg(), _source(), tmp_path, vocab_size=VOCAB)
     last = latest_checkpoint(tmp_path / "ckpt")

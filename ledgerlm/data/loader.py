@@ -37,7 +37,7 @@ import torch
 import xxhash
 
 from ledgerlm.data.mixture import Phase, PhaseSchedule, proportional_phase
-from ledgerlm.data.shards import DocTable, TokenIndex
+from ledgerlm.data.token_index import DocTable, TokenIndex
 
 
 class _Stream:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ledgerlm.data.loader import TokenLoader
-from ledgerlm.data.shards import TokenIndex
+from ledgerlm.data.token_index import TokenIndex
 
 
 class WindowSource:
