@@ -74,7 +74,7 @@ POST = ["ledgerlm/post/common.py", "ledgerlm/post/preference.py", "ledgerlm/comp
 POST += ["ledgerlm/model/llama.py", "ledgerlm/components/stats.py"]
 DECONTAM = ["bench/curate.py", "ledgerlm/data/decontam.py", "ledgerlm/data/minhash.py", "ledgerlm/tasks"]
 TOKENIZE = ["bench/tokenize.py", "ledgerlm/data/tokenize_stage.py", "ledgerlm/data/shards.py", "ledgerlm/data/tokenizer.py"]
-TOKENIZE += ["ledgerlm/stage.py", "ledgerlm/ledger.py"]
+TOKENIZE += ["ledgerlm/data/documents.py", "ledgerlm/data/token_index.py", "ledgerlm/stage.py", "ledgerlm/ledger.py"]
 # an end-to-end run of every stage: any change to the package can move its numbers
 DEMO = ["bench/demo.py", "ledgerlm", "recipes/demo.yaml", "pyproject.toml"]
 

@@ -127,8 +127,8 @@ _BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b), "
 
 
 def ranged(default: Any, **bounds: float) -> Any:
-    """A dataclass field whose value from_dict checks against `ge`/`gt`/`le`/`lt`, e.g. `micro_batch: int =
-    ranged(8, ge=1)`: a recipe asking for micro_batch=-4 stops at validation, naming key and file."""
+    """A dataclass field whose value from_dict checks against `ge`/`gt`/`le`/`lt`, e.g. `micro_batch_size: int =
+    ranged(8, ge=1)`: a recipe asking for micro_batch_size=-4 stops at validation, naming key and file."""
     unknown = set(bounds) - set(_BOUNDS)
     if unknown:
         raise TypeError(f"ranged: unknown bounds {sorted(unknown)}")
