@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 
 from ledgerlm.device import resolve_device
-from ledgerlm.eval.harness import LM, Tok, _kv_generate, additive, load_tok
+from ledgerlm.eval.harness import LM, Tok, additive, kv_generate, load_tok
 from ledgerlm.model.ensemble import Ensemble as KVEnsemble
 from ledgerlm.model.ensemble import check_mode, combine
 from ledgerlm.model.hf import load_model
@@ -144,7 +144,7 @@ class LedgerLlama(LM):
         return self.model.lm_head(h[bidx, tidx]).float()
 
     def generate_tokens(self, prompts, max_new, stops, lmeval: bool = False):
-        return _kv_generate(self.model, self.tok, prompts, max_new, stops, lmeval)
+        return kv_generate(self.model, self.tok, prompts, max_new, stops, lmeval)
 
 
 class EnsembleLM(LM):
@@ -189,7 +189,7 @@ class EnsembleLM(LM):
                 self._kv_model = False
         if self._kv_model is False:
             return super().generate_tokens(prompts, max_new, stops, lmeval)
-        return _kv_generate(self._kv_model, self.tok, prompts, max_new, stops, lmeval)
+        return kv_generate(self._kv_model, self.tok, prompts, max_new, stops, lmeval)
 
 
 def _max_length(cfg, tok_max) -> int:

@@ -385,7 +385,7 @@ def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
     return text
 
 
-def _kv_generate(model, tok: Tok, prompts: list[list[int]], max_new: int, stops: list[str], lmeval: bool):
+def kv_generate(model, tok: Tok, prompts: list[list[int]], max_new: int, stops: list[str], lmeval: bool):
     """Greedy decoding with ledgerlm's KV-cache generator (our Llama, or an ensemble of them)."""
     return generate(
         model,

@@ -39,7 +39,7 @@ from ledgerlm.device import peak_flops
 from ledgerlm.model.hf import load_model, save_model
 from ledgerlm.model.llama import ModelConfig, build_model, model_config
 from ledgerlm.train.data import WindowSource, doc_ids_from_eot
-from ledgerlm.train.pretrain_config import Config, _err, resolve_lengths
+from ledgerlm.train.pretrain_config import Config, config_error, resolve_lengths
 
 
 class TrainingDiverged(RuntimeError):
@@ -152,7 +152,7 @@ def build(cfg: Config, mcfg: ModelConfig, dev: str, seed: int) -> torch.nn.Modul
     if cfg.init_from:
         src = load_model(cfg.init_from)
         if dataclasses.replace(src.cfg, dropout=mcfg.dropout, max_seq_len=mcfg.max_seq_len) != mcfg:
-            raise _err("init_from", f"{cfg.init_from} has config {src.cfg}, recipe model is {mcfg}")
+            raise config_error("init_from", f"{cfg.init_from} has config {src.cfg}, recipe model is {mcfg}")
         model.load_state_dict(src.state_dict())
     return model.train()
 
@@ -161,18 +161,18 @@ def setup(cfg: Config, source: WindowSource, vocab_size: int, seed: int, info: D
     """Check the config against the data, then build the model, optimizer, schedule, EMA / averaging, val batches."""
     dev = info.device
     if cfg.parallel == "fsdp" and cfg.optimizer == "muon":
-        raise _err("optimizer", "muon is not supported with parallel=fsdp (it needs whole matrices); use ddp")
+        raise config_error("optimizer", "muon is not supported with parallel=fsdp (it needs whole matrices); use ddp")
     if cfg.seq_len != source.seq_len:
-        raise _err("seq_len", f"{cfg.seq_len} but the data source cuts windows of {source.seq_len}")
+        raise config_error("seq_len", f"{cfg.seq_len} but the data source cuts windows of {source.seq_len}")
     L = resolve_lengths(cfg, info.world, source.n_tokens, getattr(source, "phase_tokens", 0))
     if getattr(source, "phase_tokens", 0) and L["tokens"] > source.phase_tokens:
-        raise _err("tokens", f"{L['tokens']:,} training tokens exceed the phases' {source.phase_tokens:,}")
+        raise config_error("tokens", f"{L['tokens']:,} training tokens exceed the phases' {source.phase_tokens:,}")
     source.doc_ids = cfg.doc_mask
     steps = L["steps"]
     try:
         mcfg = model_config(cfg.model, vocab_size=vocab_size, dropout=cfg.dropout or None)
     except ValueError as e:
-        raise _err("model", str(e)) from None
+        raise config_error("model", str(e)) from None
     if cfg.seq_len > mcfg.max_seq_len:
         mcfg = dataclasses.replace(mcfg, max_seq_len=cfg.seq_len)
     model = build(cfg, mcfg, dev, seed)
@@ -196,7 +196,7 @@ def setup(cfg: Config, source: WindowSource, vocab_size: int, seed: int, info: D
     avg_steps = set(snapshot_steps(d0 if d0 < steps else 0, steps, cfg.average_last_k))
     val = source.val_sets(cfg.val_batches, cfg.micro_batch_size) if cfg.val_batches else {}
     if cfg.val_batches and cfg.eval_every and not val:  # else every validation loss would be NaN
-        raise _err(
+        raise config_error(
             "val_batches",
             f"the held-out split has less than one validation batch ({cfg.micro_batch_size} x {cfg.seq_len + 1} tokens); "
             "raise tokenize.val_fraction, or set pretrain.val_batches=0 to train without a validation loss",
@@ -243,10 +243,10 @@ def resolve_val_on(cfg: Config, mixtures: dict[str, dict[str, float]], val: dict
         weights = {name: 1.0}
     else:
         names = sorted(set(mixtures) | {s for m in mixtures.values() for s in m})
-        raise _err("val_on", f"{name!r} is neither a phase nor a source (phases and sources: {', '.join(names)})")
+        raise config_error("val_on", f"{name!r} is neither a phase nor a source (phases and sources: {', '.join(names)})")
     missing = [s for s in weights if s not in val]
     if missing:
-        raise _err(
+        raise config_error(
             "val_on",
             f"{name!r} draws on {missing}, which have less than one validation batch ({cfg.micro_batch_size} x "
             f"{cfg.seq_len + 1} tokens) in the held-out split; raise tokenize.val_fraction or name another val_on",
@@ -444,7 +444,7 @@ def select_final(t: Trainer) -> tuple[torch.nn.Module, str, dict[str, float], di
     if t.avg and t.avg.count:
         candidates["avg"] = {k: v / t.avg.count for k, v in t.avg.state_tensors().items()}
     if cfg.select_final != "best" and cfg.select_final not in candidates:
-        raise _err("select_final", f"{cfg.select_final!r} is not available (enabled: {sorted(candidates)})")
+        raise config_error("select_final", f"{cfg.select_final!r} is not available (enabled: {sorted(candidates)})")
     raw = {n: p.detach().clone() for n, p in final.named_parameters()}
     val_by, full = {}, {}
     for name, w in candidates.items():

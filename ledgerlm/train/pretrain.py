@@ -26,7 +26,7 @@ from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.train import supply
 from ledgerlm.train.data import LoaderSource, from_tokenize_dir
 from ledgerlm.train.loop import train
-from ledgerlm.train.pretrain_config import Config, _err, resolve_lengths
+from ledgerlm.train.pretrain_config import Config, config_error, resolve_lengths
 
 # ----------------------------------------------------------------------------- stage protocol
 
@@ -64,7 +64,7 @@ def plan(cfg: Config, ctx) -> list[str]:
         try:
             phases = phases_from_config(cfg.phases)
         except ValueError as e:
-            raise _err("phases", str(e)) from None
+            raise config_error("phases", str(e)) from None
         try:
             L = resolve_lengths(cfg, 1, 1, sum(p.tokens for p in phases))
             starts = [0]
@@ -92,7 +92,7 @@ def check_supply(cfg: Config, rows: list) -> None:
     bad = supply.over_limit(rows, cfg.max_source_passes)
     if bad:
         s, p = max(bad.items(), key=lambda kv: kv[1])
-        raise _err(
+        raise config_error(
             "max_source_passes",
             f"the phases draw {p:.2f} passes over source {s!r} (limit {cfg.max_source_passes:g}): raise its curate "
             "limit, lower its mixture weight, or raise pretrain.max_source_passes",
@@ -117,12 +117,12 @@ def make_source(cfg: Config, tok_dir, seed: int, info: DistInfo):
     """The project TokenLoader (phases, mixtures); a fixed seeded subset of windows when data_tokens is set."""
     if cfg.data_tokens:
         if cfg.phases:
-            raise _err("data_tokens", "cannot be combined with phases (limit the data in curate instead)")
+            raise config_error("data_tokens", "cannot be combined with phases (limit the data in curate instead)")
         return from_tokenize_dir(tok_dir, cfg.seq_len, seed, cfg.data_tokens)
     try:
         phases = phases_from_config(cfg.phases)
     except ValueError as e:
-        raise _err("phases", str(e)) from None
+        raise config_error("phases", str(e)) from None
     return LoaderSource(
         tok_dir, cfg.seq_len, cfg.micro_batch_size, seed, info.rank, info.world, phases, cfg.align_to_docs, cfg.doc_mask
     )

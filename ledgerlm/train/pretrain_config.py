@@ -65,7 +65,7 @@ class Config:
     max_source_passes: float = ranged(4.0, ge=0)
     extra: dict = field(default_factory=dict)  # free-form notes recorded in the ledger
 
-def _err(key: str, msg: str):
+def config_error(key: str, msg: str):
     return ConfigError(f"pretrain.{key}", msg)
 
 
@@ -74,12 +74,12 @@ def resolve_lengths(cfg: Config, world: int, data_tokens_available: int, phase_t
     micro = cfg.micro_batch_size * cfg.seq_len
     bt = cfg.batch_tokens or micro * world
     if bt % (micro * world):
-        raise _err("batch_tokens", f"{bt} is not a multiple of micro_batch_size*seq_len*world = {micro}*{world}")
+        raise config_error("batch_tokens", f"{bt} is not a multiple of micro_batch_size*seq_len*world = {micro}*{world}")
     dials = [n for n in ("steps", "tokens", "epochs") if getattr(cfg, n)]
     if not dials and phase_tokens:  # the phases' budget is the length
         return resolve_lengths(dataclasses.replace(cfg, tokens=phase_tokens), world, data_tokens_available)
     if len(dials) != 1:
-        raise _err("steps", f"set exactly one of steps, tokens, epochs (got {dials or 'none'})")
+        raise config_error("steps", f"set exactly one of steps, tokens, epochs (got {dials or 'none'})")
     if cfg.steps:
         steps = cfg.steps
     elif cfg.tokens:
@@ -87,5 +87,5 @@ def resolve_lengths(cfg: Config, world: int, data_tokens_available: int, phase_t
     else:
         steps = int(cfg.epochs * data_tokens_available) // bt
     if steps < 1:
-        raise _err(dials[0], f"gives {steps} optimizer steps at batch_tokens={bt}; need at least 1")
+        raise config_error(dials[0], f"gives {steps} optimizer steps at batch_tokens={bt}; need at least 1")
     return {"batch_tokens": bt, "grad_accum": bt // (micro * world), "steps": steps, "tokens": steps * bt}

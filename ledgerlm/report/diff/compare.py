@@ -121,10 +121,10 @@ def is_timing(key: str) -> bool:
 def _equal(x: Any, y: Any) -> bool:
     if isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
         return True
-    return x == y and type(x) is type(y) or (_number(x) and _number(y) and x == y)
+    return x == y and type(x) is type(y) or (is_number(x) and is_number(y) and x == y)
 
 
-def _number(x: Any) -> bool:
+def is_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
@@ -191,7 +191,7 @@ def _incidental_file(pa: Path, pb: Path, roots_a: tuple[str, ...], roots_b: tupl
 # ----------------------------------------------------------------------------- one stage
 
 
-def _artifact_key(art: dict | None) -> Any:
+def artifact_key(art: dict | None) -> Any:
     if art is None:
         return None
     return art.get("sha256", art.get("path")) if art.get("kind") != "missing" else "missing"
@@ -202,9 +202,9 @@ def _compare_outputs(ra: dict, rb: dict, a: Run, b: Run) -> list[dict]:
     oa, ob = ra.get("outputs") or {}, rb.get("outputs") or {}
     for name in list(oa) + [n for n in ob if n not in oa]:
         xa, xb = oa.get(name), ob.get(name)
-        if xa is not None and xb is not None and _artifact_key(xa) == _artifact_key(xb):
+        if xa is not None and xb is not None and artifact_key(xa) == artifact_key(xb):
             continue
-        row: dict[str, Any] = {"name": name, "path": (xa or xb)["path"], "a": _artifact_key(xa), "b": _artifact_key(xb)}
+        row: dict[str, Any] = {"name": name, "path": (xa or xb)["path"], "a": artifact_key(xa), "b": artifact_key(xb)}
         files: list[str] = []
         incidental_files: list[str] = []
         if xa and xb and xa.get("kind") == xb.get("kind") == "dir":
@@ -230,7 +230,7 @@ def _compare_inputs(ra: dict, rb: dict, incidental_paths: set[str], verdicts: di
     ia, ib = ra.get("inputs") or {}, rb.get("inputs") or {}
     for name in list(ia) + [n for n in ib if n not in ia]:
         xa, xb = ia.get(name), ib.get(name)
-        if xa is not None and xb is not None and _artifact_key(xa) == _artifact_key(xb):
+        if xa is not None and xb is not None and artifact_key(xa) == artifact_key(xb):
             continue
         path = (xa or xb)["path"]
         incidental = bool(

@@ -12,7 +12,7 @@ from typing import Any
 
 from ledgerlm import ledger
 from ledgerlm.io import iter_jsonl
-from ledgerlm.report.diff.compare import EXAMPLES, TEXT_CHARS, Run, _artifact_key
+from ledgerlm.report.diff.compare import EXAMPLES, TEXT_CHARS, Run, artifact_key
 
 # ----------------------------------------------------------------------------- data: curation and tokenization
 
@@ -66,7 +66,7 @@ def documents_moved(a: Run, b: Run, examples: int = EXAMPLES) -> dict | None:
     ra, rb = a.records.get("curate"), b.records.get("curate")
     if not ra or not rb or not {"kept", "excluded"} <= set(ra.get("outputs") or {}) & set(rb.get("outputs") or {}):
         return None
-    if all(_artifact_key(ra["outputs"][k]) == _artifact_key(rb["outputs"][k]) for k in ("kept", "excluded")):
+    if all(artifact_key(ra["outputs"][k]) == artifact_key(rb["outputs"][k]) for k in ("kept", "excluded")):
         return {"moves": [], "same": _count_docs(ra), "text_changed": 0}
     moves: Counter = Counter()
     shown: dict[tuple, list] = {}

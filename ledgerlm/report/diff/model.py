@@ -10,7 +10,7 @@ from ledgerlm import ledger
 from ledgerlm.eval.compare import compare as compare_results
 from ledgerlm.eval.eval_stage import load_results
 from ledgerlm.io import iter_jsonl
-from ledgerlm.report.diff.compare import CURVE_KEYS, Run, _number, changed_keys
+from ledgerlm.report.diff.compare import CURVE_KEYS, Run, changed_keys, is_number
 from ledgerlm.stage import get
 
 # ----------------------------------------------------------------------------- model: curves, metrics, effects, eval
@@ -45,7 +45,7 @@ def model_effects(a: Run, b: Run, order: list[str], iters: int, seed: int) -> di
         if not ra or not rb:
             continue
         rows_a, rows_b = metrics_rows(a, ra), metrics_rows(b, rb)
-        keys = [k for k in CURVE_KEYS if any(_finite(r.get(k)) for r in rows_a + rows_b)]
+        keys = [k for k in CURVE_KEYS if any(is_finite(r.get(k)) for r in rows_a + rows_b)]
         pa, pb = _points(rows_a, keys), _points(rows_b, keys)
         keys = [k for k in keys if pa[k] != pb[k]][:3]  # a curve the two runs share says nothing about the change
         if keys:
@@ -54,11 +54,11 @@ def model_effects(a: Run, b: Run, order: list[str], iters: int, seed: int) -> di
             )
         heads = headline(s)
         for c in changed_keys(ra.get("metrics"), rb.get("metrics")):
-            if c["incidental"] or c["key"].startswith("effect") or not (_number(c["a"]) or _number(c["b"])):
+            if c["incidental"] or c["key"].startswith("effect") or not (is_number(c["a"]) or is_number(c["b"])):
                 continue
             if re.search(r"\[\d+\]\.", c["key"]):  # a field of a list of rows (the contamination table): shown whole
                 continue
-            delta = c["b"] - c["a"] if _number(c["a"]) and _number(c["b"]) else None
+            delta = c["b"] - c["a"] if is_number(c["a"]) and is_number(c["b"]) else None
             out["metrics"].append({"stage": s, **c, "delta": delta, "headline": c["key"] in heads})
         ea, eb = (ra.get("metrics") or {}).get("effect"), (rb.get("metrics") or {}).get("effect")
         if isinstance(ea, dict) or isinstance(eb, dict):
@@ -72,15 +72,15 @@ def model_effects(a: Run, b: Run, order: list[str], iters: int, seed: int) -> di
     return out
 
 
-def _finite(x: Any) -> bool:
-    return _number(x) and math.isfinite(x)
+def is_finite(x: Any) -> bool:
+    return is_number(x) and math.isfinite(x)
 
 
 def _points(rows: list[dict], keys: list[str], most: int = 1000) -> dict[str, list]:
     """(step, value) per key, thinned to at most `most` points (a long run's curve keeps its shape)."""
     out = {}
     for k in keys:
-        pts = [[r["step"], r[k]] for r in rows if _finite(r.get(k)) and _number(r.get("step"))]
+        pts = [[r["step"], r[k]] for r in rows if is_finite(r.get(k)) and is_number(r.get("step"))]
         stride = max(1, math.ceil(len(pts) / most))
         out[k] = pts[::stride] + (pts[-1:] if pts and (len(pts) - 1) % stride else [])
     return out

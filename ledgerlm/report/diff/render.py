@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledgerlm.report.diff.compare import _number
+from ledgerlm.report.diff.compare import is_number
 from ledgerlm.report.diff.data import CONTAM_FIELDS
-from ledgerlm.report.diff.words import _delta, _effect_text, _move, _val, _why, fmt, verdict_text
+from ledgerlm.report.diff.words import delta_text, effect_text, fmt, move_text, side_value, verdict_text, why_text
 
 # ----------------------------------------------------------------------------- Markdown and HTML
 
@@ -112,7 +112,7 @@ def render(d: dict, page, level: int = 1, title: str | None = None) -> None:
     for r in d["stages"]:
         secs = r.get("seconds") or [None, None]
         name = f"**{r['stage']}**" if r["stage"] == d["first_divergent"] else r["stage"]
-        srows.append([name, _why(r), num(secs[0]), num(secs[1])])
+        srows.append([name, why_text(r), num(secs[0]), num(secs[1])])
     page.table(["stage", "A vs B", "wall time A (s)", "wall time B (s)"], srows)
     page.para(
         "A stage is the same when its config, code, environment, seed, input and output hashes, counters and metrics "
@@ -135,12 +135,12 @@ def _render_changes(d: dict, page, h: int) -> None:
     if ch["recipe_keys"]:
         page.para("Recipe keys outside the stages' sections:")
         page.table(
-            ["key", "A", "B"], [[_code(c["key"]), _code(_val(c, "a")), _code(_val(c, "b"))] for c in ch["recipe_keys"]]
+            ["key", "A", "B"], [[_code(c["key"]), _code(side_value(c, "a")), _code(side_value(c, "b"))] for c in ch["recipe_keys"]]
         )
     page.para(f"Resolved config keys that differ: {page.num(len(ch['config']))}.")
     page.table(
         ["stage", "key", "A", "B"],
-        [[c["stage"], _code(c["key"]), _code(_val(c, "a")), _code(_val(c, "b"))] for c in ch["config"]],
+        [[c["stage"], _code(c["key"]), _code(side_value(c, "a")), _code(side_value(c, "b"))] for c in ch["config"]],
     )
     if ch["other"]:
         page.para("Code, environment and seed:")
@@ -170,12 +170,12 @@ def _render_data(d: dict, page, h: int) -> None:
         if docs and docs["moves"]:
             page.table(
                 ["in A", "in B", "documents"],
-                [[_move(m["a"], "A"), _move(m["b"], "B"), num(m["n"])] for m in docs["moves"]],
+                [[move_text(m["a"], "A"), move_text(m["b"], "B"), num(m["n"])] for m in docs["moves"]],
             )
             extra = f" ({num(docs['text_changed'])} of them with a different text)" if docs["text_changed"] else ""
             page.para(f"{num(docs['same'])} documents had the same fate in both runs{extra}.")
             for m in docs["moves"]:
-                page.heading(f"{_move(m['a'], 'A')}, {_move(m['b'], 'B')}: {num(m['n'])}", h + 1)
+                page.heading(f"{move_text(m['a'], 'A')}, {move_text(m['b'], 'B')}: {num(m['n'])}", h + 1)
                 for pair in m["examples"]:
                     for x in pair:
                         where = f" `{x['where']}`" if x.get("where") else ""
@@ -200,7 +200,7 @@ def _render_data(d: dict, page, h: int) -> None:
         page.table(
             ["reason", "A", "B", "B − A"],
             [
-                [_code(r["key"]), num(r["a"] or 0), num(r["b"] or 0), _delta((r["b"] or 0) - (r["a"] or 0))]
+                [_code(r["key"]), num(r["a"] or 0), num(r["b"] or 0), delta_text((r["b"] or 0) - (r["a"] or 0))]
                 for r in cur["dropped"]
             ],
         )
@@ -222,7 +222,7 @@ def _render_data(d: dict, page, h: int) -> None:
                     r["what"],
                     num(r["a"], 4),
                     num(r["b"], 4),
-                    _delta(r["b"] - r["a"]) if _number(r["a"]) and _number(r["b"]) else "",
+                    delta_text(r["b"] - r["a"]) if is_number(r["a"]) and is_number(r["b"]) else "",
                 ]
                 for r in data["tokenize"]
             ],
@@ -247,7 +247,7 @@ def _render_model(d: dict, page, h: int) -> None:
             _code(r["key"]) + (" (headline)" if r["headline"] else ""),
             num(r["a"], 4),
             num(r["b"], 4),
-            _delta(r["delta"]),
+            delta_text(r["delta"]),
         ]
         for r in m["metrics"]
     ]
@@ -256,7 +256,7 @@ def _render_model(d: dict, page, h: int) -> None:
     if m["effects"]:
         page.para("Each stage's effect on its own metric (before → after, on the same held-out items):")
         page.table(
-            ["stage", "A", "B"], [[e["stage"], _effect_text(e["a"]), _effect_text(e["b"])] for e in m["effects"]]
+            ["stage", "A", "B"], [[e["stage"], effect_text(e["a"]), effect_text(e["b"])] for e in m["effects"]]
         )
     ev = m.get("eval")
     if ev:
@@ -270,7 +270,7 @@ def _render_model(d: dict, page, h: int) -> None:
                     num(r["n"]),
                     num(r["a"], 4),
                     num(r["b"], 4),
-                    _delta(r["b"] - r["a"]),
+                    delta_text(r["b"] - r["a"]),
                     num(r["a_only"]),
                     num(r["b_only"]),
                     num(r["p_value"]),
@@ -281,7 +281,7 @@ def _render_model(d: dict, page, h: int) -> None:
         s = ev.get("six_task_mean")
         if s:
             page.para(
-                f"Six-task mean: A {num(s['a'], 4)}, B {num(s['b'], 4)}, B − A {_delta(s['diff'])} "
+                f"Six-task mean: A {num(s['a'], 4)}, B {num(s['b'], 4)}, B − A {delta_text(s['diff'])} "
                 f"(95% CI [{num(s['ci95'][0])}, {num(s['ci95'][1])}], paired bootstrap p = {num(s['p_value'])}, "
                 f"{num(s['iters'])} resamples)."
             )

@@ -7,8 +7,8 @@ import math
 import re
 from typing import Any
 
-from ledgerlm.report.diff.compare import _number
-from ledgerlm.report.diff.model import _finite
+from ledgerlm.report.diff.compare import is_number
+from ledgerlm.report.diff.model import is_finite
 
 # ----------------------------------------------------------------------------- words and numbers
 
@@ -30,21 +30,21 @@ def fmt(x: Any, digits: int = 4) -> str:
     return json.dumps(x, default=str)
 
 
-def _val(c: dict, side: str) -> str:
+def side_value(c: dict, side: str) -> str:
     """One side of a changed key: its value, `(absent)` where that side had no such key."""
     if c.get("absent") == side:
         return "(absent)"
     return json.dumps(c[side]) if isinstance(c[side], str) or c[side] is None else fmt(c[side])
 
 
-def _delta(x: Any, digits: int = 3) -> str:
-    return "" if not _number(x) else f"{'+' if x >= 0 else '−'}{fmt(abs(x), digits)}"
+def delta_text(x: Any, digits: int = 3) -> str:
+    return "" if not is_number(x) else f"{'+' if x >= 0 else '−'}{fmt(abs(x), digits)}"
 
 
 WENT_IN = ("status", "config", "code", "environment", "seed", "inputs")
 
 
-def _why(row: dict) -> str:
+def why_text(row: dict) -> str:
     """What differs going in → what differs coming out, in a few words."""
     if row["same"]:
         incidental = any(x.get("incidental") for k in ("outputs", "metrics", "inputs") for x in row.get(k) or [])
@@ -72,7 +72,7 @@ def _some(names: list[str], most: int = 3) -> str:
     return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-def _move(state: str | None, side: str) -> str:
+def move_text(state: str | None, side: str) -> str:
     if state is None:
         return f"not read in {side}"
     return f"kept in {side}" if state == "kept" else f"dropped in {side} ({state})"
@@ -89,24 +89,24 @@ def headline_deltas(d: dict, limit: int = 16, per_stage: int = 2) -> list[str]:
     lines = []
     for stage in dict.fromkeys(r["stage"] for r in m.get("metrics", [])):
         rows = [
-            r for r in m["metrics"] if r["stage"] == stage and _finite(r["delta"]) and not NOT_HEADLINE.search(r["key"])
+            r for r in m["metrics"] if r["stage"] == stage and is_finite(r["delta"]) and not NOT_HEADLINE.search(r["key"])
         ]
         rows.sort(key=lambda r: (not r["headline"], -abs(r["delta"]) / max(abs(r["a"]), 1e-12)))
         rows = [r for i, r in enumerate(rows) if (r["a"], r["b"]) not in {(q["a"], q["b"]) for q in rows[:i]}]
-        lines += [f"{stage} {r['key']}: {fmt(r['a'])} → {fmt(r['b'])} ({_delta(r['delta'])})" for r in rows[:per_stage]]
+        lines += [f"{stage} {r['key']}: {fmt(r['a'])} → {fmt(r['b'])} ({delta_text(r['delta'])})" for r in rows[:per_stage]]
     for e in m.get("effects", []):
-        lines.append(f"{e['stage']} effect: A {_effect_text(e['a'])}; B {_effect_text(e['b'])}")
+        lines.append(f"{e['stage']} effect: A {effect_text(e['a'])}; B {effect_text(e['b'])}")
     ev = m.get("eval")
     if ev:
         for r in ev["tasks"]:
             lines.append(
-                f"eval {r['task']} {r['metric']}: {fmt(r['a'])} → {fmt(r['b'])} ({_delta(r['b'] - r['a'])}; "
+                f"eval {r['task']} {r['metric']}: {fmt(r['a'])} → {fmt(r['b'])} ({delta_text(r['b'] - r['a'])}; "
                 f"n = {r['n']}, McNemar p = {fmt(r['p_value'], 3)})"
             )
         s = ev.get("six_task_mean")
         if s:
             lines.append(
-                f"six-task mean: {fmt(s['a'])} → {fmt(s['b'])} ({_delta(s['diff'])}, 95% CI [{fmt(s['ci95'][0], 3)}, "
+                f"six-task mean: {fmt(s['a'])} → {fmt(s['b'])} ({delta_text(s['diff'])}, 95% CI [{fmt(s['ci95'][0], 3)}, "
                 f"{fmt(s['ci95'][1], 3)}], paired bootstrap p = {fmt(s['p_value'], 3)})"
             )
     elif m.get("eval_error"):
@@ -114,7 +114,7 @@ def headline_deltas(d: dict, limit: int = 16, per_stage: int = 2) -> list[str]:
     return lines[:limit]
 
 
-def _effect_text(e: Any) -> str:
+def effect_text(e: Any) -> str:
     if not isinstance(e, dict):
         return "not recorded"
     return (
@@ -130,7 +130,7 @@ def verdict_text(d: dict) -> str:
         return f"The runs are {what}: {n} stage{'s' if n != 1 else ''} with the same config, code, inputs and outputs."
     first = next(r for r in d["stages"] if r["stage"] == d["first_divergent"])
     down = d["downstream"]
-    text = f"The runs differ. They part ways at **{first['stage']}** ({_why(first)})"
+    text = f"The runs differ. They part ways at **{first['stage']}** ({why_text(first)})"
     return text + (f"; downstream of it: {', '.join(down)}." if down else ".")
 
 
@@ -149,11 +149,11 @@ def summary(d: dict, top: int = 8) -> str:
     lines.append("stages:")
     for r in d["stages"]:
         mark = "*" if r["stage"] == d["first_divergent"] else " "
-        lines.append(f" {mark}{r['stage']:<{width}}  {_why(r)}")
+        lines.append(f" {mark}{r['stage']:<{width}}  {why_text(r)}")
     ch = d["changes"]
     changed = [f"recipe: {c['a']} → {c['b']}" for c in ch["recipe"]]
-    changed += [f"recipe {c['key']}: {_val(c, 'a')} → {_val(c, 'b')}" for c in ch["recipe_keys"]]
-    changed += [f"{c['stage']}.{c['key']}: {_val(c, 'a')} → {_val(c, 'b')}" for c in ch["config"]]
+    changed += [f"recipe {c['key']}: {side_value(c, 'a')} → {side_value(c, 'b')}" for c in ch["recipe_keys"]]
+    changed += [f"{c['stage']}.{c['key']}: {side_value(c, 'a')} → {side_value(c, 'b')}" for c in ch["config"]]
     changed += [f"{c['kind']} {c['key']}: {fmt(c['a'])} → {fmt(c['b'])}" for c in ch["other"]]
     if changed:
         more = f" (and {len(changed) - top} more; --out DIR or --json lists them all)" if len(changed) > top else ""
@@ -165,7 +165,7 @@ def summary(d: dict, top: int = 8) -> str:
         for mv in docs["moves"][:top]:
             ex = ", ".join(x[-1]["id"] for x in mv["examples"][:2])
             lines.append(
-                f"  {mv['n']:>6,}  {_move(mv['a'], 'A')}, {_move(mv['b'], 'B')}" + (f"  (e.g. {ex})" if ex else "")
+                f"  {mv['n']:>6,}  {move_text(mv['a'], 'A')}, {move_text(mv['b'], 'B')}" + (f"  (e.g. {ex})" if ex else "")
             )
     deltas = headline_deltas(d)
     if deltas:
