@@ -134,7 +134,8 @@ def _corpus(root: Path) -> None:
 _RUNNER = """
 import json, sys
 from pathlib import Path
-from ledgerlm.data.curate import Config, ExecutorConfig
+from ledgerlm.data.curate import Config
+from ledgerlm.data.curate.config import ExecutorConfig
 from ledgerlm.data.quality import QualityConfig
 from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import SourceSpec
