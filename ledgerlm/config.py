@@ -193,22 +193,21 @@ def from_dict(cls: type, data: Any, prefix: str = "", file: str | Path | None = 
 
 
 def _renamed(cls: type, data: dict, prefix: str, file: str | Path | None) -> dict:
-    """A key a class renamed (`RENAMED_KEYS`: old -> new) is read as the new one, with a warning, for one release;
-    both at once is an error (which one was meant?)."""
+    """A key a class renamed (`RENAMED_KEYS`: old -> new) is read as the new one, with a warning, for one release.
+    Given with the new one too (an old override or recipe over a base that uses the new name), the later one wins:
+    recipes and `key=value` overrides are merged in order, so the later key is the one the user wrote last."""
     renamed = getattr(cls, "RENAMED_KEYS", {})
     if not any(k in renamed for k in data):
         return data
-    out = {}
+    out: dict = {}
     for k, v in data.items():
-        new = renamed.get(k)
-        if new is None:
-            out[k] = v
-            continue
-        if new in data:
-            raise ConfigError(_join(prefix, k), f"renamed to {new!r}, which is also given: keep only {new!r}", file)
-        warnings.warn(
-            f"{_join(prefix, k)}: renamed to {_join(prefix, new)}; the old name goes in the next release", stacklevel=3
-        )
+        new = renamed.get(k, k)
+        if new != k:
+            warnings.warn(
+                f"{_join(prefix, k)}: renamed to {_join(prefix, new)}; the old name goes in the next release",
+                stacklevel=3,
+            )
+        out.pop(new, None)  # the later of the two names wins (and keeps the later position)
         out[new] = v
     return out
 

@@ -119,17 +119,19 @@ def test_unfinished_pairs_stop_before_the_answer_line():
     )
 
 
-def test_a_renamed_key_is_read_with_a_warning_and_both_names_at_once_is_an_error():
+def test_a_renamed_key_is_read_with_a_warning_and_the_later_name_wins():
     """The pretrain micro-batch key is now micro_batch_size (the name every other stage uses): old recipes load."""
-    from ledgerlm.config import ConfigError, from_dict
+    from ledgerlm.config import from_dict
     from ledgerlm.train.pretrain import Config
 
     old = "micro_batch"  # rewrite_imports: keep
     with pytest.warns(UserWarning, match=rf"pretrain.{old}: renamed to pretrain.micro_batch_size"):
         cfg = from_dict(Config, {old: 3}, "pretrain")
     assert cfg.micro_batch_size == 3
-    with pytest.raises(ConfigError, match=rf"pretrain.{old}: renamed to 'micro_batch_size', which is also given"):
-        from_dict(Config, {old: 3, "micro_batch_size": 4}, "pretrain")
+    with pytest.warns(UserWarning):  # both names: the later one wins (an old override over a recipe's new key)
+        assert from_dict(Config, {"micro_batch_size": 4, old: 3}, "pretrain").micro_batch_size == 3
+        assert from_dict(Config, {old: 3, "micro_batch_size": 4}, "pretrain").micro_batch_size == 4
+    assert main(["plan", "demo", f"pretrain.{old}=5"]) == 0  # demo.yaml says micro_batch_size: the override wins
 
 
 def test_curate_tasks_flag_renamed_to_datatrove_tasks(tmp_path):
