@@ -99,7 +99,8 @@ def build_docs(n: int, bench_items: dict[str, list[str]], seed: int = 0) -> tupl
 
 
 def stage_config(src: Path, near_dedup: bool):
-    from ledgerlm.data.curate import Config, NearDedupConfig
+    from ledgerlm.data.curate import Config
+    from ledgerlm.data.curate.config import NearDedupConfig
     from ledgerlm.data.quality import QualityConfig
     from ledgerlm.data.segdedup import SegDedupConfig
     from ledgerlm.data.sources import SourceSpec

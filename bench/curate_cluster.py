@@ -3,7 +3,7 @@
     scripts/slurm-local.sh start                       # once, as root (apt-get install -y slurm-wlm munge first)
     python -m bench.curate_cluster [--engines local,ray,slurm] [--tasks 4] [--out DIR] [--no-record]
 
-Data: the rehearsal's Hub mirror (ledgerlm/data/rehearsal.py), turned into local Parquet copies exactly as
+Data: the rehearsal's Hub mirror (ledgerlm/rehearsal/), turned into local Parquet copies exactly as
 docs/recipes.md ("Local copies") says — FineWeb-Edu's sample files as they are, the three other sources exported
 with `datasets` — so the cluster recipes run as written, only pointed at those copies: `ledgerlm curate --recipe
 curate-slurm` (and `curate-ray`, and `curate-slurm` with `curate.executor.kind=local` as the reference). Ray runs on
@@ -39,8 +39,7 @@ def local_copies(out: Path) -> tuple[Path, Path]:
     """(mirror, data dir): the rehearsal's Hub mirror and the Parquet copies the cluster recipes read."""
     import datasets
 
-    from ledgerlm import hub
-    from ledgerlm.data import rehearsal
+    from ledgerlm import hub, rehearsal
 
     mirror, data = out / "hub", out / "data"
     if not rehearsal.is_built(mirror):
@@ -64,7 +63,7 @@ def local_copies(out: Path) -> tuple[Path, Path]:
 
 def overrides(mirror: Path, data: Path, kind: str, tasks: int) -> list[str]:
     """curate-slurm pointed at the local copies, on `kind`, at a size for one small machine."""
-    out = [f"hub_mirror.path={mirror}", f"curate.executor.kind={kind}", f"curate.executor.tasks={tasks}"]
+    out = [f"hub_mirror.path={mirror}", f"curate.executor.kind={kind}", f"curate.executor.datatrove_tasks={tasks}"]
     out += [f"curate.executor.workers={tasks}", "curate.shards=4", "curate.segment_dedup.min_docs=40"]
     out += ["curate.executor.slurm_cpus_per_task=1", "curate.executor.slurm_mem_per_cpu_gb=1"]
     out += ["curate.executor.poll_seconds=2"]

@@ -66,8 +66,8 @@ def mfu_both(cfg, seq: int, tok_s: float, device: str) -> dict:
 
 def point(args) -> dict:
     """One training step configuration, measured: build, compile, warm up, time `steps` optimizer steps."""
+    from ledgerlm.components.optimizer import build_optimizer
     from ledgerlm.model.llama import build_model, model_config
-    from ledgerlm.train.optim import build_optimizer
 
     dev = args.device
     _setup(dev, args.threads)
@@ -190,6 +190,7 @@ def cmd_trainer(args) -> dict:
     import numpy as np
 
     from ledgerlm.model.llama import model_config
+    from ledgerlm.train import loop
     from ledgerlm.train import pretrain as P
     from ledgerlm.train.data import WindowSource
 
@@ -208,7 +209,7 @@ def cmd_trainer(args) -> dict:
     c = P.Config(
         model=args.size,
         seq_len=T,
-        micro_batch=B,
+        micro_batch_size=B,
         batch_tokens=2 * B * T,
         steps=steps,
         compile=args.compile,
@@ -233,13 +234,13 @@ def cmd_trainer(args) -> dict:
             if step == steps // 2:
                 raise Killed
 
-        P._STEP_HOOK = kill
+        loop._STEP_HOOK = kill
         try:
             P.train(c, source(), Path(d) / "res", vocab_size=cfg.vocab_size, device=dev)
         except Killed:
             pass
         finally:
-            P._STEP_HOOK = None
+            loop._STEP_HOOK = None
         t0 = time.perf_counter()
         res = P.train(c, source(), Path(d) / "res", vocab_size=cfg.vocab_size, device=dev)
         resume_s = time.perf_counter() - t0

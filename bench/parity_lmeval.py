@@ -110,8 +110,8 @@ def main() -> int:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
+    from ledgerlm.eval.backends import load_lm
     from ledgerlm.eval.evaluate import score_generative, score_loglikelihood_task
-    from ledgerlm.eval.harness import load_lm
     from ledgerlm.tasks import load_task
 
     if args.device == "cpu":
@@ -354,8 +354,8 @@ def gsm8k_special_row(args, tmp: Path, task, lname: str, tm) -> tuple[list[str],
     from lm_eval.models.huggingface import HFLM
     from tiny_model import make_tiny_model
 
+    from ledgerlm.eval.backends import load_lm
     from ledgerlm.eval.evaluate import score_generative
-    from ledgerlm.eval.harness import load_lm
 
     kw = {"size": args.size} if args.size else {"n_layer": 4, "d_model": 256, "max_seq_len": 1024}
     if args.special_model:

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from bench._record import record
+from ledgerlm.components.optimizer import build_optimizer
 from ledgerlm.io import iter_jsonl
 from ledgerlm.model.llama import build_model, model_config
 from ledgerlm.model.loss import DEFAULT_CHUNK
-from ledgerlm.train.optim import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -251,7 +251,7 @@ def _gpu_loop(args, cfg, B, T) -> str:
     c = Config(
         model="smollm-135m",
         seq_len=T,
-        micro_batch=B,
+        micro_batch_size=B,
         steps=args.loop_steps,
         compile=True,
         eval_every=0,
@@ -327,7 +327,7 @@ def cmd_data(args):
     base = dict(
         model=model,
         seq_len=128,
-        micro_batch=16,
+        micro_batch_size=16,
         lr=3e-3,
         warmup=10,
         eval_every=0,
@@ -338,7 +338,7 @@ def cmd_data(args):
         decay_frac=0.3,
     )
     D = args.data_tokens
-    bt = base["seq_len"] * base["micro_batch"]
+    bt = base["seq_len"] * base["micro_batch_size"]
     plain = dict(base, data_tokens=D, tokens=D, weight_decay=0.1)  # one epoch, standard AdamW
     eff = dict(
         base,

@@ -1,6 +1,6 @@
 """Peak RSS of `ledgerlm curate` per step: where does memory still grow with the corpus?
 
-    python -m bench.rss_by_step RUN/logs/curate.log ledgerlm curate --input web=FILE --out RUN --tasks 1 --workers 1
+    python -m bench.rss_by_step RUN/logs/curate.log ledgerlm curate --input web=FILE --out RUN --datatrove-tasks 1 --workers 1
 
 Runs the command, samples VmRSS of every process of its tree every 0.1 s (Linux /proc), and attributes each sample to
 the step in progress: the one after the last "curate step X done" line of the stage log. Prints, per step, the peak

@@ -2,7 +2,7 @@
 
 A generated web-like corpus (log-normal document lengths, mean ~4 KB, lines of 1-4 real English sentences, footers
 shared by many pages, 3% exact copies and 3% near copies of earlier pages) is curated with
-`ledgerlm curate --input web=FILE --out RUN --tasks W --workers W` and tokenized with `ledgerlm tokenize --out RUN
+`ledgerlm curate --input web=FILE --out RUN --datatrove-tasks W --workers W` and tokenized with `ledgerlm tokenize --out RUN
 --workers W`, each under a small wrapper that reports the CPU time (process + children) and the peak RSS of the
 largest process of the tree. Then:
 
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
         for w in workers:
             run = d / f"run-w{w}"
             cur = ["-m", "ledgerlm", "curate", "--input", f"web={corpus}", "--out", str(run)]
-            m = measured([sys.executable, *cur, "--tasks", str(w), "--workers", str(w)], ROOT)
+            m = measured([sys.executable, *cur, "--datatrove-tasks", str(w), "--workers", str(w)], ROOT)
             rows.append({"docs": n, "stage": "curate", "workers": w, **m})
             print(f"[{n}] curate W={w}: {json.dumps(rows[-1])[:300]}", flush=True)
             save()

@@ -19,14 +19,15 @@ from pathlib import Path
 import torch
 
 from bench._record import record
+from ledgerlm.components import chat
+from ledgerlm.components.optimizer import build_optimizer
 from ledgerlm.data.tokenizer import train_tokenizer
 from ledgerlm.device import resolve_device
 from ledgerlm.io import iter_jsonl
 from ledgerlm.model.hf import save_model
 from ledgerlm.model.llama import build_model, model_config
 from ledgerlm.pipeline import build_recipe, run_stage
-from ledgerlm.post import chat, sft
-from ledgerlm.train.optim import build_optimizer
+from ledgerlm.post import sft
 
 LOAD = os.getloadavg()[0]  # before this script adds its own load
 ROOT = Path(__file__).resolve().parents[1]

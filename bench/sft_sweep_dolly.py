@@ -22,12 +22,13 @@ import torch
 import yaml
 
 from bench._record import record
+from ledgerlm.components import chat
 from ledgerlm.data.tokenizer import train_tokenizer
 from ledgerlm.device import resolve_device
 from ledgerlm.model.hf import save_model
 from ledgerlm.model.llama import build_model, model_config
 from ledgerlm.pipeline import build_recipe, run_stage
-from ledgerlm.post import chat, sweep
+from ledgerlm.post import sweep
 
 LOAD = os.getloadavg()[0]  # before this script adds its own load
 ROOT = Path(__file__).resolve().parents[1]

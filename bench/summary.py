@@ -66,15 +66,15 @@ def pending(row: Row, sec: Section | None) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------- rows
-CURATE = ["bench/curate.py", "ledgerlm/data/curate.py", "ledgerlm/data/minhash.py", "ledgerlm/data/extsort.py"]
+CURATE = ["bench/curate.py", "ledgerlm/data/curate/", "ledgerlm/data/minhash.py", "ledgerlm/data/extsort.py"]
 CURATE += ["ledgerlm/data/dedup.py", "ledgerlm/data/sources.py", "ledgerlm/data/workdir.py", "ledgerlm/data/runs.py"]
 GATES = ["bench/curate.py", "ledgerlm/data/filters.py", "ledgerlm/data/quality.py", "ledgerlm/data/wordtok.py"]
 GATES += ["ledgerlm/data/spacy_en_rules.json"]
-POST = ["ledgerlm/post/common.py", "ledgerlm/post/preference.py", "ledgerlm/post/chat.py", "ledgerlm/model/llama.py"]
-POST += ["ledgerlm/eval/stats.py"]
+POST = ["ledgerlm/post/common.py", "ledgerlm/post/preference.py", "ledgerlm/components/chat.py"]
+POST += ["ledgerlm/model/llama.py", "ledgerlm/components/stats.py"]
 DECONTAM = ["bench/curate.py", "ledgerlm/data/decontam.py", "ledgerlm/data/minhash.py", "ledgerlm/tasks"]
-TOKENIZE = ["bench/tokenize.py", "ledgerlm/data/tokenize.py", "ledgerlm/data/shards.py", "ledgerlm/data/tokenizer.py"]
-TOKENIZE += ["ledgerlm/stage.py", "ledgerlm/ledger.py"]
+TOKENIZE = ["bench/tokenize.py", "ledgerlm/data/tokenize_stage.py", "ledgerlm/data/shards.py", "ledgerlm/data/tokenizer.py"]
+TOKENIZE += ["ledgerlm/data/documents.py", "ledgerlm/data/token_index.py", "ledgerlm/stage.py", "ledgerlm/ledger.py"]
 # an end-to-end run of every stage: any change to the package can move its numbers
 DEMO = ["bench/demo.py", "ledgerlm", "recipes/demo.yaml", "pyproject.toml"]
 
@@ -169,7 +169,7 @@ ROWS = [
         "{table:ours|vs HF eager}x eager vs eager; compiled: {table:ours+compile|vs HF eager}x vs HF eager, HF "
         "compiled {table:hf+compile|vs HF eager}x (medians of 4 rounds, process CPU time, 1 thread)",
         [("table:ours|vs HF eager", ">=", 1.3)],
-        ["bench/pretrain.py", "ledgerlm/model/llama.py", "ledgerlm/model/loss.py", "ledgerlm/train/optim.py"],
+        ["bench/pretrain.py", "ledgerlm/model/llama.py", "ledgerlm/model/loss.py", "ledgerlm/components/optimizer.py"],
     ),
     Row(
         "pretrain",

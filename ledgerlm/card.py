@@ -25,7 +25,7 @@ ALPHA = 0.05  # significance level of the verdicts' tests
 class Section:
     """One section of the report, declared by a stage (`StageSpec.report`, one Section or a tuple of them).
 
-    The generic report (ledgerlm.report.stage) writes the heading, then calls `render(card, record, records)` with
+    The generic report (ledgerlm.report.report_stage) writes the heading, then calls `render(card, record, records)` with
     the stage's ledger record and every completed record by stage name, or says `missing` when the stage did not
     run. Stages that share a `group` are shown under one heading of that name, each under its own `title` (a level
     lower), in registry order; a group with none of its stages run says so."""
@@ -269,7 +269,7 @@ def effect_worse(e: dict) -> bool:
 
 
 def effect_verdict(card: Card, name: str, e: dict) -> str:
-    """`<name> raised the <metric> from X to Y (n, test, p)`, from a stage's `metrics.effect` (ledgerlm.eval.stats
+    """`<name> raised the <metric> from X to Y (n, test, p)`, from a stage's `metrics.effect` (ledgerlm.components.stats
     .effect): before = the model the stage started from, after = the one it hands on. Worse is flagged (⚠), and a
     change whose p is not below ALPHA says so."""
     what = e.get("label") or label(str(e.get("metric", "metric")))

@@ -30,10 +30,10 @@ from ledgerlm.tasks import TaskDataError
 # Commands that are not pipeline stages: command -> (module, help). Each module has add_args(p) and main(args) -> int.
 TOOLS = {
     "contamination": (
-        "ledgerlm.data.contamination",
+        "ledgerlm.data.contamination_cmd",
         "contamination table of any dataset against benchmarks (read-only)",
     ),
-    "inspect": ("ledgerlm.data.inspect", "print samples of what a curation reason removed"),
+    "inspect": ("ledgerlm.data.inspect_docs", "print samples of what a curation reason removed"),
     "compare": ("ledgerlm.eval.compare", "paired tests between two evaluation results"),
     "diff": ("ledgerlm.report.diff", "why a number moved: two runs compared stage by stage from their ledgers"),
     "sweep": ("ledgerlm.sweep", "run a stage over a grid (e.g. LR x batch size) with contour plots"),

@@ -127,8 +127,8 @@ _BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b), "
 
 
 def ranged(default: Any, **bounds: float) -> Any:
-    """A dataclass field whose value from_dict checks against `ge`/`gt`/`le`/`lt`, e.g. `micro_batch: int =
-    ranged(8, ge=1)`: a recipe asking for micro_batch=-4 stops at validation, naming key and file."""
+    """A dataclass field whose value from_dict checks against `ge`/`gt`/`le`/`lt`, e.g. `micro_batch_size: int =
+    ranged(8, ge=1)`: a recipe asking for micro_batch_size=-4 stops at validation, naming key and file."""
     unknown = set(bounds) - set(_BOUNDS)
     if unknown:
         raise TypeError(f"ranged: unknown bounds {sorted(unknown)}")
@@ -165,6 +165,7 @@ def from_dict(cls: type, data: Any, prefix: str = "", file: str | Path | None = 
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     retired = getattr(cls, "RETIRED_KEYS", {})  # old key -> why it is gone: an old recipe.json still loads
+    data = _renamed(cls, data, prefix, file)
     for k in data:
         if k in retired:
             warnings.warn(f"{_join(prefix, k)}: ignored, {retired[k]}", stacklevel=2)
@@ -189,6 +190,26 @@ def from_dict(cls: type, data: Any, prefix: str = "", file: str | Path | None = 
         except ConfigError as e:
             raise ConfigError(_join(prefix, e.key), e.message, e.file or file) from None
     return obj
+
+
+def _renamed(cls: type, data: dict, prefix: str, file: str | Path | None) -> dict:
+    """A key a class renamed (`RENAMED_KEYS`: old -> new) is read as the new one, with a warning, for one release.
+    Given with the new one too (an old override or recipe over a base that uses the new name), the later one wins:
+    recipes and `key=value` overrides are merged in order, so the later key is the one the user wrote last."""
+    renamed = getattr(cls, "RENAMED_KEYS", {})
+    if not any(k in renamed for k in data):
+        return data
+    out: dict = {}
+    for k, v in data.items():
+        new = renamed.get(k, k)
+        if new != k:
+            warnings.warn(
+                f"{_join(prefix, k)}: renamed to {_join(prefix, new)}; the old name goes in the next release",
+                stacklevel=3,
+            )
+        out.pop(new, None)  # the later of the two names wins (and keeps the later position)
+        out[new] = v
+    return out
 
 
 def to_dict(obj: Any) -> Any:

@@ -87,22 +87,22 @@ def recorded_mfu(g: GPU, path: Path = BENCHMARKS) -> float | None:
 
 
 def train_memory_gib(
-    n_params: int, n_layer: int, d_model: int, vocab: int, seq_len: int, micro_batch: int, loss_chunk: int = 0
+    n_params: int, n_layer: int, d_model: int, vocab: int, seq_len: int, micro_batch_size: int, loss_chunk: int = 0
 ) -> float:
     """AdamW with fp32 master weights (16 B/param) + bf16 activations (~40·s·b·d bytes per layer with flash
     attention and SwiGLU) + logits: with the plain loss all of them (bf16, their fp32 upcast and fp32 gradient,
-    calibrated to be conservative against the H100 runs in BENCHMARKS.md: 33 GiB measured at micro_batch 16 x 2048,
+    calibrated to be conservative against the H100 runs in BENCHMARKS.md: 33 GiB measured at micro_batch_size 16 x 2048,
     32 x 2048 did not fit); with the chunked loss (`loss_chunk` > 0, ledgerlm.model.loss) one chunk's bf16 logits
     and their fp32 copy, which the backward pass turns into the gradient in place."""
     states = 16 * n_params
-    tokens = micro_batch * seq_len
+    tokens = micro_batch_size * seq_len
     acts = 40 * tokens * d_model * n_layer
     logits = min(loss_chunk, tokens) * vocab * (2 + 4) if loss_chunk > 0 else tokens * vocab * (2 + 4 + 4)
     return (states + acts + logits) / 2**30
 
 
 def largest_micro_batch(memory_gib: float, *args, loss_chunk: int = 0) -> int:
-    """The largest micro-batch whose `train_memory_gib(..., micro_batch, loss_chunk)` stays under 90% of memory_gib
+    """The largest micro-batch whose `train_memory_gib(..., micro_batch_size, loss_chunk)` stays under 90% of memory_gib
     (args: n_params, n_layer, d_model, vocab, seq_len); 0 if not even 1 fits."""
     b = 0
     while b < 4096 and train_memory_gib(*args, b + 1, loss_chunk) < 0.9 * memory_gib:

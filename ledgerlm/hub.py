@@ -12,7 +12,7 @@ which is what `huggingface-cli download --repo-type dataset NAME --local-dir MIR
 mirror made on a machine with network serves an offline cluster. `load_dataset(DIR, CONFIG)` resolves the config from
 the README exactly as it does for the Hub repository. A mirror never falls back to the network: a repository missing
 from it is an error naming the path. The rehearsal (recipes/smollm-135m-rehearsal.yaml) generates its mirror with
-`ledgerlm.data.rehearsal`.
+`ledgerlm.rehearsal`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class HubMirror:
     """The recipe's `hub_mirror` section."""
 
     path: str = ""  # the mirror directory ("" = the real Hub); relative paths are under the run directory
-    generate: str = ""  # "rehearsal": build the mirror with ledgerlm.data.rehearsal when it is missing
+    generate: str = ""  # "rehearsal": build the mirror with ledgerlm.rehearsal when it is missing
     vocab_size: int = 0  # generate: pad the generated tokenizer to this many tokens (0 = its own ~1k)
 
     def validate(self) -> None:

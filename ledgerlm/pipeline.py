@@ -16,9 +16,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ledgerlm import hub, ledger
+from ledgerlm import hub, ledger, rehearsal
 from ledgerlm.config import ConfigError, to_dict
-from ledgerlm.data import rehearsal
 from ledgerlm.device import resolve_device
 from ledgerlm.progress import divert_stderr, fmt_duration, say
 from ledgerlm.recipe import Recipe, build_recipe, load_recipe  # noqa: F401 - build_recipe, load_recipe: re-exported

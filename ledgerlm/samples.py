@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
+from ledgerlm.components.chat import render_prompt
 from ledgerlm.model import hf
 from ledgerlm.model.generate import fit_prompts, generate
-from ledgerlm.post.chat import render_prompt
 
 
 @dataclass

@@ -25,15 +25,15 @@ from ledgerlm.progress import LoggingConfig, Progress, Tracker, resolve_mode, sa
 # Stage name -> module (which ends with `SPEC = StageSpec(...)`). Order here is the canonical pipeline order.
 STAGES: dict[str, str] = {
     "curate": "ledgerlm.data.curate",
-    "tokenize": "ledgerlm.data.tokenize",
+    "tokenize": "ledgerlm.data.tokenize_stage",
     "pretrain": "ledgerlm.train.pretrain",
     "sft": "ledgerlm.post.sft",
     "interpolate": "ledgerlm.post.interpolate",
     "dpo": "ledgerlm.post.dpo",
     "reward": "ledgerlm.post.reward",
     "rl": "ledgerlm.post.rl",
-    "eval": "ledgerlm.eval.stage",
-    "report": "ledgerlm.report.stage",
+    "eval": "ledgerlm.eval.eval_stage",
+    "report": "ledgerlm.report.report_stage",
 }
 # Steps a recipe may list that check the run instead of producing anything (no record of their own); each is also
 # a command `ledgerlm <name> RUN_DIR`. Name -> module, which ends with `SPEC = CheckSpec(...)`.

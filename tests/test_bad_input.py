@@ -399,10 +399,10 @@ def test_curate_full_disk_ends_with_one_line_and_the_rerun_recovers(tmp_path, mo
 
     monkeypatch.setattr(getattr(curate, step), "run", no_space)  # (pool workers are forked: they see it too)
     args = ["curate", "--input", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "run"), "--workers", workers]
-    rc = main([*args, "--tasks", workers])
+    rc = main([*args, "--datatrove-tasks", workers])
     line = _one_line(capsys.readouterr().err)  # no datatrove/loguru traceback before it
     assert rc == 1 and line.startswith("error: disk full writing ") and str(tmp_path / "run") in line
     monkeypatch.undo()
-    assert main([*args, "--tasks", workers]) == 0
+    assert main([*args, "--datatrove-tasks", workers]) == 0
     kept = [r for f in (tmp_path / "run" / "curate" / "kept").glob("*.jsonl") for _, r in iter_jsonl(f)]
     assert len(kept) == 6

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ledgerlm.data.curate import Config, ExecutorConfig, curate
+from ledgerlm.data.curate import Config, curate
+from ledgerlm.data.curate.config import ExecutorConfig
 from ledgerlm.data.decontam import DecontamConfig
 from ledgerlm.data.filters import QualityGates
-from ledgerlm.data.inspect import inspect_main
+from ledgerlm.data.inspect_docs import inspect_main
 from ledgerlm.data.quality import QualityConfig
 from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import SourceSpec, doc_id
@@ -179,7 +180,7 @@ def make_cfg(root: Path, tasks: int = 1, workers: int = 1, action: str = "drop",
             files=[f"piqa={DATA / 'piqa' / 'valid.jsonl'}"], tasks=["winogrande"], data_dir=str(DATA), action=action
         ),
         segment_dedup=SegDedupConfig(min_words=30),
-        executor=ExecutorConfig(tasks=tasks, workers=workers),
+        executor=ExecutorConfig(datatrove_tasks=tasks, workers=workers),
         **kw,
     )
 
@@ -298,11 +299,11 @@ def test_deterministic_and_independent_of_workers(corpus, result, tmp_path):
 
 def test_boilerplate_tasks_grow_with_the_segments(corpus, result, tmp_path, monkeypatch):
     """More segments than one task may hold: more boilerplate tasks (ranges of hashes), the same bytes out."""
-    import ledgerlm.data.curate as curate_mod
+    import ledgerlm.data.curate.base as curate_base
 
     root, _ = corpus
     out1, _, _ = result
-    monkeypatch.setattr(curate_mod, "SEGMENT_BYTES", 2**20 // 50)  # 50 segments per task at sort_buffer_mb 1
+    monkeypatch.setattr(curate_base, "SEGMENT_BYTES", 2**20 // 50)  # 50 segments per task at sort_buffer_mb 1
     cfg = make_cfg(root, keep_work=True, segment_buckets=2, sort_buffer_mb=1)
     curate(cfg, tmp_path / "out")
     wd = WorkDir(tmp_path / "out" / ".work")
@@ -371,17 +372,17 @@ def _lexsort_index(wd: WorkDir, cfg: Config, tasks: int) -> dict[str, np.ndarray
 
 def test_index_by_external_sort_equals_one_global_sort(corpus, tmp_path, monkeypatch):
     """Sorted runs per scan chunk merged in small blocks give the ranks one lexsort over the corpus gives."""
-    import ledgerlm.data.curate as curate_mod
+    import ledgerlm.data.curate.index as curate_index
 
     root, _ = corpus
-    merge = curate_mod.rank_runs
+    merge = curate_index.rank_runs
     rounds = []
 
     def small_merge(runs, ranks, _rows, on_block=None):
         rounds.append(len(runs))
         merge(runs, ranks, 5, on_block)  # five keys at once: many rounds
 
-    monkeypatch.setattr(curate_mod, "rank_runs", small_merge)
+    monkeypatch.setattr(curate_index, "rank_runs", small_merge)
     cfg = make_cfg(root, tasks=3, chunk_docs=7, keep_work=True)
     cfg.sources[2].priority = -1  # three priorities, eligible and leaked documents, identical copies (one id)
     curate(cfg, tmp_path / "out")

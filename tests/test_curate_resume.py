@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ledgerlm.data.curate import Config, NearDedupConfig, curate
+from ledgerlm.data.curate import Config, curate
+from ledgerlm.data.curate.config import NearDedupConfig
 from ledgerlm.data.decontam import DecontamConfig
 from ledgerlm.data.quality import QualityConfig
 from ledgerlm.data.segdedup import SegDedupConfig
@@ -133,7 +134,8 @@ def _corpus(root: Path) -> None:
 _RUNNER = """
 import json, sys
 from pathlib import Path
-from ledgerlm.data.curate import Config, ExecutorConfig
+from ledgerlm.data.curate import Config
+from ledgerlm.data.curate.config import ExecutorConfig
 from ledgerlm.data.quality import QualityConfig
 from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import SourceSpec
@@ -141,7 +143,7 @@ from ledgerlm.data.curate import curate
 root, out, workers, resume = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
 cfg = Config(sources=[SourceSpec(name="s", path=str(root / "in.jsonl"))], quality=QualityConfig(enabled=False),
              segment_dedup=SegDedupConfig(min_docs=3, min_words=5), chunk_docs=16, segment_buckets=2,
-             executor=ExecutorConfig(tasks=2, workers=workers))
+             executor=ExecutorConfig(datatrove_tasks=2, workers=workers))
 res = curate(cfg, out, resume=resume, logs_dir=out.parent / (out.name + "-logs"))
 print(json.dumps(res["counters"]["kept"]))
 """

@@ -243,7 +243,8 @@ def test_cli_curate_through_the_ledger_and_contamination_readonly(tmp_path, caps
 
 
 def test_exact_jaccard_check_rejects_loose_candidates(tmp_path):
-    from ledgerlm.data.curate import Config, NearDedupConfig, curate
+    from ledgerlm.data.curate import Config, curate
+    from ledgerlm.data.curate.config import NearDedupConfig
 
     words = GOOD.split()
     other = " ".join(w if i % 8 else f"zz{i}" for i, w in enumerate(words))  # shingle Jaccard about 0.25
@@ -337,7 +338,8 @@ def test_source_quality_override_keeps_what_the_stage_gates_drop_and_is_recorded
 
 def test_source_quality_override_changes_the_config_sha_and_shares_gates(tmp_path):
     from ledgerlm.config import to_dict
-    from ledgerlm.data.curate import Config, quality_by_source, source_gates
+    from ledgerlm.data.curate import Config, quality_by_source
+    from ledgerlm.data.curate.config import source_gates
     from ledgerlm.ledger import canonical_sha256
     from ledgerlm.recipe import build_recipe, load_raw_recipe
 
@@ -409,7 +411,7 @@ def test_c4_edits_are_kept_recorded_and_inspectable_and_ids_traceable(tmp_path, 
     """C4 removes lines: the kept text is the edited text, c4_edits.jsonl and the ledger say what went and why,
     `inspect --reason c4_edit` shows it; kept + excluded = read; the source's own `id` stays on the kept record."""
     from ledgerlm.cli import main
-    from ledgerlm.data.inspect import inspect_main
+    from ledgerlm.data.inspect_docs import inspect_main
 
     page = GOOD + "\nPlease enable JavaScript to see the comments.\nMenu\nWe use cookies, see our privacy policy."
     other = " ".join(reversed(GOOD.split())) + "."  # no 5-gram in common with GOOD

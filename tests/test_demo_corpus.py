@@ -182,7 +182,7 @@ def test_quality_gates_separate_junk_from_clean(corpus):
 
 
 def test_sft_and_preference_data():
-    from ledgerlm.post.chat import validate
+    from ledgerlm.components.chat import validate
     from ledgerlm.tasks.gsm8k import extract_strict
 
     convs = demo_sft_conversations(seed=1, n=300)

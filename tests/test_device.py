@@ -7,9 +7,9 @@ import contextlib
 import pytest
 import torch
 
+from ledgerlm.components.schedule import lr_at
 from ledgerlm.config import ConfigError
 from ledgerlm.device import GPUS, autocast, peak_flops, resolve_device
-from ledgerlm.train.schedule import lr_at
 
 
 @pytest.mark.parametrize(

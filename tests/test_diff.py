@@ -15,9 +15,9 @@ import pytest
 
 from ledgerlm import ledger
 from ledgerlm.cli import main
-from ledgerlm.data.runs import iter_jsonl
 from ledgerlm.eval.compare import compare
-from ledgerlm.eval.stage import load_results
+from ledgerlm.eval.eval_stage import load_results
+from ledgerlm.io import iter_jsonl
 
 SMALL = ["stages=[curate,tokenize,pretrain,eval,audit]", "pretrain.steps=4", "pretrain.eval_every=2"]
 KNOB = "near_dedup.exact_jaccard"
@@ -80,9 +80,9 @@ def test_one_curation_knob_names_the_key_the_documents_and_the_metric_tests(runs
     out = sum(m["n"] for m in moves if m["a"] == "kept")
     assert into > 0 and kb - ka == into - out and cur["documents"]["same"] + sum(m["n"] for m in moves) == ra == rb
     back = next(m for m in moves if (m["a"], m["b"]) == ("near_dup", "kept"))
-    kept_b = {r["id"] for p in (b / "curate" / "kept").glob("part-*.jsonl") for r in iter_jsonl(p)}
+    kept_b = {r["id"] for p in (b / "curate" / "kept").glob("part-*.jsonl") for _, r in iter_jsonl(p)}
     near_a = {
-        r["id"] for p in (a / "curate" / "excluded").glob("part-*.jsonl") for r in iter_jsonl(p) if r["reason"] == "near_dup"
+        r["id"] for p in (a / "curate" / "excluded").glob("part-*.jsonl") for _, r in iter_jsonl(p) if r["reason"] == "near_dup"
     }
     assert back["examples"] and all(pair[0]["id"] in near_a and pair[1]["id"] in kept_b for pair in back["examples"])
     assert all(0.7 <= pair[0]["details"]["jaccard"] < 0.9 for pair in back["examples"])  # why they moved
@@ -95,7 +95,7 @@ def test_one_curation_knob_names_the_key_the_documents_and_the_metric_tests(runs
     val = next(m for m in d["model"]["metrics"] if (m["stage"], m["key"]) == ("pretrain", "val_loss"))
     assert [val["a"], val["b"]] == [ledger.read_record(run, "pretrain")["metrics"]["val_loss"] for run in (a, b)]
     curve = next(c for c in d["model"]["curves"] if c["stage"] == "pretrain")
-    loss_a = [[r["step"], r["loss"]] for r in iter_jsonl(a / "pretrain" / "metrics.jsonl") if "loss" in r]
+    loss_a = [[r["step"], r["loss"]] for _, r in iter_jsonl(a / "pretrain" / "metrics.jsonl") if "loss" in r]
     assert curve["a"]["loss"] == loss_a
     want = json.loads(json.dumps(compare(load_results(a), load_results(b), iters=2000)))
     assert d["model"]["eval"] == want and want["tasks"]

@@ -8,7 +8,7 @@ import re
 from ledgerlm import ledger
 from ledgerlm.card import Card
 from ledgerlm.cli import main
-from ledgerlm.report.stage import Config, titles
+from ledgerlm.report.report_stage import Config, titles
 from ledgerlm.stage import get
 
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?(?:e[+-]?\d+)?")

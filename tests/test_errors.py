@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -31,8 +32,8 @@ def _one_line_exit_2(argv, capsys, root) -> str:
 
 
 MISTAKES = [
-    (["plan", "demo", "pretrain.micro_batch=-4"], "pretrain.micro_batch: must be >= 1, got -4"),
-    (["run", "demo", "--out", "run", "pretrain.micro_batch=-4"], "pretrain.micro_batch: must be >= 1"),
+    (["plan", "demo", "pretrain.micro_batch_size=-4"], "pretrain.micro_batch_size: must be >= 1, got -4"),
+    (["run", "demo", "--out", "run", "pretrain.micro_batch_size=-4"], "pretrain.micro_batch_size: must be >= 1"),
     (["run", "demo", "--out", "run", "pretrain.lr=0"], "pretrain.lr: must be > 0"),
     (["plan", "demo", "tokenize.val_fraction=0"], "tokenize.val_fraction: is 0, so pretraining has no held-out"),
     (["plan", "demo", "sft.val_fraction=0"], "interpolate.metrics: sft_val_loss needs held-out conversations"),
@@ -88,7 +89,7 @@ def test_vocabulary_larger_than_the_data_can_give(cwd, capsys):
 
 
 def test_generation_defaults_follow_task_and_model_context():
-    from ledgerlm.eval.stage import generation_defaults
+    from ledgerlm.eval.eval_stage import generation_defaults
 
     assert generation_defaults("arith", 256) == ([0], 64)  # the demo's 1M-parameter model
     assert generation_defaults("gsm8k", 256) == ([0], 64)
@@ -120,3 +121,34 @@ def test_unfinished_pairs_stop_before_the_answer_line():
     assert arith.preference_pairs(5, "train", seed=0) == arith.preference_pairs(
         5, "train", seed=0, kinds=("final", "arith")
     )
+
+
+def test_a_renamed_key_is_read_with_a_warning_and_the_later_name_wins():
+    """The pretrain micro-batch key is now micro_batch_size (the name every other stage uses): old recipes load."""
+    from ledgerlm.config import from_dict
+    from ledgerlm.train.pretrain import Config
+
+    old = "micro_batch"  # rewrite_imports: keep
+    with pytest.warns(UserWarning, match=rf"pretrain.{old}: renamed to pretrain.micro_batch_size"):
+        cfg = from_dict(Config, {old: 3}, "pretrain")
+    assert cfg.micro_batch_size == 3
+    with pytest.warns(UserWarning):  # both names: the later one wins (an old override over a recipe's new key)
+        assert from_dict(Config, {"micro_batch_size": 4, old: 3}, "pretrain").micro_batch_size == 3
+        assert from_dict(Config, {old: 3, "micro_batch_size": 4}, "pretrain").micro_batch_size == 4
+    assert main(["plan", "demo", f"pretrain.{old}=5"]) == 0  # demo.yaml says micro_batch_size: the override wins
+
+
+def test_curate_tasks_flag_renamed_to_datatrove_tasks(tmp_path):
+    """`curate --tasks` (datatrove's shares of the corpus, not eval's benchmarks) is now --datatrove-tasks; the old
+    flag and the old recipe key still work, with a warning."""
+    from ledgerlm.config import from_dict
+    from ledgerlm.data.curate import SPEC
+    from ledgerlm.data.curate.config import ExecutorConfig
+
+    p = argparse.ArgumentParser()
+    SPEC.add_cli_args(p)
+    with pytest.warns(UserWarning, match="--tasks: renamed to --datatrove-tasks"):
+        assert SPEC.cli_overrides(p.parse_args(["--tasks", "3"]))["executor.datatrove_tasks"] == 3
+    assert SPEC.cli_overrides(p.parse_args(["--datatrove-tasks", "2"]))["executor.datatrove_tasks"] == 2
+    with pytest.warns(UserWarning, match="executor.tasks: renamed to curate.executor.datatrove_tasks"):
+        assert from_dict(ExecutorConfig, {"tasks": 4}, "curate.executor").datatrove_tasks == 4

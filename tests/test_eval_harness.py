@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from ledgerlm.eval import evaluate as ev
-from ledgerlm.eval.harness import encode_pairs, load_lm
+from ledgerlm.eval.backends import load_lm
+from ledgerlm.eval.harness import encode_pairs
 from ledgerlm.tasks import SIX_TASKS, TASKS, Item, TaskData, load_task
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "eval"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ledgerlm.eval.eval_stage import Config, results_table
 from ledgerlm.eval.evaluate import to_markdown
-from ledgerlm.eval.stage import Config, results_table
 
 
 def _results(mode: str) -> dict:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ledgerlm.eval.stats import (
+from ledgerlm.components.stats import (
     binary_score,
     mcnemar,
     mean_of_scores,
@@ -75,7 +75,7 @@ def test_paired_bootstrap_mean():
 
 
 def test_effect_binary_uses_mcnemar_and_counts_gains_and_losses():
-    from ledgerlm.eval.stats import effect
+    from ledgerlm.components.stats import effect
 
     before = [1] * 10 + [0] * 30
     after = [1] * 10 + [1] * 20 + [0] * 10  # 20 gained, 0 lost
@@ -90,7 +90,7 @@ def test_effect_binary_uses_mcnemar_and_counts_gains_and_losses():
 def test_effect_scores_use_paired_bootstrap():
     import numpy as np
 
-    from ledgerlm.eval.stats import effect
+    from ledgerlm.components.stats import effect
 
     rng = np.random.default_rng(0)
     before = rng.normal(0, 1, 200)
@@ -103,7 +103,7 @@ def test_effect_scores_use_paired_bootstrap():
 
 
 def test_effect_lower_is_better_for_a_loss():
-    from ledgerlm.eval.stats import effect
+    from ledgerlm.components.stats import effect
 
     before = [2.0, 1.5, 1.8, 2.2, 1.9, 2.1] * 10
     lower = effect("loss", before, [x - 0.4 for x in before], higher_is_better=False, label="held-out loss")

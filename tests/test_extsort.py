@@ -82,7 +82,7 @@ def _band_edges(keys: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("buffer_rows", [3, 1000])
 def test_lsh_buckets_from_merged_runs_equal_in_memory_buckets(tmp_path, buffer_rows):
-    from ledgerlm.data.curate import LSH_KEY, _Buckets
+    from ledgerlm.data.curate.lsh import LSH_KEY, _Buckets
 
     rng = np.random.default_rng(1)
     n = 3000

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ledgerlm.eval import evaluate as ev
-from ledgerlm.eval.harness import load_lm
+from ledgerlm.eval.backends import load_lm
 from ledgerlm.model.generate import fit_prompts, generate
 from ledgerlm.model.llama import build_model, model_config
 from ledgerlm.tasks import load_task
@@ -127,7 +127,7 @@ def test_stage_samples_and_rl_sampling_stay_within_the_context(tmp_path, monkeyp
 
 def test_eval_stage_refuses_a_generation_budget_past_the_context(lm64):
     from ledgerlm.config import ConfigError
-    from ledgerlm.eval.stage import Config, _evaluate
+    from ledgerlm.eval.eval_stage import Config, _evaluate
 
     cfg = Config(model=lm64.name, tasks=["gsm8k"], data_dir=FIX, gsm8k_shots=[0], gsm8k_max_new_tokens=64)
     with pytest.raises(ConfigError, match="at most 63"):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import gzip
 import json
 
+from ledgerlm.components.chat import load_conversations
 from ledgerlm.io import iter_jsonl_rows
-from ledgerlm.post.chat import load_conversations
 from ledgerlm.post.preference import load_preferences
 
 ODD = "a\u2028b\u2029c\x85d\re"  # legal inside JSON text: a text-mode file or str.splitlines() would cut the line

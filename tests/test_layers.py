@@ -18,19 +18,17 @@ import pytest
 PACKAGE = "ledgerlm"
 ROOT = Path(__file__).resolve().parents[1]
 
-# The layer map, lowest first. A module belongs to the longest prefix listed (so `ledgerlm.eval.stats` is shared
-# while the rest of `ledgerlm.eval` is a stage floor); "ledgerlm" alone is the package's __init__.
+# The layer map, lowest first. A module belongs to the longest prefix listed; "ledgerlm" alone is the package's
+# __init__. No single file is listed apart from its folder: a module lives in the floor of its folder.
 LAYERS = [
     # tasks and shared pieces
     ["ledgerlm", "ledgerlm.tasks", "ledgerlm.io", "ledgerlm.ledger", "ledgerlm.config", "ledgerlm.device",
-     "ledgerlm.progress", "ledgerlm.hub", "ledgerlm.stage", "ledgerlm.eval.stats", "ledgerlm.card",
-     "ledgerlm.estimate"],
-    # data and model (demo/ generates the built-in corpus that data/ reads as a source)
-    ["ledgerlm.data", "ledgerlm.model", "ledgerlm.demo"],
+     "ledgerlm.progress", "ledgerlm.hub", "ledgerlm.stage", "ledgerlm.card", "ledgerlm.estimate"],
+    # data and model, the parts stages share (components/), demo/ (the built-in corpus data/ reads as a source) and
+    # rehearsal/ (the generated Hub mirror of the rehearsal recipe)
+    ["ledgerlm.data", "ledgerlm.model", "ledgerlm.components", "ledgerlm.demo", "ledgerlm.rehearsal"],
     # stages
-    ["ledgerlm.train", "ledgerlm.post", "ledgerlm.eval", "ledgerlm.report",
-     "ledgerlm.report.diff",  # `ledgerlm diff` and the report's baseline section (reads eval.compare: sideways)
-     "ledgerlm.model.export"],  # a tool that reads training checkpoints (ledgerlm.train.checkpoint)
+    ["ledgerlm.train", "ledgerlm.post", "ledgerlm.eval", "ledgerlm.report"],
     # the pipeline and the tools built on it (samples: the pipeline's sample generations after a model stage)
     ["ledgerlm.pipeline", "ledgerlm.recipe", "ledgerlm.plan", "ledgerlm.sweep", "ledgerlm.samples", "ledgerlm.audit"],
     # the command line

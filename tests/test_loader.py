@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from ledgerlm.data import documents, token_index
 from ledgerlm.data import shards as sh
 from ledgerlm.data.loader import TokenLoader
-from ledgerlm.data.mixture import Phase, Schedule, mixture_plan, parse_tokens, phases_from_config
+from ledgerlm.data.mixture import Phase, PhaseSchedule, mixture_plan, parse_tokens, phases_from_config
 from ledgerlm.data.tokenizer import train_tokenizer
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -28,7 +29,7 @@ def tokdir(tmp_path_factory) -> Path:
     web = [json.loads(line)["text"] for f in sorted((DATA / "text").glob("cc_en_head-*.jsonl")) for line in open(f)]
     tok = train_tokenizer(plays[:2000] + math[:200] + web, vocab_size=1024)
     docs = [("shakespeare", p) for p in plays] + [("math", m) for m in math] + [("web", w) for w in web]
-    items = ((s, sh.split_of(f"{s}\0{i}", 0, 0.05), t) for i, (s, t) in enumerate(docs))
+    items = ((s, documents.split_of(f"{s}\0{i}", 0, 0.05), t) for i, (s, t) in enumerate(docs))
     index = sh.write_shards(items, tok, out, eot=0, shard_tokens=50_000, workers=2, batch_bytes=200_000)
     sh.write_index(out, index)
     return out
@@ -118,7 +119,7 @@ def test_ranks_never_overlap(tokdir):
 
 def test_epochs_cover_every_document_and_reshuffle(tokdir):
     T = 50
-    idx = sh.TokenIndex(tokdir)
+    idx = token_index.TokenIndex(tokdir)
     table = idx.table("web", "train")
     n = table.n_tokens
     loader = TokenLoader(tokdir, phases=[Phase("w", 3 * n, {"web": 1.0})], seq_len=T, batch_size=4, seed=0)
@@ -165,6 +166,6 @@ def test_bad_configs(tokdir):
     assert ph[0].tokens == 3 * 10**9 and ph[0].mixture == {"edu": 0.25, "web": 0.75}
     plan = mixture_plan(ph, {"web": 10**9, "edu": 10**9})
     assert plan[0] == "phase s: 3,000,000,000 tokens" and "2.25 epochs" in plan[2] and "0.75 epochs" in plan[1]
-    sched = Schedule(ph, ["edu", "web"], tokens_per_step=10**6, seed=0)
+    sched = PhaseSchedule(ph, ["edu", "web"], tokens_per_step=10**6, seed=0)
     share = np.bincount(sched.sources_for(0, 0, 10_000), minlength=2) / 10_000
     assert abs(share[1] - 0.75) < 0.002

@@ -1,6 +1,7 @@
 """The pieces every post-training loop shares (ledgerlm/post/common.py) and the flags generated for the training
 stages' commands."""
 
+import dataclasses
 import json
 import logging
 import random
@@ -9,10 +10,10 @@ import pytest
 import torch
 
 from ledgerlm import cli
+from ledgerlm.components.schedule import lr_at
 from ledgerlm.post import dpo, rl, sft
-from ledgerlm.post.common import Schedule, Shuffled, StepLog, init_inputs, optimizer_step, trained_outputs
+from ledgerlm.post.common import LoopSchedule, Shuffled, StepLog, init_inputs, optimizer_step, trained_outputs
 from ledgerlm.stage import StageContext
-from ledgerlm.train.schedule import lr_at
 
 
 def test_shuffled_is_endless_passes_in_a_fresh_order_each():
@@ -33,13 +34,13 @@ def test_shuffled_is_endless_passes_in_a_fresh_order_each():
 
 def test_schedule_from_epochs_and_its_lr():
     cfg = sft.Config(data="x", epochs=2.0, batch_size=4, lr=1e-3, warmup_ratio=0.25, schedule="cosine")
-    s = Schedule.from_epochs(cfg, n_items=10, evals=10, min_lr_ratio=0.1)
+    s = LoopSchedule.from_epochs(cfg, n_items=10, evals=10, min_lr_ratio=0.1)
     assert (s.per_epoch, s.total, s.warmup, s.eval_every) == (3, 6, 1, 1)
     assert [s.lr_at(i) for i in range(6)] == [lr_at(i, 6, 1e-3, 1, "cosine", 0.1) for i in range(6)]
     cfg.max_steps, cfg.eval_every = 7, 3
-    s = Schedule.from_epochs(cfg, n_items=10, evals=10)
+    s = LoopSchedule.from_epochs(cfg, n_items=10, evals=10)
     assert s.total == 7 and [i for i in range(7) if s.evaluates(i)] == [2, 5, 6]  # and always the last step
-    assert not any(Schedule(5, 1e-3).evaluates(i) for i in range(5))  # eval_every 0: never
+    assert not any(LoopSchedule(5, 1e-3).evaluates(i) for i in range(5))  # eval_every 0: never
 
 
 def test_optimizer_step_sets_lr_times_group_mult_and_returns_the_preclip_norm():
@@ -92,6 +93,6 @@ def test_training_stage_flags_are_the_config_fields_each_with_help(stage):
     sub = cli.build_parser(stage)._subparsers._group_actions[0].choices[stage]
     flags = {a.dest.removeprefix(cli.CONFIG_FLAG): a.help for a in sub._actions if a.dest.startswith(cli.CONFIG_FLAG)}
     config = cli.get(stage).config
-    assert set(flags) == set(config.__dataclass_fields__)  # every field, and no hand-written copy beside it
+    assert set(flags) == {f.name for f in dataclasses.fields(config)}  # every field (not a ClassVar), no copy beside it
     bare = [f for f, h in flags.items() if h.split(" (default: ")[0] == f.replace("_", " ")]
     assert not bare, f"fields without a comment (their --help says only the name): {bare}"

@@ -281,7 +281,7 @@ def test_rl_zero_variance_and_no_change_warnings():
 
 
 def _mc_task(correct: int, n: int, choices: int) -> dict:
-    from ledgerlm.eval.stats import binary_score
+    from ledgerlm.components.stats import binary_score
 
     items = [{"gold": 0, "ll": [0.0] * choices, "acc": int(i < correct)} for i in range(n)]
     score = binary_score([it["acc"] for it in items])
@@ -289,8 +289,8 @@ def _mc_task(correct: int, n: int, choices: int) -> dict:
 
 
 def test_eval_at_chance_per_task():
-    from ledgerlm.eval.stage import chance_rate, chance_warnings, results_table
-    from ledgerlm.eval.stats import binary_score
+    from ledgerlm.components.stats import binary_score
+    from ledgerlm.eval.eval_stage import chance_rate, chance_warnings, results_table
 
     gen = {"n": 50, "items": [{"ok_strict": 0}] * 50, "metrics": {"exact_match_strict": binary_score([0] * 50)}}
     results = {

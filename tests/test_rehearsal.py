@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ledgerlm import hub
+from ledgerlm import hub, rehearsal
 from ledgerlm.cli import main
-from ledgerlm.data import rehearsal
 from ledgerlm.pipeline import load_recipe
 
 REAL, REHEARSAL, FULLSHAPE = "smollm-135m-1gpu", "smollm-135m-rehearsal", "smollm-135m-fullshape"
@@ -28,7 +27,7 @@ SIZE_KEYS = {
     "tokenize.val_fraction",
     "tokenize.shard_tokens",
     "pretrain.seq_len",
-    "pretrain.micro_batch",
+    "pretrain.micro_batch_size",
     "pretrain.batch_tokens",
     "pretrain.tokens",
     "pretrain.phases[*].tokens",

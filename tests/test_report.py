@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ledgerlm.card import Card, effect_test
-from ledgerlm.report.stage import build
+from ledgerlm.report.report_stage import build
 
 
 def _record(stage: str, **kw) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ledgerlm.post import chat
+from ledgerlm.components import chat
 from ledgerlm.post.common import IGNORE
 from ledgerlm.post.sft import Example, assistant_loss, collate, make_example, nll_sum, pack, split_conversations
 
@@ -498,9 +498,9 @@ def _kill_at(step: int):
 def test_sft_kill_and_resume_is_bitwise(tmp_path, monkeypatch):
     """Killed at step 6 (newest checkpoint: 4) and re-run through the pipeline: the run resumes and ends with the
     same weights, curve and counters as an uninterrupted run -- across an epoch boundary (5 steps per epoch here)."""
+    from ledgerlm.components.checkpoint import latest_checkpoint
     from ledgerlm.pipeline import run_stage
     from ledgerlm.post import sft
-    from ledgerlm.train.checkpoint import latest_checkpoint
 
     quiet = lambda *_: None  # noqa: E731
     full, data = make_base_run(tmp_path / "full", n_convs=120)

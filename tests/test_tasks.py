@@ -12,11 +12,11 @@ import pytest
 
 from ledgerlm.cli import main
 from ledgerlm.data.decontam import DecontamConfig, load_benchmarks
-from ledgerlm.eval import stage as eval_stage
+from ledgerlm.eval import eval_stage
+from ledgerlm.eval.backends import load_lm
+from ledgerlm.eval.eval_stage import Config as EvalConfig
+from ledgerlm.eval.eval_stage import generation_defaults
 from ledgerlm.eval.evaluate import evaluate
-from ledgerlm.eval.harness import load_lm
-from ledgerlm.eval.stage import Config as EvalConfig
-from ledgerlm.eval.stage import generation_defaults
 from ledgerlm.tasks import (
     HEADLINE,
     SIX_TASKS,

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ledgerlm.data import documents, token_index
 from ledgerlm.data import shards as sh
 from ledgerlm.data.tokenizer import (
     SPECIAL_TOKENS,
@@ -80,7 +81,7 @@ def test_load_and_hf_files(small_tok, tmp_path):
 
 
 def _docs_of(tokdir: Path, source: str, split: str) -> list[np.ndarray]:
-    t = sh.TokenIndex(tokdir).table(source, split)
+    t = token_index.TokenIndex(tokdir).table(source, split)
     return [np.asarray(t.doc(d)) for d in range(t.n_docs)]
 
 
@@ -130,7 +131,7 @@ def test_tokenize_stage_shards(tmp_path, small_tok):
     b = run(tmp_path / "b", "--workers", "2", "batch_bytes=3000")
     ia, ib = (json.loads((d / "index.json").read_text()) for d in (a, b))
     assert ia["shards"] == ib["shards"] and len(ia["shards"]) >= 3
-    assert sh.verify_shards(a) == [] and sh.verify_shards(b) == []
+    assert token_index.verify_shards(a) == [] and token_index.verify_shards(b) == []
     assert ia["dtype"] == "uint16" and ia["eot_id"] == 0 and ia["vocab_size"] == 1024
 
     # Every kept document is in exactly one split, and decodes back exactly.
@@ -176,12 +177,12 @@ def test_tokenize_stage_trains_tokenizer(tmp_path):
 
 def test_bad_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="input not found"):
-        sh.expand_inputs([tmp_path / "nope"])
+        documents.expand_inputs([tmp_path / "nope"])
     (tmp_path / "x.csv").write_text("a,b\n")
     with pytest.raises(ValueError, match="unsupported input"):
-        sh.expand_inputs([tmp_path / "x.csv"])
-    assert sh.token_dtype(49152) == np.uint16 and sh.token_dtype(65537) == np.uint32
-    assert sh.default_source_name(Path("web-00003.jsonl.zst")) == "web"
+        documents.expand_inputs([tmp_path / "x.csv"])
+    assert token_index.token_dtype(49152) == np.uint16 and token_index.token_dtype(65537) == np.uint32
+    assert documents.default_source_name(Path("web-00003.jsonl.zst")) == "web"
 
 
 def test_reads_compressed_and_quarantines_bad_utf8(tmp_path):
@@ -191,7 +192,7 @@ def test_reads_compressed_and_quarantines_bad_utf8(tmp_path):
     write_jsonl(tmp_path / "books.jsonl.gz", [{"id": 2, "text": "gzip doc", "source": "books"}])
     (tmp_path / "raw.jsonl").write_bytes(b'{"id": 3, "text": "bad \xff byte"}\n{"id": 4, "text": "fine"}\n')
     q = []
-    docs = list(sh.iter_documents(sh.expand_inputs([tmp_path]), q.append))
+    docs = list(documents.iter_documents(documents.expand_inputs([tmp_path]), q.append))
     assert [(d.source, d.text, d.line) for d in docs] == [
         ("books", "gzip doc", 1),
         ("raw", "fine", 2),
@@ -203,8 +204,8 @@ def test_reads_compressed_and_quarantines_bad_utf8(tmp_path):
         and q[0]["reason"].startswith("invalid UTF-8")
         and q[0]["file"].endswith("raw.jsonl")
     )
-    assert sh.split_of("web\x001", 0, 0.0) == "train"
-    splits = [sh.split_of(f"s\x00{i}", 5, 0.2) for i in range(5000)]
+    assert documents.split_of("web\x001", 0, 0.0) == "train"
+    splits = [documents.split_of(f"s\x00{i}", 5, 0.2) for i in range(5000)]
     assert 0.17 < splits.count("val") / 5000 < 0.23
 
 
@@ -226,7 +227,7 @@ def test_large_vocab_uses_uint32(tmp_path):
 def test_hub_names_route_to_the_hub(monkeypatch, tmp_path):
     from tokenizers import Tokenizer
 
-    from ledgerlm.data import tokenize as tokenize_stage
+    from ledgerlm.data import tokenize_stage
 
     calls = []
     monkeypatch.setattr(Tokenizer, "from_pretrained", staticmethod(lambda name: calls.append(name) or "tok"))

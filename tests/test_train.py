@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from ledgerlm.train import pretrain
-from ledgerlm.train.checkpoint import latest_checkpoint
+from ledgerlm.components.checkpoint import latest_checkpoint
+from ledgerlm.components.optimizer import build_optimizer, zeropower_via_newtonschulz5
+from ledgerlm.components.schedule import lr_mult
+from ledgerlm.train import loop
 from ledgerlm.train.data import WindowSource, doc_ids_from_eot
-from ledgerlm.train.optim import build_optimizer, zeropower_via_newtonschulz5
-from ledgerlm.train.pretrain import Config, TrainingDiverged, resolve_lengths, train
-from ledgerlm.train.schedule import lr_mult
+from ledgerlm.train.loop import TrainingDiverged
+from ledgerlm.train.pretrain import Config, resolve_lengths, train
 
 VOCAB = 64
 
@@ -41,7 +42,7 @@ def _cfg(**kw):
     base = dict(
         model="tiny",
         seq_len=32,
-        micro_batch=4,
+        micro_batch_size=4,
         steps=8,
         lr=3e-3,
         warmup=2,
@@ -115,11 +116,11 @@ def test_kill_and_resume_is_bitwise(tmp_path, monkeypatch, optimizer):
             raise KeyboardInterrupt("simulated kill")
 
     part = tmp_path / "part"
-    monkeypatch.setattr(pretrain, "_STEP_HOOK", kill)
+    monkeypatch.setattr(loop, "_STEP_HOOK", kill)
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(**kw), _source(data_tokens=1024), part, vocab_size=VOCAB)
     assert latest_checkpoint(part / "ckpt").name == "step_00000004"
-    monkeypatch.setattr(pretrain, "_STEP_HOOK", None)
+    monkeypatch.setattr(loop, "_STEP_HOOK", None)
     torch.manual_seed(999)  # a fresh process would have different RNG; the checkpoint must restore it
     res = train(_cfg(**kw), _source(data_tokens=1024), part, vocab_size=VOCAB)
     assert res["resumed_from"] == 4
@@ -129,7 +130,7 @@ def test_kill_and_resume_is_bitwise(tmp_path, monkeypatch, optimizer):
 
 
 def test_trim_metrics_keeps_rows_up_to_the_checkpoint(tmp_path):
-    from ledgerlm.train.checkpoint import trim_metrics
+    from ledgerlm.components.checkpoint import trim_metrics
 
     p = tmp_path / "metrics.jsonl"
     rows = [json.dumps({"step": i, "note": "a\u2028b"}, ensure_ascii=False) for i in range(1, 6)]
@@ -152,7 +153,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
             with torch.no_grad():
                 model.layers[0].mlp.up_proj.weight[0, 0] = float("nan")
 
-    monkeypatch.setattr(pretrain, "_STEP_HOOK", poison)
+    monkeypatch.setattr(loop, "_STEP_HOOK", poison)
     with pytest.raises(TrainingDiverged, match=r"non-finite loss at step 4.*step_00000004"):
         train(_cfg(), _source(), tmp_path, vocab_size=VOCAB)
     last = latest_checkpoint(tmp_path / "ckpt")
@@ -183,7 +184,7 @@ def _ddp_worker(rank, world, port, out, cfg_kw):
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_ddp_two_processes_match_one(tmp_path, parallel):
-    kw = dict(steps=4, batch_tokens=256, micro_batch=2, ckpt_every=0, parallel=parallel, val_batches=2)
+    kw = dict(steps=4, batch_tokens=256, micro_batch_size=2, ckpt_every=0, parallel=parallel, val_batches=2)
     one = train(_cfg(**kw), _source(), tmp_path / "one", vocab_size=VOCAB)
     assert one["grad_accum"] == 4
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), tmp_path / "two", kw), nprocs=2, join=True)

@@ -10,7 +10,7 @@ import torch
 
 from ledgerlm.model import export
 from ledgerlm.model.hf import load_model
-from ledgerlm.train import pretrain
+from ledgerlm.train import loop
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -37,7 +37,7 @@ def text_file(tmp_path_factory):
 def _recipe(text_file, **pre):
     from ledgerlm.pipeline import build_recipe
 
-    p = {"model": "tiny", "seq_len": 64, "micro_batch": 4, "steps": 6, "eval_every": 3, "val_batches": 2}
+    p = {"model": "tiny", "seq_len": 64, "micro_batch_size": 4, "steps": 6, "eval_every": 3, "val_batches": 2}
     p.update(pre)
     raw = {
         "name": "t",
@@ -68,10 +68,10 @@ def test_stage_runs_resumes_and_exports(tmp_path, text_file, monkeypatch):
         if step == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(pretrain, "_STEP_HOOK", kill)
+    monkeypatch.setattr(loop, "_STEP_HOOK", kill)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(recipe, run, echo=lambda *a: None)
-    monkeypatch.setattr(pretrain, "_STEP_HOOK", None)
+    monkeypatch.setattr(loop, "_STEP_HOOK", None)
     assert run_pipeline(recipe, run, echo=lambda *a: None) == 0
     rec2 = json.loads((run / "ledger" / "pretrain.json").read_text())
     assert rec2["extra"]["resumed_from_step"] == 2

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ledgerlm.cli import main
+from ledgerlm.data import documents, token_index
 from ledgerlm.data import shards as sh
 from ledgerlm.data.loader import TokenLoader
 from ledgerlm.data.mixture import Phase
@@ -41,7 +42,7 @@ def tokdir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tok")
     docs = _docs()
     tok = train_tokenizer([t for _, t in docs[:800]], vocab_size=512)
-    items = ((s, sh.split_of(f"{s}\0{i}", 0, 0.1), t) for i, (s, t) in enumerate(docs))
+    items = ((s, documents.split_of(f"{s}\0{i}", 0, 0.1), t) for i, (s, t) in enumerate(docs))
     sh.write_index(out, sh.write_shards(items, tok, out, eot=0, shard_tokens=50_000, workers=1, batch_bytes=200_000))
     return out
 
@@ -74,7 +75,7 @@ def _recipe(tmp_path, tokdir_jsonl, **pre):
     p = {
         "model": "tiny",
         "seq_len": 32,
-        "micro_batch": 4,
+        "micro_batch_size": 4,
         "batch_tokens": 128,
         "phases": [{"name": "mix", "tokens": 128 * 80, "mixture": {"prose": 0.5, "math": 0.5}}],
         "lr": 0.01,
@@ -157,7 +158,7 @@ def test_unknown_val_on_is_refused_naming_the_setting(tmp_path, jsonl):
 
 def test_run_warns_when_a_phase_repeats_a_source_and_records_supply(tmp_path, jsonl, capsys):
     # `math` holds ~85k training tokens; the second phase asks ~4.7x that of it
-    idx = sh.TokenIndex
+    idx = token_index.TokenIndex
     phases = [
         {"name": "a", "tokens": 128 * 4, "mixture": {"prose": 1.0}},
         {"name": "b", "tokens": 400_000, "mixture": {"math": 1.0}},

@@ -55,7 +55,7 @@ def curate(cfg, ctx, describe: Callable) -> Estimate:
     docs, size, unknown = corpus_docs(cfg)
     if unknown:
         out.lines.append(f"curate: size of {', '.join(unknown)} unknown (no limit, not local): not counted")
-    workers = min(cfg.executor.workers, cfg.executor.tasks)
+    workers = min(cfg.executor.workers, cfg.executor.datatrove_tasks)
     cpu_h = docs * c["curate_cpu_s_per_doc"] / 3600
     per_proc = (c["curate_rss_base_bytes"] + c["curate_rss_bytes_per_doc"] * docs) / 2**30
     out.lines += [

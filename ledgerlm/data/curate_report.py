@@ -1,5 +1,5 @@
 """The curate stage's report sections: the curation funnel (what each step kept, why documents were dropped) and
-the contamination table. Declared in the stage's SPEC (`report=SECTIONS`); drawn by ledgerlm.report.stage."""
+the contamination table. Declared in the stage's SPEC (`report=SECTIONS`); drawn by ledgerlm.report.report_stage."""
 
 from __future__ import annotations
 

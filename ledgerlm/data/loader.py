@@ -13,7 +13,7 @@
 How data is drawn. Each source is an endless stream: epoch e is all its documents in a permutation seeded by
 (seed, source, e), each document followed by end-of-text, epochs concatenated. A source's position in its stream
 (its cursor) is the only thing that moves. Each step draws `batch_size * world_size` windows; window j goes to rank
-j // batch_size and comes from the source the schedule assigns to it (see mixture.Schedule); it takes T+1 tokens at
+j // batch_size and comes from the source the schedule assigns to it (see mixture.PhaseSchedule); it takes T+1 tokens at
 that source's cursor, and the cursor moves on by T (every token is a target once). Every rank tracks all cursors, so
 ranks read disjoint windows and every rank holds the same state. The state is the step plus two integers per source.
 
@@ -36,8 +36,8 @@ import numpy as np
 import torch
 import xxhash
 
-from ledgerlm.data.mixture import Phase, Schedule, proportional_phase
-from ledgerlm.data.shards import DocTable, TokenIndex
+from ledgerlm.data.mixture import Phase, PhaseSchedule, proportional_phase
+from ledgerlm.data.token_index import DocTable, TokenIndex
 
 
 class _Stream:
@@ -132,7 +132,7 @@ class TokenLoader:
         if empty:
             raise ValueError(f"source(s) {empty} have no {split} tokens in {tokenize_dir}")
         self.global_batch = batch_size * world_size
-        self.schedule = Schedule(self.phases, self.sources, self.global_batch * seq_len, seed)
+        self.schedule = PhaseSchedule(self.phases, self.sources, self.global_batch * seq_len, seed)
         self.streams = [_Stream(self.index.table(s, split), seed, s) for s in self.sources]
         plan = json.dumps([[p.name, p.tokens, p.mixture] for p in self.phases], sort_keys=True)
         self._plan_hash = xxhash.xxh64_intdigest(plan.encode()) >> 1  # fits a signed int64
@@ -264,7 +264,7 @@ class TokenLoader:
             raise ValueError(f"val split of {short} has fewer than seq_len + 1 = {self.T + 1} tokens")
         streams = [_Stream(t, self.seed, "val", shuffle=False) for t in tables]
         total = sum(cap)
-        assign = Schedule([phase], names, self.T, 0).sources_for(0, 0, total)  # window -> source
+        assign = PhaseSchedule([phase], names, self.T, 0).sources_for(0, 0, total)  # window -> source
         pos = np.zeros(total, dtype=np.int64)  # window -> its index within its source
         for j in range(len(names)):
             hit = assign == j

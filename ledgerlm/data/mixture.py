@@ -10,7 +10,7 @@ token index), e.g. the seed recipe:
 API:
     Phase(name, tokens, mixture)              mixture weights are normalised; tokens may be written '10B', '500M'
     phases_from_config(list_of_dicts) -> list[Phase]
-    Schedule(phases, tokens_per_step, seed)   step -> phase; (phase, sequence index) -> source index
+    PhaseSchedule(phases, tokens_per_step, seed)   step -> phase; (phase, sequence index) -> source index
     mixture_plan(phases, source_tokens)       expected tokens and epochs per source (for `ledgerlm plan`)
 
 Sources are assigned to sequences with a low-discrepancy (golden-ratio Weyl) sequence pushed through the cumulative
@@ -97,7 +97,7 @@ def phases_from_config(items: list[dict] | None) -> list[Phase] | None:
     return out
 
 
-class Schedule:
+class PhaseSchedule:
     """Maps training steps to phases and sequences to sources.
 
     `tokens_per_step` = global batch (all ranks) * seq_len. A phase lasts ceil(tokens / tokens_per_step) steps;

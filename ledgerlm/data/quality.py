@@ -1,15 +1,13 @@
-"""Heuristic quality gates at parity with datatrove's FineWeb filters, and optional fastText language id.
-
-The gates (`ledgerlm.data.filters`) are ports of datatrove 0.10's `GopherRepetitionFilter`, `GopherQualityFilter`,
-`C4QualityFilter` and `FineWebQualityFilter`: the same counts, denominators, character sets and line handling, so that
-each family makes the same keep/drop decision as datatrove's filter at the same settings. Words are the tokens of
-datatrove's English word tokenizer (spaCy's), reproduced without spaCy by `ledgerlm.data.wordtok`.
+"""What the quality gates read and how they are set: their settings (`QualityConfig`, a source's `quality:` laid over
+it by `overlay`), the document as the gates see it (`DocView`, `Tokens`) and the shared counting pieces (n-gram
+repetition, datatrove's terminal punctuation and Gopher stop words). The gates themselves, one class per datatrove
+filter family, are in `ledgerlm.data.filters` (`QualityGates` runs them in the FineWeb chain's order).
 
 Each document is viewed once (`DocView`): its text, its word tokens (lazily: the tokenised text, token spans,
 lengths, raw token hashes, which tokens hold a letter / a non-punctuation character) and its normalised word hashes
-for near-dedup. The C4 family may edit the document (remove lines); the later gates then see the edited text, as
-datatrove's FineWeb chain does. The defaults are datatrove's settings in its FineWeb example (`examples/fineweb.py`);
-a threshold of None switches that rule off.
+for near-dedup. Words are the tokens of datatrove's English word tokenizer (spaCy's), reproduced without spaCy by
+`ledgerlm.data.wordtok`. The defaults of `QualityConfig` are datatrove's settings in its FineWeb example
+(`examples/fineweb.py`); a threshold of None switches that rule off.
 """
 
 from __future__ import annotations

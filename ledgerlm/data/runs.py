@@ -57,11 +57,3 @@ def merge_runs(runs: list[Path], out: Path, tmp_run, strip_keys: bool = True) ->
             f.write(line[line.index(b"\0") + 1 :] if strip_keys else line)
             n += 1
     return n
-
-
-def iter_jsonl(path: Path) -> Iterator[dict]:
-    """Our own JSONL, split on "\\n" only."""
-    with open(path, "rb") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)

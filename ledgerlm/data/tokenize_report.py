@@ -1,5 +1,5 @@
 """The tokenize stage's report section: vocabulary, bytes per token, documents and tokens per source. Declared in
-the stage's SPEC (`report=SECTION`); drawn by ledgerlm.report.stage."""
+the stage's SPEC (`report=SECTION`); drawn by ledgerlm.report.report_stage."""
 
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ledgerlm.eval.stage import load_results
-from ledgerlm.eval.stats import mcnemar, paired_bootstrap_mean
+from ledgerlm.components.stats import mcnemar, paired_bootstrap_mean
+from ledgerlm.eval.eval_stage import load_results
 from ledgerlm.io import atomic_write_json
 from ledgerlm.tasks import HEADLINE, SIX_TASKS
 

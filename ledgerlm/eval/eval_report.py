@@ -1,5 +1,5 @@
 """The eval stage's report section: each task's score with its interval, the headline, reference rows. Declared
-in the stage's SPEC (`report=SECTION`); drawn by ledgerlm.report.stage."""
+in the stage's SPEC (`report=SECTION`); drawn by ledgerlm.report.report_stage."""
 
 from __future__ import annotations
 

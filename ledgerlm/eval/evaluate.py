@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from ledgerlm.components.stats import binary_score, mean_of_scores, perplexity_score
 from ledgerlm.eval.harness import LM
-from ledgerlm.eval.stats import binary_score, mean_of_scores, perplexity_score
 from ledgerlm.tasks import HEADLINE, SIX_TASKS, FewshotSampler, TaskData, load_task
 from ledgerlm.tasks.gsm8k import MAX_NEW_TOKENS
 

@@ -12,6 +12,22 @@ import math
 import torch
 from torch import nn
 
+MODES = ("prob", "logit")
+
+
+def combine(outs: list[torch.Tensor], mode: str) -> torch.Tensor:
+    """The members' logits [..., V] as one: "prob", the log of the mean of their probabilities; "logit", the mean of
+    their logits. The one combination rule of every ensemble (this module's and eval's `EnsembleLM`)."""
+    stacked = torch.stack(outs)
+    if mode == "logit":
+        return stacked.mean(0)
+    return torch.logsumexp(stacked.log_softmax(-1), dim=0) - math.log(len(outs))
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"ensemble mode must be 'prob' or 'logit', got {mode!r}")
+
 
 class EnsembleCache:
     def __init__(self, caches):
@@ -27,8 +43,7 @@ class Ensemble(nn.Module):
         super().__init__()
         if not models:
             raise ValueError("Ensemble needs at least one model")
-        if mode not in ("prob", "logit"):
-            raise ValueError(f"Ensemble mode must be 'prob' or 'logit', got {mode!r}")
+        check_mode(mode)
         vocab = {m.cfg.vocab_size for m in models}
         if len(vocab) != 1:
             raise ValueError(f"Ensemble members disagree on vocab_size: {sorted(vocab)}")
@@ -46,7 +61,4 @@ class Ensemble(nn.Module):
             m(input_ids, kv_cache=kv_cache.caches[i] if kv_cache is not None else None, **kw)
             for i, m in enumerate(self.members)
         ]
-        stacked = torch.stack(outs)  # [K, B, T, V] fp32
-        if self.mode == "logit":
-            return stacked.mean(0)
-        return torch.logsumexp(stacked.log_softmax(-1), dim=0) - math.log(len(outs))
+        return combine(outs, self.mode)  # outs: K x [B, T, V] fp32

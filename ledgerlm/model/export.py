@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from ledgerlm.components.checkpoint import latest_checkpoint
 from ledgerlm.model.hf import load_model, save_model
 from ledgerlm.model.llama import build_model, model_config
-from ledgerlm.train.checkpoint import latest_checkpoint
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -18,15 +18,15 @@ from pathlib import Path
 import torch
 
 from ledgerlm import hub
+from ledgerlm.components import checkpoint as ckpt_lib
+from ledgerlm.components.chat import CHAT_TEMPLATE
+from ledgerlm.components.checkpoint import trim_metrics
+from ledgerlm.components.optimizer import clip_grad
+from ledgerlm.components.schedule import lr_at
 from ledgerlm.config import ConfigError
 from ledgerlm.data.tokenizer import save_hf_tokenizer_files
 from ledgerlm.model.hf import load_model, load_tokenizer_for, save_model
-from ledgerlm.post.chat import CHAT_TEMPLATE
 from ledgerlm.stage import STAGES
-from ledgerlm.train import checkpoint as ckpt_lib
-from ledgerlm.train.checkpoint import trim_metrics
-from ledgerlm.train.optim import clip_grad
-from ledgerlm.train.schedule import lr_at
 
 IGNORE = -100  # target id that contributes no loss
 
@@ -139,7 +139,7 @@ def frozen_copy(model_dir: Path, device) -> torch.nn.Module:
 
 
 @dataclass
-class Schedule:
+class LoopSchedule:
     """How long a loop runs and how its lr moves: `total` optimizer steps, linear warmup over `warmup` steps, then
     `shape` (constant | linear | cosine) towards min_lr_ratio * lr; held-out evaluation every `eval_every` steps."""
 
@@ -152,7 +152,7 @@ class Schedule:
     per_epoch: int = 0  # optimizer steps in one pass over the data (epoch-based loops)
 
     @classmethod
-    def from_epochs(cls, cfg, n_items: int, evals: int, min_lr_ratio: float = 0.0) -> Schedule:
+    def from_epochs(cls, cfg, n_items: int, evals: int, min_lr_ratio: float = 0.0) -> LoopSchedule:
         """`cfg.max_steps`, else `cfg.epochs` passes over `n_items` in batches of `cfg.batch_size`; warmup is
         `cfg.warmup_ratio` of the steps; `cfg.eval_every`, else about `evals` held-out evaluations per run."""
         per_epoch = max(1, math.ceil(n_items / cfg.batch_size))
@@ -267,7 +267,7 @@ class StepLog:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# what a stage did relative to its own start (ledgerlm.eval.stats.effect dicts)
+# what a stage did relative to its own start (ledgerlm.components.stats.effect dicts)
 
 
 def effect_metrics(*effects: dict | None) -> dict:

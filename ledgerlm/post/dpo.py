@@ -25,15 +25,16 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
+from ledgerlm.components.optimizer import build_optimizer
+from ledgerlm.components.stats import effect
 from ledgerlm.device import autocast
-from ledgerlm.eval.stats import effect
 from ledgerlm.io import write_jsonl
 from ledgerlm.ledger import sha256_file
 from ledgerlm.model.hf import save_tensors
 from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.post.common import (
     Checkpoints,
-    Schedule,
+    LoopSchedule,
     Shuffled,
     StepLog,
     effect_line,
@@ -61,7 +62,6 @@ from ledgerlm.post.preference import (
 )
 from ledgerlm.post.start_checks import start_checks
 from ledgerlm.stage import StageResult, StageSpec
-from ledgerlm.train.optim import build_optimizer
 
 LOSSES = ("sigmoid", "length_normalized")
 
@@ -320,7 +320,7 @@ def run(cfg: Config, ctx):
     del ref_model
     init_logp_acc = start_accuracy(ref.heldout, cfg.loss == "length_normalized")
 
-    sched = Schedule.from_epochs(cfg, len(data.train), evals=5)
+    sched = LoopSchedule.from_epochs(cfg, len(data.train), evals=5)
     opt = build_optimizer(policy, cfg, fused_cpu=False)
     batches = Shuffled(len(data.train), torch.Generator().manual_seed(ctx.seed))
     policy.train()

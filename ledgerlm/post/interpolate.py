@@ -22,10 +22,11 @@ from pathlib import Path
 
 import torch
 
+from ledgerlm.components.stats import effect
 from ledgerlm.config import ConfigError
+from ledgerlm.eval.backends import LedgerLlama
 from ledgerlm.eval.evaluate import evaluate
-from ledgerlm.eval.harness import LedgerLlama, load_tok
-from ledgerlm.eval.stats import effect
+from ledgerlm.eval.harness import load_tok
 from ledgerlm.io import atomic_write_json, atomic_write_text
 from ledgerlm.post import sft
 from ledgerlm.post.common import (

@@ -1,5 +1,5 @@
 """The interpolate stage's report section (under Post-training): the α chosen and each α's metrics. Declared in
-the stage's SPEC (`report=SECTION`); drawn by ledgerlm.report.stage."""
+the stage's SPEC (`report=SECTION`); drawn by ledgerlm.report.report_stage."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The report sections of the two pairwise stages (under Post-training): DPO and the reward model, held-out pair
 accuracy against chance and against where the stage started. Declared in their SPECs (`report=DPO_SECTION`,
-`report=REWARD_SECTION`); drawn by ledgerlm.report.stage."""
+`report=REWARD_SECTION`); drawn by ledgerlm.report.report_stage."""
 
 from __future__ import annotations
 

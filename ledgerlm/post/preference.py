@@ -23,11 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ledgerlm.eval.stats import wilson_ci
-from ledgerlm.io import atomic_write_json, iter_jsonl_rows
-from ledgerlm.ledger import WARN_P
-from ledgerlm.model.loss import DEFAULT_CHUNK
-from ledgerlm.post.chat import (
+from ledgerlm.components.chat import (
     ChatFormatError,
     encode_text,
     hf_rows,
@@ -37,6 +33,10 @@ from ledgerlm.post.chat import (
     special_ids,
     validate,
 )
+from ledgerlm.components.stats import wilson_ci
+from ledgerlm.io import atomic_write_json, iter_jsonl_rows
+from ledgerlm.ledger import WARN_P
+from ledgerlm.model.loss import DEFAULT_CHUNK
 from ledgerlm.post.common import IGNORE
 from ledgerlm.tasks import arith
 

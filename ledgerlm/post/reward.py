@@ -31,13 +31,14 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from ledgerlm.components.optimizer import build_optimizer
+from ledgerlm.components.stats import effect
 from ledgerlm.device import autocast
-from ledgerlm.eval.stats import effect
 from ledgerlm.io import write_jsonl
 from ledgerlm.model.hf import save_tensors
 from ledgerlm.post.common import (
     Checkpoints,
-    Schedule,
+    LoopSchedule,
     Shuffled,
     StepLog,
     effect_line,
@@ -63,7 +64,6 @@ from ledgerlm.post.preference import (
 )
 from ledgerlm.post.start_checks import start_checks
 from ledgerlm.stage import StageResult, StageSpec
-from ledgerlm.train.optim import build_optimizer
 
 HEAD_FILE = "reward_head.safetensors"
 
@@ -239,7 +239,7 @@ def run(cfg: Config, ctx):
     data = encode_split(cfg, ctx.seed, tok, backbone.cfg.max_seq_len)
     write_jsonl(out / "quarantine.jsonl", data.quarantined)
 
-    sched = Schedule.from_epochs(cfg, len(data.train), evals=5)
+    sched = LoopSchedule.from_epochs(cfg, len(data.train), evals=5)
     opt = build_optimizer(rm.backbone, cfg, fused_cpu=False)
     opt.add_param_group({"params": list(rm.head.parameters()), "weight_decay": 0.0, "lr_mult": cfg.head_lr_mult})
     batches = Shuffled(len(data.train), torch.Generator().manual_seed(ctx.seed))

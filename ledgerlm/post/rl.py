@@ -34,15 +34,16 @@ from pathlib import Path
 import torch
 
 from ledgerlm import hub
+from ledgerlm.components.chat import render_prompt, special_ids
+from ledgerlm.components.optimizer import build_optimizer
+from ledgerlm.components.stats import effect, mcnemar
 from ledgerlm.device import autocast
-from ledgerlm.eval.stats import effect, mcnemar
 from ledgerlm.io import atomic_write_json, open_text, write_jsonl
 from ledgerlm.ledger import WARN_P
 from ledgerlm.model.generate import generate
-from ledgerlm.post.chat import render_prompt, special_ids
 from ledgerlm.post.common import (
     Checkpoints,
-    Schedule,
+    LoopSchedule,
     Shuffled,
     StepLog,
     frozen_copy,
@@ -61,7 +62,6 @@ from ledgerlm.post.start_checks import start_checks
 from ledgerlm.stage import StageResult, StageSpec
 from ledgerlm.tasks import arith
 from ledgerlm.tasks.gsm8k import extract_strict, is_correct
-from ledgerlm.train.optim import build_optimizer
 
 ADV_MODES = ("mean", "mean_std")
 AGG_MODES = ("grpo", "dapo", "drgrpo")
@@ -693,7 +693,7 @@ def problems_fingerprint(s: Setup) -> str:
 def run(cfg: Config, ctx):
     s = setup(cfg, ctx)
     opt = build_optimizer(s.policy, cfg, fused_cpu=False)
-    sched = Schedule(cfg.steps, cfg.lr, int(cfg.warmup_ratio * cfg.steps), cfg.schedule)
+    sched = LoopSchedule(cfg.steps, cfg.lr, int(cfg.warmup_ratio * cfg.steps), cfg.schedule)
     problems = Shuffled(len(s.train), s.rng)
     # eval_batch_size stays in the key: it sets how the start's pass@k batches draw from the sampling generator
     traj = trajectory_key(cfg, ctx.seed, ("ckpt_every", "keep_ckpts", "log_samples"), problems=problems_fingerprint(s))

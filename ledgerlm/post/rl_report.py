@@ -1,5 +1,5 @@
 """The rl stage's report section (under Post-training): held-out exact match before and after, learning signal,
-the curves. Declared in the stage's SPEC (`report=SECTION`); drawn by ledgerlm.report.stage."""
+the curves. Declared in the stage's SPEC (`report=SECTION`); drawn by ledgerlm.report.report_stage."""
 
 from __future__ import annotations
 

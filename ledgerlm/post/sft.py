@@ -29,15 +29,18 @@ import numpy as np
 import torch
 import xxhash
 
+from ledgerlm.components import chat
+from ledgerlm.components import checkpoint as ckpt_lib
+from ledgerlm.components.distributed import DistInfo, load_full_state_dicts
+from ledgerlm.components.optimizer import build_optimizer
+from ledgerlm.components.stats import effect
 from ledgerlm.config import ConfigError
 from ledgerlm.device import autocast
-from ledgerlm.eval.stats import effect
 from ledgerlm.io import atomic_write_json, write_jsonl
 from ledgerlm.model.loss import DEFAULT_CHUNK
-from ledgerlm.post import chat
 from ledgerlm.post.common import (
     IGNORE,
-    Schedule,
+    LoopSchedule,
     Shuffled,
     StepLog,
     effect_line,
@@ -53,9 +56,6 @@ from ledgerlm.post.common import (
 from ledgerlm.post.sft_report import SECTION as REPORT
 from ledgerlm.post.start_checks import start_checks
 from ledgerlm.stage import StageResult, StageSpec
-from ledgerlm.train import checkpoint as ckpt_lib
-from ledgerlm.train.dist import DistInfo, load_full_state_dicts
-from ledgerlm.train.optim import build_optimizer
 
 
 @dataclass
@@ -458,7 +458,7 @@ def run(cfg: Config, ctx):
     device = ctx.device
     s = setup(cfg, ctx)
     out = Path(ctx.out_dir)
-    sched = Schedule.from_epochs(cfg, len(s.rows), evals=10, min_lr_ratio=cfg.min_lr_ratio)
+    sched = LoopSchedule.from_epochs(cfg, len(s.rows), evals=10, min_lr_ratio=cfg.min_lr_ratio)
     total = sched.total
     ckpt_every = cfg.ckpt_every or max(1, total // 10)
     s.summary.update(steps=total, steps_per_epoch=sched.per_epoch, seq_len=s.seq_len, base_model=str(s.base_dir))

@@ -1,5 +1,5 @@
 """The sft stage's report section (under Post-training): held-out chat loss, effects, the loss curve. Declared in
-the stage's SPEC (`report=SECTION`); drawn by ledgerlm.report.stage."""
+the stage's SPEC (`report=SECTION`); drawn by ledgerlm.report.report_stage."""
 
 from __future__ import annotations
 

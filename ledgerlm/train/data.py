@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ledgerlm.data.loader import TokenLoader
-from ledgerlm.data.shards import TokenIndex
+from ledgerlm.data.token_index import TokenIndex
 
 
 class WindowSource:
@@ -140,7 +140,7 @@ class LoaderSource:
         self,
         tokenize_dir,
         seq_len: int,
-        micro_batch: int,
+        micro_batch_size: int,
         seed: int,
         rank: int,
         world: int,
@@ -152,7 +152,7 @@ class LoaderSource:
             tokenize_dir,
             phases=phases,
             seq_len=seq_len,
-            batch_size=micro_batch,
+            batch_size=micro_batch_size,
             seed=seed,
             rank=rank,
             world_size=world,

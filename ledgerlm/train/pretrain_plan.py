@@ -28,16 +28,16 @@ def plan(cfg, ctx, describe: Callable, lengths: Callable) -> Estimate:
     out.gpu_hours = flops / (t.gpu.peak_bf16 * t.mfu) / 3600
     shape = (m.num_params(), m.n_layer, m.d_model, m.vocab_size, cfg.seq_len)
     chunk = cfg.loss_chunk_size
-    mem = train_memory_gib(*shape, cfg.micro_batch, chunk)
+    mem = train_memory_gib(*shape, cfg.micro_batch_size, chunk)
     g = t.gpu
-    fit = "fits" if mem < g.memory_gib * 0.9 else "DOES NOT FIT: lower micro_batch (grad accumulation keeps the batch)"
+    fit = "fits" if mem < g.memory_gib * 0.9 else "DOES NOT FIT: lower micro_batch_size (grad accumulation keeps the batch)"
     plain = f"{largest_micro_batch(g.memory_gib, *shape)} with the plain loss (full logits)"
     out.lines += [
         f"cost on {g.name}: {m.num_params():,} params, {L['tokens']:,} tokens in {L['steps']:,} steps, "
         f"{flops:.3g} FLOPs -> {out.gpu_hours:.1f} h",
-        f"memory: ~{mem:.1f} GiB of {g.memory_gib:.0f} GiB at micro_batch={cfg.micro_batch}, "
+        f"memory: ~{mem:.1f} GiB of {g.memory_gib:.0f} GiB at micro_batch_size={cfg.micro_batch_size}, "
         f"seq_len={cfg.seq_len} ({fit})",
-        f"largest micro_batch that fits {g.memory_gib:.0f} GiB at seq_len={cfg.seq_len}: "
+        f"largest micro_batch_size that fits {g.memory_gib:.0f} GiB at seq_len={cfg.seq_len}: "
         f"{largest_micro_batch(g.memory_gib, *shape, loss_chunk=chunk)}"
         + (
             f" with the chunked loss (loss_chunk_size={chunk}); {plain}"

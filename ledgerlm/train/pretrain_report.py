@@ -1,5 +1,5 @@
 """The pretrain stage's report section: held-out loss over training, the curves, what the kept weights score.
-Declared in the stage's SPEC (`report=SECTION`); drawn by ledgerlm.report.stage."""
+Declared in the stage's SPEC (`report=SECTION`); drawn by ledgerlm.report.report_stage."""
 
 from __future__ import annotations
 

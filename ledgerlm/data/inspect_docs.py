@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ledgerlm.data.runs import iter_jsonl
+from ledgerlm.io import iter_jsonl
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def _parts(d: Path) -> list[Path]:
 def _find(parts: list[Path], doc_id: str) -> dict | None:
     """The record with this id (output shards are sorted by id: stop at the first larger id)."""
     for p in parts:
-        for r in iter_jsonl(p):
+        for _, r in iter_jsonl(p):
             if r["id"] == doc_id:
                 return r
             if r["id"] > doc_id:
@@ -69,7 +69,7 @@ def boilerplate(cur: Path, n: int, chars: int, out) -> int:
         return 1
     top: list[dict] = []
     total = 0
-    for r in iter_jsonl(p):  # keep the n most frequent: memory = n lines
+    for _, r in iter_jsonl(p):  # keep the n most frequent: memory = n lines
         total += 1
         top.append(r)
         if len(top) > 4 * n:
@@ -90,7 +90,7 @@ def c4_edits(cur: Path, want: str, n: int, chars: int, seed: int, out) -> int:
         return 1
     why = want.split(":", 1)[1] if ":" in want else None
     total, by = 0, Counter()
-    for r in iter_jsonl(p):  # pass 1: counts only
+    for _, r in iter_jsonl(p):  # pass 1: counts only
         for k, (lines, _) in r["removed"].items():
             by[k] += lines
         total += why is None or why in r["removed"]
@@ -103,7 +103,7 @@ def c4_edits(cur: Path, want: str, n: int, chars: int, seed: int, out) -> int:
         f"{total} kept documents edited by C4 for {want!r}; lines removed by reason: {dict(by.most_common())}", file=out
     )
     i = 0
-    for r in iter_jsonl(p):  # pass 2: only the picked records are printed
+    for _, r in iter_jsonl(p):  # pass 2: only the picked records are printed
         if why is not None and why not in r["removed"]:
             continue
         if i in pick:
@@ -125,7 +125,7 @@ def main(args, out=None) -> int:
     excluded = _parts(cur / "excluded")
     counts: Counter = Counter()
     for p in excluded:  # pass 1: counts only
-        for r in iter_jsonl(p):
+        for _, r in iter_jsonl(p):
             counts[r["reason"]] += 1
     if not args.reason:
         print(f"{sum(counts.values())} excluded documents:", file=out)
@@ -144,7 +144,7 @@ def main(args, out=None) -> int:
     pick = set(rng.choice(total, size=min(args.n, total), replace=False).tolist())
     sel, i = [], 0
     for p in excluded:  # pass 2: only the picked records are held
-        for r in iter_jsonl(p):
+        for _, r in iter_jsonl(p):
             if _matches(r["reason"], args.reason):
                 if i in pick:
                     sel.append(r)

@@ -26,7 +26,7 @@ from pathlib import Path
 import xxhash
 
 from ledgerlm.config import ConfigError
-from ledgerlm.data import curate_plan
+from ledgerlm.data import curate_plan, documents
 from ledgerlm.data import shards as sh
 from ledgerlm.data.tokenize_report import SECTION as REPORT
 from ledgerlm.data.tokenizer import (
@@ -131,9 +131,9 @@ def sample_texts(files: list[Path], cfg: Config, seed: int, quarantine=lambda _q
     """A seeded hash-sample of about cfg.sample_bytes of train-split text (val documents are never sampled)."""
     rate = min(1.0, cfg.sample_bytes / max(1, _estimated_text_bytes(files)))
     texts, size = [], 0
-    docs = sh.iter_documents(files, quarantine, cfg.text_field, cfg.source_field, cfg.default_source)
+    docs = documents.iter_documents(files, quarantine, cfg.text_field, cfg.source_field, cfg.default_source)
     for d in docs:
-        if sh.split_of(d.key, seed, cfg.val_fraction) == "val":
+        if documents.split_of(d.key, seed, cfg.val_fraction) == "val":
             continue
         if xxhash.xxh64_intdigest(d.key.encode("utf-8", "surrogatepass"), seed=seed + 1) / 2**64 >= rate:
             continue
@@ -148,7 +148,7 @@ def check_inputs(cfg: Config, ctx) -> list[Path]:
     """Before any compute: the input files, each with a known suffix; not all of them empty. Mistakes are one
     ConfigError line (exit 2) naming the path."""
     try:
-        files = sh.expand_inputs(_input_paths(cfg, ctx))
+        files = documents.expand_inputs(_input_paths(cfg, ctx))
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError("tokenize.input", str(e)) from None
     if not any(has_content(f) for f in files):
@@ -186,8 +186,8 @@ def run(cfg: Config, ctx) -> StageResult:
     ctx.log.info("tokenizer: vocab %d, eot id %d (%.1fs)", tok.get_vocab_size(), eot, t_tok)
 
     quarantined: list[dict] = []
-    docs = sh.iter_documents(files, quarantined.append, cfg.text_field, cfg.source_field, cfg.default_source)
-    items = ((d.source, sh.split_of(d.key, ctx.seed, cfg.val_fraction), d.text) for d in docs)
+    docs = documents.iter_documents(files, quarantined.append, cfg.text_field, cfg.source_field, cfg.default_source)
+    items = ((d.source, documents.split_of(d.key, ctx.seed, cfg.val_fraction), d.text) for d in docs)
     t1, c1 = time.time(), time.process_time()
     index = sh.write_shards(
         items,

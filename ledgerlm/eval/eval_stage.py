@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledgerlm.config import ConfigError, apply_overrides, from_dict, parse_override
+from ledgerlm.eval.backends import load_lm
 from ledgerlm.eval.eval_report import SECTION as REPORT
 from ledgerlm.eval.evaluate import evaluate, load_references, summary_metrics, to_markdown
-from ledgerlm.eval.harness import load_lm
 from ledgerlm.io import atomic_write_json, atomic_write_text
 from ledgerlm.ledger import WARN_P
 from ledgerlm.post.start_checks import start_checks
