@@ -32,11 +32,12 @@ class Decoder:
         self.h, self.kvh, self.hd = cfg.n_head, cfg.n_kv_head, cfg.head_dim
         with torch.no_grad():
             self.layers = [_fused(block) for block in model.layers]
-            self.head_t = model.lm_head.weight.t().contiguous()
+            self.head_t = _transposed(model.lm_head.weight)
         p = model.embed_tokens.weight
         shape = (batch, cfg.n_kv_head, total, cfg.head_dim)
-        self.k = [torch.zeros(shape, device=p.device, dtype=p.dtype) for _ in range(cfg.n_layer)]
-        self.v = [torch.zeros(shape, device=p.device, dtype=p.dtype) for _ in range(cfg.n_layer)]
+        # uninitialised: every position is written (the prefill writes all P, a step its own) before it is read
+        self.k = [torch.empty(shape, device=p.device, dtype=p.dtype) for _ in range(cfg.n_layer)]
+        self.v = [torch.empty(shape, device=p.device, dtype=p.dtype) for _ in range(cfg.n_layer)]
 
     def compact(self, keep: torch.Tensor) -> None:
         """Keep only the batch rows `keep` (indices into the current batch), in that order."""
@@ -97,7 +98,7 @@ class Decoder:
     def _mlp(self, x: torch.Tensor, w: dict) -> torch.Tensor:
         h = w["post_norm"](x)
         gate, up = (h @ w["gate_up"]).chunk(2, dim=-1)
-        return x + (F.silu(gate) * up) @ w["down"]
+        return x + F.silu(gate, inplace=True).mul_(up) @ w["down"]  # in place: no [N, d_ff] temporaries
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         h = self.model.norm(x)
@@ -110,8 +111,18 @@ def _fused(block) -> dict:
     return {
         "in_norm": block.input_layernorm,  # the modules: RMSNorm's fp32 / low-precision rules stay its own
         "post_norm": block.post_attention_layernorm,
-        "qkv": torch.cat((a.q_proj.weight, a.k_proj.weight, a.v_proj.weight)).t().contiguous(),
-        "o": a.o_proj.weight.t().contiguous(),
-        "gate_up": torch.cat((m.gate_proj.weight, m.up_proj.weight)).t().contiguous(),
-        "down": m.down_proj.weight.t().contiguous(),
+        "qkv": _transposed(a.q_proj.weight, a.k_proj.weight, a.v_proj.weight),
+        "o": _transposed(a.o_proj.weight),
+        "gate_up": _transposed(m.gate_proj.weight, m.up_proj.weight),
+        "down": _transposed(m.down_proj.weight),
     }
+
+
+def _transposed(*ws: torch.Tensor) -> torch.Tensor:
+    """[out_i, in] weights -> one contiguous [in, sum out_i] matrix, written in one pass (no concatenated copy)."""
+    out = ws[0].new_empty(ws[0].shape[1], sum(w.shape[0] for w in ws))
+    at = 0
+    for w in ws:
+        out[:, at : at + w.shape[0]].copy_(w.t())
+        at += w.shape[0]
+    return out

@@ -46,10 +46,11 @@ def sample_next(logits: torch.Tensor, temperature=0.0, top_k=0, top_p=1.0, gener
     cdf = logits.softmax(-1).cumsum(-1)
     if u is None:
         u = uniforms(cdf.shape[0], generator, cdf.device)
-    u = u.to(cdf.dtype) * cdf[:, -1:]
-    idx = torch.searchsorted(cdf, u, right=True).squeeze(-1)
-    # u rounded up onto the total (probability ~1e-7): the most likely token rather than an index past the end
-    return torch.where(idx < cdf.shape[-1], idx, logits.argmax(-1))
+    total = cdf[:, -1:]
+    # u rounded up onto the total (probability ~1e-7) would index past the end: keep it just below, where the last
+    # token of non-zero probability lies (a [B, 1] clamp, not a second pass over the [B, V] logits)
+    u = torch.minimum(u.to(cdf.dtype) * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
 
 def uniforms(b: int, generator, device) -> torch.Tensor:
