@@ -1,6 +1,8 @@
 """Rollout speed: ledgerlm's KV-cache sampler (`ledgerlm.model.generate`) against transformers' `generate` on the same
 weights, the same batch of left-padded prompts and the same sampling settings (temperature, no top-k / top-p, no early
-stop: every row generates `--new` tokens, so both produce batch x new tokens).
+stop: every row generates `--new` tokens, so both produce batch x new tokens). Ours runs its whole `generate` call
+in the timing, the per-call build of its fused, transposed weights (`ledgerlm.model.decode.Decoder`) included; its
+finished-row compaction never acts here (no row stops early), so these numbers do not count it.
 
     python -m bench.generate                       # CPU, the demo's model shape and a SmolLM-135M-shaped one
     python -m bench.generate --sizes demo --repeats 5
@@ -132,8 +134,11 @@ def main(argv=None) -> None:
     clock = "wall clock (CUDA)" if torch.cuda.is_available() else f"process CPU time, {args.threads} torch thread(s)"
     lines = [
         f"Batch {args.batch} ragged left-padded prompts (24-47 tokens), {args.new} new tokens each, temperature "
-        f"{args.temperature:g}, no top-k/top-p, no early stop; same weights (ours exported to `LlamaForCausalLM`); "
-        f"{args.repeats} alternating repeats, timed by {clock}; 1-min load average up to {load:.1f}.",
+        f"{args.temperature:g}, no top-k/top-p, no early stop; same weights (ours exported to `LlamaForCausalLM`), "
+        f"fp32 on the CPU; {args.repeats} alternating repeats, timed by {clock}; 1-min load average up to {load:.1f}. "
+        "Ours: one `generate` call, its weight fusion and transposition included; it drops finished rows from the "
+        "batch, which never happens here (no row stops early). transformers: `generate(do_sample=True)`, "
+        "its default cache.",
         "",
         "| model | params | ours tok/s (min / median / max) | transformers tok/s (min / median / max) | ratio of medians |",
         "|---|---:|---:|---:|---:|",

@@ -33,15 +33,17 @@ def model64():
     return build_model(model_config("tiny", vocab_size=97, max_seq_len=64)).eval()
 
 
-@pytest.mark.parametrize("use_cache", [True, False])
-def test_generate_never_passes_max_seq_len(model64, use_cache):
+@pytest.mark.parametrize("use_cache,compact", [(True, False), (True, True), (False, False)])
+def test_generate_never_passes_max_seq_len(model64, use_cache, compact):
     seen = _record_positions(model64)
     prompts = [list(range(3, 63)), list(range(5, 15))]  # 60 and 10 tokens; 20 new tokens asked
-    out = generate(model64, prompts, 20, use_cache=use_cache)
+    out = generate(model64, prompts, 20, use_cache=use_cache, compact_rows=compact)
     assert len(out[0]) == 4 and len(out[1]) == 20  # the long row is capped at 64 - 60 tokens
-    assert max(seen) == 63  # position 63 is used (the last generated token's), 64 never
+    # position 63 is used (the last generated token's), 64 never; compacted, the capped row leaves the batch once
+    # finished, so its last token (at 63) is never fed back
+    assert max(seen) == (62 if compact else 63)
     # the capped row is what it would be alone
-    assert generate(model64, prompts[:1], 20, use_cache=use_cache)[0] == out[0]
+    assert generate(model64, prompts[:1], 20, use_cache=use_cache, compact_rows=compact)[0] == out[0]
     with pytest.raises(ValueError, match="max_seq_len=64"):
         generate(model64, [list(range(1, 65))], 4)
 

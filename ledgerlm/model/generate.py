@@ -21,10 +21,13 @@ from collections.abc import Sequence
 import torch
 
 from ledgerlm.device import autocast
+from ledgerlm.model.decode import Decoder
+from ledgerlm.model.llama import Llama
 
 
-def sample_next(logits: torch.Tensor, temperature=0.0, top_k=0, top_p=1.0, generator=None) -> torch.Tensor:
-    """logits [B, V] -> token ids [B]. temperature 0 = greedy."""
+def sample_next(logits: torch.Tensor, temperature=0.0, top_k=0, top_p=1.0, generator=None, u=None) -> torch.Tensor:
+    """logits [B, V] -> token ids [B]. temperature 0 = greedy. u [B, 1]: the rows' uniforms in [0, 1), when drawn
+    beforehand (`uniforms`); by default drawn here from `generator`."""
     if temperature <= 0.0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
@@ -41,10 +44,18 @@ def sample_next(logits: torch.Tensor, temperature=0.0, top_k=0, top_p=1.0, gener
     # inverse-CDF sampling: one uniform per row instead of torch.multinomial's B x V exponentials (20x cheaper on a
     # CPU at B 48, V 2048); a token of probability 0 (top-k / top-p) has an empty interval and is never drawn
     cdf = logits.softmax(-1).cumsum(-1)
-    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
-    idx = torch.searchsorted(cdf, u, right=True).squeeze(-1)
-    # u rounded up onto the total (probability ~1e-7): the most likely token rather than an index past the end
-    return torch.where(idx < cdf.shape[-1], idx, logits.argmax(-1))
+    if u is None:
+        u = uniforms(cdf.shape[0], generator, cdf.device)
+    total = cdf[:, -1:]
+    # u rounded up onto the total (probability ~1e-7) would index past the end: keep it just below, where the last
+    # token of non-zero probability lies (a [B, 1] clamp, not a second pass over the [B, V] logits)
+    u = torch.minimum(u.to(cdf.dtype) * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
+
+
+def uniforms(b: int, generator, device) -> torch.Tensor:
+    """The [b, 1] uniforms `sample_next` draws for b rows (one per row, fp32)."""
+    return torch.rand(b, 1, generator=generator, device=device, dtype=torch.float32)
 
 
 def max_positions(model) -> int | None:
@@ -87,6 +98,7 @@ def generate(
     pad_id: int = 0,
     batch_stop_strings: bool = False,
     precision: str = "auto",
+    compact_rows: bool = True,
 ) -> list[list[int]]:
     """batch_stop_strings: lm-eval 0.4.13's stopping rule (its MultiTokenEOSCriteria under transformers' generate):
     a row stops alone only at a stop id (EOS) or its token budget; a stop string ends generation only once, for that
@@ -96,8 +108,13 @@ def generate(
 
     precision: "auto" = bf16 autocast on CUDA, fp32 on CPU (`ledgerlm.device.autocast`); "fp32" = never autocast.
 
+    Our `Llama` decodes through `ledgerlm.model.decode.Decoder` (fused pre-transposed weights, a prefill on the real
+    prompt tokens only, a static cache); other models (an ensemble) through their own forward and `new_kv_cache`.
     Without stop strings the loop keeps its state on the device (finished rows, token counts, budgets as tensors):
-    one host sync per step (are all rows done?), none per row; the new tokens are read back once at the end."""
+    one host sync per step (how many rows are done?), none per row; the new tokens are read back once at the end.
+    compact_rows: there, drop finished rows from the batch (with the Decoder) once an eighth of it has finished, so
+    they stop costing compute; the uniforms are drawn for the whole batch at every step either way, so compaction
+    does not change what is sampled."""
     if not prompts:
         return []
     max_len = _check_prompts(model, prompts, stop_strings, tokenizer)
@@ -110,47 +127,86 @@ def generate(
     b, plen = len(prompts), max(len(p) for p in prompts)
     total = plen + max_new_tokens
     ids, mask = _left_padded(prompts, total, pad_id, device)
-    cache = model.new_kv_cache(b, total) if use_cache else None
     sampling = (temperature, top_k, top_p, generator)
     try:
         with autocast(device, precision):
+            logits_fn, compact = _stepper(model, b, total, plen, use_cache)
             if stop_strings:
                 rule = (stop_ids, stop_strings, tokenizer, pad_id, batch_stop_strings)
-                out = _generate_host(model, ids, mask, cache, plen, total, budget, sampling, *rule)
+                out = _generate_host(logits_fn, ids, mask, plen, total, budget, sampling, *rule)
             else:
-                out = _generate_device(model, ids, mask, cache, plen, total, budget, sampling, stop_ids)
+                compact = compact if compact_rows else None
+                out = _generate_device(logits_fn, compact, ids, mask, plen, total, budget, sampling, stop_ids)
     finally:
         if was_training:
             model.train()
     return out
 
 
-def _generate_device(model, ids, mask, cache, plen: int, total: int, budget: list[int], sampling, stop_ids):
+def _stepper(model, b: int, total: int, plen: int, use_cache: bool):
+    """-> (logits(ids, mask, cur): logits [B, V] after the first `cur` positions of the batch's rows, called for
+    cur = plen, plen + 1, ... in turn; compact(keep) that drops rows from its state, or None)."""
+    if use_cache and isinstance(model, Llama):
+        dec = Decoder(model, b, total)
+
+        def fast(ids, mask, cur):
+            if cur == plen:
+                return dec.prefill(ids[:, :plen], mask[:, :plen])
+            return dec.step(ids[:, cur - 1], mask[:, :cur], cur - 1)
+
+        return fast, dec.compact
+    cache = model.new_kv_cache(b, total) if use_cache else None
+    return (lambda ids, mask, cur: _last_logits(model, ids, mask, cache, cur)), None
+
+
+def _generate_device(logits_fn, compact, ids, mask, plen: int, total: int, budget: list[int], sampling, stop_ids):
     """The decode loop with its bookkeeping on the device: a row finishes at a stop id or at its budget; a finished
-    row's further positions are padding (masked, positions stop advancing)."""
+    row's further positions are padding (masked, positions stop advancing). With `compact`, the working batch
+    (`rows`: its rows' indices in `ids`) sheds finished rows; `ids` gets their tokens back."""
     device = ids.device
     b = ids.shape[0]
+    rows = torch.arange(b, device=device)
+    n_full = torch.zeros(b, dtype=torch.long, device=device)
+    w_ids, w_mask = ids, mask
     done = torch.zeros(b, dtype=torch.bool, device=device)
     n_out = torch.zeros(b, dtype=torch.long, device=device)
     limit = torch.tensor(budget, dtype=torch.long, device=device)
     stops = torch.tensor(sorted(set(int(s) for s in stop_ids)), dtype=torch.long, device=device)
+    temperature, generator = sampling[0], sampling[3]
     for cur in range(plen, total):
-        nxt = sample_next(_last_logits(model, ids, mask, cache, cur), *sampling)
-        ids[:, cur] = nxt
+        # one uniform per row of the whole batch, whatever its working size: compaction leaves the draws alone
+        u = uniforms(b, generator, device)[rows] if temperature > 0 else None
+        nxt = sample_next(logits_fn(w_ids, w_mask, cur), *sampling, u=u)
+        w_ids[:, cur] = nxt
         live = ~done
         # the token that finishes a row is still its own (mask 1); everything after it is padding
-        mask[:, cur] = live.to(mask.dtype)
+        w_mask[:, cur] = live.to(w_mask.dtype)
         n_out += live.to(n_out.dtype)
         stopped = torch.isin(nxt, stops) if stops.numel() else torch.zeros_like(done)
         done |= live & (stopped | (n_out >= limit))
-        if bool(done.all()):  # the one host sync of a step
+        n_done = int(done.sum())  # the one host sync of a step
+        if n_done == len(rows):
             break
-    rows = ids[:, plen:].tolist()
-    return [r[:n] for r, n in zip(rows, n_out.tolist())]
+        if compact is not None and n_done >= max(1, len(rows) // 8):
+            _put_back(ids, n_full, rows, w_ids, n_out)
+            keep = (~done).nonzero().squeeze(-1)
+            rows, w_ids, w_mask, n_out, limit = rows[keep], w_ids[keep], w_mask[keep], n_out[keep], limit[keep]
+            done = done[keep]
+            compact(keep)
+    _put_back(ids, n_full, rows, w_ids, n_out)
+    out = ids[:, plen:].tolist()
+    return [r[:n] for r, n in zip(out, n_full.tolist())]
+
+
+def _put_back(ids, n_full, rows, w_ids, n_out) -> None:
+    """The working batch's tokens and counts into the whole batch's (`ids` is the working batch until compacted)."""
+    if w_ids is not ids:
+        ids[rows] = w_ids
+    n_full[rows] = n_out
 
 
 def _generate_host(
-    model, ids, mask, cache, plen, total, budget, sampling, stop_ids, stop_strings, tokenizer, pad_id, batch_rule
+    logits_fn, ids, mask, plen, total, budget, sampling, stop_ids, stop_strings, tokenizer, pad_id, batch_rule
 ):
     """The decode loop when stop strings need the decoded text: the step's tokens come to the host once per step
     (one transfer, not one per row) and are checked there."""
@@ -164,7 +220,7 @@ def _generate_host(
         hit = [[False] * b for _ in stop_strings]
         seen: list[list[int]] = [[] for _ in range(b)]  # generated tokens as lm-eval sees them (pads after EOS)
     for cur in range(plen, total):
-        nxt = sample_next(_last_logits(model, ids, mask, cache, cur), *sampling)
+        nxt = sample_next(logits_fn(ids, mask, cur), *sampling)
         ids[:, cur] = nxt
         # a finished row's further tokens are padding: its positions stop advancing (never past max_len - 1)
         mask[:, cur] = torch.tensor([not d for d in done], dtype=mask.dtype, device=device)
