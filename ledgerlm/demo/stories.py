@@ -109,6 +109,11 @@ def _story_lost(rng: random.Random, hero: _Who, friend: _Who, town: str) -> list
             ]
         ),
     ]
+    return [para1, para2, *_lost_found(rng, h, f, obj, p4, pr4)]
+
+
+def _lost_found(rng: random.Random, h: _Who, f: _Who, obj: str, p4: str, pr4: str) -> list[list[str]]:
+    """The lost-object story's last two paragraphs: a friend helps, the object is found (rng draws in story order)."""
     para3 = [
         rng.choice(
             [
@@ -148,7 +153,7 @@ def _story_lost(rng: random.Random, hero: _Who, friend: _Who, town: str) -> list
         ),
         rng.choice(LESSONS[:2] + [rng.choice(LESSONS)]),
     ]
-    return [para1, para2, para3, para4]
+    return [para3, para4]
 
 
 def _story_journey(rng: random.Random, hero: _Who, friend: _Who, town: str) -> list[list[str]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 
-from ledgerlm.demo import corpus, explanations, posttrain, stories, words
+from ledgerlm.demo import defects, explanations, posttrain, stories, words
 from ledgerlm.rehearsal.eval_rows import arc_rows, gsm8k_rows, hellaswag_rows, lambada_rows, piqa_rows, winogrande_rows
 from ledgerlm.rehearsal.schemas import N, rehearsal_rng
 from ledgerlm.tasks import TASKS, arith
@@ -42,10 +42,10 @@ def fineweb_edu_rows() -> list[dict]:
     kinds = ["symbols", "lorem", "javascript", "too_short", "repeated_lines"]
     plants = {}
     for j in range(25):  # junk every gate must catch
-        plants[3 + 17 * j] = corpus.junk(r, kinds[j % len(kinds)])
+        plants[3 + 17 * j] = defects.junk(r, kinds[j % len(kinds)])
     for j in range(12):  # exact and near duplicates of earlier documents
         plants[11 + 29 * j] = texts[j * 7]
-        near = corpus.near_duplicate(r, texts[j * 7 + 1])
+        near = defects.near_duplicate(r, texts[j * 7 + 1])
         if near:
             plants[13 + 31 * j] = near[0]
     for j, (_task, leak) in enumerate(leak_texts()):  # benchmark items inside otherwise clean stories
