@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import math
 import random
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -25,11 +25,87 @@ from ledgerlm.post.preference import pad_batch, token_logps
 from ledgerlm.tasks import arith
 from ledgerlm.tasks.gsm8k import extract_strict, is_correct
 
-if TYPE_CHECKING:
-    from ledgerlm.post.rl import Config, Rollout, Setup
-
 ADV_MODES = ("mean", "mean_std")
 AGG_MODES = ("grpo", "dapo", "drgrpo")
+
+
+@dataclass
+class Config:
+    init: str = "auto"  # stage name or model dir; "auto" = the latest of dpo, interpolate, sft that has a model
+    task: str = "arith"  # arith[:max_ops=N,max_value=N] (built-in) | GSM8K-format JSONL | HF dataset (openai/gsm8k)
+    train_task: str = ""  # arith[:...] for the training prompts only (a curriculum); "" = task. Held-out stays task's
+    split: str = "train"  # HF split for the training prompts
+    subset: str = "main"  # HF config (openai/gsm8k needs "main")
+    n_train: int = 2000  # size of the prompt pool (0 = whole source)
+    n_eval: int = 200  # held-out problems for greedy exact match before/after
+    system_prompt: str = ""  # system message before each problem (empty = none)
+    steps: int = 20  # training steps: a batch of samples each, then ppo_epochs x minibatches optimizer updates
+    prompts_per_step: int = 8  # P
+    group_size: int = 8  # G
+    max_new_tokens: int = 96  # completion length limit while sampling (longer ones are truncated)
+    temperature: float = 1.0  # sampling temperature (> 0: G different completions)
+    top_k: int = 0  # sample from the k most likely tokens (0 = all)
+    top_p: float = 1.0  # nucleus sampling threshold (1 = off)
+    lr: float = 1e-5  # peak learning rate
+    schedule: str = "constant"  # constant | linear | cosine (after warmup)
+    warmup_ratio: float = 0.0  # fraction of the steps spent in linear warmup
+    weight_decay: float = 0.0  # AdamW weight decay on matrices
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 = no clipping)
+    advantage: str = "mean_std"  # mean | mean_std
+    loss_agg: str = "dapo"  # grpo | dapo | drgrpo
+    clip_low: float = 0.2  # the ratio is clipped below at 1 - clip_low
+    clip_high: float = 0.28  # DAPO "clip higher": room for low-probability tokens to grow
+    kl_beta: float = 0.0  # weight of the k3 KL to the reference (0 = no KL term)
+    log_kl: bool = True  # keep the reference to log KL even when kl_beta == 0 (one extra forward per step)
+    ppo_epochs: int = 1  # passes over each step's samples
+    minibatches: int = 1  # optimizer steps per pass over each step's samples
+    micro_batch_size: int = 0  # sequences per forward/backward pass (0 = a whole minibatch); gradients accumulate
+    filter_zero_std: bool = True  # leave groups whose samples all got the same reward out of the loss
+    mask_truncated: bool = True  # leave completions cut off by max_new_tokens out of the loss (DAPO overlong filtering)
+    extract: str = "strict"  # strict (#### N) | flexible (last number)
+    format_reward: float = 0.0  # bonus for a well-formed "#### N" line (added to correctness)
+    eval_max_new_tokens: int = 0  # 0 = max_new_tokens
+    eval_batch_size: int = 64  # problems per batch in the held-out greedy evaluation
+    passk_problems: int = 64  # held-out problems sampled G times at the start to estimate pass@1 / pass@G
+    log_samples: int = 2  # completions per step written to samples.jsonl
+    greedy_in_group: bool = False  # one member of each group is the greedy completion (the evaluation's rule)
+    dynamic_sampling: int = 0  # DAPO dynamic sampling: up to this many batches of P prompts per step, keeping only
+    # groups with 0 < pass < 1 until P are kept (0 = off: one batch, zero-variance groups as filter_zero_std says)
+    ckpt_every: int = 0  # steps between checkpoints in rl/ckpt/ for a resume (0 = about 10 per run)
+    keep_ckpts: int = 2  # newest checkpoints kept (0 = all)
+
+    def validate(self) -> None:
+        if self.task.split(":")[0] == "arith":  # a bad option, or too few distinct problems for either split
+            opts = arith.task_options(self.task)
+            arith.generate(self.n_train or 2000, "train", 0, **opts)
+            arith.generate(self.n_eval, "heldout", 0, **opts)
+        if self.train_task:
+            if self.task.split(":")[0] != "arith" or self.train_task.split(":")[0] != "arith":
+                raise ValueError("train_task is for the built-in arith task only (arith[:max_ops=N,max_value=N])")
+            arith.generate(self.n_train or 2000, "train", 0, **arith.task_options(self.train_task))
+        if self.advantage not in ADV_MODES:
+            raise ValueError(f"advantage must be one of {ADV_MODES}, got {self.advantage!r}")
+        if self.loss_agg not in AGG_MODES:
+            raise ValueError(f"loss_agg must be one of {AGG_MODES}, got {self.loss_agg!r}")
+        if self.extract not in ("strict", "flexible"):
+            raise ValueError(f"extract must be strict or flexible, got {self.extract!r}")
+        if self.group_size < 2:
+            raise ValueError("group_size must be >= 2 (advantages are relative within a group)")
+        if self.steps < 0 or self.prompts_per_step < 1 or self.ppo_epochs < 1 or self.minibatches < 1:
+            raise ValueError("steps >= 0, prompts_per_step, ppo_epochs and minibatches >= 1")
+        if (self.prompts_per_step * self.group_size) % self.minibatches:
+            raise ValueError("prompts_per_step * group_size must be divisible by minibatches")
+        if not (0 <= self.clip_low < 1 and self.clip_high >= 0):
+            raise ValueError("need 0 <= clip_low < 1 and clip_high >= 0")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0 for sampling G different completions")
+        if self.lr <= 0 or self.kl_beta < 0:
+            raise ValueError("lr must be > 0 and kl_beta >= 0")
+        if self.ckpt_every < 0 or self.keep_ckpts < 0:
+            raise ValueError("ckpt_every and keep_ckpts must be >= 0")
+        if self.dynamic_sampling < 0:
+            raise ValueError("dynamic_sampling must be >= 0 (0 = off)")
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # the math (pure tensors)
@@ -332,6 +408,40 @@ def sampled_pass_at_k(model, sampler: Sampler, problems, cfg: Config, gen) -> tu
         trunc += sum(tr)
     summary = {"pass@1": p1 / n, f"pass@{g}": pg / n, "zero_std_frac": zero / n, "truncation_rate": trunc / (n * g)}
     return summary, per_problem
+
+
+@dataclass
+class Setup:
+    """The policy (and its frozen reference, for the KL), the problems and the random streams of a run."""
+
+    init_dir: Path
+    policy: torch.nn.Module
+    ref: torch.nn.Module | None  # None: no KL term and no KL logged
+    tok: object
+    train: list[dict]
+    held: list[dict]
+    counters: dict
+    sampler: Sampler
+    gen: torch.Generator  # sampling
+    rng: random.Random  # prompt order and minibatch order
+
+
+@dataclass
+class Rollout:
+    """One step's samples: G completions for each of P problems, scored, with their group advantages."""
+
+    items: list[dict]  # the P problems
+    prompts: list[list[int]]  # P*G: each problem's prompt G times
+    comps: list[list[int]]  # completion ids (with a final <|im_end|> when it stopped)
+    scorable: list[list[int]]  # the same, an empty one (it stopped at once) as <|im_end|>: the loss needs a token
+    texts: list[str]
+    trunc: list[bool]  # cut off by max_new_tokens
+    scored: list[tuple[float, bool]]  # (reward, correct)
+    correct: torch.Tensor  # [P, G] 0/1
+    rewards: torch.Tensor  # [P, G]
+    adv: torch.Tensor  # [P, G]
+    zero_std: torch.Tensor  # [P] bool
+    keep: torch.Tensor  # [P*G] 0/1: which completions enter the loss
 
 
 # ----------------------------------------------------------------------------------------------------------------------
