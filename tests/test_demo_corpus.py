@@ -199,6 +199,28 @@ def test_sft_and_preference_data():
     assert all(p["chosen"] != p["rejected"] and p["prompt"] for p in pairs)
 
 
+def test_sft_arith_share_is_an_option_of_the_demo_data():
+    """`sft.data: demo:arith=F` sets the share of worked arithmetic answers; the other kinds keep their proportions,
+    and the default (0.4) is the plain "demo" data."""
+    from collections import Counter
+
+    from ledgerlm.components.chat import demo_options, load_conversations
+
+    assert demo_options("demo") == {} and demo_options("demo:arith=0.7") == {"arith_share": 0.7}
+    for bad in ("demo:arith=1.5", "demo:arith=x", "demo:stories=0.2", "demo:arith"):
+        with pytest.raises(ValueError, match="arith=F"):
+            demo_options(bad)
+    assert demo_sft_conversations(seed=1, n=300, arith_share=0.4) == demo_sft_conversations(seed=1, n=300)
+    base, more = (Counter(c["kind"] for c in demo_sft_conversations(1, 2000, arith_share=a)) for a in (0.4, 0.7))
+    assert 0.36 < base["arith"] / 2000 < 0.44 and 0.66 < more["arith"] / 2000 < 0.74
+    assert 1.0 < more["explanation"] / more["story"] < 1.6  # 25 : 20 stays about 1.25
+    assert demo_sft_conversations(1, 200, arith_share=0.0) and all(
+        c["kind"] != "arith" for c in demo_sft_conversations(1, 200, arith_share=0.0)
+    )
+    convs = load_conversations("demo:arith=0.7", limit=300)
+    assert len(convs.messages) == 300
+
+
 def test_python_m_ledgerlm_demo_writes_every_file(tmp_path, capsys):
     assert demo_main([str(tmp_path), "--n-docs", "200", "--n-sft", "20", "--n-pref", "10", "--benchmark-n", "50"]) == 0
     assert json.loads(capsys.readouterr().out)["n_docs"] == 200

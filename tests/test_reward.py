@@ -40,6 +40,8 @@ def test_reward_model_scores_last_token_regardless_of_padding():
 
     torch.manual_seed(0)
     rm = reward.RewardModel(Llama(model_config("tiny", vocab_size=40))).eval()
+    torch.nn.init.normal_(rm.head.weight)  # the stage's zero head scores everything 0: give it something to read
+    torch.nn.init.normal_(rm.head.bias)
     a = preference.EncodedPair([1, 5, 6], [7, 8, 2], [9, 2])
     b = preference.EncodedPair([1, 5, 6, 11, 12, 13, 14], [7, 2], [3, 3, 3, 3, 2])
     with torch.no_grad():
@@ -65,12 +67,13 @@ def test_reward_stage_learns_and_round_trips(tmp_path):
     assert train[-1]["loss"] < train[0]["loss"] - 0.1  # 8 pairs, full batch, 6 steps: must fit them
     held = json.loads((run / "reward" / "heldout.json").read_text())
     assert held["n"] == 8 and res.metrics["heldout_accuracy"] == held["accuracy"]
-    # judged against its start, the same backbone with the untrained head, pair by pair
+    # judged against its start, the same backbone with the untrained (zero) head: every pair a tie, exactly chance;
+    # ties count half, so the outcomes are scores and the paired test is the bootstrap
     eff = res.metrics["effect"]
-    assert eff["metric"] == "heldout_accuracy" and eff["test"] == "mcnemar_exact" and eff["n"] == 8
-    assert eff["before"] == res.metrics["init_heldout_accuracy"] and eff["after"] == held["accuracy"]
-    pairs = list(zip(held["per_pair_correct_before"], held["per_pair_correct"]))
-    assert eff["gained"] == sum(a and not b for b, a in pairs) and eff["lost"] == sum(b and not a for b, a in pairs)
+    assert eff["metric"] == "heldout_accuracy" and eff["test"] == "paired_bootstrap" and eff["n"] == 8
+    assert res.metrics["init_heldout_accuracy"] == eff["before"] == 0.5 and held["init_ties"] == 8
+    assert held["per_pair_correct_before"] == [False] * 8
+    assert eff["after"] == held["accuracy"] == (held["correct"] + held["ties"] / 2) / 8
     assert set(reward.SPEC.headline) <= set(res.metrics)
     # the saved backbone + head give back exactly the held-out decisions of the final evaluation
     rm, tok = reward.load_reward_model(run / "reward" / "model")
@@ -112,3 +115,31 @@ def test_reward_stage_beats_chance_on_heldout_pairs(tmp_path):
     assert res.metrics["heldout_abs_margin"] > 0.05
     eff = res.metrics["effect"]  # (a random head may already rank these format pairs: no claim about the change)
     assert eff["after"] == held["accuracy"] and eff["before"] == res.metrics["init_heldout_accuracy"]
+
+
+def test_untrained_head_ties_every_pair_and_ties_count_half(tmp_path):
+    """The stage starts from chance by construction: the zero head scores every response 0, so every held-out pair
+    ties; a tie is half right (accuracy 0.5) and drops out of the binomial test (p = 1), and the effect of a model
+    that wins some pairs over that start is judged on outcomes 1 / 0.5 / 0."""
+    from ledgerlm.model.llama import Llama, model_config
+
+    rm = reward.RewardModel(Llama(model_config("tiny", vocab_size=40))).eval()
+    pairs = [preference.EncodedPair([1, 5, 6], [7, 8, 2], [9, 2]), preference.EncodedPair([1, 4], [7, 2], [3, 3, 2])]
+    rc, rr = reward.score(rm, pairs, 8, "cpu")
+    assert rc.tolist() == rr.tolist() == [0.0, 0.0]
+    assert reward.pair_outcomes(torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 0.0, 3.0])).tolist() == [1, 0.5, 0]
+    cfg = reward.Config()
+    ev = reward.evaluate(cfg, rm, pairs, "cpu")
+    assert ev["acc"] == 0.5 and ev["ties"] == 2 and ev["outcome"] == [0.5, 0.5] and ev["correct"] == [False, False]
+    held = preference.write_heldout(tmp_path / "h.json", [False] * 10, ties=10)
+    assert held["heldout_accuracy"] == 0.5 and held["heldout_p_binomial"] == 1.0
+    held = preference.write_heldout(tmp_path / "h.json", [True] * 8 + [False] * 2, ties=2)
+    assert held["heldout_accuracy"] == 0.9  # 8 right + 2 ties as half
+    assert held["heldout_p_binomial"] == pytest.approx(preference.binomial_p_greater(8, 8))  # ties left out
+    with pytest.raises(ValueError, match="ties"):
+        preference.write_heldout(tmp_path / "h.json", [True] * 9 + [False], ties=2)
+    start = {"outcome": [0.5] * 40}
+    eff = reward.reward_effect(start, {"outcome": [1.0] * 30 + [0.0] * 10})
+    assert eff["before"] == 0.5 and eff["after"] == 0.75 and eff["test"] == "paired_bootstrap" and eff["p"] < 0.01
+    eff = reward.reward_effect({"outcome": [1.0, 0.0] * 20}, {"outcome": [1.0] * 40})  # no ties: McNemar
+    assert eff["test"] == "mcnemar_exact" and eff["gained"] == 20 and eff["lost"] == 0

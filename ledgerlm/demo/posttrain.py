@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 
-from ledgerlm.demo.corpus import ARITH_OPTIONS, BENCHMARK_N, BENCHMARK_SEED, benchmark, ngrams, qa_text, rng_for
+from ledgerlm.demo.corpus import ARITH_OPTIONS, BENCHMARK_N, BENCHMARK_SEED, benchmark, qa_text, rng_for
+from ledgerlm.demo.defects import ngrams
 from ledgerlm.demo.explanations import TOPICS, animal_profile, explanation_answer, number_facts
 from ledgerlm.demo.stories import story_and_cast
 from ledgerlm.tasks import arith
@@ -27,12 +28,17 @@ def demo_sft_conversations(
     benchmark_n: int = BENCHMARK_N,
     benchmark_seed: int = BENCHMARK_SEED,
     leak_ngram: int = 13,
+    arith_share: float = 0.4,
 ) -> list[dict]:
     """Chat data for the demo's SFT stage: {"messages": [user, assistant], "kind": ...}.
 
-    Mixes arithmetic (the train split, minus anything sharing a `leak_ngram`-gram with the benchmark), how-it-works
-    questions, short-story requests and animal/number questions, so the chat model keeps the base model's range.
+    Mixes arithmetic (the train split, minus anything sharing a `leak_ngram`-gram with the benchmark; `arith_share`
+    of the conversations), how-it-works questions, short-story requests and animal/number questions (the rest, in
+    the proportions 25 : 20 : 10 : 5), so the chat model keeps the base model's range.
     """
+    if not 0 <= arith_share <= 1:
+        raise ValueError(f"arith_share must be in [0, 1], got {arith_share}")
+    rest = (1 - arith_share) / 0.6  # the other kinds keep their relative shares (0.25, 0.2, 0.1, 0.05 of 0.6)
     bench = benchmark(benchmark_n, benchmark_seed)
     grams = set().union(*(ngrams(qa_text(p), leak_ngram) for p in bench)) if bench else set()
     # a stream of its own (salted seed), so SFT problems are not the pretraining worksheets' problems in order
@@ -45,15 +51,15 @@ def demo_sft_conversations(
     for i in range(n):
         r = rng_for("demo-sft", seed, i)
         u = r.random()
-        if u < 0.4 and k < len(pool):
+        if u < arith_share and k < len(pool):
             p, k = pool[k], k + 1
             user, reply, kind = p.question, p.solution, "arith"
-        elif u < 0.65:
+        elif u < arith_share + 0.25 * rest:
             topic = r.choice(sorted(TOPICS))
             q = TOPICS[topic][1]
             user = r.choice([q, f"Can you explain {TOPICS[topic][0]}?", f"{q} Please explain it simply."])
             reply, kind = explanation_answer(r, topic), "explanation"
-        elif u < 0.85:
+        elif u < arith_share + 0.45 * rest:
             text, plot, hero, town = story_and_cast(r, title=False)
             who = f"a {hero.animal} named {hero.name}" if hero.animal else f"a child named {hero.name}"
             user = r.choice(
@@ -63,7 +69,7 @@ def demo_sft_conversations(
                 ]
             )
             reply, kind = text, "story"
-        elif u < 0.95:
+        elif u < arith_share + 0.55 * rest:
             text, pair = animal_profile(r)
             a, b = pair.split("|")
             user, reply, kind = f"Tell me some facts about the {a} and the {b}.", text, "animals"

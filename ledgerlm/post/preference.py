@@ -81,24 +81,32 @@ def check_pair_config(cfg) -> None:
         raise ValueError("set epochs > 0 or max_steps > 0")
 
 
-def write_heldout(path: Path, correct: list[bool], **extra) -> dict:
+def write_heldout(path: Path, correct: list[bool], ties: int = 0, **extra) -> dict:
     """Held-out preference accuracy with its exact binomial test against chance and Wilson 95% interval, written to
-    `path` (heldout.json) with the per-pair results; returns the ledger metrics."""
+    `path` (heldout.json) with the per-pair results; returns the ledger metrics.
+
+    `correct` marks the pairs ranked right (chosen strictly above rejected); `ties` of the others are exact ties,
+    which count half in the accuracy (a coin flip) and drop out of the binomial test, as in a sign test: a model
+    that ties every pair is at chance (accuracy 0.5, p = 1), not at 0."""
     n, k = len(correct), sum(correct)
-    p, (lo, hi) = binomial_p_greater(k, n), wilson_ci(k, n)
+    if not 0 <= ties <= n - k:
+        raise ValueError(f"ties must be between 0 and {n - k} (the pairs not ranked right), got {ties}")
+    acc = (k + ties / 2) / n if n else float("nan")
+    p, (lo, hi) = binomial_p_greater(k, n - ties), wilson_ci(k + ties / 2, n)
     atomic_write_json(
         path,
         {
             "n": n,
             "correct": k,
-            "accuracy": k / n,
+            "ties": ties,
+            "accuracy": acc,
             "p_binomial_vs_0.5": p,
             "wilson95": [lo, hi],
             **extra,
             "per_pair_correct": correct,
         },
     )
-    return {"heldout_accuracy": k / n, "heldout_p_binomial": p, "heldout_wilson95": [lo, hi]}
+    return {"heldout_accuracy": acc, "heldout_p_binomial": p, "heldout_wilson95": [lo, hi]}
 
 
 def heldout_summary(
@@ -114,14 +122,14 @@ def heldout_summary(
     stage context, when the accuracy is no better than chance -- if `vs_chance` (a stage that starts from chance,
     like a fresh reward head; DPO's implicit reward starts from ties and is judged by its effect instead)."""
     acc, p, (lo, hi) = heldout["heldout_accuracy"], heldout["heldout_p_binomial"], heldout["heldout_wilson95"]
-    k = round(acc * n)
-    line = f"{what} {acc:.1%} ({k}/{n} pairs, 95% CI {lo:.1%}-{hi:.1%}), one-sided binomial p = {p:.2g}"
+    k = round(acc * n, 1)
+    line = f"{what} {acc:.1%} ({k:g}/{n} pairs, 95% CI {lo:.1%}-{hi:.1%}), one-sided binomial p = {p:.2g}"
     if start is not None:
         line += f"; {start[0]} {start[1]:.1%}"
     if vs_chance and not p < WARN_P:
         ctx.warn(
             "not_better_than_chance",
-            f"{stage} {what} {acc:.1%} ({k}/{n}) is not better than chance "
+            f"{stage} {what} {acc:.1%} ({k:g}/{n}) is not better than chance "
             f"(one-sided binomial p = {p:.2g} >= {WARN_P})",
         )
     return [line]

@@ -21,7 +21,6 @@ Reads `RUN/<init>/model/` (default `sft`); writes `RUN/reward/model/` (the backb
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +117,11 @@ class RewardModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = nn.Linear(backbone.cfg.d_model, 1)
-        nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(backbone.cfg.d_model + 1))  # as TRL / HF score heads
+        # Zero head: the untrained model scores every response 0, so every pair ties and the stage's start is chance
+        # by construction. A random head (TRL / HF score heads) can rank format pairs by accident: on the demo's pairs
+        # one ranked 79% of them right, and the trained model then looked like no gain. The head still gets a gradient
+        # at step 1 (d loss / d w = h), the backbone from step 2 on.
+        nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, input_ids: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
@@ -182,24 +185,33 @@ def plan(cfg: Config, ctx) -> list[str]:
 
 def evaluate(cfg: Config, rm: RewardModel, held, device) -> dict:
     rc, rr = score(rm, held, cfg.eval_batch_size, device)
-    correct = rc > rr  # a tie counts as wrong: a collapsed (constant) reward model scores 0, not 0.5
+    outcome = pair_outcomes(rc, rr)
     return {
-        "acc": float(correct.float().mean()),
+        "acc": float(outcome.mean()),
         "margin": float((rc - rr).mean()),
         "abs_margin": float((rc - rr).abs().mean()),
-        "correct": correct.tolist(),
+        "correct": (rc > rr).tolist(),
+        "outcome": outcome.tolist(),
+        "ties": int((rc == rr).sum()),
     }
 
 
+def pair_outcomes(rc: torch.Tensor, rr: torch.Tensor) -> torch.Tensor:
+    """Per pair: 1 when chosen scores above rejected, 0 below, 0.5 on a tie. A tie is a coin flip, so a model that
+    cannot tell the sides apart (the zero head it starts from, or a collapse to a constant reward) scores exactly
+    chance, 0.5, and not 0 (ties as wrong) or 1."""
+    return (rc > rr).float() + 0.5 * (rc == rr).float()
+
+
 def reward_effect(init_eval: dict, final: dict) -> dict:
-    """Held-out pair accuracy of the trained reward model against the same backbone with its untrained head (the
-    model the stage starts from), per pair right/wrong: McNemar."""
+    """Held-out pair accuracy of the trained reward model against the same backbone with its untrained (zero) head,
+    the model the stage starts from, pair by pair with ties as half. Outcomes all 0/1 get McNemar; any tie (the zero
+    head ties every pair) makes them scores, and `effect` then runs a paired bootstrap of the mean difference."""
     return effect(
         "heldout_accuracy",
-        [float(c) for c in init_eval["correct"]],
-        [float(c) for c in final["correct"]],
-        binary=True,
-        label="held-out pair accuracy (chosen scored above rejected)",
+        init_eval["outcome"],
+        final["outcome"],
+        label="held-out pair accuracy (chosen scored above rejected; a tie counts half)",
     )
 
 
@@ -277,7 +289,9 @@ def run(cfg: Config, ctx):
     heldout = write_heldout(
         out / "heldout.json",
         final["correct"],
+        ties=final["ties"],
         init_accuracy=init_eval["acc"],
+        init_ties=init_eval["ties"],
         effect=eff,
         per_pair_correct_before=init_eval["correct"],
     )

@@ -361,7 +361,8 @@ def trajectory_key(cfg: Config, seed: int, examples: list[Example]) -> dict:
 def inputs(cfg: Config, ctx) -> dict[str, Path]:
     out = {"base_model": starting_dir(SPEC, cfg.base, ctx, "sft.base")}
     for key, src in (("data", cfg.data), ("val_data", cfg.val_data)):
-        if src and src != "demo":  # local files are hashed; Hub datasets are recorded by name; demo is built in
+        # local files are hashed; Hub datasets are recorded by name; demo (and demo:arith=F) is built in
+        if src and src.split(":")[0] != "demo":
             out[key] = Path(src).expanduser() if chat.is_local(src) else f"hub:{src.removeprefix('hf:')}"
     return out
 
