@@ -393,19 +393,12 @@ class C4(Filter):
                 or min(map(len, map(str.split, stripped, repeat(None), repeat(minw - 1))), default=0) >= minw
             ):
                 kept, lines = stripped, []
-                if need is not None:
-                    for line in stripped:
-                        sentences += wordtok.sentence_count(line) if line else 1
-                        if sentences >= need:
-                            break
         for raw in lines:
             line = raw.strip()
             if not line:  # removed by the terminal-punctuation or the words-per-line rule; else kept (one sentence)
                 if c.c4_terminal_punct or (minw is not None and minw > 0):
                     edit.add("blank", raw)
                     continue
-                if need is not None and sentences < need:
-                    sentences += 1
                 kept.append(line)
                 continue
             words = line.split()
@@ -436,10 +429,12 @@ class C4(Filter):
                 if policy and _has_policy(low):
                     edit.add("policy", line)
                     continue
-            if need is not None and sentences < need:
-                sentences += wordtok.sentence_count(line)
             kept.append(line)
-        if need is not None and sentences < need:
+        # every kept line holds at least one sentence (an empty one counts as one): with `need` lines kept there are
+        # enough, and only a document with fewer lines has its sentences counted
+        if need is not None and len(kept) < need:
+            sentences = sum(wordtok.sentence_count(line) if line else 1 for line in kept)
+        if need is not None and len(kept) < need and sentences < need:
             return fail("c4_too_few_sentences", sentences, need, f"{self.REF}: too_few_sentences")
         edit.text = "\n".join(kept).strip()
         if edit.text == text:
