@@ -70,6 +70,9 @@ CURATE = ["bench/curate.py", "ledgerlm/data/curate.py", "ledgerlm/data/minhash.p
 CURATE += ["ledgerlm/data/dedup.py", "ledgerlm/data/sources.py", "ledgerlm/data/workdir.py", "ledgerlm/data/runs.py"]
 GATES = ["bench/curate.py", "ledgerlm/data/filters.py", "ledgerlm/data/quality.py", "ledgerlm/data/wordtok.py"]
 GATES += ["ledgerlm/data/spacy_en_rules.json"]
+# the rest of the curate stage's per-document path (bench.scale runs the whole stage)
+SCALE = ["ledgerlm/data/chunkcache.py", "ledgerlm/data/segdedup.py", "ledgerlm/data/decontam.py"]
+SCALE += ["ledgerlm/data/contamination.py", "ledgerlm/cli.py", "ledgerlm/pipeline.py"]
 POST = ["ledgerlm/post/common.py", "ledgerlm/post/preference.py", "ledgerlm/post/chat.py", "ledgerlm/model/llama.py"]
 POST += ["ledgerlm/eval/stats.py"]
 DECONTAM = ["bench/curate.py", "ledgerlm/data/decontam.py", "ledgerlm/data/minhash.py", "ledgerlm/tasks"]
@@ -105,6 +108,21 @@ ROWS = [
         "{gates_docs_per_cpu_s:,.0f}",
         [("gates_docs_per_cpu_s", ">=", 1000)],
         GATES,
+    ),
+    Row(
+        "curate",
+        "whole `ledgerlm curate` at {} documents with 1 worker ≥ {} documents per CPU-second, peak RSS flat (smallest "
+        "→ largest size: ≤ {}x)",
+        "Curate and tokenize at scale (bench.scale)",
+        "{curate_w1_docs_per_cpu_s:,.0f} documents per CPU-second at {curate_w1_docs:,} documents "
+        "({curate_w1_cpu_s:,.0f} CPU s); peak RSS x{curate_w1_rss_ratio:.2f} from {curate_w1_smallest_docs:,} "
+        "documents ({curate_w1_rss_gb_smallest:.2f} → {curate_w1_rss_gb_largest:.2f} GB)",
+        [
+            ("curate_w1_docs", ">=", 1_000_000),
+            ("curate_w1_docs_per_cpu_s", ">=", 1000),
+            ("curate_w1_rss_ratio", "<=", 1.5),
+        ],
+        ["bench/scale.py", *CURATE[1:], *GATES[1:], *SCALE],
     ),
     Row(
         "curate",
