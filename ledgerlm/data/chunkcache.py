@@ -61,46 +61,58 @@ _COLS = (FLAGS, TOK_OFF, TOK_CNT, NORM_OFF, NORM_CNT, T_HASH, T_LEN, T_BITS, T_S
 generation = 0
 
 
-def _fill(chunk: str) -> None:
-    """Append one chunk's row (and its tokens and normalised words) to the tables."""
+def _fill(chunks: list[str]) -> None:
+    """Append the rows of new chunks (and their tokens and normalised words) to the tables, with one numpy pass over
+    all of them (a chunk at a time would cost ~15 numpy calls each)."""
     from ledgerlm.data.quality import _table32  # the class table (quality imports this module)
 
-    toks = wordtok.chunk_tokens(chunk)
-    flags = WHOLE_TOKENS if chunk in wordtok._MATCHED else 0
-    joined = " ".join(toks)
-    codes = codepoints(joined)
-    s, e = word_spans(codes)
-    if len(s) != len(toks):  # an empty token or one holding a space: let the whole-text path decide
-        flags |= WHOLE_TOKENS
-    bits = np.bitwise_or.reduceat(_table32()[codes], s) if len(s) else np.zeros(0, np.uint8)
-    stop = [STOP_WORDS.index(w) if w in STOP_WORDS else -1 for w in (joined[a:b] for a, b in zip(s, e))]
-    TOK_OFF.extend([T_HASH.extend(word_hashes(codes, s, e))])
+    flags, toks = [], []
+    for c in chunks:
+        t = wordtok.chunk_tokens(c)
+        f = WHOLE_TOKENS if c in wordtok._MATCHED else 0
+        if not all(t) or any(" " in w for w in t):  # an empty token or one holding a space: the whole-text path
+            f |= WHOLE_TOKENS
+        if f & WHOLE_TOKENS:
+            t = []  # never read: the document goes the whole-text way
+        if len(c.lower()) != len(c):
+            f |= WHOLE_NORM
+        flags.append(f)
+        toks.append(t)
+    n_tok = [len(t) for t in toks]
+    words = [w for t in toks for w in t]
+    codes = codepoints(" ".join(words))
+    s, e = word_spans(codes)  # one span per token: none is empty or holds a space
+    first = T_HASH.extend(word_hashes(codes, s, e))
     T_LEN.extend(e - s)
-    T_BITS.extend(bits)
-    T_STOP.extend(stop)
-    TOK_CNT.extend([len(s)])
-    if len(chunk.lower()) != len(chunk):
-        flags |= WHOLE_NORM
-        NORM_OFF.extend([N_HASH.n])
-        NORM_CNT.extend([0])
-    else:
-        nc = normalized_codes(chunk)
-        h = word_hashes(nc, *word_spans(nc))
-        NORM_OFF.extend([N_HASH.extend(h)])
-        NORM_CNT.extend([len(h)])
-    FLAGS.extend([flags])
+    T_BITS.extend(np.bitwise_or.reduceat(_table32()[codes], s) if len(s) else np.zeros(0, np.uint8))
+    T_STOP.extend([STOP_WORDS.index(w) if w in STOP_WORDS else -1 for w in words])
+    TOK_OFF.extend(first + np.cumsum(n_tok) - n_tok)
+    TOK_CNT.extend(n_tok)
+    # normalised words: the chunks joined by spaces (a space is a separator there too), words counted per chunk
+    norm = [c for c, f in zip(chunks, flags) if not f & WHOLE_NORM]
+    nc = normalized_codes(" ".join(norm))
+    ns, ne = word_spans(nc)
+    starts = np.cumsum([0] + [len(c) + 1 for c in norm[:-1]])
+    per = np.bincount(np.searchsorted(starts, ns, side="right") - 1, minlength=len(norm)) if norm else []
+    n_norm = np.zeros(len(chunks), dtype=np.int64)
+    n_norm[[i for i, f in enumerate(flags) if not f & WHOLE_NORM]] = per
+    first = N_HASH.extend(word_hashes(nc, ns, ne))
+    NORM_OFF.extend(first + np.cumsum(n_norm) - n_norm)
+    NORM_CNT.extend(n_norm)
+    FLAGS.extend(flags)
 
 
 class _ChunkIds(dict):
-    """chunk -> its row in the tables; a new chunk is worked out on first sight."""
+    """chunk -> its row in the tables; a new chunk gets the next row, filled by `lookup` before it returns."""
 
     def __missing__(self, chunk: str) -> int:
         i = self[chunk] = len(self)
-        _fill(chunk)
+        _NEW.append(chunk)
         return i
 
 
 _IDS = _ChunkIds()
+_NEW: list[str] = []
 
 
 def lookup(chunks: list[str]) -> tuple[int, np.ndarray]:
@@ -111,7 +123,11 @@ def lookup(chunks: list[str]) -> tuple[int, np.ndarray]:
         for c in _COLS:
             c.clear()
         generation += 1
-    return generation, np.fromiter(map(_IDS.__getitem__, chunks), dtype=np.intp, count=len(chunks))
+    ids = np.fromiter(map(_IDS.__getitem__, chunks), dtype=np.intp, count=len(chunks))
+    if _NEW:
+        _fill(_NEW)
+        _NEW.clear()
+    return generation, ids
 
 
 def _gather(off: _Col, cnt: _Col, ids: np.ndarray) -> np.ndarray:
@@ -123,7 +139,7 @@ def _gather(off: _Col, cnt: _Col, ids: np.ndarray) -> np.ndarray:
 
 def tokens(ids: np.ndarray):
     """(n, lengths, hashes, class bits, stop-word index) of the document's word tokens, or None (whole-text path)."""
-    if len(ids) and FLAGS.a[ids].max() & WHOLE_TOKENS:
+    if len(ids) and np.bitwise_or.reduce(FLAGS.a[ids]) & WHOLE_TOKENS:
         return None
     i = _gather(TOK_OFF, TOK_CNT, ids)
     return len(i), T_LEN.a[i], T_HASH.a[i], T_BITS.a[i], T_STOP.a[i]
@@ -131,13 +147,13 @@ def tokens(ids: np.ndarray):
 
 def count(ids: np.ndarray) -> int | None:
     """The number of word tokens, or None (whole-text path)."""
-    if len(ids) and FLAGS.a[ids].max() & WHOLE_TOKENS:
+    if len(ids) and np.bitwise_or.reduce(FLAGS.a[ids]) & WHOLE_TOKENS:
         return None
     return int(TOK_CNT.a[ids].sum())
 
 
 def norm_hashes(ids: np.ndarray) -> np.ndarray | None:
     """The normalised word hashes (`minhash.word_hashes` of `minhash.normalized_codes(text)`), or None."""
-    if len(ids) and FLAGS.a[ids].max() & WHOLE_NORM:
+    if len(ids) and np.bitwise_or.reduce(FLAGS.a[ids]) & WHOLE_NORM:
         return None
     return N_HASH.a[_gather(NORM_OFF, NORM_CNT, ids)]
