@@ -257,7 +257,7 @@ class DocView:
     """One document as the gates see it: the text, its word tokens (computed on first use) and, for near-dedup, its
     normalised word hashes. The whitespace word count (`ws_words`) is what the ledger counts as tokens."""
 
-    __slots__ = ("text", "_tok", "_norm", "_chunks", "_ids")
+    __slots__ = ("text", "_tok", "_norm", "_chunks", "_ids", "_lines", "_dup")
 
     def __init__(self, text: str):
         self.text = text
@@ -265,6 +265,22 @@ class DocView:
         self._norm: np.ndarray | None = None
         self._chunks: list[str] | None = None
         self._ids: tuple[int, np.ndarray] | None = None
+        self._lines: list[str] | None = None
+        self._dup: int | None = None
+
+    @property
+    def nonblank_lines(self) -> list[str]:
+        """The lines of text.split("\\n") that hold more than whitespace (FineWeb's lines; the near-dup score's)."""
+        if self._lines is None:
+            self._lines = [ln for ln in self.text.split("\n") if ln.strip()]
+        return self._lines
+
+    @property
+    def dup_line_chars(self) -> int:
+        """Characters in the non-blank lines that repeat an earlier one."""
+        if self._dup is None:
+            self._dup = _dup_stats(self.nonblank_lines)[1]
+        return self._dup
 
     def _chunk_ids(self) -> np.ndarray:
         """The chunks' rows in `chunkcache` (looked up again when the cache was cleared since)."""
