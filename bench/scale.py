@@ -276,9 +276,9 @@ def report(rows, fd, sizes, workers, args) -> None:
         lines += ["", args.note]
     body = "\n".join(lines)
     print(body)
-    if not args.no_record:
-        COSTS.write_text(json.dumps(costs, indent=2) + "\n")
+    if not args.no_record:  # the section first: it stamps the code version, and the costs file is part of the code
         record("Curate and tokenize at scale (bench.scale)", body, numbers=headline(cur))
+        COSTS.write_text(json.dumps(costs, indent=2) + "\n")
 
 
 def headline(cur: list[dict]) -> dict:
