@@ -59,13 +59,38 @@ T_HASH, T_LEN, T_BITS, T_STOP = (_Col(t) for t in (U64, np.int64, np.uint8, np.i
 N_HASH = _Col(U64)  # per normalised word: its hash
 _COLS = (FLAGS, TOK_OFF, TOK_CNT, NORM_OFF, NORM_CNT, T_HASH, T_LEN, T_BITS, T_STOP, N_HASH)
 generation = 0
+_TABLES = None
+_TABLE32 = None
+
+
+def _tables() -> tuple[np.ndarray, np.ndarray]:
+    """(is a letter, is not datatrove punctuation) for every code point: two 1.1 MB lookup tables, built once."""
+    global _TABLES
+    if _TABLES is None:
+        alpha = np.array([chr(c).isalpha() for c in range(0x110000)], dtype=np.uint8)
+        nonpunct = np.ones(0x110000, dtype=np.uint8)
+        from datatrove.utils.text import PUNCTUATION_SET  # Gopher quality's "symbol" characters
+
+        nonpunct[[ord(c) for c in PUNCTUATION_SET]] = 0
+        _TABLES = (alpha, nonpunct)
+    return _TABLES
+
+
+def _table32() -> np.ndarray:
+    """`_tables` combined for every code point, as `_table8` is for ASCII: bit 0 = not punctuation (space: 0), bit 1 =
+    letter (one fancy-index lookup per character instead of two lookups, a compare and a multiply)."""
+    global _TABLE32
+    if _TABLE32 is None:
+        alpha, nonpunct = _tables()
+        t = nonpunct | (alpha << 1)
+        t[32] = 0
+        _TABLE32 = t.astype(np.uint8)
+    return _TABLE32
 
 
 def _fill(chunks: list[str]) -> None:
     """Append the rows of new chunks (and their tokens and normalised words) to the tables, with one numpy pass over
     all of them (a chunk at a time would cost ~15 numpy calls each)."""
-    from ledgerlm.data.quality import _table32  # the class table (quality imports this module)
-
     flags, toks = [], []
     for c in chunks:
         t = wordtok.chunk_tokens(c)

@@ -22,11 +22,10 @@ import numpy as np
 
 from ledgerlm.config import from_dict
 from ledgerlm.data import chunkcache, wordtok
-from ledgerlm.data.chunkcache import STOP_WORDS
+from ledgerlm.data.chunkcache import STOP_WORDS, _table32, _tables
 from ledgerlm.data.minhash import U64, codepoints, ngram_windows, normalized_codes, word_hashes, word_spans
 
 _TERMINAL = None  # datatrove's TERMINAL_PUNCTUATION (FineWeb's line ends), read from datatrove on first use
-_TABLES = None
 _STOP_HASHES = None
 
 
@@ -50,19 +49,6 @@ def terminal_set() -> frozenset[str]:
 
 
 _TERMINAL_SET = None
-
-
-def _tables() -> tuple[np.ndarray, np.ndarray]:
-    """(is a letter, is not datatrove punctuation) for every code point: two 1.1 MB lookup tables, built once."""
-    global _TABLES
-    if _TABLES is None:
-        alpha = np.array([chr(c).isalpha() for c in range(0x110000)], dtype=np.uint8)
-        nonpunct = np.ones(0x110000, dtype=np.uint8)
-        from datatrove.utils.text import PUNCTUATION_SET  # Gopher quality's "symbol" characters
-
-        nonpunct[[ord(c) for c in PUNCTUATION_SET]] = 0
-        _TABLES = (alpha, nonpunct)
-    return _TABLES
 
 
 def _stop_hashes() -> np.ndarray:
@@ -227,19 +213,6 @@ class Tokens:
 
 
 _TABLE8 = None
-_TABLE32 = None
-
-
-def _table32() -> np.ndarray:
-    """`_tables` combined for every code point, as `_table8` is for ASCII: bit 0 = not punctuation (space: 0), bit 1 =
-    letter (one fancy-index lookup per character instead of two lookups, a compare and a multiply)."""
-    global _TABLE32
-    if _TABLE32 is None:
-        alpha, nonpunct = _tables()
-        t = nonpunct | (alpha << 1)
-        t[32] = 0
-        _TABLE32 = t.astype(np.uint8)
-    return _TABLE32
 
 
 def _table8() -> bytes:
