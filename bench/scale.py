@@ -276,9 +276,27 @@ def report(rows, fd, sizes, workers, args) -> None:
         lines += ["", args.note]
     body = "\n".join(lines)
     print(body)
-    if not args.no_record:
+    if not args.no_record:  # the section first: it stamps the code version, and the costs file is part of the code
+        record("Curate and tokenize at scale (bench.scale)", body, numbers=headline(cur))
         COSTS.write_text(json.dumps(costs, indent=2) + "\n")
-        record("Curate and tokenize at scale (bench.scale)", body)
+
+
+def headline(cur: list[dict]) -> dict:
+    """The summary's numbers: with 1 worker, docs per CPU-second at the largest size and the peak RSS growth from the
+    smallest size to the largest."""
+    w1 = {r["docs"]: r for r in cur if r["workers"] == 1}
+    if not w1:
+        return {}
+    lo, hi = w1[min(w1)], w1[max(w1)]
+    return {
+        "curate_w1_docs": hi["docs"],
+        "curate_w1_cpu_s": round(hi["cpu"], 1),
+        "curate_w1_docs_per_cpu_s": round(hi["docs"] / hi["cpu"], 1),
+        "curate_w1_smallest_docs": lo["docs"],
+        "curate_w1_rss_gb_smallest": round(lo["rss_kb"] / 2**20, 3),
+        "curate_w1_rss_gb_largest": round(hi["rss_kb"] / 2**20, 3),
+        "curate_w1_rss_ratio": round(hi["rss_kb"] / lo["rss_kb"], 3),
+    }
 
 
 if __name__ == "__main__":

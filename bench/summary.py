@@ -72,6 +72,9 @@ GATES = ["bench/curate.py", "ledgerlm/data/filters.py", "ledgerlm/data/quality.p
 GATES += ["ledgerlm/data/spacy_en_rules.json"]
 POST = ["ledgerlm/post/common.py", "ledgerlm/post/preference.py", "ledgerlm/components/chat.py"]
 POST += ["ledgerlm/model/llama.py", "ledgerlm/components/stats.py"]
+# the rest of the curate stage's per-document path (bench.scale runs the whole stage)
+SCALE = ["ledgerlm/data/chunkcache.py", "ledgerlm/data/segdedup.py", "ledgerlm/data/decontam.py"]
+SCALE += ["ledgerlm/data/contamination_cmd.py", "ledgerlm/cli.py", "ledgerlm/pipeline.py"]
 DECONTAM = ["bench/curate.py", "ledgerlm/data/decontam.py", "ledgerlm/data/minhash.py", "ledgerlm/tasks"]
 TOKENIZE = ["bench/tokenize.py", "ledgerlm/data/tokenize_stage.py", "ledgerlm/data/shards.py", "ledgerlm/data/tokenizer.py"]
 TOKENIZE += ["ledgerlm/data/documents.py", "ledgerlm/data/token_index.py", "ledgerlm/stage.py", "ledgerlm/ledger.py"]
@@ -105,6 +108,21 @@ ROWS = [
         "{gates_docs_per_cpu_s:,.0f}",
         [("gates_docs_per_cpu_s", ">=", 1000)],
         GATES,
+    ),
+    Row(
+        "curate",
+        "whole `ledgerlm curate` at {} documents with 1 worker ≥ {} documents per CPU-second, peak RSS flat (smallest "
+        "→ largest size: ≤ {}x)",
+        "Curate and tokenize at scale (bench.scale)",
+        "{curate_w1_docs_per_cpu_s:,.0f} documents per CPU-second at {curate_w1_docs:,} documents "
+        "({curate_w1_cpu_s:,.0f} CPU s); peak RSS x{curate_w1_rss_ratio:.2f} from {curate_w1_smallest_docs:,} "
+        "documents ({curate_w1_rss_gb_smallest:.2f} → {curate_w1_rss_gb_largest:.2f} GB)",
+        [
+            ("curate_w1_docs", ">=", 1_000_000),
+            ("curate_w1_docs_per_cpu_s", ">=", 1000),
+            ("curate_w1_rss_ratio", "<=", 1.5),
+        ],
+        ["bench/scale.py", *CURATE[1:], *GATES[1:], *SCALE],
     ),
     Row(
         "curate",

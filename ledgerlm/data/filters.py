@@ -331,6 +331,8 @@ class C4Edit:
     text: str
     removed: dict[str, list[int]] = field(default_factory=dict)
     lines: list[list[str]] = field(default_factory=list)  # [reason, the line (or the citation marker)]
+    # the later gates' view of `text` (its chunks and their cache rows): the caller reads it on, not a second one
+    view: DocView | None = field(default=None, repr=False, compare=False)
 
     def add(self, reason: str, what: str) -> None:
         c = self.removed.setdefault(reason, [0, 0])
@@ -393,19 +395,12 @@ class C4(Filter):
                 or min(map(len, map(str.split, stripped, repeat(None), repeat(minw - 1))), default=0) >= minw
             ):
                 kept, lines = stripped, []
-                if need is not None:
-                    for line in stripped:
-                        sentences += wordtok.sentence_count(line) if line else 1
-                        if sentences >= need:
-                            break
         for raw in lines:
             line = raw.strip()
             if not line:  # removed by the terminal-punctuation or the words-per-line rule; else kept (one sentence)
                 if c.c4_terminal_punct or (minw is not None and minw > 0):
                     edit.add("blank", raw)
                     continue
-                if need is not None and sentences < need:
-                    sentences += 1
                 kept.append(line)
                 continue
             words = line.split()
@@ -436,10 +431,12 @@ class C4(Filter):
                 if policy and _has_policy(low):
                     edit.add("policy", line)
                     continue
-            if need is not None and sentences < need:
-                sentences += wordtok.sentence_count(line)
             kept.append(line)
-        if need is not None and sentences < need:
+        # every kept line holds at least one sentence (an empty one counts as one): with `need` lines kept there are
+        # enough, and only a document with fewer lines has its sentences counted
+        if need is not None and len(kept) < need:
+            sentences = sum(wordtok.sentence_count(line) if line else 1 for line in kept)
+        if need is not None and len(kept) < need and sentences < need:
             return fail("c4_too_few_sentences", sentences, need, f"{self.REF}: too_few_sentences")
         edit.text = "\n".join(kept).strip()
         if edit.text == text:
@@ -462,7 +459,7 @@ class FineWeb(Filter):
 
     def filter(self, v: DocView) -> Verdict:
         c, text = self.cfg, v.text
-        lines = [ln for ln in text.split("\n") if ln.strip() != ""]
+        lines = v.nonblank_lines
         if not lines:
             return fail("fineweb_empty", 0, 1, f"{self.REF}: empty")
         n = len(lines)
@@ -476,7 +473,7 @@ class FineWeb(Filter):
             if r > c.max_short_lines_ratio:
                 return fail("fineweb_short_lines", r, c.max_short_lines_ratio, f"{self.REF}: short_line_ratio")
         if c.max_dup_line_chars_ratio is not None:
-            r = _dup_stats(lines)[1] / max(len(text) - text.count("\n"), 1)
+            r = v.dup_line_chars / max(len(text) - text.count("\n"), 1)
             if r > c.max_dup_line_chars_ratio:
                 return fail("fineweb_char_dup", r, c.max_dup_line_chars_ratio, f"{self.REF}: char_dup_ratio")
         if c.max_newline_word_ratio is not None:
@@ -512,14 +509,14 @@ class Language(Filter):
 FILTERS: list[type[Filter]] = [GopherRepetition, GopherQuality, C4, FineWeb, Language]
 
 
-def _score(text: str) -> float:
+def _score(v: DocView) -> float:
     """Near-dup keep rule's quality score: share of lines ending in punctuation x (1 - share of characters in
-    repeated lines)."""
-    lines = [ln for ln in text.split("\n") if ln.strip()]
+    repeated lines). (The view's lines and repeats are FineWeb's, counted once.)"""
+    lines = v.nonblank_lines
     if not lines:
         return 0.0
     punct = sum(1 for ln in lines if ln.rstrip().endswith(END_PUNCTUATION)) / len(lines)
-    return round(punct * (1.0 - _dup_stats(lines)[1] / max(len(text), 1)), 6)
+    return round(punct * (1.0 - v.dup_line_chars / max(len(v.text), 1)), 6)
 
 
 class QualityGates:
@@ -543,10 +540,10 @@ class QualityGates:
             for f in self.filters:
                 keep, reason, details = f.filter(v)
                 if not keep:
-                    return reason, details, _score(v.text), None
+                    return reason, details, _score(v), None
                 if "edit" in details:  # the later gates see C4's edited text (as in datatrove's chain)
                     edit = details["edit"]
-                    v = DocView(edit.text)
+                    v = edit.view = DocView(edit.text)
         if edit is not None and not self.cfg.c4_edit:
-            return None, {}, _score(v.text), None  # decided on the edited text; the text as read is kept
-        return None, {}, _score(v.text), edit
+            return None, {}, _score(v), None  # decided on the edited text; the text as read is kept
+        return None, {}, _score(v), edit

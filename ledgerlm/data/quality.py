@@ -19,12 +19,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ledgerlm.config import from_dict
-from ledgerlm.data import wordtok
+from ledgerlm.data import chunkcache, wordtok
+from ledgerlm.data.chunkcache import STOP_WORDS, _table32, _tables
 from ledgerlm.data.minhash import U64, codepoints, ngram_windows, normalized_codes, word_hashes, word_spans
 
-STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")  # Gopher's list (datatrove: case-sensitive)
 _TERMINAL = None  # datatrove's TERMINAL_PUNCTUATION (FineWeb's line ends), read from datatrove on first use
-_TABLES = None
 _STOP_HASHES = None
 
 
@@ -48,19 +47,6 @@ def terminal_set() -> frozenset[str]:
 
 
 _TERMINAL_SET = None
-
-
-def _tables() -> tuple[np.ndarray, np.ndarray]:
-    """(is a letter, is not datatrove punctuation) for every code point: two 1.1 MB lookup tables, built once."""
-    global _TABLES
-    if _TABLES is None:
-        alpha = np.array([chr(c).isalpha() for c in range(0x110000)], dtype=np.uint8)
-        nonpunct = np.ones(0x110000, dtype=np.uint8)
-        from datatrove.utils.text import PUNCTUATION_SET  # Gopher quality's "symbol" characters
-
-        nonpunct[[ord(c) for c in PUNCTUATION_SET]] = 0
-        _TABLES = (alpha, nonpunct)
-    return _TABLES
 
 
 def _stop_hashes() -> np.ndarray:
@@ -146,20 +132,47 @@ def overlay(base: QualityConfig, override: dict[str, Any] | None) -> QualityConf
 
 
 class Tokens:
-    """The word tokens of a text (datatrove's English `split_into_words`) as numpy columns, plus the tokens joined by
-    single spaces (`joined`)."""
+    """The word tokens of a text (datatrove's English `split_into_words`) as numpy columns; `joined`, the tokens
+    joined by single spaces, is built on first use. With `ids` (the chunks' rows in `chunkcache`) the columns are
+    gathered from the per-chunk cache; without, or when a chunk needs the whole text, they are computed from it."""
 
-    __slots__ = ("joined", "n", "lens", "hashes", "_codes", "_starts", "_alpha", "_nonsym")
+    __slots__ = (
+        "_text",
+        "_chunks",
+        "_joined",
+        "n",
+        "lens",
+        "hashes",
+        "_codes",
+        "_starts",
+        "_alpha",
+        "_nonsym",
+        "_stop",
+    )
 
-    def __init__(self, text: str, chunks: list[str] | None = None):
-        self.joined = joined = wordtok.tokenize(text, chunks)
+    def __init__(self, text: str, chunks: list[str] | None = None, ids: np.ndarray | None = None):
+        self._text, self._chunks = text, chunks
+        got = chunkcache.tokens(ids) if ids is not None else None
+        if got is not None:
+            self.n, self.lens, self.hashes, bits, self._stop = got
+            self._nonsym = (bits & 1).astype(bool)
+            self._alpha = (bits & 2).astype(bool)
+            self._joined = None
+            return
+        self._joined = joined = wordtok.tokenize(text, chunks)
         self._codes = codes = codepoints(joined)
         s, e = word_spans(codes)
         self._starts = s
         self.n = len(s)
         self.lens = e - s
         self.hashes = word_hashes(codes, s, e)
-        self._alpha = self._nonsym = None
+        self._alpha = self._nonsym = self._stop = None
+
+    @property
+    def joined(self) -> str:
+        if self._joined is None:
+            self._joined = wordtok.tokenize(self._text, self._chunks)
+        return self._joined
 
     def _classes(self) -> None:
         if self.n == 0:
@@ -191,24 +204,13 @@ class Tokens:
 
     def distinct(self, words: tuple[str, ...]) -> int:
         """How many of `words` occur as a token (case-sensitive)."""
+        if self._stop is not None and words == STOP_WORDS:  # each token's index in STOP_WORDS (-1: none)
+            return int(np.count_nonzero(np.bincount(self._stop[self._stop >= 0], minlength=len(STOP_WORDS))))
         padded = f" {self.joined} "
         return sum(f" {w} " in padded for w in words)
 
 
 _TABLE8 = None
-_TABLE32 = None
-
-
-def _table32() -> np.ndarray:
-    """`_tables` combined for every code point, as `_table8` is for ASCII: bit 0 = not punctuation (space: 0), bit 1 =
-    letter (one fancy-index lookup per character instead of two lookups, a compare and a multiply)."""
-    global _TABLE32
-    if _TABLE32 is None:
-        alpha, nonpunct = _tables()
-        t = nonpunct | (alpha << 1)
-        t[32] = 0
-        _TABLE32 = t.astype(np.uint8)
-    return _TABLE32
 
 
 def _table8() -> bytes:
@@ -226,13 +228,36 @@ class DocView:
     """One document as the gates see it: the text, its word tokens (computed on first use) and, for near-dedup, its
     normalised word hashes. The whitespace word count (`ws_words`) is what the ledger counts as tokens."""
 
-    __slots__ = ("text", "_tok", "_norm", "_chunks")
+    __slots__ = ("text", "_tok", "_norm", "_chunks", "_ids", "_lines", "_dup")
 
     def __init__(self, text: str):
         self.text = text
         self._tok: Tokens | None = None
         self._norm: np.ndarray | None = None
         self._chunks: list[str] | None = None
+        self._ids: tuple[int, np.ndarray] | None = None
+        self._lines: list[str] | None = None
+        self._dup: int | None = None
+
+    @property
+    def nonblank_lines(self) -> list[str]:
+        """The lines of text.split("\\n") that hold more than whitespace (FineWeb's lines; the near-dup score's)."""
+        if self._lines is None:
+            self._lines = [ln for ln in self.text.split("\n") if ln.strip()]
+        return self._lines
+
+    @property
+    def dup_line_chars(self) -> int:
+        """Characters in the non-blank lines that repeat an earlier one."""
+        if self._dup is None:
+            self._dup = _dup_stats(self.nonblank_lines)[1]
+        return self._dup
+
+    def _chunk_ids(self) -> np.ndarray:
+        """The chunks' rows in `chunkcache` (looked up again when the cache was cleared since)."""
+        if self._ids is None or self._ids[0] != chunkcache.generation:
+            self._ids = chunkcache.lookup(self.chunks)
+        return self._ids[1]
 
     @property
     def chunks(self) -> list[str]:
@@ -244,13 +269,16 @@ class DocView:
     @property
     def tok(self) -> Tokens:
         if self._tok is None:
-            self._tok = Tokens(self.text, self.chunks)
+            self._tok = Tokens(self.text, self.chunks, self._chunk_ids())
         return self._tok
 
     @property
     def n_tokens(self) -> int:
         """The number of word tokens (cheaper than `tok` when only the count is needed)."""
-        return self._tok.n if self._tok is not None else wordtok.count(self.text, self.chunks)
+        if self._tok is not None:
+            return self._tok.n
+        n = chunkcache.count(self._chunk_ids())
+        return wordtok.count(self.text, self.chunks) if n is None else n
 
     @property
     def ws_words(self) -> int:
@@ -259,6 +287,8 @@ class DocView:
     @property
     def norm_hashes(self) -> np.ndarray:
         if self._norm is None:
+            self._norm = chunkcache.norm_hashes(self._chunk_ids())
+        if self._norm is None:  # a chunk whose lowercase changes length: the whole text, as minhash._lower does
             ncodes = normalized_codes(self.text)
             self._norm = word_hashes(ncodes, *word_spans(ncodes))
         return self._norm

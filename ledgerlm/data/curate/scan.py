@@ -86,7 +86,7 @@ class _ScanChunk:
         text = rec.text
         if edit is not None:  # C4 removed lines: the kept text is the edited text; what went, and why, is recorded
             text = edit.text
-            view = DocView(text)
+            view = edit.view or DocView(text)  # the gates' view of the edited text (its words already split)
             left = view.ws_words
             t = self.counters.totals
             t["c4_edited_docs"] += 1
