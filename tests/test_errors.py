@@ -35,6 +35,7 @@ MISTAKES = [
     (["plan", "demo", "pretrain.micro_batch_size=-4"], "pretrain.micro_batch_size: must be >= 1, got -4"),
     (["run", "demo", "--out", "run", "pretrain.micro_batch_size=-4"], "pretrain.micro_batch_size: must be >= 1"),
     (["run", "demo", "--out", "run", "pretrain.lr=0"], "pretrain.lr: must be > 0"),
+    (["plan", "demo", "curate.quality.c4_min_sentences=-1"], "curate.quality.c4_min_sentences: must be >= 0, got -1"),
     (["plan", "demo", "tokenize.val_fraction=0"], "tokenize.val_fraction: is 0, so pretraining has no held-out"),
     (["plan", "demo", "sft.val_fraction=0"], "interpolate.metrics: sft_val_loss needs held-out conversations"),
     (["plan", "demo", "sft.data="], "interpolate.data: sft_val_loss needs held-out conversations"),

@@ -142,7 +142,11 @@ class GopherRepetition(Filter):
             return fail("gopher_dup_line_chars", r, c.max_dup_line_char_frac, f"{self.REF}: dup_line_char_frac")
         if not c.top_ngram_char_frac and not c.dup_ngram_char_frac:
             return KEEP
-        t = v.tok
+        return self._top_ngrams(v.tok, n_chars) or self._dup_ngrams(v.tok, n_chars) or KEEP
+
+    def _top_ngrams(self, t, n_chars: int) -> Verdict | None:
+        """The top n-gram character fractions (datatrove's top_n_gram), cheapest bounds first; None = passes."""
+        c = self.cfg
         top = c.top_ngram_char_frac
         if top and t.n:
             cum = np.concatenate(([0], np.cumsum(t.lens)))
@@ -180,12 +184,17 @@ class GopherRepetition(Filter):
                         no_repeat_from = n if no_repeat_from is None else min(n, no_repeat_from)
                 if chars > limit:
                     return fail(f"gopher_top_{n}gram", chars / n_chars, thr, f"{self.REF}: top_{n}_gram")
+        return None
+
+    def _dup_ngrams(self, t, n_chars: int) -> Verdict | None:
+        """The duplicated n-gram character fractions (datatrove's duplicated_n_grams), bounds first; None = passes."""
+        c = self.cfg
         if c.dup_ngram_char_frac and t.n > min(c.dup_ngram_char_frac):
             n0 = min(c.dup_ngram_char_frac)
             g0 = ngram_hashes(t.hashes, n0)
             gs = np.sort(g0)
             if not (gs[1:] == gs[:-1]).any():  # no n0-gram repeats, so no longer one does
-                return KEEP
+                return None
             order = np.argsort(g0)  # any order of equal values: only which positions repeat is read
             gs = g0[order]
             same = gs[1:] == gs[:-1]
@@ -201,7 +210,7 @@ class GopherRepetition(Filter):
             cover[pos + n0] -= 1
             under = int(t.lens[np.cumsum(cover[:-1]) > 0].sum())
             if all(under / n_chars <= thr for thr in c.dup_ngram_char_frac.values()):
-                return KEEP
+                return None
             # a tighter upper bound next (characters covered by any repeated n-gram, vectorised): the exact greedy count
             # (datatrove's find_all_duplicate) is never above it, so it runs only when the bound crosses
             dup = list(c.dup_ngram_char_frac)
@@ -214,7 +223,7 @@ class GopherRepetition(Filter):
                 r = _all_dup_chars(ngram_hashes(t.hashes, n), cum, n) / n_chars
                 if r > thr:
                     return fail(f"gopher_dup_{n}gram", r, thr, f"{self.REF}: duplicated_{n}_n_grams")
-        return KEEP
+        return None
 
 
 # ----------------------------------------------------------------------------- Gopher quality
@@ -381,10 +390,8 @@ class C4(Filter):
             and max(map(len, v.chunks), default=0) > maxw
         )
         minw = c.c4_min_words_per_line
-        need = c.c4_min_sentences
         edit = C4Edit("")
         kept: list[str] = []
-        sentences = 0
         if not (lorem or js or curly or policy or cite or long_words or c.c4_terminal_punct):
             # the common case, at C speed: when every line has enough words, no line goes (a line split at most
             # minw - 1 times has min(its words, minw) pieces)
@@ -432,12 +439,17 @@ class C4(Filter):
                     edit.add("policy", line)
                     continue
             kept.append(line)
+        return self._decide(text, kept, edit)
+
+    def _decide(self, text: str, kept: list[str], edit: C4Edit) -> Verdict:
+        """After the line edits: enough sentences left, and the edited text (KEEP when nothing changed)."""
+        need = self.cfg.c4_min_sentences
         # every kept line holds at least one sentence (an empty one counts as one): with `need` lines kept there are
         # enough, and only a document with fewer lines has its sentences counted
         if need is not None and len(kept) < need:
             sentences = sum(wordtok.sentence_count(line) if line else 1 for line in kept)
-        if need is not None and len(kept) < need and sentences < need:
-            return fail("c4_too_few_sentences", sentences, need, f"{self.REF}: too_few_sentences")
+            if sentences < need:
+                return fail("c4_too_few_sentences", sentences, need, f"{self.REF}: too_few_sentences")
         edit.text = "\n".join(kept).strip()
         if edit.text == text:
             return KEEP

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ledgerlm.config import from_dict
+from ledgerlm.config import from_dict, ranged
 from ledgerlm.data import chunkcache, wordtok
 from ledgerlm.data.chunkcache import STOP_WORDS, _table32, _tables
 from ledgerlm.data.minhash import U64, codepoints, ngram_windows, normalized_codes, word_hashes, word_spans
@@ -94,9 +94,9 @@ class QualityConfig:
     c4_policy: bool = True  # remove terms-of-use / cookie lines
     c4_citations: bool = True  # remove [1], [edit], [citation needed]
     c4_terminal_punct: bool = False  # remove lines not ending in . ! ? " ' (C4's own rule; off in FineWeb)
-    c4_min_words_per_line: int | None = 3  # remove lines with fewer whitespace words
-    c4_max_word_length: int | None = 1000  # remove lines holding a longer word
-    c4_min_sentences: int | None = 5  # then drop the document when fewer sentences are left
+    c4_min_words_per_line: int | None = ranged(3, ge=0)  # remove lines with fewer whitespace words
+    c4_max_word_length: int | None = ranged(1000, ge=1)  # remove lines holding a longer word
+    c4_min_sentences: int | None = ranged(5, ge=0)  # then drop the document when fewer sentences are left
     c4_edit: bool = True  # keep C4's edited text (False: decide on it, keep the text as read)
     # FineWeb (datatrove FineWebQualityFilter)
     min_line_punct_ratio: float | None = 0.12
