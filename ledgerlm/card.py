@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ledgerlm import ledger
-from ledgerlm.io import iter_jsonl
+from ledgerlm.io import atomic_write_bytes, atomic_write_text, iter_jsonl
 
 ALPHA = 0.05  # significance level of the verdicts' tests
 
@@ -136,15 +136,35 @@ class Card:
         )
 
     def figure(self, name: str, fig) -> None:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-        import matplotlib.pyplot as plt
+        add_figure(self, name, fig)
 
-        plt.close(fig)
-        self.images[name] = buf.getvalue()
-        self.md.append(f"![{name}]({name})\n")
-        b64 = base64.b64encode(buf.getvalue()).decode()
-        self.html.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{b64}">')
+
+def add_figure(page, name: str, fig) -> None:
+    """A matplotlib figure as a PNG: kept in `page.images`, linked from the Markdown, inline in the HTML."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    page.images[name] = buf.getvalue()
+    page.md.append(f"![{name}]({name})\n")
+    b64 = base64.b64encode(buf.getvalue()).decode()
+    page.html.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{b64}">')
+
+
+def write_page(out: Path, stem: str, title: str, css: str, page) -> None:
+    """OUT/STEM.md, OUT/STEM.html (self-contained: the images inline, `css` in its head) and the images as PNG files,
+    each written atomically; `page` holds `md` and `html` lines and `images` (a Card, or the diff's Page)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in page.images.items():
+        atomic_write_bytes(out / name, data)
+    atomic_write_text(out / f"{stem}.md", "\n".join(page.md) + "\n")
+    head = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{title}</title><style>{css}</style></head>"
+    )
+    atomic_write_text(out / f"{stem}.html", head + "<body>" + "\n".join(page.html) + "</body></html>\n")
 
 
 def inline_html(text: str) -> str:

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledgerlm import ledger
-from ledgerlm.card import Card, Section, inline_html
+from ledgerlm.card import Card, Section, inline_html, write_page
 from ledgerlm.estimate import Estimate
-from ledgerlm.io import atomic_write_bytes, atomic_write_text
 from ledgerlm.report import diff
 from ledgerlm.stage import STAGES, StageResult, StageSpec, get
 
@@ -289,15 +288,7 @@ _CSS = (
 def run(cfg: Config, ctx) -> StageResult:
     card = build(ctx.run_dir, cfg)
     out = ctx.out_dir
-    for name, data in card.images.items():
-        atomic_write_bytes(out / name, data)
-    atomic_write_text(out / "report.md", "\n".join(card.md) + "\n")
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>ledgerlm report</title><style>{_CSS}</style></head>"
-    )
-    atomic_write_text(out / "report.html", page + "<body>" + "\n".join(card.html) + "</body></html>\n")
+    write_page(out, "report", "ledgerlm report", _CSS, card)
     ctx.log.info("report written to %s", out / "report.html")
     return StageResult(outputs={"report": out}, counters={"numbers_shown": card.shown, "images": len(card.images)})
 

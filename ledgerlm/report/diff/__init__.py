@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ledgerlm import ledger
-from ledgerlm.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ledgerlm.card import write_page
+from ledgerlm.io import atomic_write_json
 from ledgerlm.report.diff.compare import (
     EXAMPLES,
     DiffInputError,
@@ -137,6 +138,7 @@ def _recipe_keys(a: Run, b: Run) -> list[dict]:
         out.insert(0, {"key": "stages", "a": sa, "b": sb, "incidental": False})
     return out
 
+
 # ----------------------------------------------------------------------------- the report's section
 
 
@@ -195,16 +197,7 @@ def write(d: dict, out: Path) -> Page:
     """OUT/diff.md, OUT/diff.html (self-contained: the plots inline), OUT/diff.json and the plots as PNG files."""
     page = Page()
     render(d, page)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, data in page.images.items():
-        atomic_write_bytes(out / name, data)
-    atomic_write_text(out / "diff.md", "\n".join(page.md) + "\n")
-    head = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>ledgerlm diff</title><style>{_CSS}</style></head>"
-    )
-    atomic_write_text(out / "diff.html", head + "<body>" + "\n".join(page.html) + "</body></html>\n")
+    write_page(out, "diff", "ledgerlm diff", _CSS, page)
     atomic_write_json(out / "diff.json", d)
     return page
 

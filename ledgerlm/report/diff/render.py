@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledgerlm.card import add_figure
 from ledgerlm.report.diff.compare import is_number
 from ledgerlm.report.diff.data import CONTAM_FIELDS
 from ledgerlm.report.diff.words import delta_text, effect_text, fmt, move_text, side_value, verdict_text, why_text
@@ -60,16 +59,7 @@ class Page:
         self.html.append(f"<div class='scroll'><table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>")
 
     def figure(self, name: str, fig) -> None:
-        import matplotlib.pyplot as plt
-
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        self.images[name] = buf.getvalue()
-        self.md.append(f"![{name}]({name})\n")
-        self.html.append(
-            f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-        )
+        add_figure(self, name, fig)
 
 
 def _pre(page, text: str) -> None:
@@ -135,7 +125,8 @@ def _render_changes(d: dict, page, h: int) -> None:
     if ch["recipe_keys"]:
         page.para("Recipe keys outside the stages' sections:")
         page.table(
-            ["key", "A", "B"], [[_code(c["key"]), _code(side_value(c, "a")), _code(side_value(c, "b"))] for c in ch["recipe_keys"]]
+            ["key", "A", "B"],
+            [[_code(c["key"]), _code(side_value(c, "a")), _code(side_value(c, "b"))] for c in ch["recipe_keys"]],
         )
     page.para(f"Resolved config keys that differ: {page.num(len(ch['config']))}.")
     page.table(
@@ -255,9 +246,7 @@ def _render_model(d: dict, page, h: int) -> None:
     page.table(["stage", "metric", "A", "B", "B − A"], rows)
     if m["effects"]:
         page.para("Each stage's effect on its own metric (before → after, on the same held-out items):")
-        page.table(
-            ["stage", "A", "B"], [[e["stage"], effect_text(e["a"]), effect_text(e["b"])] for e in m["effects"]]
-        )
+        page.table(["stage", "A", "B"], [[e["stage"], effect_text(e["a"]), effect_text(e["b"])] for e in m["effects"]])
     ev = m.get("eval")
     if ev:
         page.para("Evaluation, paired per item (`ledgerlm compare`): McNemar's exact test per task.")
