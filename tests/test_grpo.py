@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ledgerlm.post import rl
+from ledgerlm.post import grpo, rl
 from ledgerlm.stage import StageContext
 from ledgerlm.tasks import arith
 
@@ -52,23 +52,23 @@ def test_group_advantages():
 def test_aggregation_modes_hand_values():
     per_tok = torch.tensor([[1.0, 0.0, 0.0], [2.0, 4.0, 6.0]])
     mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
-    assert float(rl.aggregate(per_tok, mask, "grpo")) == pytest.approx((1.0 + 4.0) / 2)  # mean of per-seq means
-    assert float(rl.aggregate(per_tok, mask, "dapo")) == pytest.approx(13.0 / 4)  # per token
-    assert float(rl.aggregate(per_tok, mask, "drgrpo", max_len=10)) == pytest.approx(13.0 / (2 * 10))  # constant
+    assert float(grpo.aggregate(per_tok, mask, "grpo")) == pytest.approx((1.0 + 4.0) / 2)  # mean of per-seq means
+    assert float(grpo.aggregate(per_tok, mask, "dapo")) == pytest.approx(13.0 / 4)  # per token
+    assert float(grpo.aggregate(per_tok, mask, "drgrpo", max_len=10)) == pytest.approx(13.0 / (2 * 10))  # constant
     # a fully masked row does not count in GRPO's mean over sequences
     mask2 = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
-    assert float(rl.aggregate(per_tok, mask2, "grpo")) == pytest.approx(4.0)
+    assert float(grpo.aggregate(per_tok, mask2, "grpo")) == pytest.approx(4.0)
     with pytest.raises(ValueError):
-        rl.aggregate(per_tok, mask, "mean")
+        grpo.aggregate(per_tok, mask, "mean")
 
 
 def test_kl_k3():
     lp = torch.tensor([-1.0, -2.0, -0.5])
-    assert rl.kl_k3(lp, lp).tolist() == [0.0, 0.0, 0.0]
+    assert grpo.kl_k3(lp, lp).tolist() == [0.0, 0.0, 0.0]
     ref = torch.tensor([-1.5, -1.0, -0.5])
     d = ref - lp
-    assert rl.kl_k3(lp, ref).tolist() == pytest.approx((torch.exp(d) - d - 1).tolist())
-    assert torch.all(rl.kl_k3(lp, ref) >= 0)
+    assert grpo.kl_k3(lp, ref).tolist() == pytest.approx((torch.exp(d) - d - 1).tolist())
+    assert torch.all(grpo.kl_k3(lp, ref) >= 0)
 
 
 def test_policy_loss_clipping_and_kl():
@@ -76,20 +76,20 @@ def test_policy_loss_clipping_and_kl():
     # ratios 1.5, 0.5, 1.0, 1.1 with advantage +1: the first is clipped (above 1 + 0.2), the others are not
     lp = torch.log(torch.tensor([[1.5, 0.5, 1.0, 1.1]])).requires_grad_(True)
     mask = torch.ones(1, 4)
-    loss, st = rl.policy_loss(lp, old, torch.tensor([1.0]), mask, agg="dapo", clip_low=0.2, clip_high=0.2)
+    loss, st = grpo.policy_loss(lp, old, torch.tensor([1.0]), mask, agg="dapo", clip_low=0.2, clip_high=0.2)
     assert st["clipped_frac"] == pytest.approx(0.25)
     assert float(loss.detach()) == pytest.approx(-(1.2 + 0.5 + 1.0 + 1.1) / 4, abs=1e-6)
     loss.backward()
     assert lp.grad[0, 0] == 0  # clipped token: no gradient
     assert lp.grad[0, 1] == pytest.approx(-0.5 / 4)  # d(-ratio)/dlogp = -ratio, / 4 tokens
     # negative advantage: clipping applies below 1 - clip_low; with clip_high larger ("clip higher") 1.5 is not clipped
-    _, st2 = rl.policy_loss(lp.detach(), old, torch.tensor([-1.0]), mask, clip_low=0.2, clip_high=0.6)
+    _, st2 = grpo.policy_loss(lp.detach(), old, torch.tensor([-1.0]), mask, clip_low=0.2, clip_high=0.6)
     assert st2["clipped_frac"] == pytest.approx(0.25)  # only the 0.5 ratio
-    _, st3 = rl.policy_loss(lp.detach(), old, torch.tensor([1.0]), mask, clip_low=0.2, clip_high=0.6)
+    _, st3 = grpo.policy_loss(lp.detach(), old, torch.tensor([1.0]), mask, clip_low=0.2, clip_high=0.6)
     assert st3["clipped_frac"] == 0.0
     # KL term: beta * k3 added per token and reported
     ref = lp.detach() - 0.1
-    l_kl, st4 = rl.policy_loss(lp.detach(), lp.detach(), torch.tensor([0.0]), mask, ref_logp=ref, kl_beta=2.0)
+    l_kl, st4 = grpo.policy_loss(lp.detach(), lp.detach(), torch.tensor([0.0]), mask, ref_logp=ref, kl_beta=2.0)
     k3 = math.exp(-0.1) + 0.1 - 1
     assert st4["kl"] == pytest.approx(k3, rel=1e-4) and float(l_kl) == pytest.approx(2 * k3, rel=1e-4)
 
@@ -138,7 +138,7 @@ def test_seq_token_logps_alignment():
     m = Llama(model_config("tiny", vocab_size=30)).eval()
     prompts, comps = [[1, 4, 5, 6, 7], [1, 8]], [[9, 2], [10, 11, 12, 2]]
     with torch.no_grad():
-        lp, mask = rl.seq_token_logps(m, prompts, comps, "cpu", temperature=0.5)
+        lp, mask = grpo.seq_token_logps(m, prompts, comps, "cpu", temperature=0.5)
         assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
         for i in range(2):
             logits = m(torch.tensor([prompts[i] + comps[i]]))[0] / 0.5

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import sys
+import time
 import types
 from dataclasses import dataclass
 
@@ -115,7 +116,9 @@ def test_tensorboard_events_hold_the_logged_scalars_and_resume_purges(tmp_path):
     assert got["loss"] == [(1, 4.0), (2, 3.0), (3, 2.5)] and got["sub/x"] == [(1, 1.0), (2, 1.0), (3, 1.0)]
     assert "flags/skipped" not in got and "note" not in got and "step" not in got  # numbers only
     assert t.paths() == {"tensorboard": "tensorboard/pretrain"}
-    # a resumed run from step 1 re-logs steps 2.. : TensorBoard drops the old ones
+    # a resumed run from step 1 re-logs steps 2.. : TensorBoard drops the old ones. Its reader orders event files by
+    # name (seconds, host, pid, a process-wide counter): within one second counter 10 sorts before 9, so wait a second
+    time.sleep(1.1)
     t2 = Tracker(tmp_path, "pretrain")
     with Progress(total=3, start=1, tracker=t2, stream=io.StringIO(), mode="off") as p:
         p.log({"step": 2, "loss": 2.0})

@@ -49,30 +49,18 @@ from ledgerlm.post.common import (
     trained_outputs,
     trajectory_key,
 )
-
-# the loss math, the problems and the sampling side live in grpo.py; re-exported here, where callers and tests
-# have always found them (tests patch `rl.verifiable_reward` to change the training reward of `rollout`)
-from ledgerlm.post.grpo import (  # noqa: F401
-    ADV_MODES,
-    AGG_MODES,
+from ledgerlm.post.grpo import (
     Config,
     Rollout,
     Sampler,
     Setup,
-    agg_weight,
-    aggregate,
-    chunked_logps,
     greedy_exact_match,
     group_advantages,
     keep_mask,
-    kl_k3,
     load_problems,
-    minibatch_grads,
     paired_exact_match,
     pass_at_k,
-    policy_loss,
     sampled_pass_at_k,
-    seq_token_logps,
     update,
     verifiable_reward,
 )
