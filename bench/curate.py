@@ -101,7 +101,7 @@ def build_docs(n: int, bench_items: dict[str, list[str]], seed: int = 0) -> tupl
 def stage_config(src: Path, near_dedup: bool):
     from ledgerlm.data.curate import Config
     from ledgerlm.data.curate.config import NearDedupConfig
-    from ledgerlm.data.quality import QualityConfig
+    from ledgerlm.data.filters import QualityConfig
     from ledgerlm.data.segdedup import SegDedupConfig
     from ledgerlm.data.sources import SourceSpec
 
@@ -186,8 +186,8 @@ def bench_datatrove(src: Path, work: Path, dedup: bool) -> dict:
 
 
 def bench_quality(docs: list[str]) -> dict:
-    from ledgerlm.data.filters import QualityGates
-    from ledgerlm.data.quality import DocView, QualityConfig
+    from ledgerlm.data.filters import QualityConfig, QualityGates
+    from ledgerlm.data.quality import DocView
 
     g = QualityGates(QualityConfig())
     t = cpu()

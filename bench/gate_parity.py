@@ -162,7 +162,8 @@ def datatrove_side(docs: list[tuple[str, str]]) -> tuple[list[dict], float]:
 
 def our_side(docs: list[tuple[str, str]]) -> tuple[list[dict], float, float]:
     from ledgerlm.data import filters
-    from ledgerlm.data.quality import DocView, QualityConfig
+    from ledgerlm.data.filters import QualityConfig
+    from ledgerlm.data.quality import DocView
 
     cfg = QualityConfig()
     fams = {

@@ -15,9 +15,8 @@ import pytest
 from ledgerlm.data.curate import Config, curate
 from ledgerlm.data.curate.config import ExecutorConfig
 from ledgerlm.data.decontam import DecontamConfig
-from ledgerlm.data.filters import QualityGates
+from ledgerlm.data.filters import QualityConfig, QualityGates
 from ledgerlm.data.inspect_docs import inspect_main
-from ledgerlm.data.quality import QualityConfig
 from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import SourceSpec, doc_id
 from ledgerlm.data.workdir import WorkDir

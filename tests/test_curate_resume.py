@@ -16,7 +16,7 @@ import pytest
 from ledgerlm.data.curate import Config, curate
 from ledgerlm.data.curate.config import NearDedupConfig
 from ledgerlm.data.decontam import DecontamConfig
-from ledgerlm.data.quality import QualityConfig
+from ledgerlm.data.filters import QualityConfig
 from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import SourceSpec
 
@@ -136,7 +136,7 @@ import json, sys
 from pathlib import Path
 from ledgerlm.data.curate import Config
 from ledgerlm.data.curate.config import ExecutorConfig
-from ledgerlm.data.quality import QualityConfig
+from ledgerlm.data.filters import QualityConfig
 from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import SourceSpec
 from ledgerlm.data.curate import curate

@@ -13,8 +13,7 @@ import pytest
 
 from ledgerlm.data import segdedup
 from ledgerlm.data.decontam import DecontamConfig, Matcher, build_benchmark, cut_spans
-from ledgerlm.data.filters import QualityGates
-from ledgerlm.data.quality import QualityConfig
+from ledgerlm.data.filters import QualityConfig, QualityGates
 from ledgerlm.data.sources import SourceSpec, doc_id, iter_records
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -445,7 +444,7 @@ def test_retired_gate_keys_of_an_old_recipe_load_with_a_warning():
     import warnings
 
     from ledgerlm.config import ConfigError, from_dict
-    from ledgerlm.data.quality import QualityConfig
+    from ledgerlm.data.filters import QualityConfig
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

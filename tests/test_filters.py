@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from ledgerlm.data import filters, wordtok
-from ledgerlm.data.filters import QualityGates
+from ledgerlm.data.filters import QualityConfig, QualityGates
 from ledgerlm.data.minhash import ngram_hash_family, normalized_codes, word_hashes, word_spans
-from ledgerlm.data.quality import DocView, QualityConfig, ngram_repetition
+from ledgerlm.data.quality import DocView, ngram_repetition
 
 GOOD = (
     "The old lighthouse keeper climbed the stairs every evening to light the lamp. He had done this for forty years, "

@@ -13,7 +13,8 @@ import pytest
 from ledgerlm import stage
 from ledgerlm.cli import main
 from ledgerlm.data import filters
-from ledgerlm.data.quality import DocView, QualityConfig
+from ledgerlm.data.filters import QualityConfig
+from ledgerlm.data.quality import DocView
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md"
 
@@ -23,16 +24,15 @@ def _row(what: str) -> str:
     return next(x for x in DOC.read_text().splitlines() if x.startswith(f"| {what} ") and x.count("|") == 5)
 
 
-# a quality filter: one Filter subclass (its verdict, its threshold fields in `fields`), its thresholds as
-# QualityConfig fields, one entry in filters.FILTERS
-
-
-@dataclasses.dataclass
-class ToyQuality(QualityConfig):
-    max_exclamations: int | None = 3  # the toy filter's threshold (None: off)
+# a quality filter: one Filter subclass holding its thresholds (a nested `Settings` dataclass, flat recipe keys) and
+# its verdict, and one entry in filters.FILTERS (QualityConfig is built from the registered filters' Settings)
 
 
 class Exclamations(filters.Filter):
+    @dataclasses.dataclass
+    class Settings:
+        max_exclamations: int | None = 3  # the toy filter's threshold (None: off)
+
     fields = ("max_exclamations",)
 
     def filter(self, doc: DocView) -> filters.Verdict:
@@ -42,9 +42,18 @@ class Exclamations(filters.Filter):
         return filters.KEEP
 
 
+@dataclasses.dataclass
+class ToyQuality(QualityConfig, Exclamations.Settings):
+    """QualityConfig as it is built with Exclamations in FILTERS: one more Settings among its bases."""
+
+
 def test_a_quality_filter_is_one_class_and_one_line(monkeypatch):
     row = _row("a quality filter")
-    assert "filters.FILTERS" in row and "QualityConfig" in row
+    assert "filters.FILTERS" in row and "Settings" in row and "quality.py" not in row  # one file, one class
+    # QualityConfig's fields are the registered filters' Settings, nothing declared apart from them but `enabled`
+    assert QualityConfig.__bases__ == tuple(f.Settings for f in reversed(filters.FILTERS))
+    own = {f.name for f in dataclasses.fields(QualityConfig)} - {"enabled"}
+    assert own == {f.name for F in filters.FILTERS for f in dataclasses.fields(F.Settings)}
     monkeypatch.setattr(filters, "FILTERS", [Exclamations, *filters.FILTERS])  # the one line (first: it decides)
     cfg = ToyQuality()
     text = "Wow! Really! So much! Too much!"

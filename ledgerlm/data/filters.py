@@ -7,27 +7,30 @@
     Language          fastText language id (optional)
 
 FILTERS runs them in the order of datatrove's FineWeb chain (`examples/fineweb.py`); the first failure names the
-reason, and the later families see the C4-edited text. Each family reads its own fields of `QualityConfig` (flat
-recipe keys, `curate.quality.<field>`; `fields` lists them) and answers `filter(doc) -> (keep, reason, details)` for
-a `DocView`; `details` holds the measured value, the threshold and `ref`, the datatrove filter and reason the rule
+reason, and the later families see the C4-edited text. Each family declares its thresholds with it (a nested
+`Settings` dataclass; `QualityConfig` is built from the registered families' Settings: flat recipe keys
+`curate.quality.<field>`, defaults = datatrove's FineWeb chain, None switches a rule off; `fields` names those that
+switch the family on) and answers `filter(doc) -> (keep, reason, details)` for a `DocView`; `details` holds the measured value, the threshold and `ref`, the datatrove filter and reason the rule
 follows. C4 may also return an edit (`details["edit"]`, a `C4Edit`): the text with lines removed and what went why.
-Adding a rule = one class here, one line in FILTERS, its test.
+Adding a rule = one class here (its Settings and its verdict), one line in FILTERS, its test.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from itertools import repeat
+from typing import Any, ClassVar
 
 import numpy as np
 
+from ledgerlm.config import from_dict, ranged
 from ledgerlm.data import wordtok
 from ledgerlm.data.minhash import ngram_hashes, ngram_windows
 from ledgerlm.data.quality import (
     STOP_WORDS,
     DocView,
-    QualityConfig,
     _dup_stats,
     ngram_repetition,
     terminal_set,
@@ -109,6 +112,19 @@ def _bucket_counts(g: np.ndarray) -> np.ndarray:
 class GopherRepetition(Filter):
     """datatrove GopherRepetitionFilter: paragraphs (split on 2+ newlines), lines (split on newlines, empty pieces
     included), the most frequent 2/3/4-gram and the duplicated 5..10-grams of word tokens, all over len(text)."""
+
+    @dataclass
+    class Settings:
+        """Its thresholds (fractions of len(text)); None switches a rule off."""
+
+        max_dup_line_frac: float | None = 0.3
+        max_dup_para_frac: float | None = 0.3
+        max_dup_line_char_frac: float | None = 0.2
+        max_dup_para_char_frac: float | None = 0.2
+        top_ngram_char_frac: dict[int, float] = field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
+        dup_ngram_char_frac: dict[int, float] = field(
+            default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+        )
 
     fields = (
         "max_dup_line_frac",
@@ -234,6 +250,20 @@ class GopherQuality(Filter):
     outside datatrove's punctuation set); '#' and ellipses per word tested separately; bullet (• or -) and ellipsis
     lines over str.splitlines(); words with a letter over all words; distinct stop words, case-sensitive."""
 
+    @dataclass
+    class Settings:
+        """Its thresholds (words = word tokens, "non-symbol" words for count and length); None: off."""
+
+        min_words: int | None = 50
+        max_words: int | None = 100_000
+        min_mean_word_length: float | None = 3.0
+        max_mean_word_length: float | None = 10.0
+        max_symbol_word_ratio: float | None = 0.1  # '#' per word, and ellipses per word, each against this
+        max_bullet_lines_ratio: float | None = 0.9  # lines starting with • or -
+        max_ellipsis_lines_ratio: float | None = 0.3
+        min_alpha_words_ratio: float | None = 0.8  # words with at least one letter
+        min_stop_words: int | None = 2  # distinct stop words (case-sensitive tokens)
+
     fields = (
         "min_words",
         "max_words",
@@ -358,6 +388,21 @@ class C4(Filter):
     document; then the document needs `c4_min_sentences` sentences (spaCy's sentencizer, per line). The text left is
     the kept lines joined by newlines."""
 
+    @dataclass
+    class Settings:
+        """Its rules (FineWeb runs C4 with filter_no_terminal_punct=False); None switches a rule off."""
+
+        c4_lorem_ipsum: bool = True  # drop the document
+        c4_curly_bracket: bool = True  # drop the document
+        c4_javascript: bool = True  # remove lines mentioning javascript
+        c4_policy: bool = True  # remove terms-of-use / cookie lines
+        c4_citations: bool = True  # remove [1], [edit], [citation needed]
+        c4_terminal_punct: bool = False  # remove lines not ending in . ! ? " ' (C4's own rule; off in FineWeb)
+        c4_min_words_per_line: int | None = ranged(3, ge=0)  # remove lines with fewer whitespace words
+        c4_max_word_length: int | None = ranged(1000, ge=1)  # remove lines holding a longer word
+        c4_min_sentences: int | None = ranged(5, ge=0)  # then drop the document when fewer sentences are left
+        c4_edit: bool = True  # keep C4's edited text (False: decide on it, keep the text as read)
+
     fields = (
         "c4_lorem_ipsum",
         "c4_curly_bracket",
@@ -466,6 +511,17 @@ class FineWeb(Filter):
     datatrove's 160 terminal punctuation marks, the share of lines <= `short_line_length` chars, characters in
     repeated lines over the characters that are not newlines, newlines per word token."""
 
+    @dataclass
+    class Settings:
+        """Its thresholds; None switches a rule off."""
+
+        min_line_punct_ratio: float | None = 0.12
+        line_punct_exclude_zero: bool = False
+        max_short_lines_ratio: float | None = 0.67
+        short_line_length: int = 30
+        max_dup_line_chars_ratio: float | None = 0.01
+        max_newline_word_ratio: float | None = 0.3
+
     fields = ("min_line_punct_ratio", "max_short_lines_ratio", "max_dup_line_chars_ratio", "max_newline_word_ratio")
     REF = "datatrove FineWebQualityFilter"
 
@@ -498,6 +554,14 @@ class FineWeb(Filter):
 class Language(Filter):
     """fastText language id; on only when `lang_model` names a model file."""
 
+    @dataclass
+    class Settings:
+        """The fastText model file (e.g. lid.176.bin; off when none is given), languages and score."""
+
+        lang_model: str | None = None
+        languages: list[str] = field(default_factory=lambda: ["en"])
+        min_lang_score: float = 0.65
+
     fields = ("lang_model",)
 
     def __init__(self, cfg: QualityConfig):
@@ -519,6 +583,40 @@ class Language(Filter):
 
 # the registry: the gates run in this order (datatrove's FineWeb chain: repetition, quality, C4, FineWeb)
 FILTERS: list[type[Filter]] = [GopherRepetition, GopherQuality, C4, FineWeb, Language]
+
+
+@dataclass
+class QualityConfig(*(f.Settings for f in reversed(FILTERS))):  # every filter's Settings, in the chain's order
+    """The gates' settings: each filter's own `Settings` (declared with the filter, above), flat recipe keys
+    `curate.quality.<field>`; defaults = datatrove's FineWeb chain (examples/fineweb.py). None switches a rule off."""
+
+    # keys of the gates before datatrove parity: a run recorded with them still loads, with a warning
+    RETIRED_KEYS: ClassVar[dict[str, str]] = {
+        "c4_max_javascript_lines_ratio": "retired: C4 removes javascript lines (c4_javascript), it does not count them",
+        "c4_min_terminal_lines": "retired: C4 needs c4_min_sentences sentences (and c4_terminal_punct per line)",
+    }
+
+    enabled: bool = True
+
+    def validate(self) -> None:
+        for k in (*self.top_ngram_char_frac, *self.dup_ngram_char_frac):
+            if not 1 <= k <= 64:
+                raise ValueError(f"n-gram sizes must be in 1..64, got {k}")
+
+
+def overlay(base: QualityConfig, override: dict[str, Any] | None) -> QualityConfig:
+    """`base` with the fields named in `override` replaced: a source's `quality:` over the stage-wide gates.
+
+    `override` is a partial mapping of QualityConfig fields; it is checked like a recipe section (unknown gate names,
+    wrong types -> ConfigError naming `quality.<field>`). Fields are replaced whole (a dict such as
+    `dup_ngram_char_frac` replaces the stage-wide dict, it is not merged). No override returns `base` itself.
+    """
+    if not override:
+        return base
+    part = from_dict(QualityConfig, override, prefix="quality")
+    out = dataclasses.replace(base, **{k: getattr(part, k) for k in override})
+    out.validate()
+    return out
 
 
 def _score(v: DocView) -> float:

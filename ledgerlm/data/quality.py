@@ -1,24 +1,18 @@
-"""What the quality gates read and how they are set: their settings (`QualityConfig`, a source's `quality:` laid over
-it by `overlay`), the document as the gates see it (`DocView`, `Tokens`) and the shared counting pieces (n-gram
-repetition, datatrove's terminal punctuation and Gopher stop words). The gates themselves, one class per datatrove
-filter family, are in `ledgerlm.data.filters` (`QualityGates` runs them in the FineWeb chain's order).
+"""What the quality gates read: the document as the gates see it (`DocView`, `Tokens`) and the shared counting pieces
+(n-gram repetition, datatrove's terminal punctuation and Gopher stop words). The gates themselves, one class per
+datatrove filter family with its own thresholds, and their settings (`QualityConfig`, `overlay`) are in
+`ledgerlm.data.filters` (`QualityGates` runs them in the FineWeb chain's order).
 
 Each document is viewed once (`DocView`): its text, its word tokens (lazily: the tokenised text, token spans,
 lengths, raw token hashes, which tokens hold a letter / a non-punctuation character) and its normalised word hashes
 for near-dedup. Words are the tokens of datatrove's English word tokenizer (spaCy's), reproduced without spaCy by
-`ledgerlm.data.wordtok`. The defaults of `QualityConfig` are datatrove's settings in its FineWeb example
-(`examples/fineweb.py`); a threshold of None switches that rule off.
+`ledgerlm.data.wordtok`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
 import numpy as np
 
-from ledgerlm.config import from_dict, ranged
 from ledgerlm.data import chunkcache, wordtok
 from ledgerlm.data.chunkcache import STOP_WORDS, _table32, _tables
 from ledgerlm.data.minhash import U64, codepoints, ngram_windows, normalized_codes, word_hashes, word_spans
@@ -55,80 +49,6 @@ def _stop_hashes() -> np.ndarray:
         codes = codepoints(" ".join(STOP_WORDS))
         _STOP_HASHES = np.unique(word_hashes(codes, *word_spans(codes)))
     return _STOP_HASHES
-
-
-@dataclass
-class QualityConfig:
-    """The gates' settings; defaults = datatrove's FineWeb chain (examples/fineweb.py). None switches a rule off."""
-
-    # keys of the gates before datatrove parity: a run recorded with them still loads, with a warning
-    RETIRED_KEYS: ClassVar[dict[str, str]] = {
-        "c4_max_javascript_lines_ratio": "retired: C4 removes javascript lines (c4_javascript), it does not count them",
-        "c4_min_terminal_lines": "retired: C4 needs c4_min_sentences sentences (and c4_terminal_punct per line)",
-    }
-
-    enabled: bool = True
-    # Gopher quality (datatrove GopherQualityFilter; words = word tokens, "non-symbol" words for count and length)
-    min_words: int | None = 50
-    max_words: int | None = 100_000
-    min_mean_word_length: float | None = 3.0
-    max_mean_word_length: float | None = 10.0
-    max_symbol_word_ratio: float | None = 0.1  # '#' per word, and ellipses per word, each against this
-    max_bullet_lines_ratio: float | None = 0.9  # lines starting with • or -
-    max_ellipsis_lines_ratio: float | None = 0.3
-    min_alpha_words_ratio: float | None = 0.8  # words with at least one letter
-    min_stop_words: int | None = 2  # distinct stop words (case-sensitive tokens)
-    # Gopher repetition (datatrove GopherRepetitionFilter; fractions of len(text))
-    max_dup_line_frac: float | None = 0.3
-    max_dup_para_frac: float | None = 0.3
-    max_dup_line_char_frac: float | None = 0.2
-    max_dup_para_char_frac: float | None = 0.2
-    top_ngram_char_frac: dict[int, float] = field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
-    dup_ngram_char_frac: dict[int, float] = field(
-        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
-    )
-    # C4 (datatrove C4QualityFilter, split by lines; FineWeb runs it with filter_no_terminal_punct=False)
-    c4_lorem_ipsum: bool = True  # drop the document
-    c4_curly_bracket: bool = True  # drop the document
-    c4_javascript: bool = True  # remove lines mentioning javascript
-    c4_policy: bool = True  # remove terms-of-use / cookie lines
-    c4_citations: bool = True  # remove [1], [edit], [citation needed]
-    c4_terminal_punct: bool = False  # remove lines not ending in . ! ? " ' (C4's own rule; off in FineWeb)
-    c4_min_words_per_line: int | None = ranged(3, ge=0)  # remove lines with fewer whitespace words
-    c4_max_word_length: int | None = ranged(1000, ge=1)  # remove lines holding a longer word
-    c4_min_sentences: int | None = ranged(5, ge=0)  # then drop the document when fewer sentences are left
-    c4_edit: bool = True  # keep C4's edited text (False: decide on it, keep the text as read)
-    # FineWeb (datatrove FineWebQualityFilter)
-    min_line_punct_ratio: float | None = 0.12
-    line_punct_exclude_zero: bool = False
-    max_short_lines_ratio: float | None = 0.67
-    short_line_length: int = 30
-    max_dup_line_chars_ratio: float | None = 0.01
-    max_newline_word_ratio: float | None = 0.3
-    # language id (fastText model file, e.g. lid.176.bin); off when no model is given
-    lang_model: str | None = None
-    languages: list[str] = field(default_factory=lambda: ["en"])
-    min_lang_score: float = 0.65
-
-    def validate(self) -> None:
-        for k in (*self.top_ngram_char_frac, *self.dup_ngram_char_frac):
-            if not 1 <= k <= 64:
-                raise ValueError(f"n-gram sizes must be in 1..64, got {k}")
-
-
-def overlay(base: QualityConfig, override: dict[str, Any] | None) -> QualityConfig:
-    """`base` with the fields named in `override` replaced: a source's `quality:` over the stage-wide gates.
-
-    `override` is a partial mapping of QualityConfig fields; it is checked like a recipe section (unknown gate names,
-    wrong types -> ConfigError naming `quality.<field>`). Fields are replaced whole (a dict such as
-    `dup_ngram_char_frac` replaces the stage-wide dict, it is not merged). No override returns `base` itself.
-    """
-    if not override:
-        return base
-    part = from_dict(QualityConfig, override, prefix="quality")
-    out = dataclasses.replace(base, **{k: getattr(part, k) for k in override})
-    out.validate()
-    return out
 
 
 class Tokens:

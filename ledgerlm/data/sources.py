@@ -27,7 +27,7 @@ import zstandard
 
 from ledgerlm import hub
 from ledgerlm.config import ConfigError, from_dict
-from ledgerlm.data.quality import QualityConfig
+from ledgerlm.data.filters import QualityConfig
 from ledgerlm.demo.corpus import generate_demo_corpus
 from ledgerlm.io import CorruptInput, has_content, iter_chunks, iter_lines
 

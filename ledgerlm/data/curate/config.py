@@ -9,9 +9,8 @@ from typing import ClassVar
 
 from ledgerlm.config import ConfigError, to_dict
 from ledgerlm.data.decontam import DecontamConfig
-from ledgerlm.data.filters import QualityGates
+from ledgerlm.data.filters import QualityConfig, QualityGates, overlay
 from ledgerlm.data.minhash import MinHashParams
-from ledgerlm.data.quality import QualityConfig, overlay
 from ledgerlm.data.segdedup import SegDedupConfig
 from ledgerlm.data.sources import SourceSpec
 
