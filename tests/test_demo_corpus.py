@@ -269,7 +269,7 @@ def test_curate_removes_exactly_what_was_planted(tmp_path):
     assert steps["decontaminate"]["dropped"] == {"contaminated:arith": m["leak_docs"]}
     # C4 removes policy lines (cookies, terms of use) itself, on the record; the other boilerplate lines are left to
     # segment dedup
-    from ledgerlm.data.filters import POLICY_SUBSTRINGS
+    from ledgerlm.data.quality import POLICY_SUBSTRINGS
 
     policy = {k for k in m["boilerplate_lines"] if any(p in k.lower() for p in POLICY_SUBSTRINGS)}
     assert res["boilerplate_segments"] == sum(1 for k, v in m["boilerplate_lines"].items() if v and k not in policy)

@@ -18,7 +18,6 @@ Adding a rule = one class here (its Settings and its verdict), one line in FILTE
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any, ClassVar
@@ -29,11 +28,20 @@ from ledgerlm.config import from_dict, ranged
 from ledgerlm.data import wordtok
 from ledgerlm.data.minhash import ngram_hashes, ngram_windows
 from ledgerlm.data.quality import (
+    CITATION,
+    END_PUNCTUATION,
+    PARAGRAPH_BREAK,
     STOP_WORDS,
     DocView,
     _dup_stats,
+    all_dup_chars,
+    bucket_counts,
+    has_policy,
+    near_dup_score,
     ngram_repetition,
+    split_newline_runs,
     terminal_set,
+    top_ngram_chars,
 )
 
 Verdict = tuple[bool, "str | None", dict]
@@ -63,50 +71,6 @@ class Filter:
 
 
 # ----------------------------------------------------------------------------- Gopher repetition
-
-_PARA = re.compile(r"\n{2,}")
-_LINES = re.compile("\n+")
-
-
-def _top_ngram_chars(g: np.ndarray, lens: np.ndarray, n: int) -> tuple[int, bool]:
-    """datatrove's find_top_duplicate: len(" ".join(most common n-gram)) * its count (ties: the first seen); and
-    whether any n-gram repeats."""
-    _, first, counts = np.unique(g, return_index=True, return_counts=True)
-    best = int(counts.max())
-    i = int(first[counts == best].min())
-    return (int(lens[i : i + n].sum()) + n - 1) * best, best > 1
-
-
-def _all_dup_chars(g: np.ndarray, cum: np.ndarray, n: int) -> int:
-    """datatrove's find_all_duplicate: scan left to right; an n-gram seen before adds its characters (without spaces)
-    and the scan jumps past it (the skipped n-grams are not remembered)."""
-    seen: set[int] = set()
-    rep, idx, m = 0, 0, len(g)
-    gl = g.tolist()
-    while idx < m:
-        h = gl[idx]
-        if h in seen:
-            rep += int(cum[idx + n] - cum[idx])
-            idx += n
-        else:
-            seen.add(h)
-            idx += 1
-    return rep
-
-
-def _split_newline_runs(text: str) -> list[str]:
-    """re.split("\n+", text) without the regex engine (several times faster on long texts)."""
-    parts = text.split("\n")
-    if len(parts) < 3:
-        return parts
-    return [parts[0], *filter(None, parts[1:-1]), parts[-1]]
-
-
-def _bucket_counts(g: np.ndarray) -> np.ndarray:
-    """For each value, how many values share its hash bucket: >= how often the value itself occurs."""
-    bits = min(len(g).bit_length() + 2, 24)
-    bucket = (g >> np.uint64(64 - bits)).astype(np.intp)
-    return np.bincount(bucket, minlength=1 << bits)[bucket]
 
 
 class GopherRepetition(Filter):
@@ -142,14 +106,14 @@ class GopherRepetition(Filter):
             return fail("gopher_empty", 0, 1, f"{self.REF}: empty")
         n_chars = len(text)
         stripped = text.strip()
-        paras = _PARA.split(stripped) if "\n\n" in stripped else [stripped]
+        paras = PARAGRAPH_BREAK.split(stripped) if "\n\n" in stripped else [stripped]
         k, chars = _dup_stats(paras)
         if c.max_dup_para_frac and k / len(paras) > c.max_dup_para_frac:
             return fail("gopher_dup_paragraphs", k / len(paras), c.max_dup_para_frac, f"{self.REF}: dup_para_frac")
         if c.max_dup_para_char_frac and chars / n_chars > c.max_dup_para_char_frac:
             r = chars / n_chars
             return fail("gopher_dup_paragraph_chars", r, c.max_dup_para_char_frac, f"{self.REF}: dup_para_char_frac")
-        lines = _split_newline_runs(text)
+        lines = split_newline_runs(text)
         k, chars = _dup_stats(lines)
         if c.max_dup_line_frac and k / len(lines) > c.max_dup_line_frac:
             return fail("gopher_dup_lines", k / len(lines), c.max_dup_line_frac, f"{self.REF}: dup_line_frac")
@@ -183,19 +147,19 @@ class GopherRepetition(Filter):
                     while n_min not in grams:
                         grams.update([next(windows)])
                     if first is None:
-                        first = _bucket_counts(grams[n_min])
+                        first = bucket_counts(grams[n_min])
                     if n > n_min and int((first[: t.n - n + 1] * joined_len).max()) <= limit:
                         continue  # the n_min-gram bound: no n-gram's characters times count can reach the limit
                     while n not in grams:
                         grams.update([next(windows)])
                     g = grams[n]
                     # an upper bound first: each n-gram's count is at most its hash bucket's count
-                    counts = first if n == n_min else _bucket_counts(g)
+                    counts = first if n == n_min else bucket_counts(g)
                     if int((counts * joined_len).max()) <= limit:
                         if counts.max() == 1:
                             no_repeat_from = n if no_repeat_from is None else min(n, no_repeat_from)
                         continue
-                    chars, repeats = _top_ngram_chars(g, t.lens, n)
+                    chars, repeats = top_ngram_chars(g, t.lens, n)
                     if not repeats:
                         no_repeat_from = n if no_repeat_from is None else min(n, no_repeat_from)
                 if chars > limit:
@@ -236,7 +200,7 @@ class GopherRepetition(Filter):
                 if bound[("dup", n)] * total / n_chars <= thr:
                     continue
                 cum = np.concatenate(([0], np.cumsum(t.lens)))
-                r = _all_dup_chars(ngram_hashes(t.hashes, n), cum, n) / n_chars
+                r = all_dup_chars(ngram_hashes(t.hashes, n), cum, n) / n_chars
                 if r > thr:
                     return fail(f"gopher_dup_{n}gram", r, thr, f"{self.REF}: duplicated_{n}_n_grams")
         return None
@@ -337,18 +301,6 @@ class GopherQuality(Filter):
 
 # ----------------------------------------------------------------------------- C4
 
-CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
-END_PUNCTUATION = (".", "?", "!", '"', "'")
-POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
-_COOKIE_PHRASES = tuple(p for p in POLICY_SUBSTRINGS if "cookie" in p)
-_OTHER_PHRASES = tuple(p for p in POLICY_SUBSTRINGS if "cookie" not in p)
-
-
-def _has_policy(low: str) -> bool:
-    """any(p in low for p in POLICY_SUBSTRINGS), looking for the cookie phrases only where "cookie" occurs."""
-    return any(p in low for p in _OTHER_PHRASES) or ("cookie" in low and any(p in low for p in _COOKIE_PHRASES))
-
-
 # why a line left, in the order C4 tests them
 EDIT_REASONS = (
     "too_long_word",
@@ -422,7 +374,7 @@ class C4(Filter):
         lorem = c.c4_lorem_ipsum and "lorem ipsum" in lower
         curly = c.c4_curly_bracket and "{" in text
         js = c.c4_javascript and "javascript" in lower
-        policy = c.c4_policy and _has_policy(lower)
+        policy = c.c4_policy and has_policy(lower)
         cite = c.c4_citations and "[" in text
         maxw = c.c4_max_word_length
         lines = text.splitlines()
@@ -480,7 +432,7 @@ class C4(Filter):
                     continue
                 if curly and "{" in line:
                     return fail("c4_curly_bracket", 1, True, f"{self.REF}: curly_bracket")
-                if policy and _has_policy(low):
+                if policy and has_policy(low):
                     edit.add("policy", line)
                     continue
             kept.append(line)
@@ -619,16 +571,6 @@ def overlay(base: QualityConfig, override: dict[str, Any] | None) -> QualityConf
     return out
 
 
-def _score(v: DocView) -> float:
-    """Near-dup keep rule's quality score: share of lines ending in punctuation x (1 - share of characters in
-    repeated lines). (The view's lines and repeats are FineWeb's, counted once.)"""
-    lines = v.nonblank_lines
-    if not lines:
-        return 0.0
-    punct = sum(1 for ln in lines if ln.rstrip().endswith(END_PUNCTUATION)) / len(lines)
-    return round(punct * (1.0 - v.dup_line_chars / max(len(v.text), 1)), 6)
-
-
 class QualityGates:
     """`check(text) -> (reason or None, details, score)`; `check_view(view) -> (reason, details, score, edit)`, where
     `edit` is the C4Edit when C4 changed the text (the later gates saw the edited text), else None. `score` ranks
@@ -650,10 +592,10 @@ class QualityGates:
             for f in self.filters:
                 keep, reason, details = f.filter(v)
                 if not keep:
-                    return reason, details, _score(v), None
+                    return reason, details, near_dup_score(v), None
                 if "edit" in details:  # the later gates see C4's edited text (as in datatrove's chain)
                     edit = details["edit"]
                     v = edit.view = DocView(edit.text)
         if edit is not None and not self.cfg.c4_edit:
-            return None, {}, _score(v), None  # decided on the edited text; the text as read is kept
-        return None, {}, _score(v), edit
+            return None, {}, near_dup_score(v), None  # decided on the edited text; the text as read is kept
+        return None, {}, near_dup_score(v), edit

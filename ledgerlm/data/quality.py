@@ -11,6 +11,8 @@ for near-dedup. Words are the tokens of datatrove's English word tokenizer (spaC
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ledgerlm.data import chunkcache, wordtok
@@ -277,3 +279,73 @@ def _shared_buckets(g: np.ndarray) -> np.ndarray:
     bits = min(len(g).bit_length() + 2, 24)
     bucket = (g >> U64(64 - bits)).astype(np.intp)
     return np.flatnonzero(np.bincount(bucket, minlength=1 << bits)[bucket] > 1)
+
+
+# ----------------------------------------------------------------------------- Gopher repetition's counts
+
+PARAGRAPH_BREAK = re.compile(r"\n{2,}")
+
+
+def top_ngram_chars(g: np.ndarray, lens: np.ndarray, n: int) -> tuple[int, bool]:
+    """datatrove's find_top_duplicate: len(" ".join(most common n-gram)) * its count (ties: the first seen); and
+    whether any n-gram repeats."""
+    _, first, counts = np.unique(g, return_index=True, return_counts=True)
+    best = int(counts.max())
+    i = int(first[counts == best].min())
+    return (int(lens[i : i + n].sum()) + n - 1) * best, best > 1
+
+
+def all_dup_chars(g: np.ndarray, cum: np.ndarray, n: int) -> int:
+    """datatrove's find_all_duplicate: scan left to right; an n-gram seen before adds its characters (without spaces)
+    and the scan jumps past it (the skipped n-grams are not remembered)."""
+    seen: set[int] = set()
+    rep, idx, m = 0, 0, len(g)
+    gl = g.tolist()
+    while idx < m:
+        h = gl[idx]
+        if h in seen:
+            rep += int(cum[idx + n] - cum[idx])
+            idx += n
+        else:
+            seen.add(h)
+            idx += 1
+    return rep
+
+
+def split_newline_runs(text: str) -> list[str]:
+    """re.split("\n+", text) without the regex engine (several times faster on long texts)."""
+    parts = text.split("\n")
+    if len(parts) < 3:
+        return parts
+    return [parts[0], *filter(None, parts[1:-1]), parts[-1]]
+
+
+def bucket_counts(g: np.ndarray) -> np.ndarray:
+    """For each value, how many values share its hash bucket: >= how often the value itself occurs."""
+    bits = min(len(g).bit_length() + 2, 24)
+    bucket = (g >> np.uint64(64 - bits)).astype(np.intp)
+    return np.bincount(bucket, minlength=1 << bits)[bucket]
+
+
+# ----------------------------------------------------------------------------- C4's line vocabulary
+
+CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
+END_PUNCTUATION = (".", "?", "!", '"', "'")
+POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+_COOKIE_PHRASES = tuple(p for p in POLICY_SUBSTRINGS if "cookie" in p)
+_OTHER_PHRASES = tuple(p for p in POLICY_SUBSTRINGS if "cookie" not in p)
+
+
+def has_policy(low: str) -> bool:
+    """any(p in low for p in POLICY_SUBSTRINGS), looking for the cookie phrases only where "cookie" occurs."""
+    return any(p in low for p in _OTHER_PHRASES) or ("cookie" in low and any(p in low for p in _COOKIE_PHRASES))
+
+
+def near_dup_score(v: DocView) -> float:
+    """Near-dup keep rule's quality score: share of lines ending in punctuation x (1 - share of characters in
+    repeated lines). (The view's lines and repeats are FineWeb's, counted once.)"""
+    lines = v.nonblank_lines
+    if not lines:
+        return 0.0
+    punct = sum(1 for ln in lines if ln.rstrip().endswith(END_PUNCTUATION)) / len(lines)
+    return round(punct * (1.0 - v.dup_line_chars / max(len(v.text), 1)), 6)
