@@ -291,8 +291,8 @@ ROWS = [
         "each post-training stage of the demo improves its own held-out metric over the model it starts from "
         "(paired p < {} for SFT, DPO, the reward model and RL, each in the better direction)",
         "demo-from-clean-clone",
-        "SFT loss {sft.effect.before:.3f} → {sft.effect.after:.3f} (p = {sft.effect.p:.1g}); DPO chosen-preference "
-        "{dpo.effect.before:.3f} → {dpo.effect.after:.3f} (p = {dpo.effect.p:.1e}); reward model vs its untrained head "
+        "SFT loss {sft.effect.before:.3g} → {sft.effect.after:.3g} (p = {sft.effect.p:.1g}); DPO chosen-preference "
+        "{dpo.effect.before:.3g} → {dpo.effect.after:.3g} (p = {dpo.effect.p:.1e}); reward model vs its untrained head "
         "{reward.effect.before:.3g} → {reward.effect.after:.3g} (p = {reward.effect.p:.1e}); RL greedy EM "
         "{rl.effect.before:.3g} → {rl.effect.after:.3g} (p = {rl.effect.p:.2g})",
         [
