@@ -73,6 +73,17 @@ def test_hub_task_without_the_hf_extra_says_what_to_install(argv, cwd, capsys, m
     assert "pip install 'ledgerlm[hf]'" in err and "--data-dir" in err
 
 
+def test_unknown_hub_model_is_one_line(cwd, capsys, monkeypatch):
+    transformers = pytest.importorskip("transformers")
+
+    def offline(*a, **k):  # what from_pretrained raises for a name that is not a folder when the Hub cannot give it
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your connection.")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", offline)
+    err = _one_line_exit_2(["eval", "--model", "nope", "--tasks", "arith", "--out", "r.json"], capsys, cwd)
+    assert "eval.model" in err and "nope: no model folder here, and the Hub gave none" in err
+
+
 def test_existing_dir_without_a_ledger_is_not_a_run(cwd, capsys):
     (cwd / "empty").mkdir()
     assert "has no stage records" in _one_line_exit_2(["report", "empty"], capsys, cwd)

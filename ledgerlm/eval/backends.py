@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ledgerlm.config import ConfigError
 from ledgerlm.device import resolve_device
 from ledgerlm.eval.harness import LM, Tok, additive, kv_generate, load_tok
 from ledgerlm.model.ensemble import Ensemble as KVEnsemble
@@ -232,7 +233,11 @@ def load_lm(
         # transformers renamed `torch_dtype` to `dtype` in 4.56
         major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
         key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-        model = AutoModelForCausalLM.from_pretrained(spec, **{key: torch_dtype or torch.float32}).to(device)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(spec, **{key: torch_dtype or torch.float32}).to(device)
+        except OSError as e:  # neither a model folder here nor a model the Hub gave (unknown name, or offline)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError("eval.model", f"{spec}: no model folder here, and the Hub gave none ({first})") from e
         return HFCausalLM(model, load_tok(spec), name=spec, device=device)
     if backend == "ledgerlm":
         model = load_model(spec, device)
