@@ -4,22 +4,11 @@ against the uncompacted loop: the same logits, the same tokens for the same seed
 from __future__ import annotations
 
 import torch
+from test_generate_parity import _varied  # weights at std 1: continuations vary, top-2 gaps dwarf float noise
 
 from ledgerlm.model import decode
 from ledgerlm.model.decode import Decoder
 from ledgerlm.model.generate import _left_padded, generate
-from ledgerlm.model.llama import Llama, model_config
-
-
-def _varied(vocab: int = 97) -> Llama:
-    """Weights at std 1 (as tests/test_generate_parity.py): continuations vary, top-2 gaps dwarf float noise."""
-    torch.manual_seed(0)
-    m = Llama(model_config("tiny", vocab_size=vocab, n_layer=3, max_seq_len=128)).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 1.0)
-    return m
 
 
 def _prompts(seed: int = 1) -> list[list[int]]:
